@@ -1,0 +1,72 @@
+//! Reductions over the middle dimension of an (outer, n, inner) view, and the row-wise
+//! softmax family built on them.
+
+use super::{par_rows, Float};
+
+/// `out[o, i] = Σ_k x[o, k, i]`.
+pub fn sum_dim<T: Float + Send + Sync>(x: &[T], outer: usize, n: usize, inner: usize) -> Vec<T> {
+    par_rows(outer, inner, |o, out: &mut [T]| {
+        let block = &x[o * n * inner..(o + 1) * n * inner];
+        if inner == 1 {
+            out[0] = block.iter().copied().sum();
+        } else {
+            for row in block.chunks_exact(inner) {
+                out.iter_mut().zip(row).for_each(|(o, &v)| *o += v);
+            }
+        }
+    })
+}
+
+/// Largest (or smallest) value along the middle dimension and the first index holding it.
+pub fn extreme_dim<T: Float + Send + Sync>(x: &[T], outer: usize, n: usize, inner: usize, largest: bool) -> (Vec<T>, Vec<i64>) {
+    let pairs: Vec<(T, i64)> = par_rows(outer, inner, |o, out: &mut [(T, i64)]| {
+        let block = &x[o * n * inner..(o + 1) * n * inner];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let mut best = (block[i], 0i64);
+            for k in 1..n {
+                let v = block[k * inner + i];
+                let better = if largest { v > best.0 } else { v < best.0 };
+                // NaN wins, as in PyTorch: it propagates instead of hiding.
+                if better || (v.is_nan() && !best.0.is_nan()) {
+                    best = (v, k as i64);
+                }
+            }
+            *slot = best;
+        }
+    });
+    pairs.into_iter().unzip()
+}
+
+/// Softmax (or log-softmax) along the middle dimension, max-shifted for stability.
+pub fn softmax_dim<T: Float + Send + Sync>(x: &[T], outer: usize, n: usize, inner: usize, log: bool) -> Vec<T> {
+    let mut out = par_rows(outer, n * inner, |o, out: &mut [T]| {
+        let block = &x[o * n * inner..(o + 1) * n * inner];
+        for i in 0..inner {
+            let mut max = T::neg_infinity();
+            for k in 0..n {
+                max = max.max(block[k * inner + i]);
+            }
+            let mut sum = T::zero();
+            for k in 0..n {
+                let e = (block[k * inner + i] - max).exp();
+                out[k * inner + i] = e;
+                sum += e;
+            }
+            if log {
+                let lse = sum.ln();
+                for k in 0..n {
+                    out[k * inner + i] = block[k * inner + i] - max - lse;
+                }
+            } else {
+                let inv = sum.recip();
+                for k in 0..n {
+                    out[k * inner + i] = out[k * inner + i] * inv;
+                }
+            }
+        }
+    });
+    if n == 0 {
+        out.clear();
+    }
+    out
+}

@@ -1,0 +1,34 @@
+//! ferrograd: differentiable programming in Rust — tensors, reverse-mode autodiff and fast CPU
+//! kernels, the ground the lecture's blocks (FeedForward, Conv, LSTM, Attention, ...) stand on.
+//!
+//! ```
+//! use ferrograd::{DType, Rng, Tensor};
+//! let mut rng = Rng::seed(0);
+//! let x = Tensor::randn(&[4, 3], 0.0, 1.0, DType::F32, &mut rng).unwrap();
+//! let w = Tensor::randn(&[3, 2], 0.0, 1.0, DType::F32, &mut rng).unwrap().requiring_grad();
+//! let score = x.matmul(&w).unwrap().relu().unwrap().sum_all().unwrap();
+//! let grads = score.backward().unwrap();
+//! assert_eq!(grads.get(&w).unwrap().dims(), &[3, 2]);
+//! ```
+
+mod autograd;
+pub mod backend;
+mod device;
+mod dtype;
+mod error;
+mod gradcheck;
+mod ops;
+mod rng;
+mod shape;
+mod storage;
+mod tensor;
+
+pub use autograd::{is_grad_enabled, no_grad, Gradients, NoGradGuard};
+pub use device::Device;
+pub use dtype::{DType, Element};
+pub use error::{Error, ErrorKind, Result};
+pub use gradcheck::{gradcheck, GradcheckReport};
+pub use rng::Rng;
+pub use shape::{broadcast_shapes, Shape};
+pub use storage::live_bytes;
+pub use tensor::{Tensor, TensorId};

@@ -1,0 +1,250 @@
+//! Ops that move elements without arithmetic: reshape, permute, narrow, concat, stack,
+//! broadcast, and the index-driven gathers and scatters.
+
+use super::{any_map, checked_indices, float_map};
+use crate::backend::cpu;
+use crate::shape::broadcast_strides;
+use crate::storage::CpuStorage;
+use crate::{Error, Result, Shape, Tensor};
+
+impl Tensor {
+    /// The same elements under a new shape with as many elements; shares the data.
+    pub fn reshape(&self, dims: &[usize]) -> Result<Tensor> {
+        let shape = Shape::new(dims)?;
+        if shape.numel() != self.numel() {
+            return Err(Error::shape(
+                "reshape",
+                format!("cannot view {} ({} elements) as {shape} ({} elements)", self.shape(), self.numel(), shape.numel()),
+            ));
+        }
+        let from = self.shape().clone();
+        Ok(self.with_shape(shape).with_history("reshape", &[self], move |g| Ok(vec![Some(g.reshape(from.dims())?)])))
+    }
+
+    /// Dimensions reordered: output dimension i is input dimension `perm[i]`.
+    pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
+        let rank = self.rank();
+        let mut seen = vec![false; rank];
+        if perm.len() != rank || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true)) {
+            return Err(Error::shape("permute", format!("{perm:?} is not a permutation of the {rank} dimensions of {}", self.shape())));
+        }
+        let strides = self.shape().strides();
+        let dims: Vec<usize> = perm.iter().map(|&p| self.dims()[p]).collect();
+        let pstrides: Vec<usize> = perm.iter().map(|&p| strides[p]).collect();
+        let data = any_map!(self.cpu("permute")?, |v| cpu::gather_strided(v, &dims, &pstrides));
+        let mut inverse = vec![0; rank];
+        for (i, &p) in perm.iter().enumerate() {
+            inverse[p] = i;
+        }
+        Ok(Tensor::from_op(data, Shape::from_vec(dims), "permute", &[self], move |g| Ok(vec![Some(g.permute(&inverse)?)])))
+    }
+
+    /// Two dimensions swapped.
+    pub fn transpose(&self, d0: isize, d1: isize) -> Result<Tensor> {
+        let (a, b) = (self.dim("transpose", d0)?, self.dim("transpose", d1)?);
+        let mut perm: Vec<usize> = (0..self.rank()).collect();
+        perm.swap(a, b);
+        self.permute(&perm)
+    }
+
+    /// A new dimension of size 1 at `dim` (`dim` may be `rank`, meaning last).
+    pub fn unsqueeze(&self, dim: isize) -> Result<Tensor> {
+        let rank = self.rank() as isize;
+        let d = if dim < 0 { dim + rank + 1 } else { dim };
+        if !(0..=rank).contains(&d) {
+            return Err(Error::index("unsqueeze", format!("dimension {dim} is out of range for rank {rank}")));
+        }
+        let mut dims = self.dims().to_vec();
+        dims.insert(d as usize, 1);
+        self.reshape(&dims)
+    }
+
+    /// Dimension `dim`, which must have size 1, removed.
+    pub fn squeeze(&self, dim: isize) -> Result<Tensor> {
+        let d = self.dim("squeeze", dim)?;
+        if self.dims()[d] != 1 {
+            return Err(Error::shape("squeeze", format!("dimension {dim} of {} has size {}, not 1", self.shape(), self.dims()[d])));
+        }
+        let mut dims = self.dims().to_vec();
+        dims.remove(d);
+        self.reshape(&dims)
+    }
+
+    /// Dimensions from `start` on merged into one: (B, C, H, W).flatten_from(1) is (B, C·H·W).
+    pub fn flatten_from(&self, start: isize) -> Result<Tensor> {
+        let d = self.dim("flatten_from", start)?;
+        let mut dims = self.dims()[..d].to_vec();
+        dims.push(self.dims()[d..].iter().product());
+        self.reshape(&dims)
+    }
+
+    /// `len` entries of dimension `dim` starting at `start`.
+    pub fn narrow(&self, dim: isize, start: usize, len: usize) -> Result<Tensor> {
+        let d = self.dim("narrow", dim)?;
+        let (outer, n, inner) = self.shape().split_at_dim(d);
+        if start.checked_add(len).is_none_or(|end| end > n) {
+            return Err(Error::index("narrow", format!("range {start}..{} is out of bounds for dimension {dim} of size {n}", start.saturating_add(len))));
+        }
+        let data = any_map!(self.cpu("narrow")?, |v| cpu::narrow(v, outer, n, inner, start, len));
+        let mut dims = self.dims().to_vec();
+        dims[d] = len;
+        let in_shape = self.shape().clone();
+        Ok(Tensor::from_op(data, Shape::from_vec(dims), "narrow", &[self], move |g| {
+            let data = float_map!("narrow", g.cpu("narrow")?, |gv| {
+                let mut base = vec![Default::default(); in_shape.numel()];
+                cpu::copy_block(gv, &mut base, outer, len, n, inner, start);
+                base
+            });
+            Ok(vec![Some(Tensor::from_storage(data, in_shape))])
+        }))
+    }
+
+    /// Tensors joined along `dim`; all other dimensions and the dtype must agree.
+    pub fn concat(tensors: &[Tensor], dim: isize) -> Result<Tensor> {
+        let first = tensors.first().ok_or_else(|| Error::value("concat", "needs at least one tensor, got none"))?;
+        let d = first.dim("concat", dim)?;
+        for (i, t) in tensors.iter().enumerate() {
+            let same_rest = t.rank() == first.rank()
+                && t.dims().iter().zip(first.dims()).enumerate().all(|(j, (a, b))| j == d || a == b);
+            if !same_rest {
+                return Err(Error::shape("concat", format!("tensor {i} has shape {}, tensor 0 has {}: only dimension {dim} may differ", t.shape(), first.shape())));
+            }
+            if t.dtype() != first.dtype() {
+                return Err(Error::dtype("concat", format!("tensor {i} is {}, tensor 0 is {}", t.dtype(), first.dtype())));
+            }
+        }
+        let sizes: Vec<usize> = tensors.iter().map(|t| t.dims()[d]).collect();
+        let total: usize = sizes.iter().sum();
+        let mut dims = first.dims().to_vec();
+        dims[d] = total;
+        let (outer, _, inner) = first.shape().split_at_dim(d);
+        let out_shape = Shape::new(&dims)?;
+        let mut data = any_map!(first.cpu("concat")?, |_v| vec![Default::default(); out_shape.numel()]);
+        let mut offset = 0;
+        for (t, &n) in tensors.iter().zip(&sizes) {
+            match (&mut data, t.cpu("concat")?) {
+                (CpuStorage::F32(o), CpuStorage::F32(s)) => cpu::copy_block(s, o, outer, n, total, inner, offset),
+                (CpuStorage::F64(o), CpuStorage::F64(s)) => cpu::copy_block(s, o, outer, n, total, inner, offset),
+                (CpuStorage::I64(o), CpuStorage::I64(s)) => cpu::copy_block(s, o, outer, n, total, inner, offset),
+                _ => unreachable!("dtypes checked above"),
+            }
+            offset += n;
+        }
+        let inputs: Vec<&Tensor> = tensors.iter().collect();
+        Ok(Tensor::from_op(data, out_shape, "concat", &inputs, move |g| {
+            let mut start = 0;
+            sizes
+                .iter()
+                .map(|&n| {
+                    let part = g.narrow(d as isize, start, n);
+                    start += n;
+                    part.map(Some)
+                })
+                .collect()
+        }))
+    }
+
+    /// Tensors of one shape stacked along a new dimension `dim`.
+    pub fn stack(tensors: &[Tensor], dim: isize) -> Result<Tensor> {
+        let first = tensors.first().ok_or_else(|| Error::value("stack", "needs at least one tensor, got none"))?;
+        if let Some((i, t)) = tensors.iter().enumerate().find(|(_, t)| t.shape() != first.shape()) {
+            return Err(Error::shape("stack", format!("tensor {i} has shape {}, tensor 0 has {}", t.shape(), first.shape())));
+        }
+        let parts = tensors.iter().map(|t| t.unsqueeze(dim)).collect::<Result<Vec<_>>>()?;
+        Tensor::concat(&parts, dim)
+    }
+
+    /// Copies along dimensions of size 1 (and new leading ones) to reach `dims`.
+    pub fn broadcast_to(&self, dims: &[usize]) -> Result<Tensor> {
+        let target = Shape::new(dims)?;
+        if &target == self.shape() {
+            return Ok(self.clone());
+        }
+        let fits = target.rank() >= self.rank()
+            && self.dims().iter().rev().zip(target.dims().iter().rev()).all(|(&s, &t)| s == t || s == 1);
+        if !fits {
+            return Err(Error::shape("broadcast_to", format!("cannot broadcast {} to {target}", self.shape())));
+        }
+        let strides = broadcast_strides(self.shape(), &target);
+        let data = any_map!(self.cpu("broadcast_to")?, |v| cpu::gather_strided(v, target.dims(), &strides));
+        let from = self.shape().clone();
+        Ok(Tensor::from_op(data, target, "broadcast_to", &[self], move |g| Ok(vec![Some(g.sum_to_shape(&from)?)])))
+    }
+
+    /// Entries `ids` (a 1-D i64 tensor) of dimension `dim`, in that order; repeats allowed.
+    ///
+    /// ```
+    /// use ferrograd::Tensor;
+    /// let table = Tensor::from_vec(vec![0.0f32, 0.0, 1.0, 1.0, 2.0, 2.0], &[3, 2]).unwrap();
+    /// let ids = Tensor::from_vec(vec![2i64, 0], &[2]).unwrap();
+    /// let rows = table.index_select(0, &ids).unwrap();
+    /// assert_eq!(rows.to_vec::<f32>().unwrap(), vec![2.0, 2.0, 0.0, 0.0]);
+    /// ```
+    pub fn index_select(&self, dim: isize, ids: &Tensor) -> Result<Tensor> {
+        let d = self.dim("index_select", dim)?;
+        if ids.rank() != 1 {
+            return Err(Error::shape("index_select", format!("indices must be 1-D, got shape {}", ids.shape())));
+        }
+        let (outer, n, inner) = self.shape().split_at_dim(d);
+        let idx = checked_indices("index_select", ids, n)?;
+        let data = any_map!(self.cpu("index_select")?, |v| cpu::index_select(v, outer, n, inner, &idx));
+        let mut dims = self.dims().to_vec();
+        dims[d] = idx.len();
+        let in_shape = self.shape().clone();
+        Ok(Tensor::from_op(data, Shape::from_vec(dims), "index_select", &[self], move |g| {
+            let data = float_map!("index_select", g.cpu("index_select")?, |gv| cpu::index_add(gv, outer, n, inner, &idx));
+            Ok(vec![Some(Tensor::from_storage(data, in_shape))])
+        }))
+    }
+
+    /// `out[.., j, ..] = self[.., index[.., j, ..], ..]` along `dim`; `index` has self's rank
+    /// and self's sizes in every other dimension (as PyTorch's gather, without its subsetting).
+    pub fn gather(&self, dim: isize, index: &Tensor) -> Result<Tensor> {
+        let (_, outer, n, inner, m, idx) = self.index_args("gather", dim, index)?;
+        let data = any_map!(self.cpu("gather")?, |v| cpu::gather_dim(v, outer, n, inner, m, &idx));
+        let in_shape = self.shape().clone();
+        Ok(Tensor::from_op(data, index.shape().clone(), "gather", &[self], move |g| {
+            let data = float_map!("gather", g.cpu("gather")?, |gv| {
+                let mut base = vec![Default::default(); in_shape.numel()];
+                cpu::scatter_add_dim(&mut base, outer, n, inner, m, &idx, gv);
+                base
+            });
+            Ok(vec![Some(Tensor::from_storage(data, in_shape))])
+        }))
+    }
+
+    /// `self` with `src` added at the positions `index` names along `dim` (gather's adjoint):
+    /// `out[.., index[.., j, ..], ..] += src[.., j, ..]`; `index` and `src` share a shape.
+    pub fn scatter_add(&self, dim: isize, index: &Tensor, src: &Tensor) -> Result<Tensor> {
+        if src.shape() != index.shape() {
+            return Err(Error::shape("scatter_add", format!("src has shape {}, index has {}: they must match", src.shape(), index.shape())));
+        }
+        let (d, outer, n, inner, m, idx) = self.index_args("scatter_add", dim, index)?;
+        let data = float_map!("scatter_add", self.cpu("scatter_add")?, |v| {
+            let mut base = v.clone();
+            let s = src.as_slice("scatter_add").map_err(|_| {
+                Error::dtype("scatter_add", format!("src is {}, the tensor is {}", src.dtype(), self.dtype()))
+            })?;
+            cpu::scatter_add_dim(&mut base, outer, n, inner, m, &idx, s);
+            base
+        });
+        let index = index.clone();
+        Ok(Tensor::from_op(data, self.shape().clone(), "scatter_add", &[self, src], move |g| {
+            Ok(vec![Some(g.clone()), Some(g.gather(d as isize, &index)?)])
+        }))
+    }
+
+    /// Checks an index tensor for gather/scatter along `dim` and splits the shapes.
+    #[allow(clippy::type_complexity)]
+    fn index_args(&self, op: &str, dim: isize, index: &Tensor) -> Result<(usize, usize, usize, usize, usize, Vec<usize>)> {
+        let d = self.dim(op, dim)?;
+        let same_rest = index.rank() == self.rank()
+            && index.dims().iter().zip(self.dims()).enumerate().all(|(j, (a, b))| j == d || a == b);
+        if !same_rest {
+            return Err(Error::shape(op, format!("index has shape {}, the tensor {}: they must agree except in dimension {dim}", index.shape(), self.shape())));
+        }
+        let (outer, n, inner) = self.shape().split_at_dim(d);
+        let idx = checked_indices(op, index, n)?;
+        Ok((d, outer, n, inner, index.dims()[d], idx))
+    }
+}
