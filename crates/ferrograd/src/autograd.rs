@@ -23,6 +23,30 @@ impl Node {
     }
 }
 
+/// Dropping a long chain of nodes one inside the other would recurse once per op (an RNN
+/// unrolled over thousands of steps overflows the stack); this unlinks them in a loop instead.
+impl Drop for Node {
+    fn drop(&mut self) {
+        let Some((inputs, backward)) = self.edges.get_mut().ok().and_then(|e| e.take()) else { return };
+        drop(backward);
+        let mut stack = inputs;
+        while let Some(t) = stack.pop() {
+            if let Some(inputs) = t.into_unique_inputs() {
+                stack.extend(inputs);
+            }
+        }
+    }
+}
+
+impl Node {
+    /// The inputs, taken out of the node (used when its tensor is being dropped).
+    pub(crate) fn take_inputs(&mut self) -> Option<Vec<Tensor>> {
+        let (inputs, backward) = self.edges.get_mut().ok()?.take()?;
+        drop(backward);
+        Some(inputs)
+    }
+}
+
 thread_local! {
     static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
 }
@@ -57,7 +81,7 @@ pub fn no_grad() -> NoGradGuard {
 }
 
 /// The gradients one backward pass produced, for each leaf tensor that requires a gradient.
-#[derive(Default, Clone)]
+#[derive(Default, Clone, Debug)]
 pub struct Gradients {
     map: HashMap<TensorId, Tensor>,
 }

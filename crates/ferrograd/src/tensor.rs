@@ -194,6 +194,12 @@ impl Tensor {
     pub(crate) fn node(&self) -> Option<&Node> {
         self.0.node.as_ref()
     }
+    /// When this is the last handle to a computed tensor, its node's inputs (so that dropping
+    /// a deep graph can proceed without recursion).
+    pub(crate) fn into_unique_inputs(self) -> Option<Vec<Tensor>> {
+        let mut inner = Arc::try_unwrap(self.0).ok()?;
+        inner.node.as_mut()?.take_inputs()
+    }
     pub(crate) fn cpu(&self, op: &str) -> Result<&CpuStorage> {
         self.0.storage.cpu(op)
     }

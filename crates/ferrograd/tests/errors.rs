@@ -1,0 +1,108 @@
+//! Bad input to every op family gets a clear error naming the op and what was wrong, never a
+//! panic.
+
+use ferrograd::{DType, ErrorKind, Tensor};
+
+fn t(dims: &[usize]) -> Tensor {
+    Tensor::ones(dims, DType::F32).unwrap()
+}
+
+fn ids(v: &[i64]) -> Tensor {
+    Tensor::from_vec(v.to_vec(), &[v.len()]).unwrap()
+}
+
+/// Asserts `r` failed with `kind` and a message holding every one of `words`.
+fn fails<T: std::fmt::Debug>(r: ferrograd::Result<T>, kind: ErrorKind, words: &[&str]) {
+    let e = r.expect_err("expected an error");
+    assert_eq!(e.kind, kind, "{e}");
+    let msg = e.to_string();
+    for w in words {
+        assert!(msg.contains(w), "message {msg:?} lacks {w:?}");
+    }
+}
+
+#[test]
+fn creation() {
+    fails(Tensor::from_vec(vec![1.0f32; 5], &[2, 3]), ErrorKind::Shape, &["from_vec", "5 values", "[2, 3]"]);
+    fails(Tensor::from_vec(vec![1.0f32], &[usize::MAX, 2]), ErrorKind::Value, &["shape"]);
+    fails(Tensor::arange(0.0, 1.0, 0.0, DType::F32), ErrorKind::Value, &["arange", "step"]);
+    let mut rng = ferrograd::Rng::seed(0);
+    fails(Tensor::rand_uniform(&[2], 1.0, 1.0, DType::F32, &mut rng), ErrorKind::Value, &["low < high"]);
+    fails(t(&[2]).item(), ErrorKind::Shape, &["item", "[2]"]);
+    fails(t(&[2]).to_vec::<i64>(), ErrorKind::DType, &["f32", "i64"]);
+}
+
+#[test]
+fn element_wise() {
+    fails(t(&[3]).add(&t(&[4])), ErrorKind::Shape, &["add", "[3]", "[4]", "broadcast"]);
+    fails(t(&[2]).mul(&t(&[2]).to_dtype(DType::F64).unwrap()), ErrorKind::DType, &["mul", "f32", "f64"]);
+    fails(ids(&[1, 2]).exp(), ErrorKind::DType, &["exp", "i64"]);
+    fails(ids(&[1, 2]).add(&ids(&[1, 2])), ErrorKind::DType, &["add", "i64"]);
+    fails(t(&[2]).lt(&t(&[3])), ErrorKind::Shape, &["lt"]);
+    fails(t(&[2, 3]).masked_fill(&ids(&[1, 0, 1, 0]), 0.0), ErrorKind::Shape, &["where_cond"]);
+    fails(t(&[2]).where_cond(&t(&[3]), &t(&[2])), ErrorKind::Shape, &["where_cond"]);
+}
+
+#[test]
+fn reductions() {
+    fails(t(&[2, 3]).sum(&[2], false), ErrorKind::Index, &["sum", "dimension 2", "[2, 3]"]);
+    fails(t(&[2, 3]).sum(&[1, -1], false), ErrorKind::Index, &["twice"]);
+    fails(t(&[2, 0]).max(&[1], false), ErrorKind::Value, &["max", "empty"]);
+    fails(t(&[0]).mean(&[0], false), ErrorKind::Value, &["mean", "empty"]);
+    fails(t(&[2, 3]).softmax(-3), ErrorKind::Index, &["softmax"]);
+    fails(ids(&[1]).softmax(0), ErrorKind::DType, &["softmax", "i64"]);
+}
+
+#[test]
+fn matmul_and_losses() {
+    fails(t(&[2, 3]).matmul(&t(&[4, 5])), ErrorKind::Shape, &["matmul", "[2, 3] × [4, 5]", "3 vs 4"]);
+    fails(t(&[3]).matmul(&t(&[3, 2])), ErrorKind::Shape, &["matmul", "rank 2"]);
+    fails(t(&[2, 2, 3]).matmul(&t(&[3, 3, 1])), ErrorKind::Shape, &["matmul", "broadcast"]);
+    fails(t(&[2, 3]).cross_entropy(&ids(&[0, 3]), None), ErrorKind::Index, &["cross_entropy", "target 3", "3 classes"]);
+    fails(t(&[2, 3]).cross_entropy(&ids(&[0]), None), ErrorKind::Shape, &["targets must be (2,)"]);
+    fails(t(&[2, 3]).cross_entropy(&t(&[2]), None), ErrorKind::DType, &["i64"]);
+    fails(t(&[2, 3, 4]).cross_entropy(&ids(&[0, 1]), None), ErrorKind::Shape, &["(N, C)"]);
+    fails(t(&[2, 3]).mse_loss(&t(&[3, 2])), ErrorKind::Shape, &["mse_loss"]);
+}
+
+#[test]
+fn movement_and_indexing() {
+    fails(t(&[2, 3]).reshape(&[4, 2]), ErrorKind::Shape, &["reshape", "6 elements", "8 elements"]);
+    fails(t(&[2, 3]).permute(&[0, 0]), ErrorKind::Shape, &["permute", "[0, 0]"]);
+    fails(t(&[2, 3]).transpose(0, 5), ErrorKind::Index, &["transpose"]);
+    fails(t(&[2, 3]).narrow(1, 2, 2), ErrorKind::Index, &["narrow", "2..4", "size 3"]);
+    fails(t(&[2, 3]).narrow(1, usize::MAX, 2), ErrorKind::Index, &["narrow"]);
+    fails(Tensor::concat(&[], 0), ErrorKind::Value, &["concat", "none"]);
+    fails(Tensor::concat(&[t(&[2, 3]), t(&[3, 3])], 1), ErrorKind::Shape, &["concat", "tensor 1"]);
+    fails(Tensor::stack(&[t(&[2]), t(&[3])], 0), ErrorKind::Shape, &["stack"]);
+    fails(t(&[2, 3]).broadcast_to(&[3, 3]), ErrorKind::Shape, &["broadcast_to", "[2, 3]", "[3, 3]"]);
+    fails(t(&[2, 3]).squeeze(1), ErrorKind::Shape, &["squeeze", "not 1"]);
+    fails(t(&[3, 2]).index_select(0, &ids(&[0, 3])), ErrorKind::Index, &["index_select", "index 3", "size 3"]);
+    fails(t(&[3, 2]).index_select(0, &ids(&[-1])), ErrorKind::Index, &["index -1"]);
+    fails(t(&[3, 2]).index_select(0, &t(&[1])), ErrorKind::DType, &["i64", "f32"]);
+    let bad = Tensor::from_vec(vec![0i64, 9], &[1, 2]).unwrap();
+    fails(t(&[3, 2]).gather(0, &bad), ErrorKind::Index, &["gather", "index 9"]);
+    fails(t(&[3, 2]).gather(0, &ids(&[0])), ErrorKind::Shape, &["gather"]);
+    fails(t(&[3, 2]).scatter_add(0, &bad, &t(&[2, 1])), ErrorKind::Shape, &["scatter_add", "src"]);
+}
+
+#[test]
+fn empty_tensors_work_or_fail_cleanly() {
+    let e = t(&[0, 3]);
+    assert_eq!(e.exp().unwrap().dims(), &[0, 3]);
+    assert_eq!(e.sum(&[0], false).unwrap().to_vec::<f32>().unwrap(), vec![0.0; 3]);
+    assert_eq!(e.matmul(&t(&[3, 2])).unwrap().dims(), &[0, 2]);
+    assert_eq!(t(&[2, 0]).matmul(&t(&[0, 2])).unwrap().to_vec::<f32>().unwrap(), vec![0.0; 4]);
+    assert_eq!(e.softmax(1).unwrap().dims(), &[0, 3]);
+    fails(t(&[2, 0]).cross_entropy(&ids(&[0, 0]), None), ErrorKind::Shape, &["zero classes"]);
+}
+
+#[test]
+fn autograd_misuse() {
+    let x = t(&[2]).requiring_grad();
+    fails(x.mul(&x).unwrap().backward(), ErrorKind::Autograd, &["scalar", "[2]"]);
+    fails(t(&[1]).backward(), ErrorKind::Autograd, &["does not require a gradient"]);
+    let loss = x.mul(&x).unwrap().sum_all().unwrap();
+    loss.backward().unwrap();
+    fails(loss.backward(), ErrorKind::Autograd, &["already used", "freed"]);
+}
