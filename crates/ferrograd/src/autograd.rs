@@ -27,7 +27,9 @@ impl Node {
 /// unrolled over thousands of steps overflows the stack); this unlinks them in a loop instead.
 impl Drop for Node {
     fn drop(&mut self) {
-        let Some((inputs, backward)) = self.edges.get_mut().ok().and_then(|e| e.take()) else { return };
+        let Some((inputs, backward)) = self.edges.get_mut().ok().and_then(|e| e.take()) else {
+            return;
+        };
         drop(backward);
         let mut stack = inputs;
         while let Some(t) = stack.pop() {
@@ -133,7 +135,10 @@ impl Tensor {
         if self.numel() != 1 {
             return Err(Error::autograd(
                 "backward",
-                format!("needs a scalar loss, got shape {}; use backward_with(grad) instead", self.shape()),
+                format!(
+                    "needs a scalar loss, got shape {}; use backward_with(grad) instead",
+                    self.shape()
+                ),
             ));
         }
         self.backward_with(&Tensor::ones(self.dims(), self.dtype())?)
@@ -152,7 +157,10 @@ impl Tensor {
                 "backward",
                 format!(
                     "gradient is {} {}, the tensor is {} {}",
-                    grad.dtype(), grad.shape(), self.dtype(), self.shape()
+                    grad.dtype(),
+                    grad.shape(),
+                    self.dtype(),
+                    self.shape()
                 ),
             ));
         }
@@ -163,7 +171,11 @@ impl Tensor {
         let mut leaves = HashSet::new();
         for t in order.into_iter().rev() {
             let node = t.node().expect("topological_order keeps only tensors with a node");
-            let edges = node.edges.lock().map_err(|_| Error::autograd(node.op, "graph lock poisoned"))?.take();
+            let edges = node
+                .edges
+                .lock()
+                .map_err(|_| Error::autograd(node.op, "graph lock poisoned"))?
+                .take();
             let Some((inputs, backward)) = edges else { continue };
             let Some(g) = grads.remove(&t.id()) else { continue };
             let input_grads = backward(&g)?;
@@ -199,11 +211,15 @@ fn topological_order(root: &Tensor) -> Result<Vec<Tensor>> {
             continue;
         }
         let Some(node) = t.node() else { continue };
-        let edges = node.edges.lock().map_err(|_| Error::autograd(node.op, "graph lock poisoned"))?;
+        let edges =
+            node.edges.lock().map_err(|_| Error::autograd(node.op, "graph lock poisoned"))?;
         let Some((inputs, _)) = edges.as_ref() else {
             return Err(Error::autograd(
                 "backward",
-                format!("the graph through `{}` was already used by a backward pass and freed", node.op),
+                format!(
+                    "the graph through `{}` was already used by a backward pass and freed",
+                    node.op
+                ),
             ));
         };
         let inputs: Vec<Tensor> = inputs.iter().filter(|i| i.requires_grad()).cloned().collect();

@@ -33,9 +33,18 @@ pub fn gradcheck(
     let eps = 1e-6;
     let base: Vec<Tensor> = inputs
         .iter()
-        .map(|t| if t.dtype().is_float() { t.to_dtype(DType::F64).map(|t| t.detach()) } else { Ok(t.clone()) })
+        .map(|t| {
+            if t.dtype().is_float() {
+                t.to_dtype(DType::F64).map(|t| t.detach())
+            } else {
+                Ok(t.clone())
+            }
+        })
         .collect::<Result<_>>()?;
-    let leaves: Vec<Tensor> = base.iter().map(|t| if t.dtype().is_float() { t.requiring_grad() } else { t.clone() }).collect();
+    let leaves: Vec<Tensor> = base
+        .iter()
+        .map(|t| if t.dtype().is_float() { t.requiring_grad() } else { t.clone() })
+        .collect();
     let out = f(&leaves)?;
     let mut rng = Rng::seed(0x5eed);
     let r = Tensor::randn(out.dims(), 0.0, 1.0, DType::F64, &mut rng)?;

@@ -10,9 +10,9 @@ pub struct Shape(Vec<usize>);
 impl Shape {
     /// A shape from its dimension sizes; fails when the element count overflows `usize`.
     pub fn new(dims: &[usize]) -> Result<Shape> {
-        dims.iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d))
-            .ok_or_else(|| Error::value("shape", format!("{dims:?} has more elements than fit in memory")))?;
+        dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(|| {
+            Error::value("shape", format!("{dims:?} has more elements than fit in memory"))
+        })?;
         Ok(Shape(dims.to_vec()))
     }
     pub(crate) fn from_vec(dims: Vec<usize>) -> Shape {
@@ -62,10 +62,10 @@ impl Shape {
 pub fn broadcast_shapes(op: &str, a: &Shape, b: &Shape) -> Result<Shape> {
     let rank = a.rank().max(b.rank());
     let mut out = vec![0; rank];
-    for i in 0..rank {
+    for (i, slot) in out.iter_mut().enumerate() {
         let da = if i < rank - a.rank() { 1 } else { a.0[i - (rank - a.rank())] };
         let db = if i < rank - b.rank() { 1 } else { b.0[i - (rank - b.rank())] };
-        out[i] = match (da, db) {
+        *slot = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
             (x, 1) => x,
@@ -117,7 +117,10 @@ mod tests {
         assert_eq!(broadcast_shapes("t", &s(&[3, 1, 5]), &s(&[4, 1])).unwrap(), s(&[3, 4, 5]));
         assert_eq!(broadcast_shapes("t", &s(&[]), &s(&[2])).unwrap(), s(&[2]));
         let e = broadcast_shapes("add", &s(&[3]), &s(&[4])).unwrap_err();
-        assert_eq!(e.to_string(), "add: shapes [3] and [4] do not broadcast: dimension 0 is 3 vs 4");
+        assert_eq!(
+            e.to_string(),
+            "add: shapes [3] and [4] do not broadcast: dimension 0 is 3 vs 4"
+        );
         assert_eq!(broadcast_strides(&s(&[4, 1]), &s(&[3, 4, 5])), vec![0, 1, 0]);
     }
 

@@ -34,7 +34,12 @@ pub struct Tensor(Arc<Inner>);
 impl Tensor {
     // ---- construction -------------------------------------------------------------------
 
-    fn build(storage: Arc<Storage>, shape: Shape, requires_grad: bool, node: Option<Node>) -> Tensor {
+    fn build(
+        storage: Arc<Storage>,
+        shape: Shape,
+        requires_grad: bool,
+        node: Option<Node>,
+    ) -> Tensor {
         Tensor(Arc::new(Inner { id: TensorId::next(), storage, shape, requires_grad, node }))
     }
 
@@ -85,7 +90,11 @@ impl Tensor {
         if data.len() != shape.numel() {
             return Err(Error::shape(
                 "from_vec",
-                format!("{} values cannot fill shape {shape} ({} elements)", data.len(), shape.numel()),
+                format!(
+                    "{} values cannot fill shape {shape} ({} elements)",
+                    data.len(),
+                    shape.numel()
+                ),
             ));
         }
         Ok(Tensor::from_storage(T::into_storage(data), shape))
@@ -148,16 +157,31 @@ impl Tensor {
     }
 
     /// Normally distributed values, drawn from `rng` (same seed, same numbers).
-    pub fn randn(shape: &[usize], mean: f64, std: f64, dtype: DType, rng: &mut Rng) -> Result<Tensor> {
+    pub fn randn(
+        shape: &[usize],
+        mean: f64,
+        std: f64,
+        dtype: DType,
+        rng: &mut Rng,
+    ) -> Result<Tensor> {
         let n = Shape::new(shape)?.numel();
         let values: Vec<f64> = (0..n).map(|_| mean + std * rng.normal()).collect();
         Tensor::from_vec(values, shape)?.to_dtype(dtype)
     }
 
     /// Values uniform in `[low, high)`, drawn from `rng`.
-    pub fn rand_uniform(shape: &[usize], low: f64, high: f64, dtype: DType, rng: &mut Rng) -> Result<Tensor> {
-        if !(low < high) {
-            return Err(Error::value("rand_uniform", format!("needs low < high, got {low} and {high}")));
+    pub fn rand_uniform(
+        shape: &[usize],
+        low: f64,
+        high: f64,
+        dtype: DType,
+        rng: &mut Rng,
+    ) -> Result<Tensor> {
+        if low.partial_cmp(&high) != Some(std::cmp::Ordering::Less) {
+            return Err(Error::value(
+                "rand_uniform",
+                format!("needs low < high, got {low} and {high}"),
+            ));
         }
         let n = Shape::new(shape)?.numel();
         let values: Vec<f64> = (0..n).map(|_| low + (high - low) * rng.uniform()).collect();
@@ -254,7 +278,10 @@ impl Tensor {
     /// The one value of a one-element tensor, as f64.
     pub fn item(&self) -> Result<f64> {
         if self.numel() != 1 {
-            return Err(Error::shape("item", format!("needs one element, the tensor has shape {}", self.shape())));
+            return Err(Error::shape(
+                "item",
+                format!("needs one element, the tensor has shape {}", self.shape()),
+            ));
         }
         Ok(self.to_vec_f64()?[0])
     }

@@ -100,5 +100,8 @@ fn memory_stays_flat_over_many_steps() {
     }
     let after = live_bytes();
     assert!(last < first, "training should lower the loss");
-    assert!(after < before + 2_000_000, "live tensor bytes grew from {before} to {after} over 300 steps");
+    assert!(
+        after < before + 2_000_000,
+        "live tensor bytes grew from {before} to {after} over 300 steps"
+    );
 }

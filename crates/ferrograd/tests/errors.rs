@@ -23,11 +23,19 @@ fn fails<T: std::fmt::Debug>(r: ferrograd::Result<T>, kind: ErrorKind, words: &[
 
 #[test]
 fn creation() {
-    fails(Tensor::from_vec(vec![1.0f32; 5], &[2, 3]), ErrorKind::Shape, &["from_vec", "5 values", "[2, 3]"]);
+    fails(
+        Tensor::from_vec(vec![1.0f32; 5], &[2, 3]),
+        ErrorKind::Shape,
+        &["from_vec", "5 values", "[2, 3]"],
+    );
     fails(Tensor::from_vec(vec![1.0f32], &[usize::MAX, 2]), ErrorKind::Value, &["shape"]);
     fails(Tensor::arange(0.0, 1.0, 0.0, DType::F32), ErrorKind::Value, &["arange", "step"]);
     let mut rng = ferrograd::Rng::seed(0);
-    fails(Tensor::rand_uniform(&[2], 1.0, 1.0, DType::F32, &mut rng), ErrorKind::Value, &["low < high"]);
+    fails(
+        Tensor::rand_uniform(&[2], 1.0, 1.0, DType::F32, &mut rng),
+        ErrorKind::Value,
+        &["low < high"],
+    );
     fails(t(&[2]).item(), ErrorKind::Shape, &["item", "[2]"]);
     fails(t(&[2]).to_vec::<i64>(), ErrorKind::DType, &["f32", "i64"]);
 }
@@ -35,7 +43,11 @@ fn creation() {
 #[test]
 fn element_wise() {
     fails(t(&[3]).add(&t(&[4])), ErrorKind::Shape, &["add", "[3]", "[4]", "broadcast"]);
-    fails(t(&[2]).mul(&t(&[2]).to_dtype(DType::F64).unwrap()), ErrorKind::DType, &["mul", "f32", "f64"]);
+    fails(
+        t(&[2]).mul(&t(&[2]).to_dtype(DType::F64).unwrap()),
+        ErrorKind::DType,
+        &["mul", "f32", "f64"],
+    );
     fails(ids(&[1, 2]).exp(), ErrorKind::DType, &["exp", "i64"]);
     fails(ids(&[1, 2]).add(&ids(&[1, 2])), ErrorKind::DType, &["add", "i64"]);
     fails(t(&[2]).lt(&t(&[3])), ErrorKind::Shape, &["lt"]);
@@ -55,10 +67,18 @@ fn reductions() {
 
 #[test]
 fn matmul_and_losses() {
-    fails(t(&[2, 3]).matmul(&t(&[4, 5])), ErrorKind::Shape, &["matmul", "[2, 3] × [4, 5]", "3 vs 4"]);
+    fails(
+        t(&[2, 3]).matmul(&t(&[4, 5])),
+        ErrorKind::Shape,
+        &["matmul", "[2, 3] × [4, 5]", "3 vs 4"],
+    );
     fails(t(&[3]).matmul(&t(&[3, 2])), ErrorKind::Shape, &["matmul", "rank 2"]);
     fails(t(&[2, 2, 3]).matmul(&t(&[3, 3, 1])), ErrorKind::Shape, &["matmul", "broadcast"]);
-    fails(t(&[2, 3]).cross_entropy(&ids(&[0, 3]), None), ErrorKind::Index, &["cross_entropy", "target 3", "3 classes"]);
+    fails(
+        t(&[2, 3]).cross_entropy(&ids(&[0, 3]), None),
+        ErrorKind::Index,
+        &["cross_entropy", "target 3", "3 classes"],
+    );
     fails(t(&[2, 3]).cross_entropy(&ids(&[0]), None), ErrorKind::Shape, &["targets must be (2,)"]);
     fails(t(&[2, 3]).cross_entropy(&t(&[2]), None), ErrorKind::DType, &["i64"]);
     fails(t(&[2, 3, 4]).cross_entropy(&ids(&[0, 1]), None), ErrorKind::Shape, &["(N, C)"]);
@@ -75,9 +95,17 @@ fn movement_and_indexing() {
     fails(Tensor::concat(&[], 0), ErrorKind::Value, &["concat", "none"]);
     fails(Tensor::concat(&[t(&[2, 3]), t(&[3, 3])], 1), ErrorKind::Shape, &["concat", "tensor 1"]);
     fails(Tensor::stack(&[t(&[2]), t(&[3])], 0), ErrorKind::Shape, &["stack"]);
-    fails(t(&[2, 3]).broadcast_to(&[3, 3]), ErrorKind::Shape, &["broadcast_to", "[2, 3]", "[3, 3]"]);
+    fails(
+        t(&[2, 3]).broadcast_to(&[3, 3]),
+        ErrorKind::Shape,
+        &["broadcast_to", "[2, 3]", "[3, 3]"],
+    );
     fails(t(&[2, 3]).squeeze(1), ErrorKind::Shape, &["squeeze", "not 1"]);
-    fails(t(&[3, 2]).index_select(0, &ids(&[0, 3])), ErrorKind::Index, &["index_select", "index 3", "size 3"]);
+    fails(
+        t(&[3, 2]).index_select(0, &ids(&[0, 3])),
+        ErrorKind::Index,
+        &["index_select", "index 3", "size 3"],
+    );
     fails(t(&[3, 2]).index_select(0, &ids(&[-1])), ErrorKind::Index, &["index -1"]);
     fails(t(&[3, 2]).index_select(0, &t(&[1])), ErrorKind::DType, &["i64", "f32"]);
     let bad = Tensor::from_vec(vec![0i64, 9], &[1, 2]).unwrap();

@@ -109,11 +109,17 @@ impl Tensor {
         };
         let (ab, bb) = (a.detach().broadcast_to(out.dims())?, b.detach().broadcast_to(out.dims())?);
         let data = match (ab.cpu(OP)?, bb.cpu(OP)?) {
-            (CpuStorage::I64(x), CpuStorage::I64(y)) => {
-                CpuStorage::I64(cond.iter().zip(x.iter().zip(y)).map(|(&c, (&x, &y))| if c { x } else { y }).collect())
-            }
+            (CpuStorage::I64(x), CpuStorage::I64(y)) => CpuStorage::I64(
+                cond.iter()
+                    .zip(x.iter().zip(y))
+                    .map(|(&c, (&x, &y))| if c { x } else { y })
+                    .collect(),
+            ),
             (x, y) => float_map2!(OP, x, y, |x, y| {
-                cond.iter().zip(x.iter().zip(y)).map(|(&c, (&x, &y))| if c { x } else { y }).collect()
+                cond.iter()
+                    .zip(x.iter().zip(y))
+                    .map(|(&c, (&x, &y))| if c { x } else { y })
+                    .collect()
             }),
         };
         let (mask, a_shape, b_shape) = (self.detach(), a.shape().clone(), b.shape().clone());
@@ -132,7 +138,11 @@ impl Tensor {
         if out.shape() != self.shape() {
             return Err(Error::shape(
                 "masked_fill",
-                format!("mask of shape {} does not broadcast to the tensor's shape {}", mask.shape(), self.shape()),
+                format!(
+                    "mask of shape {} does not broadcast to the tensor's shape {}",
+                    mask.shape(),
+                    self.shape()
+                ),
             ));
         }
         Ok(out)

@@ -11,7 +11,9 @@ impl Tensor {
     pub fn softmax(&self, dim: isize) -> Result<Tensor> {
         let d = self.dim("softmax", dim)?;
         let (outer, n, inner) = self.shape().split_at_dim(d);
-        let data = float_map!("softmax", self.cpu("softmax")?, |v| cpu::softmax_dim(v, outer, n, inner, false));
+        let data = float_map!("softmax", self.cpu("softmax")?, |v| cpu::softmax_dim(
+            v, outer, n, inner, false
+        ));
         let y = Tensor::from_storage(data, self.shape().clone());
         let yd = y.detach();
         Ok(y.with_history("softmax", &[self], move |g| {
@@ -25,7 +27,9 @@ impl Tensor {
     pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
         let d = self.dim("log_softmax", dim)?;
         let (outer, n, inner) = self.shape().split_at_dim(d);
-        let data = float_map!("log_softmax", self.cpu("log_softmax")?, |v| cpu::softmax_dim(v, outer, n, inner, true));
+        let data = float_map!("log_softmax", self.cpu("log_softmax")?, |v| cpu::softmax_dim(
+            v, outer, n, inner, true
+        ));
         let y = Tensor::from_storage(data, self.shape().clone());
         let yd = y.detach();
         Ok(y.with_history("log_softmax", &[self], move |g| {
@@ -48,17 +52,29 @@ impl Tensor {
     pub fn cross_entropy(&self, targets: &Tensor, ignore_index: Option<i64>) -> Result<Tensor> {
         const OP: &str = "cross_entropy";
         if self.rank() != 2 {
-            return Err(Error::shape(OP, format!("scores must be (N, C), got {}; reshape to (-1, C) first", self.shape())));
+            return Err(Error::shape(
+                OP,
+                format!("scores must be (N, C), got {}; reshape to (-1, C) first", self.shape()),
+            ));
         }
         let (n, c) = (self.dims()[0], self.dims()[1]);
         if targets.dims() != [n] {
-            return Err(Error::shape(OP, format!("targets must be ({n},) for scores {}, got {}", self.shape(), targets.shape())));
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "targets must be ({n},) for scores {}, got {}",
+                    self.shape(),
+                    targets.shape()
+                ),
+            ));
         }
         if c == 0 {
             return Err(Error::shape(OP, "scores have zero classes"));
         }
         let ignore = ignore_index.unwrap_or(i64::MIN);
-        let raw = targets.as_slice::<i64>(OP).map_err(|_| Error::dtype(OP, format!("targets must be i64 class ids, got {}", targets.dtype())))?;
+        let raw = targets.as_slice::<i64>(OP).map_err(|_| {
+            Error::dtype(OP, format!("targets must be i64 class ids, got {}", targets.dtype()))
+        })?;
         let kept = raw
             .iter()
             .map(|&t| match t {
@@ -90,7 +106,14 @@ impl Tensor {
     /// Mean of `(self − target)²` over every element.
     pub fn mse_loss(&self, target: &Tensor) -> Result<Tensor> {
         if self.shape() != target.shape() {
-            return Err(Error::shape("mse_loss", format!("prediction {} and target {} must have one shape", self.shape(), target.shape())));
+            return Err(Error::shape(
+                "mse_loss",
+                format!(
+                    "prediction {} and target {} must have one shape",
+                    self.shape(),
+                    target.shape()
+                ),
+            ));
         }
         let diff = self.sub(target)?;
         diff.mul(&diff)?.mean_all()
@@ -98,16 +121,31 @@ impl Tensor {
 }
 
 /// Mean negative log-likelihood over kept rows, and the log-probabilities backward needs.
-fn nll_forward<T: Float + Send + Sync>(x: &[T], n: usize, c: usize, kept: &[Option<usize>], count: usize) -> (T, Vec<T>) {
+fn nll_forward<T: Float + Send + Sync>(
+    x: &[T],
+    n: usize,
+    c: usize,
+    kept: &[Option<usize>],
+    count: usize,
+) -> (T, Vec<T>) {
     let lp = cpu::softmax_dim(x, n, c, 1, true);
-    let total: f64 = kept.iter().enumerate().filter_map(|(r, k)| k.map(|t| lp[r * c + t].to_f64().unwrap_or(0.0))).sum();
+    let total: f64 = kept
+        .iter()
+        .enumerate()
+        .filter_map(|(r, k)| k.map(|t| lp[r * c + t].to_f64().unwrap_or(0.0)))
+        .sum();
     // No kept rows gives NaN, as in PyTorch (0/0).
     let mean = if count == 0 { f64::NAN } else { -total / count as f64 };
     (T::from(mean).unwrap_or(T::nan()), lp)
 }
 
 /// `scale · (softmax − onehot)` for kept rows, zero for ignored ones.
-fn nll_backward<T: Float + Send + Sync>(lp: &[T], c: usize, kept: &[Option<usize>], scale: f64) -> Vec<T> {
+fn nll_backward<T: Float + Send + Sync>(
+    lp: &[T],
+    c: usize,
+    kept: &[Option<usize>],
+    scale: f64,
+) -> Vec<T> {
     let s = T::from(scale).unwrap_or(T::zero());
     cpu::par_rows(kept.len(), c, |r, out: &mut [T]| {
         if let Some(t) = kept[r] {

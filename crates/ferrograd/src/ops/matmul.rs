@@ -23,8 +23,16 @@ impl Tensor {
         let out = product(self, false, rhs, false)?;
         let (a, b) = (self.clone(), rhs.clone());
         Ok(out.with_history("matmul", &[self, rhs], move |g| {
-            let ga = if a.requires_grad() { Some(product(g, false, &b, true)?.sum_to_shape(a.shape())?) } else { None };
-            let gb = if b.requires_grad() { Some(product(&a, true, g, false)?.sum_to_shape(b.shape())?) } else { None };
+            let ga = if a.requires_grad() {
+                Some(product(g, false, &b, true)?.sum_to_shape(a.shape())?)
+            } else {
+                None
+            };
+            let gb = if b.requires_grad() {
+                Some(product(&a, true, g, false)?.sum_to_shape(b.shape())?)
+            } else {
+                None
+            };
             Ok(vec![ga, gb])
         }))
     }
@@ -35,13 +43,21 @@ fn product(a: &Tensor, a_t: bool, b: &Tensor, b_t: bool) -> Result<Tensor> {
     if a.rank() < 2 || b.rank() < 2 {
         return Err(Error::shape(
             "matmul",
-            format!("needs operands of rank 2 or more, got {} and {}; unsqueeze a vector first", a.shape(), b.shape()),
+            format!(
+                "needs operands of rank 2 or more, got {} and {}; unsqueeze a vector first",
+                a.shape(),
+                b.shape()
+            ),
         ));
     }
     // Logical (rows, cols) of each operand after the optional transpose, and their strides.
     let view = |t: &Tensor, tr: bool| {
         let (r, c) = (t.dims()[t.rank() - 2], t.dims()[t.rank() - 1]);
-        if tr { (c, r, 1, c) } else { (r, c, c, 1) }
+        if tr {
+            (c, r, 1, c)
+        } else {
+            (r, c, c, 1)
+        }
     };
     let (m, k, a_rs, a_cs) = view(a, a_t);
     let (k2, n, b_rs, b_cs) = view(b, b_t);

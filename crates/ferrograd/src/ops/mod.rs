@@ -57,7 +57,10 @@ use crate::{DType, Error};
 
 pub(crate) fn dtype_pair_error(op: &str, a: DType, b: DType) -> Error {
     if a == b {
-        Error::dtype(op, format!("takes float tensors (f32 or f64), got {a}; convert with to_dtype"))
+        Error::dtype(
+            op,
+            format!("takes float tensors (f32 or f64), got {a}; convert with to_dtype"),
+        )
     } else {
         Error::dtype(op, format!("both tensors must have one dtype, got {a} and {b}"))
     }
@@ -71,7 +74,10 @@ pub(crate) fn checked_indices(op: &str, t: &crate::Tensor, n: usize) -> crate::R
     ids.iter()
         .map(|&i| {
             if i < 0 || i as usize >= n {
-                Err(Error::index(op, format!("index {i} is out of range for a dimension of size {n}")))
+                Err(Error::index(
+                    op,
+                    format!("index {i} is out of range for a dimension of size {n}"),
+                ))
             } else {
                 Ok(i as usize)
             }

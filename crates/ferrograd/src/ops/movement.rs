@@ -14,19 +14,34 @@ impl Tensor {
         if shape.numel() != self.numel() {
             return Err(Error::shape(
                 "reshape",
-                format!("cannot view {} ({} elements) as {shape} ({} elements)", self.shape(), self.numel(), shape.numel()),
+                format!(
+                    "cannot view {} ({} elements) as {shape} ({} elements)",
+                    self.shape(),
+                    self.numel(),
+                    shape.numel()
+                ),
             ));
         }
         let from = self.shape().clone();
-        Ok(self.with_shape(shape).with_history("reshape", &[self], move |g| Ok(vec![Some(g.reshape(from.dims())?)])))
+        Ok(self
+            .with_shape(shape)
+            .with_history("reshape", &[self], move |g| Ok(vec![Some(g.reshape(from.dims())?)])))
     }
 
     /// Dimensions reordered: output dimension i is input dimension `perm[i]`.
     pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
         let rank = self.rank();
         let mut seen = vec![false; rank];
-        if perm.len() != rank || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true)) {
-            return Err(Error::shape("permute", format!("{perm:?} is not a permutation of the {rank} dimensions of {}", self.shape())));
+        if perm.len() != rank
+            || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true))
+        {
+            return Err(Error::shape(
+                "permute",
+                format!(
+                    "{perm:?} is not a permutation of the {rank} dimensions of {}",
+                    self.shape()
+                ),
+            ));
         }
         let strides = self.shape().strides();
         let dims: Vec<usize> = perm.iter().map(|&p| self.dims()[p]).collect();
@@ -36,7 +51,9 @@ impl Tensor {
         for (i, &p) in perm.iter().enumerate() {
             inverse[p] = i;
         }
-        Ok(Tensor::from_op(data, Shape::from_vec(dims), "permute", &[self], move |g| Ok(vec![Some(g.permute(&inverse)?)])))
+        Ok(Tensor::from_op(data, Shape::from_vec(dims), "permute", &[self], move |g| {
+            Ok(vec![Some(g.permute(&inverse)?)])
+        }))
     }
 
     /// Two dimensions swapped.
@@ -52,7 +69,10 @@ impl Tensor {
         let rank = self.rank() as isize;
         let d = if dim < 0 { dim + rank + 1 } else { dim };
         if !(0..=rank).contains(&d) {
-            return Err(Error::index("unsqueeze", format!("dimension {dim} is out of range for rank {rank}")));
+            return Err(Error::index(
+                "unsqueeze",
+                format!("dimension {dim} is out of range for rank {rank}"),
+            ));
         }
         let mut dims = self.dims().to_vec();
         dims.insert(d as usize, 1);
@@ -63,7 +83,10 @@ impl Tensor {
     pub fn squeeze(&self, dim: isize) -> Result<Tensor> {
         let d = self.dim("squeeze", dim)?;
         if self.dims()[d] != 1 {
-            return Err(Error::shape("squeeze", format!("dimension {dim} of {} has size {}, not 1", self.shape(), self.dims()[d])));
+            return Err(Error::shape(
+                "squeeze",
+                format!("dimension {dim} of {} has size {}, not 1", self.shape(), self.dims()[d]),
+            ));
         }
         let mut dims = self.dims().to_vec();
         dims.remove(d);
@@ -83,7 +106,13 @@ impl Tensor {
         let d = self.dim("narrow", dim)?;
         let (outer, n, inner) = self.shape().split_at_dim(d);
         if start.checked_add(len).is_none_or(|end| end > n) {
-            return Err(Error::index("narrow", format!("range {start}..{} is out of bounds for dimension {dim} of size {n}", start.saturating_add(len))));
+            return Err(Error::index(
+                "narrow",
+                format!(
+                    "range {start}..{} is out of bounds for dimension {dim} of size {n}",
+                    start.saturating_add(len)
+                ),
+            ));
         }
         let data = any_map!(self.cpu("narrow")?, |v| cpu::narrow(v, outer, n, inner, start, len));
         let mut dims = self.dims().to_vec();
@@ -101,16 +130,32 @@ impl Tensor {
 
     /// Tensors joined along `dim`; all other dimensions and the dtype must agree.
     pub fn concat(tensors: &[Tensor], dim: isize) -> Result<Tensor> {
-        let first = tensors.first().ok_or_else(|| Error::value("concat", "needs at least one tensor, got none"))?;
+        let first = tensors
+            .first()
+            .ok_or_else(|| Error::value("concat", "needs at least one tensor, got none"))?;
         let d = first.dim("concat", dim)?;
         for (i, t) in tensors.iter().enumerate() {
             let same_rest = t.rank() == first.rank()
-                && t.dims().iter().zip(first.dims()).enumerate().all(|(j, (a, b))| j == d || a == b);
+                && t.dims()
+                    .iter()
+                    .zip(first.dims())
+                    .enumerate()
+                    .all(|(j, (a, b))| j == d || a == b);
             if !same_rest {
-                return Err(Error::shape("concat", format!("tensor {i} has shape {}, tensor 0 has {}: only dimension {dim} may differ", t.shape(), first.shape())));
+                return Err(Error::shape(
+                    "concat",
+                    format!(
+                        "tensor {i} has shape {}, tensor 0 has {}: only dimension {dim} may differ",
+                        t.shape(),
+                        first.shape()
+                    ),
+                ));
             }
             if t.dtype() != first.dtype() {
-                return Err(Error::dtype("concat", format!("tensor {i} is {}, tensor 0 is {}", t.dtype(), first.dtype())));
+                return Err(Error::dtype(
+                    "concat",
+                    format!("tensor {i} is {}, tensor 0 is {}", t.dtype(), first.dtype()),
+                ));
             }
         }
         let sizes: Vec<usize> = tensors.iter().map(|t| t.dims()[d]).collect();
@@ -119,13 +164,20 @@ impl Tensor {
         dims[d] = total;
         let (outer, _, inner) = first.shape().split_at_dim(d);
         let out_shape = Shape::new(&dims)?;
-        let mut data = any_map!(first.cpu("concat")?, |_v| vec![Default::default(); out_shape.numel()]);
+        let mut data =
+            any_map!(first.cpu("concat")?, |_v| vec![Default::default(); out_shape.numel()]);
         let mut offset = 0;
         for (t, &n) in tensors.iter().zip(&sizes) {
             match (&mut data, t.cpu("concat")?) {
-                (CpuStorage::F32(o), CpuStorage::F32(s)) => cpu::copy_block(s, o, outer, n, total, inner, offset),
-                (CpuStorage::F64(o), CpuStorage::F64(s)) => cpu::copy_block(s, o, outer, n, total, inner, offset),
-                (CpuStorage::I64(o), CpuStorage::I64(s)) => cpu::copy_block(s, o, outer, n, total, inner, offset),
+                (CpuStorage::F32(o), CpuStorage::F32(s)) => {
+                    cpu::copy_block(s, o, outer, n, total, inner, offset)
+                }
+                (CpuStorage::F64(o), CpuStorage::F64(s)) => {
+                    cpu::copy_block(s, o, outer, n, total, inner, offset)
+                }
+                (CpuStorage::I64(o), CpuStorage::I64(s)) => {
+                    cpu::copy_block(s, o, outer, n, total, inner, offset)
+                }
                 _ => unreachable!("dtypes checked above"),
             }
             offset += n;
@@ -146,9 +198,14 @@ impl Tensor {
 
     /// Tensors of one shape stacked along a new dimension `dim`.
     pub fn stack(tensors: &[Tensor], dim: isize) -> Result<Tensor> {
-        let first = tensors.first().ok_or_else(|| Error::value("stack", "needs at least one tensor, got none"))?;
+        let first = tensors
+            .first()
+            .ok_or_else(|| Error::value("stack", "needs at least one tensor, got none"))?;
         if let Some((i, t)) = tensors.iter().enumerate().find(|(_, t)| t.shape() != first.shape()) {
-            return Err(Error::shape("stack", format!("tensor {i} has shape {}, tensor 0 has {}", t.shape(), first.shape())));
+            return Err(Error::shape(
+                "stack",
+                format!("tensor {i} has shape {}, tensor 0 has {}", t.shape(), first.shape()),
+            ));
         }
         let parts = tensors.iter().map(|t| t.unsqueeze(dim)).collect::<Result<Vec<_>>>()?;
         Tensor::concat(&parts, dim)
@@ -161,14 +218,28 @@ impl Tensor {
             return Ok(self.clone());
         }
         let fits = target.rank() >= self.rank()
-            && self.dims().iter().rev().zip(target.dims().iter().rev()).all(|(&s, &t)| s == t || s == 1);
+            && self
+                .dims()
+                .iter()
+                .rev()
+                .zip(target.dims().iter().rev())
+                .all(|(&s, &t)| s == t || s == 1);
         if !fits {
-            return Err(Error::shape("broadcast_to", format!("cannot broadcast {} to {target}", self.shape())));
+            return Err(Error::shape(
+                "broadcast_to",
+                format!("cannot broadcast {} to {target}", self.shape()),
+            ));
         }
         let strides = broadcast_strides(self.shape(), &target);
-        let data = any_map!(self.cpu("broadcast_to")?, |v| cpu::gather_strided(v, target.dims(), &strides));
+        let data = any_map!(self.cpu("broadcast_to")?, |v| cpu::gather_strided(
+            v,
+            target.dims(),
+            &strides
+        ));
         let from = self.shape().clone();
-        Ok(Tensor::from_op(data, target, "broadcast_to", &[self], move |g| Ok(vec![Some(g.sum_to_shape(&from)?)])))
+        Ok(Tensor::from_op(data, target, "broadcast_to", &[self], move |g| {
+            Ok(vec![Some(g.sum_to_shape(&from)?)])
+        }))
     }
 
     /// Entries `ids` (a 1-D i64 tensor) of dimension `dim`, in that order; repeats allowed.
@@ -183,16 +254,22 @@ impl Tensor {
     pub fn index_select(&self, dim: isize, ids: &Tensor) -> Result<Tensor> {
         let d = self.dim("index_select", dim)?;
         if ids.rank() != 1 {
-            return Err(Error::shape("index_select", format!("indices must be 1-D, got shape {}", ids.shape())));
+            return Err(Error::shape(
+                "index_select",
+                format!("indices must be 1-D, got shape {}", ids.shape()),
+            ));
         }
         let (outer, n, inner) = self.shape().split_at_dim(d);
         let idx = checked_indices("index_select", ids, n)?;
-        let data = any_map!(self.cpu("index_select")?, |v| cpu::index_select(v, outer, n, inner, &idx));
+        let data =
+            any_map!(self.cpu("index_select")?, |v| cpu::index_select(v, outer, n, inner, &idx));
         let mut dims = self.dims().to_vec();
         dims[d] = idx.len();
         let in_shape = self.shape().clone();
         Ok(Tensor::from_op(data, Shape::from_vec(dims), "index_select", &[self], move |g| {
-            let data = float_map!("index_select", g.cpu("index_select")?, |gv| cpu::index_add(gv, outer, n, inner, &idx));
+            let data = float_map!("index_select", g.cpu("index_select")?, |gv| cpu::index_add(
+                gv, outer, n, inner, &idx
+            ));
             Ok(vec![Some(Tensor::from_storage(data, in_shape))])
         }))
     }
@@ -217,13 +294,23 @@ impl Tensor {
     /// `out[.., index[.., j, ..], ..] += src[.., j, ..]`; `index` and `src` share a shape.
     pub fn scatter_add(&self, dim: isize, index: &Tensor, src: &Tensor) -> Result<Tensor> {
         if src.shape() != index.shape() {
-            return Err(Error::shape("scatter_add", format!("src has shape {}, index has {}: they must match", src.shape(), index.shape())));
+            return Err(Error::shape(
+                "scatter_add",
+                format!(
+                    "src has shape {}, index has {}: they must match",
+                    src.shape(),
+                    index.shape()
+                ),
+            ));
         }
         let (d, outer, n, inner, m, idx) = self.index_args("scatter_add", dim, index)?;
         let data = float_map!("scatter_add", self.cpu("scatter_add")?, |v| {
             let mut base = v.clone();
             let s = src.as_slice("scatter_add").map_err(|_| {
-                Error::dtype("scatter_add", format!("src is {}, the tensor is {}", src.dtype(), self.dtype()))
+                Error::dtype(
+                    "scatter_add",
+                    format!("src is {}, the tensor is {}", src.dtype(), self.dtype()),
+                )
             })?;
             cpu::scatter_add_dim(&mut base, outer, n, inner, m, &idx, s);
             base
@@ -236,12 +323,24 @@ impl Tensor {
 
     /// Checks an index tensor for gather/scatter along `dim` and splits the shapes.
     #[allow(clippy::type_complexity)]
-    fn index_args(&self, op: &str, dim: isize, index: &Tensor) -> Result<(usize, usize, usize, usize, usize, Vec<usize>)> {
+    fn index_args(
+        &self,
+        op: &str,
+        dim: isize,
+        index: &Tensor,
+    ) -> Result<(usize, usize, usize, usize, usize, Vec<usize>)> {
         let d = self.dim(op, dim)?;
         let same_rest = index.rank() == self.rank()
             && index.dims().iter().zip(self.dims()).enumerate().all(|(j, (a, b))| j == d || a == b);
         if !same_rest {
-            return Err(Error::shape(op, format!("index has shape {}, the tensor {}: they must agree except in dimension {dim}", index.shape(), self.shape())));
+            return Err(Error::shape(
+                op,
+                format!(
+                    "index has shape {}, the tensor {}: they must agree except in dimension {dim}",
+                    index.shape(),
+                    self.shape()
+                ),
+            ));
         }
         let (outer, n, inner) = self.shape().split_at_dim(d);
         let idx = checked_indices(op, index, n)?;

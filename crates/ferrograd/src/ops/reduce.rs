@@ -46,7 +46,10 @@ impl Tensor {
         let resolved = self.resolve_dims("mean", dims)?;
         let count: usize = resolved.iter().map(|&d| self.dims()[d]).product();
         if count == 0 {
-            return Err(Error::value("mean", format!("mean over an empty dimension of shape {}", self.shape())));
+            return Err(Error::value(
+                "mean",
+                format!("mean over an empty dimension of shape {}", self.shape()),
+            ));
         }
         self.sum(dims, keepdim)?.mul_scalar(1.0 / count as f64)
     }
@@ -83,11 +86,20 @@ impl Tensor {
         self.arg_extreme("argmin", dim, keepdim, false)
     }
 
-    fn arg_extreme(&self, op: &'static str, dim: isize, keepdim: bool, largest: bool) -> Result<Tensor> {
+    fn arg_extreme(
+        &self,
+        op: &'static str,
+        dim: isize,
+        keepdim: bool,
+        largest: bool,
+    ) -> Result<Tensor> {
         let d = self.dim(op, dim)?;
         let (outer, n, inner) = self.shape().split_at_dim(d);
         if n == 0 {
-            return Err(Error::value(op, format!("dimension {dim} of shape {} is empty", self.shape())));
+            return Err(Error::value(
+                op,
+                format!("dimension {dim} of shape {} is empty", self.shape()),
+            ));
         }
         let x = self.to_dtype(crate::DType::F64)?.detach();
         let (_, idx) = cpu::extreme_dim(x.as_slice::<f64>(op)?, outer, n, inner, largest);
@@ -96,7 +108,13 @@ impl Tensor {
     }
 
     /// Max or min over several dimensions, one at a time (each routes its gradient).
-    fn extreme(&self, op: &'static str, dims: &[isize], keepdim: bool, largest: bool) -> Result<Tensor> {
+    fn extreme(
+        &self,
+        op: &'static str,
+        dims: &[isize],
+        keepdim: bool,
+        largest: bool,
+    ) -> Result<Tensor> {
         let mut resolved = self.resolve_dims(op, dims)?;
         resolved.sort_unstable_by(|a, b| b.cmp(a)); // last first, so earlier indices stay valid
         let mut out = self.clone();
@@ -106,10 +124,19 @@ impl Tensor {
         Ok(out)
     }
 
-    fn extreme_dim(&self, op: &'static str, d: usize, keepdim: bool, largest: bool) -> Result<Tensor> {
+    fn extreme_dim(
+        &self,
+        op: &'static str,
+        d: usize,
+        keepdim: bool,
+        largest: bool,
+    ) -> Result<Tensor> {
         let (outer, n, inner) = self.shape().split_at_dim(d);
         if n == 0 {
-            return Err(Error::value(op, format!("dimension {d} of shape {} is empty", self.shape())));
+            return Err(Error::value(
+                op,
+                format!("dimension {d} of shape {} is empty", self.shape()),
+            ));
         }
         let mut arg: Vec<i64> = Vec::new();
         let data = float_map!(op, self.cpu(op)?, |v| {
@@ -135,14 +162,20 @@ impl Tensor {
             return Ok(self.clone());
         }
         let lead = self.rank().checked_sub(shape.rank()).ok_or_else(|| {
-            Error::shape("sum_to_shape", format!("cannot sum {} down to the larger rank of {shape}", self.shape()))
+            Error::shape(
+                "sum_to_shape",
+                format!("cannot sum {} down to the larger rank of {shape}", self.shape()),
+            )
         })?;
         let mut dims: Vec<isize> = (0..lead as isize).collect();
         for (i, &s) in shape.dims().iter().enumerate() {
             if s == 1 && self.dims()[lead + i] != 1 {
                 dims.push((lead + i) as isize);
             } else if s != self.dims()[lead + i] {
-                return Err(Error::shape("sum_to_shape", format!("{} does not broadcast from {shape}", self.shape())));
+                return Err(Error::shape(
+                    "sum_to_shape",
+                    format!("{} does not broadcast from {shape}", self.shape()),
+                ));
             }
         }
         self.sum(&dims, true)?.reshape(shape.dims())
@@ -174,5 +207,7 @@ fn reduced_shape(s: &Shape, d: usize, keepdim: bool) -> Shape {
 }
 
 fn squeeze_dims(s: &Shape, dims: &[usize]) -> Shape {
-    Shape::from_vec(s.dims().iter().enumerate().filter(|(i, _)| !dims.contains(i)).map(|(_, &d)| d).collect())
+    Shape::from_vec(
+        s.dims().iter().enumerate().filter(|(i, _)| !dims.contains(i)).map(|(_, &d)| d).collect(),
+    )
 }

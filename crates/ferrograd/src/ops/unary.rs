@@ -1,6 +1,6 @@
 //! Element-wise functions of one tensor. Each line gives the forward `y = f(x)` and the local
 //! derivative `dy/dx` (from x and y), which backward multiplies by the incoming gradient.
-#![allow(clippy::excessive_precision)]
+#![allow(clippy::excessive_precision, clippy::approx_constant)]
 
 use super::float_map;
 use crate::backend::cpu;
@@ -38,8 +38,6 @@ macro_rules! unary_ops {
 
 impl Tensor {
     unary_ops! {
-        /// `-x`
-        neg: |x| -x, d |_x, _y| -1.0;
         /// `eˣ`
         exp: |x| x.exp(), d |_x, y| y;
         /// Natural logarithm.
@@ -66,6 +64,11 @@ impl Tensor {
             };
     }
 
+    /// `-x`
+    pub fn neg(&self) -> Result<Tensor> {
+        self.affine(-1.0, 0.0)
+    }
+
     /// `xᵖ` for a scalar exponent `p`.
     pub fn pow(&self, p: f64) -> Result<Tensor> {
         self.map_with_grad("pow", move |x| x.powf(p), move |x| p * x.powf(p - 1.0))
@@ -88,6 +91,7 @@ impl Tensor {
 
     /// A unary op from closures over f64 (for ops with a runtime parameter); f32 data is
     /// computed in f64 and rounded back.
+    #[allow(clippy::unnecessary_cast)]
     fn map_with_grad(
         &self,
         op: &'static str,
@@ -101,7 +105,9 @@ impl Tensor {
                 (CpuStorage::F32(g), CpuStorage::F32(x)) => {
                     CpuStorage::F32(cpu::zip(g, x, |g, x| g * df(x as f64) as f32))
                 }
-                (CpuStorage::F64(g), CpuStorage::F64(x)) => CpuStorage::F64(cpu::zip(g, x, |g, x| g * df(x))),
+                (CpuStorage::F64(g), CpuStorage::F64(x)) => {
+                    CpuStorage::F64(cpu::zip(g, x, |g, x| g * df(x)))
+                }
                 _ => unreachable!("{op}: gradient dtype follows the forward dtype"),
             };
             Ok(vec![Some(Tensor::from_storage(data, x.shape().clone()))])

@@ -14,7 +14,8 @@ pub struct Case {
 }
 
 pub fn tensor(v: &Value) -> Tensor {
-    let shape: Vec<usize> = v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+    let shape: Vec<usize> =
+        v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
     let data = v["data"].as_array().unwrap();
     match v["dtype"].as_str().unwrap() {
         "i64" => Tensor::from_vec(data.iter().map(|x| x.as_i64().unwrap()).collect(), &shape),
@@ -41,7 +42,12 @@ pub fn cases() -> Vec<Case> {
             inputs: c["inputs"].as_array().unwrap().iter().map(tensor).collect(),
             output: tensor(&c["output"]),
             upstream: (!c["upstream"].is_null()).then(|| tensor(&c["upstream"])),
-            grads: c["grads"].as_array().unwrap().iter().map(|g| (!g.is_null()).then(|| tensor(g))).collect(),
+            grads: c["grads"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| (!g.is_null()).then(|| tensor(g)))
+                .collect(),
         })
         .collect()
 }
@@ -86,8 +92,14 @@ pub fn apply(name: &str, p: &Value, x: &[Tensor]) -> Result<Tensor> {
         "matmul" => x[0].matmul(&x[1]),
         "reshape" => x[0].reshape(&dims_usize(&p["dims"])),
         "permute" => x[0].permute(&dims_usize(&p["perm"])),
-        "transpose" => x[0].transpose(p["d0"].as_i64().unwrap() as isize, p["d1"].as_i64().unwrap() as isize),
-        "narrow" => x[0].narrow(dim(), p["start"].as_u64().unwrap() as usize, p["len"].as_u64().unwrap() as usize),
+        "transpose" => {
+            x[0].transpose(p["d0"].as_i64().unwrap() as isize, p["d1"].as_i64().unwrap() as isize)
+        }
+        "narrow" => x[0].narrow(
+            dim(),
+            p["start"].as_u64().unwrap() as usize,
+            p["len"].as_u64().unwrap() as usize,
+        ),
         "concat" => Tensor::concat(&x[..2], dim()),
         "stack" => Tensor::stack(&x[..2], dim()),
         "broadcast_to" => x[0].broadcast_to(&dims_usize(&p["dims"])),

@@ -6,7 +6,11 @@ use rayon::prelude::*;
 
 /// A contiguous tensor of shape `dims` whose element at index `i` is `x[Σ i_d · strides_d]`:
 /// a permutation when `strides` are permuted, a broadcast when some are 0.
-pub fn gather_strided<T: Copy + Send + Sync + Default>(x: &[T], dims: &[usize], strides: &[usize]) -> Vec<T> {
+pub fn gather_strided<T: Copy + Send + Sync + Default>(
+    x: &[T],
+    dims: &[usize],
+    strides: &[usize],
+) -> Vec<T> {
     let n: usize = dims.iter().product();
     let mut out = vec![T::default(); n];
     if n == 0 {
@@ -47,7 +51,15 @@ pub fn gather_strided<T: Copy + Send + Sync + Default>(x: &[T], dims: &[usize], 
 
 /// Copies block `src` (outer, n_src, inner) into `dst` (outer, n_dst, inner) at `offset` along
 /// the middle dimension: the kernel of narrow's backward and of concat.
-pub fn copy_block<T: Copy>(src: &[T], dst: &mut [T], outer: usize, n_src: usize, n_dst: usize, inner: usize, offset: usize) {
+pub fn copy_block<T: Copy>(
+    src: &[T],
+    dst: &mut [T],
+    outer: usize,
+    n_src: usize,
+    n_dst: usize,
+    inner: usize,
+    offset: usize,
+) {
     for o in 0..outer {
         let s = &src[o * n_src * inner..(o + 1) * n_src * inner];
         let d0 = (o * n_dst + offset) * inner;
@@ -56,7 +68,14 @@ pub fn copy_block<T: Copy>(src: &[T], dst: &mut [T], outer: usize, n_src: usize,
 }
 
 /// Rows `[start, start + len)` of the middle dimension of (outer, n, inner).
-pub fn narrow<T: Copy>(x: &[T], outer: usize, n: usize, inner: usize, start: usize, len: usize) -> Vec<T> {
+pub fn narrow<T: Copy>(
+    x: &[T],
+    outer: usize,
+    n: usize,
+    inner: usize,
+    start: usize,
+    len: usize,
+) -> Vec<T> {
     let mut out = Vec::with_capacity(outer * len * inner);
     for o in 0..outer {
         out.extend_from_slice(&x[(o * n + start) * inner..(o * n + start + len) * inner]);
@@ -65,7 +84,13 @@ pub fn narrow<T: Copy>(x: &[T], outer: usize, n: usize, inner: usize, start: usi
 }
 
 /// `out[o, j, i] = x[o, idx[j], i]` for (outer, n, inner) `x`; indices already checked.
-pub fn index_select<T: Copy>(x: &[T], outer: usize, n: usize, inner: usize, idx: &[usize]) -> Vec<T> {
+pub fn index_select<T: Copy>(
+    x: &[T],
+    outer: usize,
+    n: usize,
+    inner: usize,
+    idx: &[usize],
+) -> Vec<T> {
     let mut out = Vec::with_capacity(outer * idx.len() * inner);
     for o in 0..outer {
         for &j in idx {
@@ -76,7 +101,13 @@ pub fn index_select<T: Copy>(x: &[T], outer: usize, n: usize, inner: usize, idx:
 }
 
 /// `out[o, idx[j], i] += src[o, j, i]`: index_select's adjoint, into (outer, n, inner) zeros.
-pub fn index_add<T: Copy + Default + std::ops::AddAssign>(src: &[T], outer: usize, n: usize, inner: usize, idx: &[usize]) -> Vec<T> {
+pub fn index_add<T: Copy + Default + std::ops::AddAssign>(
+    src: &[T],
+    outer: usize,
+    n: usize,
+    inner: usize,
+    idx: &[usize],
+) -> Vec<T> {
     let mut out = vec![T::default(); outer * n * inner];
     for o in 0..outer {
         for (j, &t) in idx.iter().enumerate() {
@@ -90,7 +121,14 @@ pub fn index_add<T: Copy + Default + std::ops::AddAssign>(src: &[T], outer: usiz
 
 /// Along the middle dimension of index-shaped (outer, m, inner): `out[o, j, i] = x[o, idx[o,j,i], i]`
 /// where `x` is (outer, n, inner).
-pub fn gather_dim<T: Copy>(x: &[T], outer: usize, n: usize, inner: usize, m: usize, idx: &[usize]) -> Vec<T> {
+pub fn gather_dim<T: Copy>(
+    x: &[T],
+    outer: usize,
+    n: usize,
+    inner: usize,
+    m: usize,
+    idx: &[usize],
+) -> Vec<T> {
     let mut out = Vec::with_capacity(outer * m * inner);
     for o in 0..outer {
         for j in 0..m {
@@ -103,7 +141,15 @@ pub fn gather_dim<T: Copy>(x: &[T], outer: usize, n: usize, inner: usize, m: usi
 }
 
 /// gather_dim's adjoint: `base[o, idx[o,j,i], i] += src[o, j, i]`.
-pub fn scatter_add_dim<T: Copy + std::ops::AddAssign>(base: &mut [T], outer: usize, n: usize, inner: usize, m: usize, idx: &[usize], src: &[T]) {
+pub fn scatter_add_dim<T: Copy + std::ops::AddAssign>(
+    base: &mut [T],
+    outer: usize,
+    n: usize,
+    inner: usize,
+    m: usize,
+    idx: &[usize],
+    src: &[T],
+) {
     for o in 0..outer {
         for j in 0..m {
             for i in 0..inner {
@@ -115,7 +161,11 @@ pub fn scatter_add_dim<T: Copy + std::ops::AddAssign>(base: &mut [T], outer: usi
 }
 
 /// Parallel fill of a fresh buffer by rows, for kernels whose rows are independent.
-pub fn par_rows<T: Send + Default + Clone>(rows: usize, row_len: usize, f: impl Fn(usize, &mut [T]) + Send + Sync) -> Vec<T> {
+pub fn par_rows<T: Send + Default + Clone>(
+    rows: usize,
+    row_len: usize,
+    f: impl Fn(usize, &mut [T]) + Send + Sync,
+) -> Vec<T> {
     let mut out = vec![T::default(); rows * row_len];
     if row_len == 0 {
         return out;

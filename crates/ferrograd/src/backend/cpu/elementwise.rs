@@ -39,7 +39,11 @@ pub fn zip<T: Copy + Send + Sync, U: Copy + Send + Sync, V: Copy + Send + Sync +
 
 /// `f` applied pairwise to `a` and `b` read through broadcast strides (0 along broadcast
 /// dimensions) over an output of shape `dims`.
-pub fn zip_broadcast<T: Copy + Send + Sync, U: Copy + Send + Sync, V: Copy + Send + Sync + Default>(
+pub fn zip_broadcast<
+    T: Copy + Send + Sync,
+    U: Copy + Send + Sync,
+    V: Copy + Send + Sync + Default,
+>(
     a: &[T],
     a_strides: &[usize],
     b: &[U],
@@ -57,12 +61,20 @@ pub fn zip_broadcast<T: Copy + Send + Sync, U: Copy + Send + Sync, V: Copy + Sen
     let mut out = vec![V::default(); n];
     let run_rows = |first_row: usize, out: &mut [V]| {
         for (r, o) in out.chunks_mut(row).enumerate() {
-            let (oa, ob) = row_offsets(first_row + r, &dims[..last], &a_strides[..last], &b_strides[..last]);
+            let (oa, ob) =
+                row_offsets(first_row + r, &dims[..last], &a_strides[..last], &b_strides[..last]);
             match (sa, sb) {
-                (1, 1) => o.iter_mut().zip(&a[oa..oa + row]).zip(&b[ob..ob + row]).for_each(|((o, &x), &y)| *o = f(x, y)),
+                (1, 1) => o
+                    .iter_mut()
+                    .zip(&a[oa..oa + row])
+                    .zip(&b[ob..ob + row])
+                    .for_each(|((o, &x), &y)| *o = f(x, y)),
                 (1, 0) => o.iter_mut().zip(&a[oa..oa + row]).for_each(|(o, &x)| *o = f(x, b[ob])),
                 (0, 1) => o.iter_mut().zip(&b[ob..ob + row]).for_each(|(o, &y)| *o = f(a[oa], y)),
-                _ => o.iter_mut().enumerate().for_each(|(i, o)| *o = f(a[oa + i * sa], b[ob + i * sb])),
+                _ => o
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(i, o)| *o = f(a[oa + i * sa], b[ob + i * sb])),
             }
         }
     };
@@ -90,6 +102,7 @@ fn row_offsets(mut r: usize, lead: &[usize], sa: &[usize], sb: &[usize]) -> (usi
 }
 
 /// `f` applied to three equally long slices: the shape of most element-wise backward passes.
+#[allow(clippy::type_complexity)]
 pub fn zip3<T: Copy + Send + Sync, V: Copy + Send + Sync + Default>(
     a: &[T],
     b: &[T],

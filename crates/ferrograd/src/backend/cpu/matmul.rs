@@ -17,7 +17,15 @@ pub struct MatRef<'a, T> {
 }
 
 /// `out = a · b` for an (m, k) `a` and a (k, n) `b`; `out` is (m, n) row-major.
-pub fn matmul<T: Float + Send + Sync>(a: MatRef<T>, b: MatRef<T>, m: usize, k: usize, n: usize, out: &mut [T], threads: bool) {
+pub fn matmul<T: Float + Send + Sync>(
+    a: MatRef<T>,
+    b: MatRef<T>,
+    m: usize,
+    k: usize,
+    n: usize,
+    out: &mut [T],
+    threads: bool,
+) {
     debug_assert_eq!(out.len(), m * n);
     if m == 0 || n == 0 {
         return;

@@ -18,7 +18,13 @@ pub fn sum_dim<T: Float + Send + Sync>(x: &[T], outer: usize, n: usize, inner: u
 }
 
 /// Largest (or smallest) value along the middle dimension and the first index holding it.
-pub fn extreme_dim<T: Float + Send + Sync>(x: &[T], outer: usize, n: usize, inner: usize, largest: bool) -> (Vec<T>, Vec<i64>) {
+pub fn extreme_dim<T: Float + Send + Sync>(
+    x: &[T],
+    outer: usize,
+    n: usize,
+    inner: usize,
+    largest: bool,
+) -> (Vec<T>, Vec<i64>) {
     let pairs: Vec<(T, i64)> = par_rows(outer, inner, |o, out: &mut [(T, i64)]| {
         let block = &x[o * n * inner..(o + 1) * n * inner];
         for (i, slot) in out.iter_mut().enumerate() {
@@ -38,7 +44,13 @@ pub fn extreme_dim<T: Float + Send + Sync>(x: &[T], outer: usize, n: usize, inne
 }
 
 /// Softmax (or log-softmax) along the middle dimension, max-shifted for stability.
-pub fn softmax_dim<T: Float + Send + Sync>(x: &[T], outer: usize, n: usize, inner: usize, log: bool) -> Vec<T> {
+pub fn softmax_dim<T: Float + Send + Sync>(
+    x: &[T],
+    outer: usize,
+    n: usize,
+    inner: usize,
+    log: bool,
+) -> Vec<T> {
     let mut out = par_rows(outer, n * inner, |o, out: &mut [T]| {
         let block = &x[o * n * inner..(o + 1) * n * inner];
         for i in 0..inner {

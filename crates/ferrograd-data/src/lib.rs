@@ -1,0 +1,3 @@
+//! Data for ferrograd: built-in synthetic data sets that need no download.
+
+pub mod synthetic;
