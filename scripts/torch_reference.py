@@ -118,6 +118,30 @@ cond = torch.tensor([[1, 0, 1], [0, 0, 1]])
 case("where_cond", lambda c, a, b: torch.where(c != 0, a, b), [cond, rand(2, 3), rand(1, 3)], op="where_cond")
 case("masked_fill", lambda x, m: x.masked_fill(m != 0, -2.0), [rand(2, 3), cond], op="masked_fill", value=-2.0)
 
+# Comparisons (no gradient) and dtype casts
+for name, fn in [("eq", torch.eq), ("ne", torch.ne), ("lt", torch.lt), ("le", torch.le), ("gt", torch.gt), ("ge", torch.ge)]:
+    a = torch.randint(0, 3, (3, 4)).float()
+    case(name, lambda x, y, fn=fn: fn(x, y).long(), [a, torch.randint(0, 3, (4,)).float()], op=name)
+case("to_dtype", lambda x: x.double(), [rand(3, 4)], op="to_dtype", dtype="f64")
+
+# Convolution: strides 1 and 2, paddings 0-2, several channels, batch > 1, with and without bias
+for (n, c, h, w, o, k, stride, pad, bias) in [
+    (2, 3, 7, 6, 4, 3, 1, 0, True), (2, 3, 8, 8, 5, 3, 2, 1, True), (3, 2, 6, 7, 3, 5, 1, 2, False),
+    (1, 1, 5, 5, 1, 3, 1, 0, False), (2, 4, 9, 9, 2, 2, 2, 0, True), (2, 2, 6, 6, 3, (3, 1), (2, 1), (1, 0), True),
+]:
+    kh, kw = k if isinstance(k, tuple) else (k, k)
+    sh, sw = stride if isinstance(stride, tuple) else (stride, stride)
+    ph, pw = pad if isinstance(pad, tuple) else (pad, pad)
+    inputs = [rand(n, c, h, w), rand(o, c, kh, kw)] + ([rand(o)] if bias else [])
+    case("conv2d", lambda x, wt, b=None, s=(sh, sw), p=(ph, pw): F.conv2d(x, wt, b, stride=s, padding=p),
+         inputs, op="conv2d", stride=[sh, sw], padding=[ph, pw])
+
+# Max pooling: 2x2/2, 3x3/2 (overlapping), 3x3/1, with padding
+for (shape, k, stride, pad) in [((2, 3, 6, 6), 2, 2, 0), ((2, 2, 7, 7), 3, 2, 0), ((1, 2, 5, 6), 3, 1, 0),
+                                ((2, 2, 6, 5), 3, 2, 1), ((1, 1, 4, 4), 2, 2, 0)]:
+    case("max_pool2d", lambda x, k=k, s=stride, p=pad: F.max_pool2d(x, k, s, p), [rand(*shape)],
+         op="max_pool2d", kernel=[k, k], stride=[stride, stride], padding=[pad, pad])
+
 # f64 through the same paths
 case("matmul", torch.matmul, [rand(3, 4, dtype=torch.float64), rand(4, 2, dtype=torch.float64)], op="matmul")
 case("softmax", lambda x: torch.softmax(x, dim=-1), [rand(3, 4, dtype=torch.float64)], op="softmax", dim=-1)

@@ -1,6 +1,7 @@
 //! The ops on `Tensor`, each with its forward and its backward side by side, grouped by family.
 
 mod binary;
+mod conv;
 mod loss;
 mod matmul;
 mod movement;

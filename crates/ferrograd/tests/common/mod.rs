@@ -60,6 +60,11 @@ fn dims_usize(v: &Value) -> Vec<usize> {
     v.as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect()
 }
 
+fn pair(v: &Value) -> (usize, usize) {
+    let d = dims_usize(v);
+    (d[0], d[1])
+}
+
 /// Runs the op a fixture case names, with its parameters, on `x`.
 pub fn apply(name: &str, p: &Value, x: &[Tensor]) -> Result<Tensor> {
     let dim = || p["dim"].as_i64().unwrap() as isize;
@@ -112,6 +117,17 @@ pub fn apply(name: &str, p: &Value, x: &[Tensor]) -> Result<Tensor> {
         "scatter_add" => x[0].scatter_add(dim(), &x[1], &x[2]),
         "where_cond" => x[0].where_cond(&x[1], &x[2]),
         "masked_fill" => x[0].masked_fill(&x[1], p["value"].as_f64().unwrap()),
+        "eq" => x[0].eq(&x[1]),
+        "ne" => x[0].ne(&x[1]),
+        "lt" => x[0].lt(&x[1]),
+        "le" => x[0].le(&x[1]),
+        "gt" => x[0].gt(&x[1]),
+        "ge" => x[0].ge(&x[1]),
+        "to_dtype" => x[0].to_dtype(ferrograd::DType::F64),
+        "conv2d" => x[0].conv2d(&x[1], x.get(2), pair(&p["stride"]), pair(&p["padding"])),
+        "max_pool2d" => {
+            x[0].max_pool2d(pair(&p["kernel"]), pair(&p["stride"]), pair(&p["padding"]))
+        }
         other => panic!("no ferrograd op for fixture case {other}"),
     }
 }

@@ -1,11 +1,13 @@
 //! CPU kernels over plain slices: element-wise maps, strided copies, reductions and matmul.
 //! Large work is split across threads with rayon; small work stays on the calling thread.
 
+mod conv;
 mod copy;
 mod elementwise;
 mod matmul;
 mod reduce;
 
+pub use conv::*;
 pub use copy::*;
 pub use elementwise::*;
 pub use matmul::*;

@@ -1,0 +1,211 @@
+//! Convolution and max pooling over (N, C, H, W) images, forward and backward.
+
+use crate::backend::cpu::{self, Window};
+use crate::storage::CpuStorage;
+use crate::{Error, Result, Shape, Tensor};
+
+/// Output size along one axis, or an error naming the axis when the window does not fit.
+fn out_size(
+    op: &str,
+    axis: &str,
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+) -> Result<usize> {
+    if kernel == 0 || stride == 0 {
+        return Err(Error::value(
+            op,
+            format!(
+                "kernel and stride must be positive, got kernel {kernel}, stride {stride} ({axis})"
+            ),
+        ));
+    }
+    let padded = input + 2 * pad;
+    if padded < kernel {
+        return Err(Error::shape(
+            op,
+            format!("{axis}: input of size {input} with padding {pad} is smaller than the kernel ({kernel})"),
+        ));
+    }
+    Ok((padded - kernel) / stride + 1)
+}
+
+fn window(
+    op: &str,
+    x: &Tensor,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+) -> Result<Window> {
+    if x.rank() != 4 {
+        return Err(Error::shape(op, format!("input must be (N, C, H, W), got {}", x.shape())));
+    }
+    let d = x.dims();
+    Ok(Window {
+        n: d[0],
+        c: d[1],
+        h: d[2],
+        w: d[3],
+        kh: kernel.0,
+        kw: kernel.1,
+        sh: stride.0,
+        sw: stride.1,
+        ph: padding.0,
+        pw: padding.1,
+        oh: out_size(op, "height", d[2], kernel.0, stride.0, padding.0)?,
+        ow: out_size(op, "width", d[3], kernel.1, stride.1, padding.1)?,
+    })
+}
+
+impl Tensor {
+    /// 2-D convolution (cross-correlation, as in PyTorch) of (N, C, H, W) images with
+    /// (O, C, KH, KW) filters and an optional (O,) bias → (N, O, OH, OW).
+    ///
+    /// ```
+    /// use ferrograd::Tensor;
+    /// // The lecture's example: a 5×5 image, a 3×3 filter, the 3×3 feature map.
+    /// let image = Tensor::from_vec(vec![1.0f32, 1., 1., 0., 0., 0., 1., 1., 1., 0., 0., 0., 1., 1., 1.,
+    ///                                   0., 0., 1., 1., 0., 0., 1., 1., 0., 0.], &[1, 1, 5, 5]).unwrap();
+    /// let filter = Tensor::from_vec(vec![1.0f32, 0., 1., 0., 1., 0., 1., 0., 1.], &[1, 1, 3, 3]).unwrap();
+    /// let map = image.conv2d(&filter, None, (1, 1), (0, 0)).unwrap();
+    /// assert_eq!(map.to_vec::<f32>().unwrap(), vec![4., 3., 4., 2., 4., 3., 2., 3., 4.]);
+    /// ```
+    pub fn conv2d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: (usize, usize),
+        padding: (usize, usize),
+    ) -> Result<Tensor> {
+        const OP: &str = "conv";
+        if weight.rank() != 4 {
+            return Err(Error::shape(
+                OP,
+                format!("filters must be (O, C, KH, KW), got {}", weight.shape()),
+            ));
+        }
+        let wd = weight.dims();
+        let g = window(OP, self, (wd[2], wd[3]), stride, padding)?;
+        if g.c != wd[1] {
+            return Err(Error::shape(
+                OP,
+                format!("input has {} channels, the filter expects {}", g.c, wd[1]),
+            ));
+        }
+        let o = wd[0];
+        if let Some(b) = bias {
+            if b.dims() != [o] {
+                return Err(Error::shape(
+                    OP,
+                    format!("bias must be ({o},) for {o} filters, got {}", b.shape()),
+                ));
+            }
+        }
+        let dtype_err = |t: &Tensor| {
+            Error::dtype(OP, format!("expects {} like the input, got {}", self.dtype(), t.dtype()))
+        };
+        let (out, cols) = match self.cpu(OP)? {
+            CpuStorage::F32(x) => {
+                let w = weight.as_slice::<f32>(OP).map_err(|_| dtype_err(weight))?;
+                let b =
+                    bias.map(|b| b.as_slice::<f32>(OP).map_err(|_| dtype_err(b))).transpose()?;
+                let (y, c) = cpu::conv2d(x, w, b, o, &g);
+                (CpuStorage::F32(y), CpuStorage::F32(c))
+            }
+            CpuStorage::F64(x) => {
+                let w = weight.as_slice::<f64>(OP).map_err(|_| dtype_err(weight))?;
+                let b =
+                    bias.map(|b| b.as_slice::<f64>(OP).map_err(|_| dtype_err(b))).transpose()?;
+                let (y, c) = cpu::conv2d(x, w, b, o, &g);
+                (CpuStorage::F64(y), CpuStorage::F64(c))
+            }
+            CpuStorage::I64(_) => return Err(Error::dtype(OP, "takes float images, got i64")),
+        };
+        let cols = Tensor::from_storage(cols, Shape::from_vec(vec![g.k(), g.n * g.p()]));
+        let (w, x_needs, w_shape) = (weight.detach(), self.requires_grad(), weight.shape().clone());
+        let mut inputs = vec![self, weight];
+        inputs.extend(bias);
+        let n_inputs = inputs.len();
+        let in_shape = self.shape().clone();
+        Ok(Tensor::from_op(
+            out,
+            Shape::from_vec(vec![g.n, o, g.oh, g.ow]),
+            OP,
+            &inputs,
+            move |grad| {
+                let (dx, dw, db) = match (grad.cpu(OP)?, w.cpu(OP)?, cols.cpu(OP)?) {
+                    (CpuStorage::F32(gr), CpuStorage::F32(w), CpuStorage::F32(c)) => {
+                        let (dx, dw, db) = cpu::conv2d_backward(gr, w, c, o, &g, x_needs);
+                        (dx.map(CpuStorage::F32), CpuStorage::F32(dw), CpuStorage::F32(db))
+                    }
+                    (CpuStorage::F64(gr), CpuStorage::F64(w), CpuStorage::F64(c)) => {
+                        let (dx, dw, db) = cpu::conv2d_backward(gr, w, c, o, &g, x_needs);
+                        (dx.map(CpuStorage::F64), CpuStorage::F64(dw), CpuStorage::F64(db))
+                    }
+                    _ => unreachable!("conv: gradient dtype follows the forward dtype"),
+                };
+                let mut grads = vec![
+                    dx.map(|d| Tensor::from_storage(d, in_shape)),
+                    Some(Tensor::from_storage(dw, w_shape)),
+                    Some(Tensor::from_storage(db, Shape::from_vec(vec![o]))),
+                ];
+                grads.truncate(n_inputs);
+                Ok(grads)
+            },
+        ))
+    }
+
+    /// Max pooling of (N, C, H, W) images over `kernel` windows; the gradient goes to each
+    /// window's maximum (overlapping windows add up).
+    ///
+    /// ```
+    /// use ferrograd::Tensor;
+    /// // The lecture's example: 4×4, 2×2 filters, stride 2.
+    /// let x = Tensor::from_vec(vec![1.0f32, 1., 2., 4., 5., 6., 7., 8., 3., 2., 1., 0., 1., 2., 3., 4.],
+    ///                          &[1, 1, 4, 4]).unwrap();
+    /// let y = x.max_pool2d((2, 2), (2, 2), (0, 0)).unwrap();
+    /// assert_eq!(y.to_vec::<f32>().unwrap(), vec![6., 8., 3., 4.]);
+    /// ```
+    pub fn max_pool2d(
+        &self,
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+    ) -> Result<Tensor> {
+        const OP: &str = "max_pool";
+        let g = window(OP, self, kernel, stride, padding)?;
+        if 2 * padding.0 > kernel.0 || 2 * padding.1 > kernel.1 {
+            return Err(Error::value(
+                OP,
+                format!("padding {padding:?} must be at most half the kernel {kernel:?}"),
+            ));
+        }
+        let (out, arg) = match self.cpu(OP)? {
+            CpuStorage::F32(x) => {
+                let (y, a) = cpu::max_pool(x, &g);
+                (CpuStorage::F32(y), a)
+            }
+            CpuStorage::F64(x) => {
+                let (y, a) = cpu::max_pool(x, &g);
+                (CpuStorage::F64(y), a)
+            }
+            CpuStorage::I64(_) => return Err(Error::dtype(OP, "takes float images, got i64")),
+        };
+        let in_shape = self.shape().clone();
+        Ok(Tensor::from_op(
+            out,
+            Shape::from_vec(vec![g.n, g.c, g.oh, g.ow]),
+            OP,
+            &[self],
+            move |grad| {
+                let dx = match grad.cpu(OP)? {
+                    CpuStorage::F32(gr) => CpuStorage::F32(cpu::max_pool_backward(gr, &arg, &g)),
+                    CpuStorage::F64(gr) => CpuStorage::F64(cpu::max_pool_backward(gr, &arg, &g)),
+                    CpuStorage::I64(_) => unreachable!("max_pool: gradients are float"),
+                };
+                Ok(vec![Some(Tensor::from_storage(dx, in_shape))])
+            },
+        ))
+    }
+}
