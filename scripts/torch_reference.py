@@ -98,6 +98,9 @@ case("matmul", torch.matmul, [rand(2, 3, 4, 5), rand(5, 6)], op="matmul")
 case("matmul", torch.matmul, [rand(2, 1, 3, 4), rand(1, 5, 4, 2)], op="matmul")
 case("matmul", torch.matmul, [rand(64, 96), rand(96, 80)], op="matmul")
 
+case("linear", lambda x, w, b: F.linear(x, w, b), [rand(4, 5), rand(3, 5), rand(3)], op="linear")
+case("linear", lambda x, w: F.linear(x, w), [rand(2, 3, 5), rand(4, 5)], op="linear")
+
 # Movement
 case("reshape", lambda x: x.reshape(4, 6), [rand(2, 3, 4)], op="reshape", dims=[4, 6])
 case("permute", lambda x: x.permute(2, 0, 1), [rand(2, 3, 4)], op="permute", perm=[2, 0, 1])

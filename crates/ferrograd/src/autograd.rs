@@ -93,6 +93,10 @@ impl Gradients {
     pub fn get(&self, t: &Tensor) -> Option<&Tensor> {
         self.map.get(&t.id())
     }
+    /// Replaces the gradient of `t` (as gradient clipping does).
+    pub fn set(&mut self, t: &Tensor, grad: Tensor) {
+        self.map.insert(t.id(), grad);
+    }
     pub fn remove(&mut self, t: &Tensor) -> Option<Tensor> {
         self.map.remove(&t.id())
     }

@@ -17,6 +17,7 @@ mod device;
 mod dtype;
 mod error;
 mod gradcheck;
+pub mod io;
 mod ops;
 mod rng;
 mod shape;

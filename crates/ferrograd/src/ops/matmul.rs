@@ -93,3 +93,62 @@ fn product(a: &Tensor, a_t: bool, b: &Tensor, b_t: bool) -> Result<Tensor> {
     dims.extend([m, n]);
     Ok(Tensor::from_storage(data, Shape::new(&dims)?))
 }
+
+impl Tensor {
+    /// `x · Wᵀ + b` for (…, in) `x`, an (out, in) weight and an optional (out,) bias: PyTorch's
+    /// `F.linear`, the affine map of FeedForward. The weight is read transposed in place.
+    pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        const OP: &str = "linear";
+        if weight.rank() != 2 {
+            return Err(Error::shape(
+                OP,
+                format!("weight must be (out, in), got {}", weight.shape()),
+            ));
+        }
+        let (out_f, in_f) = (weight.dims()[0], weight.dims()[1]);
+        if self.rank() == 0 || self.dims()[self.rank() - 1] != in_f {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "input {} must end in {in_f} features for weight {}",
+                    self.shape(),
+                    weight.shape()
+                ),
+            ));
+        }
+        if let Some(b) = bias {
+            if b.dims() != [out_f] {
+                return Err(Error::shape(
+                    OP,
+                    format!("bias must be ({out_f},), got {}", b.shape()),
+                ));
+            }
+        }
+        let m = self.numel() / in_f.max(1);
+        let x2 = self.detach().reshape(&[m, in_f])?;
+        let mut y = product(&x2, false, &weight.detach(), true)?;
+        if let Some(b) = bias {
+            y = y.add(&b.detach())?;
+        }
+        let mut dims = self.dims().to_vec();
+        *dims.last_mut().expect("rank checked above") = out_f;
+        let y = y.reshape(&dims)?.detach();
+        let (w, x_needs, w_needs) = (weight.detach(), self.requires_grad(), weight.requires_grad());
+        let mut inputs = vec![self, weight];
+        inputs.extend(bias);
+        let n_inputs = inputs.len();
+        let x_shape = self.shape().clone();
+        Ok(y.with_history(OP, &inputs, move |g| {
+            let g2 = g.reshape(&[m, out_f])?;
+            let dx = if x_needs {
+                Some(product(&g2, false, &w, false)?.reshape(x_shape.dims())?)
+            } else {
+                None
+            };
+            let dw = if w_needs { Some(product(&g2, true, &x2, false)?) } else { None };
+            let mut grads = vec![dx, dw, Some(g2.sum(&[0], false)?)];
+            grads.truncate(n_inputs);
+            Ok(grads)
+        }))
+    }
+}

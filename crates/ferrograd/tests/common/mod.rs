@@ -117,6 +117,7 @@ pub fn apply(name: &str, p: &Value, x: &[Tensor]) -> Result<Tensor> {
         "scatter_add" => x[0].scatter_add(dim(), &x[1], &x[2]),
         "where_cond" => x[0].where_cond(&x[1], &x[2]),
         "masked_fill" => x[0].masked_fill(&x[1], p["value"].as_f64().unwrap()),
+        "linear" => x[0].linear(&x[1], x.get(2)),
         "eq" => x[0].eq(&x[1]),
         "ne" => x[0].ne(&x[1]),
         "lt" => x[0].lt(&x[1]),

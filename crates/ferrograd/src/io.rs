@@ -1,0 +1,195 @@
+//! safetensors files: named tensors plus string metadata, written atomically so that a crash
+//! mid-write never leaves a half-written file where a good one was.
+
+use crate::storage::CpuStorage;
+use crate::{Error, Result, Tensor};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+/// Writes `tensors` and `metadata` to `path`: first to a temporary file beside it, synced to
+/// disk, then renamed over `path` (and the directory synced). On any error the old file, if
+/// there was one, is untouched.
+pub fn save_safetensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    const OP: &str = "save_safetensors";
+    let bytes: Vec<(String, Vec<u8>, Dtype, Vec<usize>)> = tensors
+        .iter()
+        .map(|(name, t)| {
+            let (dtype, data) = match t.cpu(OP)? {
+                CpuStorage::F32(v) => {
+                    (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+                }
+                CpuStorage::F64(v) => {
+                    (Dtype::F64, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+                }
+                CpuStorage::I64(v) => {
+                    (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+                }
+            };
+            Ok((name.clone(), data, dtype, t.dims().to_vec()))
+        })
+        .collect::<Result<_>>()?;
+    let views = bytes
+        .iter()
+        .map(|(name, data, dtype, dims)| {
+            TensorView::new(*dtype, dims.clone(), data)
+                .map(|v| (name.as_str(), v))
+                .map_err(|e| Error::io(OP, format!("tensor {name}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let meta: HashMap<String, String> =
+        metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let serialized = safetensors::tensor::serialize(views, Some(meta))
+        .map_err(|e| Error::io(OP, e.to_string()))?;
+    write_atomically(path, &serialized)
+}
+
+/// Replaces `path` with `bytes` so that readers see the old file or the new one, never a mix.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    const OP: &str = "write";
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::io(OP, format!("{} is not a file path", path.display())))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let io =
+        |what: &str, e: std::io::Error| Error::io(OP, format!("{what} {}: {e}", tmp.display()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io("cannot create", e))?;
+        f.write_all(bytes).map_err(|e| io("cannot write", e))?;
+        f.sync_all().map_err(|e| io("cannot sync", e))?;
+        std::fs::rename(&tmp, path).map_err(|e| {
+            Error::io(OP, format!("cannot move {} to {}: {e}", tmp.display(), path.display()))
+        })?;
+        // The rename itself is durable only once the directory is synced.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Reads every tensor of a safetensors file and its metadata. f16 and bf16 tensors are widened
+/// to f32. A missing, truncated or corrupt file is an error naming the file.
+pub fn load_safetensors(path: &Path) -> Result<(Vec<(String, Tensor)>, BTreeMap<String, String>)> {
+    const OP: &str = "load_safetensors";
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::io(OP, format!("cannot read {}: {e}", path.display())))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        Error::io(OP, format!("{} is not a valid safetensors file: {e}", path.display()))
+    })?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::io(OP, format!("{} has a bad header: {e}", path.display())))?;
+    let metadata: BTreeMap<String, String> = header
+        .metadata()
+        .as_ref()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    let mut tensors: Vec<(String, Tensor)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| Ok((name.clone(), tensor_from_view(&name, &view)?)))
+        .collect::<Result<_>>()?;
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok((tensors, metadata))
+}
+
+fn tensor_from_view(name: &str, view: &TensorView<'_>) -> Result<Tensor> {
+    let data = view.data();
+    let dims = view.shape();
+    fn words<const N: usize>(data: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
+        data.chunks_exact(N).map(|c| c.try_into().expect("chunks_exact yields N bytes"))
+    }
+    match view.dtype() {
+        Dtype::F32 => Tensor::from_vec(words::<4>(data).map(f32::from_le_bytes).collect(), dims),
+        Dtype::F64 => Tensor::from_vec(words::<8>(data).map(f64::from_le_bytes).collect(), dims),
+        Dtype::I64 => Tensor::from_vec(words::<8>(data).map(i64::from_le_bytes).collect(), dims),
+        Dtype::I32 => {
+            Tensor::from_vec(words::<4>(data).map(|b| i32::from_le_bytes(b) as i64).collect(), dims)
+        }
+        Dtype::BF16 => Tensor::from_vec(
+            words::<2>(data)
+                .map(|b| f32::from_bits((u16::from_le_bytes(b) as u32) << 16))
+                .collect(),
+            dims,
+        ),
+        Dtype::F16 => Tensor::from_vec(
+            words::<2>(data).map(|b| f16_to_f32(u16::from_le_bytes(b))).collect(),
+            dims,
+        ),
+        other => Err(Error::dtype(
+            "load_safetensors",
+            format!(
+                "tensor {name} has dtype {other:?}; f32, f64, f16, bf16, i32 and i64 are supported"
+            ),
+        )),
+    }
+}
+
+/// IEEE half precision to f32 (no crate needed for one bit-twiddle).
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let frac = (h & 0x3ff) as u32;
+    let bits = match (exp, frac) {
+        (0, 0) => sign,
+        (0, f) => {
+            // Subnormal: normalize.
+            let shift = f.leading_zeros() - 21;
+            sign | ((113 - shift) << 23) | (((f << shift) & 0x3ff) << 13)
+        }
+        (0x1f, f) => sign | 0x7f80_0000 | (f << 13),
+        (e, f) => sign | ((e + 112) << 23) | (f << 13),
+    };
+    f32::from_bits(bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let dir = std::env::temp_dir().join(format!("ferrograd-io-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.safetensors");
+        let a = Tensor::from_vec(vec![1.5f32, -2.0, 3.25], &[3]).unwrap();
+        let b = Tensor::from_vec(vec![7i64, 8], &[2, 1]).unwrap();
+        let meta = BTreeMap::from([("step".to_string(), "12".to_string())]);
+        save_safetensors(&path, &[("a".into(), a), ("b".into(), b)], &meta).unwrap();
+        let (ts, m) = load_safetensors(&path).unwrap();
+        assert_eq!(m, meta);
+        assert_eq!(ts[0].1.to_vec::<f32>().unwrap(), vec![1.5, -2.0, 3.25]);
+        assert_eq!((ts[1].1.to_vec::<i64>().unwrap(), ts[1].1.dims()), (vec![7, 8], &[2, 1][..]));
+        // Truncated: refused with the file named.
+        let bytes = std::fs::read(&path).unwrap();
+        let cut = dir.join("cut.safetensors");
+        std::fs::write(&cut, &bytes[..bytes.len() - 3]).unwrap();
+        let e = load_safetensors(&cut).unwrap_err().to_string();
+        assert!(e.contains("cut.safetensors") && e.contains("not a valid safetensors"), "{e}");
+        std::fs::write(&cut, b"garbage").unwrap();
+        assert!(load_safetensors(&cut).is_err());
+        assert!(load_safetensors(&dir.join("missing"))
+            .unwrap_err()
+            .to_string()
+            .contains("cannot read"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn half_precision_widens_exactly() {
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+        assert!(f16_to_f32(0x7c00).is_infinite());
+    }
+}
