@@ -8,6 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 
+/// Tensors with their names, in file order.
+pub type NamedTensors = Vec<(String, Tensor)>;
+
 /// Writes `tensors` and `metadata` to `path`: first to a temporary file beside it, synced to
 /// disk, then renamed over `path` (and the directory synced). On any error the old file, if
 /// there was one, is untouched.
@@ -80,7 +83,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Reads every tensor of a safetensors file and its metadata. f16 and bf16 tensors are widened
 /// to f32. A missing, truncated or corrupt file is an error naming the file.
-pub fn load_safetensors(path: &Path) -> Result<(Vec<(String, Tensor)>, BTreeMap<String, String>)> {
+pub fn load_safetensors(path: &Path) -> Result<(NamedTensors, BTreeMap<String, String>)> {
     const OP: &str = "load_safetensors";
     let bytes = std::fs::read(path)
         .map_err(|e| Error::io(OP, format!("cannot read {}: {e}", path.display())))?;

@@ -1,0 +1,130 @@
+//! Checkpoints: a model's parameters, its optimizer's state, the step, the random generator's
+//! state and the model's config in one safetensors file, written atomically. Loading checks
+//! everything before it changes anything.
+
+use crate::optim::Optimizer;
+use crate::ParamStore;
+use ferrograd::io::{load_safetensors, save_safetensors};
+use ferrograd::{Error, Result, Tensor};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const FORMAT: &str = "ferrograd-checkpoint-1";
+
+/// What a checkpoint says about itself besides its tensors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointInfo {
+    pub step: u64,
+    pub config: serde_json::Value,
+}
+
+/// Writes the store's parameters and RNG state, the optimizer's state (if given), `step` and
+/// `config` to `path`. A crash during the write leaves any earlier file at `path` intact.
+pub fn save_checkpoint(
+    path: &Path,
+    store: &ParamStore,
+    optimizer: Option<&dyn Optimizer>,
+    step: u64,
+    config: &serde_json::Value,
+) -> Result<()> {
+    let mut tensors: Vec<(String, Tensor)> =
+        store.params().iter().map(|p| (format!("param/{}", p.name()), p.get())).collect();
+    let mut meta = BTreeMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("step".to_string(), step.to_string()),
+        ("rng".to_string(), store.rng_state()),
+        ("config".to_string(), config.to_string()),
+    ]);
+    if let Some(opt) = optimizer {
+        let (state, steps) = opt.state();
+        tensors.extend(state.into_iter().map(|(k, t)| (format!("optim/{k}"), t)));
+        meta.insert("optimizer_steps".into(), steps.to_string());
+    }
+    save_safetensors(path, &tensors, &meta)
+}
+
+/// Reads only the metadata: to rebuild the model from its config before loading into it.
+pub fn inspect_checkpoint(path: &Path) -> Result<CheckpointInfo> {
+    let (_, meta) = load_safetensors(path)?;
+    info(path, &meta)
+}
+
+fn info(path: &Path, meta: &BTreeMap<String, String>) -> Result<CheckpointInfo> {
+    let bad = |what: &str| Error::io("load_checkpoint", format!("{}: {what}", path.display()));
+    if meta.get("format").map(String::as_str) != Some(FORMAT) {
+        return Err(bad(&format!(
+            "not a ferrograd checkpoint (format {:?}, expected {FORMAT})",
+            meta.get("format")
+        )));
+    }
+    let step = meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| bad("no step"))?;
+    let config = meta
+        .get("config")
+        .and_then(|c| serde_json::from_str(c).ok())
+        .ok_or_else(|| bad("no readable config"))?;
+    Ok(CheckpointInfo { step, config })
+}
+
+/// Loads a checkpoint into `store` (and `optimizer`): every parameter must be in the file with
+/// its shape and dtype, and the file must hold nothing the model lacks; otherwise an error
+/// names the tensor and nothing is changed.
+pub fn load_checkpoint(
+    path: &Path,
+    store: &ParamStore,
+    optimizer: Option<&mut dyn Optimizer>,
+) -> Result<CheckpointInfo> {
+    const OP: &str = "load_checkpoint";
+    let (tensors, meta) = load_safetensors(path)?;
+    let info = info(path, &meta)?;
+    let params = store.params();
+    let mut values = Vec::with_capacity(params.len());
+    for p in &params {
+        let key = format!("param/{}", p.name());
+        let t = tensors.iter().find(|(k, _)| *k == key).map(|(_, t)| t).ok_or_else(|| {
+            Error::value(OP, format!("{}: parameter {} is missing", path.display(), p.name()))
+        })?;
+        let want = p.get();
+        if t.dims() != want.dims() || t.dtype() != want.dtype() {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "{}: {} is {} {} in the file, the model expects {} {}",
+                    path.display(),
+                    p.name(),
+                    t.dtype(),
+                    t.shape(),
+                    want.dtype(),
+                    want.shape()
+                ),
+            ));
+        }
+        values.push(t.clone());
+    }
+    if let Some((k, _)) = tensors.iter().find(|(k, _)| {
+        k.strip_prefix("param/").is_some_and(|n| !params.iter().any(|p| p.name() == n))
+    }) {
+        return Err(Error::value(
+            OP,
+            format!("{}: {k} is not a parameter of this model", path.display()),
+        ));
+    }
+    let rng = meta
+        .get("rng")
+        .ok_or_else(|| Error::io(OP, format!("{}: no rng state", path.display())))?;
+    ferrograd::Rng::from_state(rng)?;
+    if let Some(opt) = optimizer {
+        let steps = meta.get("optimizer_steps").and_then(|s| s.parse().ok()).ok_or_else(|| {
+            Error::value(OP, format!("{}: holds no optimizer state to resume from", path.display()))
+        })?;
+        let state: Vec<(String, Tensor)> = tensors
+            .iter()
+            .filter_map(|(k, t)| k.strip_prefix("optim/").map(|k| (k.to_string(), t.clone())))
+            .collect();
+        opt.load_state(&state, steps)?; // validates before it changes anything
+    }
+    for (p, v) in params.iter().zip(&values) {
+        p.set(v)?;
+    }
+    store.set_rng_state(rng)?;
+    Ok(info)
+}

@@ -1,0 +1,94 @@
+//! Adam (L2 weight decay folded into the gradient) and AdamW (decoupled weight decay), as
+//! PyTorch's `torch.optim.Adam` and `torch.optim.AdamW` compute them.
+
+use super::{fused_update, Optimizer, Slots};
+use crate::Param;
+use ferrograd::{Error, Gradients, Result, Tensor};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamConfig {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// AdamW: decay the weights directly instead of through the gradient.
+    pub decoupled: bool,
+}
+
+impl AdamConfig {
+    /// `torch.optim.Adam` defaults with learning rate `lr`.
+    pub fn adam(lr: f64) -> AdamConfig {
+        AdamConfig { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false }
+    }
+    /// `torch.optim.AdamW` defaults (weight decay 0.01) with learning rate `lr`.
+    pub fn adamw(lr: f64) -> AdamConfig {
+        AdamConfig { weight_decay: 0.01, decoupled: true, ..AdamConfig::adam(lr) }
+    }
+}
+
+pub struct Adam {
+    params: Vec<Param>,
+    config: AdamConfig,
+    slots: Slots,
+    steps: u64,
+}
+
+impl Adam {
+    pub fn new(params: Vec<Param>, config: AdamConfig) -> Result<Adam> {
+        let ok = config.lr >= 0.0
+            && (0.0..1.0).contains(&config.beta1)
+            && (0.0..1.0).contains(&config.beta2)
+            && config.eps >= 0.0
+            && config.weight_decay >= 0.0;
+        if !ok {
+            return Err(Error::value(
+                "Adam",
+                format!("needs lr, eps, weight decay ≥ 0 and betas in [0, 1), got {config:?}"),
+            ));
+        }
+        let slots = Slots::new(&["exp_avg", "exp_avg_sq"], params.len());
+        Ok(Adam { params, config, slots, steps: 0 })
+    }
+}
+
+impl Optimizer for Adam {
+    fn step(&mut self, grads: &Gradients) -> Result<()> {
+        let AdamConfig { lr, beta1, beta2, eps, weight_decay, decoupled } = self.config;
+        self.steps += 1;
+        let t = self.steps as i32;
+        let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
+        for (p, slots) in self.params.iter().zip(self.slots.values.iter_mut()) {
+            let Some(g) = grads.get(&p.get()) else { continue };
+            fused_update(p, g, slots, |w, g, s| {
+                let g = if decoupled {
+                    *w *= 1.0 - lr * weight_decay;
+                    g
+                } else {
+                    g + weight_decay * *w
+                };
+                s[0] = beta1 * s[0] + (1.0 - beta1) * g;
+                s[1] = beta2 * s[1] + (1.0 - beta2) * g * g;
+                *w -= lr / c1 * s[0] / (s[1].sqrt() / c2.sqrt() + eps);
+            })?;
+        }
+        Ok(())
+    }
+    fn lr(&self) -> f64 {
+        self.config.lr
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.config.lr = lr;
+    }
+    fn steps(&self) -> u64 {
+        self.steps
+    }
+    fn state(&self) -> (Vec<(String, Tensor)>, u64) {
+        (self.slots.export(&self.params), self.steps)
+    }
+    fn load_state(&mut self, tensors: &[(String, Tensor)], steps: u64) -> Result<()> {
+        self.slots.import(&self.params, tensors, steps > 0)?;
+        self.steps = steps;
+        Ok(())
+    }
+}

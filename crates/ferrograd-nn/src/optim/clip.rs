@@ -1,0 +1,50 @@
+//! Gradient clipping: by the global norm of all gradients, or element-wise by value.
+
+use crate::Param;
+use ferrograd::{Error, Gradients, Result};
+
+/// Scales every gradient by `max_norm / total_norm` when the global L2 norm exceeds
+/// `max_norm` (PyTorch's `clip_grad_norm_`); returns the norm before clipping.
+pub fn clip_grad_norm(grads: &mut Gradients, params: &[Param], max_norm: f64) -> Result<f64> {
+    if max_norm.is_nan() || max_norm <= 0.0 {
+        return Err(Error::value(
+            "clip_grad_norm",
+            format!("max_norm must be positive, got {max_norm}"),
+        ));
+    }
+    let mut sq = 0.0;
+    for p in params {
+        if let Some(g) = grads.get(&p.get()) {
+            sq += g.to_vec_f64()?.iter().map(|x| x * x).sum::<f64>();
+        }
+    }
+    let norm = sq.sqrt();
+    let scale = max_norm / (norm + 1e-6);
+    if scale < 1.0 {
+        for p in params {
+            let t = p.get();
+            if let Some(g) = grads.get(&t) {
+                let clipped = g.mul_scalar(scale)?;
+                grads.set(&t, clipped);
+            }
+        }
+    }
+    Ok(norm)
+}
+
+/// Clamps every gradient element into [−clip, clip].
+pub fn clip_grad_value(grads: &mut Gradients, params: &[Param], clip: f64) -> Result<()> {
+    if clip.is_nan() || clip <= 0.0 {
+        return Err(Error::value("clip_grad_value", format!("clip must be positive, got {clip}")));
+    }
+    for p in params {
+        let t = p.get();
+        if let Some(g) = grads.get(&t) {
+            let lo = ferrograd::Tensor::full(&[], -clip, g.dtype())?;
+            let hi = ferrograd::Tensor::full(&[], clip, g.dtype())?;
+            let clamped = g.lt(&lo)?.where_cond(&lo, &g.gt(&hi)?.where_cond(&hi, g)?)?;
+            grads.set(&t, clamped);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! Stochastic gradient descent with momentum, Nesterov momentum and weight decay (PyTorch's
+//! `torch.optim.SGD`).
+
+use super::{fused_update, Optimizer, Slots};
+use crate::Param;
+use ferrograd::{Error, Gradients, Result, Tensor};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdConfig {
+    pub lr: f64,
+    pub momentum: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+}
+
+impl Default for SgdConfig {
+    fn default() -> Self {
+        SgdConfig { lr: 0.01, momentum: 0.0, nesterov: false, weight_decay: 0.0 }
+    }
+}
+
+pub struct Sgd {
+    params: Vec<Param>,
+    config: SgdConfig,
+    slots: Slots,
+    steps: u64,
+}
+
+impl Sgd {
+    pub fn new(params: Vec<Param>, config: SgdConfig) -> Result<Sgd> {
+        if config.lr < 0.0 || config.momentum < 0.0 || config.weight_decay < 0.0 {
+            return Err(Error::value(
+                "Sgd",
+                format!("lr, momentum and weight decay must be ≥ 0, got {config:?}"),
+            ));
+        }
+        if config.nesterov && config.momentum == 0.0 {
+            return Err(Error::value("Sgd", "Nesterov momentum needs a momentum > 0"));
+        }
+        let slots = Slots::new(&["momentum_buffer"], params.len());
+        Ok(Sgd { params, config, slots, steps: 0 })
+    }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self, grads: &Gradients) -> Result<()> {
+        let SgdConfig { lr, momentum, nesterov, weight_decay } = self.config;
+        for (p, slots) in self.params.iter().zip(self.slots.values.iter_mut()) {
+            let Some(g) = grads.get(&p.get()) else { continue };
+            let first = slots[0].is_none();
+            fused_update(p, g, slots, |w, g, s| {
+                let mut d = g + weight_decay * *w;
+                if momentum != 0.0 {
+                    s[0] = if first { d } else { momentum * s[0] + d };
+                    d = if nesterov { d + momentum * s[0] } else { s[0] };
+                }
+                *w -= lr * d;
+            })?;
+            if momentum == 0.0 {
+                slots[0] = None; // plain SGD keeps no state
+            }
+        }
+        self.steps += 1;
+        Ok(())
+    }
+    fn lr(&self) -> f64 {
+        self.config.lr
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.config.lr = lr;
+    }
+    fn steps(&self) -> u64 {
+        self.steps
+    }
+    fn state(&self) -> (Vec<(String, Tensor)>, u64) {
+        (self.slots.export(&self.params), self.steps)
+    }
+    fn load_state(&mut self, tensors: &[(String, Tensor)], steps: u64) -> Result<()> {
+        self.slots.import(&self.params, tensors, steps > 0 && self.config.momentum != 0.0)?;
+        self.steps = steps;
+        Ok(())
+    }
+}

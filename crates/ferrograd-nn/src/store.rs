@@ -1,0 +1,183 @@
+//! Parameters and where they live: a store of named, trainable tensors shared by the modules
+//! of one model, with its train/eval mode and its random generator.
+
+use ferrograd::{DType, Error, Result, Rng, Tensor};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// How a parameter's first value is drawn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    Zeros,
+    Ones,
+    Constant(f64),
+    Uniform { low: f64, high: f64 },
+    Normal { mean: f64, std: f64 },
+}
+
+impl Init {
+    /// PyTorch's default for Linear and Conv weights and biases: Kaiming-uniform with a = √5,
+    /// which is U(−1/√fan_in, 1/√fan_in).
+    pub fn pytorch_default(fan_in: usize) -> Init {
+        let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+        Init::Uniform { low: -bound, high: bound }
+    }
+}
+
+/// One trainable tensor with a hierarchical name (`features.3.weight`). Cloning shares it.
+#[derive(Clone)]
+pub struct Param {
+    name: Arc<str>,
+    value: Arc<RwLock<Tensor>>,
+}
+
+impl Param {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The current value: a leaf that gradients flow to.
+    pub fn get(&self) -> Tensor {
+        self.value.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    /// Replaces the value (an optimizer step, a checkpoint load); shape and dtype must match.
+    pub fn set(&self, t: &Tensor) -> Result<()> {
+        let mut slot = self.value.write().unwrap_or_else(|e| e.into_inner());
+        if t.dims() != slot.dims() || t.dtype() != slot.dtype() {
+            return Err(Error::shape(
+                "Param::set",
+                format!(
+                    "{}: new value is {} {}, the parameter is {} {}",
+                    self.name,
+                    t.dtype(),
+                    t.shape(),
+                    slot.dtype(),
+                    slot.shape()
+                ),
+            ));
+        }
+        *slot = t.detach().requiring_grad();
+        Ok(())
+    }
+    pub fn numel(&self) -> usize {
+        self.get().numel()
+    }
+}
+
+impl std::fmt::Debug for Param {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Param({}, {:?})", self.name, self.get())
+    }
+}
+
+struct Shared {
+    params: Mutex<Vec<Param>>,
+    training: AtomicBool,
+    rng: Mutex<Rng>,
+    dtype: DType,
+}
+
+/// The parameters of one model, created by its modules under hierarchical names.
+///
+/// ```
+/// use ferrograd_nn::{Init, ParamStore};
+/// let store = ParamStore::new(0);
+/// let w = store.sub("features").sub(3).param("weight", &[4, 2], Init::Zeros).unwrap();
+/// assert_eq!(w.name(), "features.3.weight");
+/// assert_eq!(store.num_params(), 8);
+/// ```
+#[derive(Clone)]
+pub struct ParamStore {
+    shared: Arc<Shared>,
+    prefix: String,
+}
+
+impl ParamStore {
+    /// An empty f32 store whose initial values come from `seed`.
+    pub fn new(seed: u64) -> ParamStore {
+        ParamStore::with_dtype(seed, DType::F32)
+    }
+
+    pub fn with_dtype(seed: u64, dtype: DType) -> ParamStore {
+        let shared = Shared {
+            params: Mutex::new(Vec::new()),
+            training: AtomicBool::new(true),
+            rng: Mutex::new(Rng::seed(seed)),
+            dtype,
+        };
+        ParamStore { shared: Arc::new(shared), prefix: String::new() }
+    }
+
+    /// The same store, names below `name` (`store.sub("encoder").sub(0)` → `encoder.0.…`).
+    pub fn sub(&self, name: impl std::fmt::Display) -> ParamStore {
+        ParamStore { shared: self.shared.clone(), prefix: self.path(&name.to_string()) }
+    }
+
+    fn path(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.shared.dtype
+    }
+
+    /// A new parameter `name` under this store's path; names must be unique.
+    pub fn param(&self, name: &str, dims: &[usize], init: Init) -> Result<Param> {
+        let full = self.path(name);
+        let mut params = self.shared.params.lock().unwrap_or_else(|e| e.into_inner());
+        if params.iter().any(|p| *p.name == *full) {
+            return Err(Error::value(
+                "ParamStore::param",
+                format!("a parameter named {full} already exists"),
+            ));
+        }
+        let dtype = self.shared.dtype;
+        let value = self.with_rng(|rng| match init {
+            Init::Zeros => Tensor::zeros(dims, dtype),
+            Init::Ones => Tensor::ones(dims, dtype),
+            Init::Constant(c) => Tensor::full(dims, c, dtype),
+            Init::Uniform { low, high } => Tensor::rand_uniform(dims, low, high, dtype, rng),
+            Init::Normal { mean, std } => Tensor::randn(dims, mean, std, dtype, rng),
+        })?;
+        let p = Param { name: full.into(), value: Arc::new(RwLock::new(value.requiring_grad())) };
+        params.push(p.clone());
+        Ok(p)
+    }
+
+    /// Every parameter of the model, in creation order.
+    pub fn params(&self) -> Vec<Param> {
+        self.shared.params.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.params().iter().map(|p| p.numel()).sum()
+    }
+
+    /// Training mode: dropout drops. The default.
+    pub fn train(&self) {
+        self.shared.training.store(true, Ordering::Relaxed);
+    }
+    /// Evaluation mode: dropout passes everything through.
+    pub fn eval(&self) {
+        self.shared.training.store(false, Ordering::Relaxed);
+    }
+    pub fn is_training(&self) -> bool {
+        self.shared.training.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` with the model's random generator (initialization, dropout).
+    pub fn with_rng<R>(&self, f: impl FnOnce(&mut Rng) -> R) -> R {
+        f(&mut self.shared.rng.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+    pub fn rng_state(&self) -> String {
+        self.with_rng(|r| r.state())
+    }
+    pub fn set_rng_state(&self, state: &str) -> Result<()> {
+        let rng = Rng::from_state(state)?;
+        self.with_rng(|r| *r = rng);
+        Ok(())
+    }
+}
