@@ -21,7 +21,11 @@ def main():
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "ferrograd-cli"], cwd=ROOT, check=True)
     rows = []
     for w in workloads:
-        ours = run_json([str(ROOT / "target/release/ferrograd"), "bench", w, "--json"])
+        cmd = [str(ROOT / "target/release/ferrograd"), "bench", w, "--json"]
+        mnist = ROOT.parent / "shared" / "data" / "mnist"
+        if w in ("W2", "W3") and mnist.exists():
+            cmd += ["--data", str(mnist)]
+        ours = run_json(cmd)
         theirs = run_json([sys.executable, str(ROOT / "bench/torch_workloads.py"), w, "--json"])
         for key, value in ours.items():
             ref = theirs.get(key)

@@ -57,7 +57,58 @@ def w1():
     return out
 
 
-WORKLOADS = {"W1": w1}
+def mnist_or_random(n=8000):
+    """The first n MNIST test images (../shared/data/mnist, as ferrograd reads them) or
+    random images of the same shape."""
+    import gzip
+    import numpy as np
+    import torch
+    root = ROOT.parent / "shared" / "data" / "mnist"
+    images, labels = root / "t10k-images-idx3-ubyte.gz", root / "t10k-labels-idx1-ubyte.gz"
+    if images.exists() and labels.exists():
+        x = np.frombuffer(gzip.open(images).read(), dtype=np.uint8, offset=16).reshape(-1, 1, 28, 28)[:n]
+        y = np.frombuffer(gzip.open(labels).read(), dtype=np.uint8, offset=8)[:n]
+        return torch.tensor(x, dtype=torch.float32) / 255.0, torch.tensor(y, dtype=torch.int64)
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def train_images_per_s(model, batch):
+    """Adam (lr 1e-3) steps with cross-entropy over shuffled batches; images per second."""
+    import torch
+    import torch.nn.functional as F
+    x, y = mnist_or_random()
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(2))
+    batches = [(x[perm[i:i + batch]], y[perm[i:i + batch]]) for i in range(0, len(x) - batch + 1, batch)]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    state = {"i": 0}
+
+    def step():
+        bx, by = batches[state["i"] % len(batches)]
+        state["i"] += 1
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(bx), by).backward()
+        opt.step()
+
+    return round(batch / median_seconds(step, min_time=3.0), 1)
+
+
+def w2():
+    import torch.nn as nn
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                          nn.Linear(256, 10))
+    return {"train_images_per_s": train_images_per_s(model, 128)}
+
+
+def w3():
+    import torch.nn as nn
+    model = nn.Sequential(nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2, 2),
+                          nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2, 2), nn.Flatten(),
+                          nn.Linear(64 * 7 * 7, 256), nn.ReLU(), nn.Linear(256, 10))
+    return {"train_images_per_s": train_images_per_s(model, 64)}
+
+
+WORKLOADS = {"W1": w1, "W2": w2, "W3": w3}
 
 
 def main():

@@ -2,13 +2,37 @@
 //! side is `bench/torch_workloads.py`, measured the same way (median of timed repetitions).
 
 use ferrograd::{no_grad, DType, Rng, Tensor};
+use ferrograd_nn::optim::{Adam, AdamConfig, Optimizer};
+use ferrograd_nn::{models, Module, ParamStore};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub fn run(workload: &str, json: bool, quick: bool) -> Result<(), Box<dyn std::error::Error>> {
-    let min_time = if quick { Duration::ZERO } else { Duration::from_millis(1500) };
+pub fn run(
+    workload: &str,
+    json: bool,
+    quick: bool,
+    data: Option<&Path>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let min_time = if quick { Duration::ZERO } else { Duration::from_millis(3000) };
     let results: Vec<(String, f64)> = match workload.to_ascii_uppercase().as_str() {
         "W1" => w1_matmul(min_time)?,
-        other => return Err(format!("unknown workload {other:?}; available: W1").into()),
+        "W2" => {
+            let store = ParamStore::new(0);
+            let net = models::feed_forward3(&store, [784, 256, 256, 10])?;
+            vec![(
+                "train_images_per_s".into(),
+                train_images_per_s(&store, &net, 128, data, min_time)?,
+            )]
+        }
+        "W3" => {
+            let store = ParamStore::new(0);
+            let net = models::cnn(&store, 1, 10)?;
+            vec![(
+                "train_images_per_s".into(),
+                train_images_per_s(&store, &net, 64, data, min_time)?,
+            )]
+        }
+        other => return Err(format!("unknown workload {other:?}; available: W1, W2, W3").into()),
     };
     if json {
         let map: serde_json::Map<String, serde_json::Value> = results
@@ -23,6 +47,54 @@ pub fn run(workload: &str, json: bool, quick: bool) -> Result<(), Box<dyn std::e
         }
     }
     Ok(())
+}
+
+/// W2/W3: images per second of Adam (lr 1e-3) training steps with cross-entropy on MNIST
+/// batches (the first 8,000 images) or random images of the same shape.
+fn train_images_per_s(
+    store: &ParamStore,
+    net: &dyn Module,
+    batch: usize,
+    data: Option<&Path>,
+    min_time: Duration,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let (images, labels) = match data {
+        Some(dir) => {
+            let m = ferrograd_data::mnist::load(dir)?;
+            (
+                m.images.narrow(0, 0, 8000.min(m.images.dims()[0]))?,
+                m.labels.narrow(0, 0, 8000.min(m.labels.dims()[0]))?,
+            )
+        }
+        None => {
+            let mut rng = Rng::seed(1);
+            let x = Tensor::rand_uniform(&[8000, 1, 28, 28], 0.0, 1.0, DType::F32, &mut rng)?;
+            let y: Vec<i64> = (0..8000).map(|_| rng.below(10) as i64).collect();
+            (x, Tensor::from_vec(y, &[8000])?)
+        }
+    };
+    let batches: Vec<(Tensor, Tensor)> =
+        ferrograd_data::Batches::new(&images, &labels, batch, Some(&mut Rng::seed(2)))?
+            .drop_last(true)
+            .collect::<ferrograd::Result<_>>()?;
+    let mut opt = Adam::new(store.params(), AdamConfig::adam(1e-3))?;
+    let mut i = 0;
+    let mut failed = None;
+    let secs = median_seconds(min_time, || {
+        let (x, y) = &batches[i % batches.len()];
+        i += 1;
+        let mut step = || -> ferrograd::Result<()> {
+            let loss = net.forward(x)?.cross_entropy(y, None)?;
+            opt.step(&loss.backward()?)
+        };
+        if let Err(e) = step() {
+            failed = Some(e);
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    Ok(batch as f64 / secs)
 }
 
 fn rayon_threads() -> usize {

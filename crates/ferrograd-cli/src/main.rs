@@ -1,9 +1,14 @@
 //! The `ferrograd` command: how a person meets the library.
 
 mod bench;
+mod features;
+mod plot;
+mod summary;
 mod tour;
+mod train;
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -18,7 +23,8 @@ enum Command {
     /// Walk through the lecture on built-in data: each chapter builds, differentiates and
     /// trains a model and prints what it learned (about a minute in all).
     Tour,
-    /// Measure a workload of WORKLOADS.md (W1: matrix product) on this machine.
+    /// Measure a workload of WORKLOADS.md (W1 matrix product, W2 FeedForward³ training,
+    /// W3 CNN training) on this machine.
     Bench {
         /// Workload id, e.g. W1.
         workload: String,
@@ -29,6 +35,27 @@ enum Command {
         /// measurement).
         #[arg(long)]
         quick: bool,
+        /// MNIST directory (IDX files) for W2/W3; random data of the same shape without it.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Train a model.
+    #[command(subcommand)]
+    Train(train::Task),
+    /// Print a model in the lecture's notation with a table of its layers.
+    Summary {
+        /// alexnet, alexnet-imagenet, cnn or feedforward.
+        model: String,
+    },
+    /// Apply the lecture's filters (sharpen, edge detect, strong edge detect) to an image and
+    /// write the feature maps as PNG files.
+    Features {
+        /// A PNG or JPEG image.
+        #[arg(long)]
+        image: PathBuf,
+        /// Where to write the maps.
+        #[arg(long, default_value = "features")]
+        out: PathBuf,
     },
 }
 
@@ -36,7 +63,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Tour => tour::run(),
-        Command::Bench { workload, json, quick } => bench::run(&workload, json, quick),
+        Command::Bench { workload, json, quick, data } => {
+            bench::run(&workload, json, quick, data.as_deref())
+        }
+        Command::Train(task) => train::run(task),
+        Command::Summary { model } => summary::run(&model),
+        Command::Features { image, out } => features::run(&image, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -22,5 +22,5 @@ mod store;
 
 pub use blocks::*;
 pub use checkpoint::{inspect_checkpoint, load_checkpoint, save_checkpoint, CheckpointInfo};
-pub use module::{formula, summary, Module, Sequential};
+pub use module::{formula, summary, thousands, Module, Sequential};
 pub use store::{Init, Param, ParamStore};

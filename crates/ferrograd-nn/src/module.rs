@@ -121,16 +121,16 @@ pub fn summary(m: &dyn Module, input_dims: &[usize]) -> Result<String> {
             i,
             layer.describe(),
             format!("{:?}", x.dims()),
-            group(n)
+            thousands(n)
         );
     }
     let total: usize = m.params().iter().map(|p| p.numel()).sum();
-    out += &format!("  total parameters: {}\n", group(total));
+    out += &format!("  total parameters: {}\n", thousands(total));
     Ok(out)
 }
 
 /// 1234567 → "1,234,567".
-fn group(n: usize) -> String {
+pub fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {

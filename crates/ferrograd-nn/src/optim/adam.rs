@@ -60,16 +60,15 @@ impl Optimizer for Adam {
         let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
         for (p, slots) in self.params.iter().zip(self.slots.values.iter_mut()) {
             let Some(g) = grads.get(&p.get()) else { continue };
-            fused_update(p, g, slots, |w, g, s| {
-                let g = if decoupled {
-                    *w *= 1.0 - lr * weight_decay;
-                    g
+            fused_update(p, g, slots, |w, g, [m, v]: &mut [f64; 2]| {
+                let (w, g) = if decoupled {
+                    (w * (1.0 - lr * weight_decay), g)
                 } else {
-                    g + weight_decay * *w
+                    (w, g + weight_decay * w)
                 };
-                s[0] = beta1 * s[0] + (1.0 - beta1) * g;
-                s[1] = beta2 * s[1] + (1.0 - beta2) * g * g;
-                *w -= lr / c1 * s[0] / (s[1].sqrt() / c2.sqrt() + eps);
+                *m = beta1 * *m + (1.0 - beta1) * g;
+                *v = beta2 * *v + (1.0 - beta2) * g * g;
+                w - lr / c1 * *m / (v.sqrt() / c2.sqrt() + eps)
             })?;
         }
         Ok(())

@@ -12,7 +12,7 @@ pub use schedule::Schedule;
 pub use sgd::{Sgd, SgdConfig};
 
 use crate::Param;
-use ferrograd::{Error, Gradients, Result, Tensor};
+use ferrograd::{DType, Error, Gradients, Result, Tensor};
 
 /// Updates parameters from their gradients.
 pub trait Optimizer {
@@ -28,25 +28,27 @@ pub trait Optimizer {
     fn load_state(&mut self, tensors: &[(String, Tensor)], steps: u64) -> Result<()>;
 }
 
-/// Per-parameter state slots (momentum buffers, moment estimates), named for checkpoints.
+/// Per-parameter state slots (momentum buffers, moment estimates), kept in f64 and updated in
+/// place; named for checkpoints (`exp_avg/0.weight`), where they are saved in f64 so that a
+/// resumed run continues to the bit.
 pub(crate) struct Slots {
     pub names: &'static [&'static str],
-    /// values[param][slot]; `None` until the first step touches it.
-    pub values: Vec<Vec<Option<Tensor>>>,
+    /// values[param][slot]; empty until the first step touches the parameter.
+    pub values: Vec<Vec<Vec<f64>>>,
 }
 
 impl Slots {
     pub fn new(names: &'static [&'static str], params: usize) -> Slots {
-        Slots { names, values: vec![vec![None; names.len()]; params] }
+        Slots { names, values: vec![Vec::new(); params] }
     }
 
     pub fn export(&self, params: &[Param]) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         for (p, slots) in params.iter().zip(&self.values) {
             for (name, v) in self.names.iter().zip(slots) {
-                if let Some(v) = v {
-                    out.push((format!("{name}/{}", p.name()), v.clone()));
-                }
+                let t = Tensor::from_vec(v.clone(), p.get().dims())
+                    .expect("a slot has its parameter's size");
+                out.push((format!("{name}/{}", p.name()), t));
             }
         }
         out
@@ -59,29 +61,32 @@ impl Slots {
         tensors: &[(String, Tensor)],
         started: bool,
     ) -> Result<()> {
-        let mut values = self.values.clone();
+        let mut values = vec![Vec::new(); params.len()];
         for (i, p) in params.iter().enumerate() {
-            for (j, name) in self.names.iter().enumerate() {
+            let mut slots = Vec::new();
+            for name in self.names {
                 let key = format!("{name}/{}", p.name());
-                let found = tensors.iter().find(|(k, _)| *k == key).map(|(_, t)| t.clone());
-                match found {
-                    Some(t) if t.dims() != p.get().dims() || t.dtype() != p.get().dtype() => {
+                match tensors.iter().find(|(k, _)| *k == key).map(|(_, t)| t) {
+                    Some(t) if t.dims() != p.get().dims() || t.dtype() != DType::F64 => {
                         return Err(Error::shape(
                             "optimizer state",
                             format!(
-                                "{key} is {} {}, the parameter is {} {}",
+                                "{key} is {} {}, expected f64 {}",
                                 t.dtype(),
                                 t.shape(),
-                                p.get().dtype(),
                                 p.get().shape()
                             ),
                         ))
                     }
+                    Some(t) => slots.push(t.to_vec::<f64>()?),
                     None if started => {
-                        return Err(Error::value("optimizer state", format!("{key} is missing")));
+                        return Err(Error::value("optimizer state", format!("{key} is missing")))
                     }
-                    t => values[i][j] = t,
+                    None => {}
                 }
+            }
+            if slots.len() == self.names.len() {
+                values[i] = slots;
             }
         }
         self.values = values;
@@ -89,41 +94,55 @@ impl Slots {
     }
 }
 
-/// Runs `update(p, g, slots…)` element-wise in f64 over one parameter's data and writes the
-/// results back in the parameter's dtype: the fused kernel every optimizer uses.
-pub(crate) fn fused_update(
+/// One fused pass over a parameter: `update(w, g, slots)` for every element, with the slots
+/// (zero-initialized on first use) updated in place and the new weights written back.
+pub(crate) fn fused_update<const S: usize>(
     param: &Param,
     grad: &Tensor,
-    slots: &mut [Option<Tensor>],
-    update: impl Fn(&mut f64, f64, &mut [f64]),
+    slots: &mut Vec<Vec<f64>>,
+    update: impl Fn(f64, f64, &mut [f64; S]) -> f64,
 ) -> Result<()> {
     let p = param.get();
-    if grad.dims() != p.dims() {
+    if grad.dims() != p.dims() || grad.dtype() != p.dtype() {
         return Err(Error::shape(
             "optimizer",
-            format!("{}: gradient {} for a parameter {}", param.name(), grad.shape(), p.shape()),
+            format!(
+                "{}: gradient {} {} for a parameter {} {}",
+                param.name(),
+                grad.dtype(),
+                grad.shape(),
+                p.dtype(),
+                p.shape()
+            ),
         ));
     }
-    let mut values = p.to_vec_f64()?;
-    let g = grad.to_vec_f64()?;
-    let mut state: Vec<Vec<f64>> = slots
-        .iter()
-        .map(|s| s.as_ref().map_or(Ok(vec![0.0; values.len()]), |t| t.to_vec_f64()))
-        .collect::<Result<_>>()?;
-    let mut scratch = vec![0.0; state.len()];
-    for i in 0..values.len() {
-        for (k, s) in state.iter().enumerate() {
-            scratch[k] = s[i];
-        }
-        update(&mut values[i], g[i], &mut scratch);
-        for (k, s) in state.iter_mut().enumerate() {
-            s[i] = scratch[k];
-        }
+    if slots.is_empty() {
+        *slots = vec![vec![0.0; p.numel()]; S];
     }
-    let dtype = p.dtype();
-    param.set(&Tensor::from_vec(values, p.dims())?.to_dtype(dtype)?)?;
-    for (slot, s) in slots.iter_mut().zip(state) {
-        *slot = Some(Tensor::from_vec(s, p.dims())?.to_dtype(dtype)?);
+    let slots: &mut [Vec<f64>; S] = slots
+        .as_mut_slice()
+        .try_into()
+        .map_err(|_| Error::value("optimizer", "state slots do not fit"))?;
+    macro_rules! run {
+        ($t:ty) => {{
+            let (w, g) = (p.as_slice::<$t>("optimizer")?, grad.as_slice::<$t>("optimizer")?);
+            let mut out = Vec::with_capacity(w.len());
+            for i in 0..w.len() {
+                let mut s: [f64; S] = std::array::from_fn(|k| slots[k][i]);
+                out.push(update(w[i] as f64, g[i] as f64, &mut s) as $t);
+                for k in 0..S {
+                    slots[k][i] = s[k];
+                }
+            }
+            Tensor::from_vec(out, p.dims())?
+        }};
     }
-    Ok(())
+    let new = match p.dtype() {
+        DType::F32 => run!(f32),
+        DType::F64 => run!(f64),
+        DType::I64 => {
+            return Err(Error::dtype("optimizer", format!("{} is an integer tensor", param.name())))
+        }
+    };
+    param.set(&new)
 }

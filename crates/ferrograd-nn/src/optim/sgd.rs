@@ -47,18 +47,18 @@ impl Optimizer for Sgd {
         let SgdConfig { lr, momentum, nesterov, weight_decay } = self.config;
         for (p, slots) in self.params.iter().zip(self.slots.values.iter_mut()) {
             let Some(g) = grads.get(&p.get()) else { continue };
-            let first = slots[0].is_none();
-            fused_update(p, g, slots, |w, g, s| {
-                let mut d = g + weight_decay * *w;
-                if momentum != 0.0 {
-                    s[0] = if first { d } else { momentum * s[0] + d };
-                    d = if nesterov { d + momentum * s[0] } else { s[0] };
-                }
-                *w -= lr * d;
-            })?;
+            let first = slots.is_empty();
             if momentum == 0.0 {
-                slots[0] = None; // plain SGD keeps no state
+                fused_update(p, g, &mut Vec::new(), |w, g, _: &mut [f64; 0]| {
+                    w - lr * (g + weight_decay * w)
+                })?;
+                continue; // plain SGD keeps no state
             }
+            fused_update(p, g, slots, |w, g, [buf]: &mut [f64; 1]| {
+                let d = g + weight_decay * w;
+                *buf = if first { d } else { momentum * *buf + d };
+                w - lr * if nesterov { d + momentum * *buf } else { *buf }
+            })?;
         }
         self.steps += 1;
         Ok(())
