@@ -3,9 +3,21 @@
 use plotters::prelude::*;
 use std::path::Path;
 
+/// Line colours in turn (matplotlib's first eight "tab" colours: all readable on white).
+const COLORS: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
+/// One curve of a chart: its legend entry and its (x, y) points, in the order to join them.
 // `train` will draw its loss and accuracy curves with these; nothing calls them yet.
 #[allow(dead_code)]
-/// One curve of a chart: its legend entry and its (x, y) points, in the order to join them.
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,
@@ -13,7 +25,8 @@ pub struct Series {
 
 /// Writes an SVG line chart of `series` (one colour each, with a legend) to `path`, the axes
 /// fitted to all finite points. A non-finite point (NaN, ±∞: a diverged loss) breaks its line
-/// there; an empty series keeps its legend entry; no points at all give empty unit axes.
+/// there, a point left alone is a dot; an empty series keeps its legend entry; no points at all
+/// give empty unit axes.
 #[allow(dead_code)] // as `Series`: `train` will call it
 pub fn line_chart(
     path: &Path,
@@ -37,15 +50,19 @@ pub fn line_chart(
         .build_cartesian_2d(x.0..x.1, y.0..y.1)?;
     chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw()?;
     for (i, s) in series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let color = COLORS[i % COLORS.len()];
         let style = color.stroke_width(2);
-        // The legend entry, then the line in pieces between non-finite points.
+        // The legend entry, then the line in pieces between non-finite points (a lone point a dot).
         chart
             .draw_series(LineSeries::new(std::iter::empty(), style))?
             .label(s.name.as_str())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
-        for piece in s.points.split(|p| !finite(p)).filter(|piece| !piece.is_empty()) {
-            chart.draw_series(LineSeries::new(piece.iter().copied(), style))?;
+        for piece in s.points.split(|p| !finite(p)) {
+            match piece {
+                [] => continue,
+                [dot] => chart.draw_series([Circle::new(*dot, 3, color.filled())])?, // alone
+                _ => chart.draw_series(LineSeries::new(piece.iter().copied(), style))?,
+            };
         }
     }
     if !series.is_empty() {
@@ -119,7 +136,7 @@ mod tests {
         line_chart(&path, "odd", "x", "y", &odd).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         assert!(svg.contains("all NaN") && svg.contains("diverged") && !svg.contains("NaN\""));
-        line_chart(&path, "only NaN", "x", "y", &odd[..2]).unwrap();
+        line_chart(&tmp("only_nan.svg"), "only NaN", "x", "y", &odd[..2]).unwrap();
     }
 
     #[test]

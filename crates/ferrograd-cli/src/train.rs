@@ -54,9 +54,12 @@ pub struct MnistArgs {
     /// Save a checkpoint here after every epoch.
     #[arg(long)]
     checkpoint: Option<PathBuf>,
-    /// Continue from --checkpoint.
+    /// Continue from --checkpoint (with the same --epochs, the run continues exactly).
     #[arg(long, requires = "checkpoint")]
     resume: bool,
+    /// Stop after this epoch, as an interrupted run would; finish later with --resume.
+    #[arg(long, requires = "checkpoint")]
+    stop_after: Option<usize>,
     /// Where the metrics file and plots go.
     #[arg(long, default_value = "runs/mnist")]
     out: PathBuf,
@@ -139,7 +142,8 @@ fn train_mnist(a: &MnistArgs) -> CliResult<()> {
     let mut history = Vec::new();
     let mut total_images = 0usize;
     let mut total_secs = 0.0;
-    for epoch in first_epoch..a.epochs {
+    let last_epoch = a.stop_after.map_or(a.epochs, |k| k.min(a.epochs));
+    for epoch in first_epoch..last_epoch {
         let started = Instant::now();
         store.train();
         // The shuffle depends only on the seed and the epoch, so a resumed run sees the same order.

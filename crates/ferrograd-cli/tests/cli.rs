@@ -39,3 +39,80 @@ fn unknown_workload_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown workload \"W99\"") && err.contains("available"), "{err}");
 }
+
+#[test]
+fn summary_writes_alexnet_in_the_lectures_notation() {
+    let out = ferrograd(&["summary", "alexnet"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("FeedForward^3(MaxPool(Conv^3(MaxPool(Conv(MaxPool(Conv(x)))))))"),
+        "{text}"
+    );
+    assert!(text.contains("total parameters"), "{text}");
+    let out = ferrograd(&["summary", "resnet"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown model \"resnet\""));
+}
+
+fn shared_mnist() -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/mnist");
+    if dir.join("t10k-images-idx3-ubyte.gz").exists() {
+        Some(dir)
+    } else {
+        eprintln!("skipped: ../shared/data/mnist is absent (see DATA.md)");
+        None
+    }
+}
+
+/// The last line of a `--json` run as JSON.
+fn json_result(out: &std::process::Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn train_mnist_learns_and_resumes_exactly() {
+    let Some(data) = shared_mnist() else { return };
+    let dir = std::env::temp_dir().join(format!("ferrograd-cli-train-{}", std::process::id()));
+    let (data, out) = (data.to_str().unwrap(), dir.to_str().unwrap());
+    let ck = dir.join("ck.safetensors");
+    let ck = ck.to_str().unwrap();
+    let base = [
+        "train",
+        "mnist",
+        "--model",
+        "feedforward",
+        "--data",
+        data,
+        "--train-images",
+        "2000",
+        "--out",
+        out,
+        "--json",
+    ];
+    let run = |extra: &[&str]| json_result(&ferrograd(&[&base[..], extra].concat()));
+    let straight = run(&["--epochs", "2"]);
+    assert!(straight["eval_accuracy"].as_f64().unwrap() > 0.85, "{straight}");
+    assert!(straight["train_images_per_s"].as_f64().unwrap() > 0.0);
+    assert!(dir.join("metrics.csv").exists() && dir.join("accuracy.svg").exists());
+    run(&["--epochs", "2", "--checkpoint", ck, "--stop-after", "1"]);
+    let resumed = run(&["--epochs", "2", "--checkpoint", ck, "--resume"]);
+    assert_eq!(resumed["eval_accuracy"], straight["eval_accuracy"], "resume must continue exactly");
+    assert_eq!(resumed["train_loss"], straight["train_loss"]);
+    // A corrupt checkpoint is refused with a message, and the run does not start.
+    std::fs::write(ck, b"not a checkpoint").unwrap();
+    let bad = ferrograd(&[&base[..], &["--epochs", "2", "--checkpoint", ck, "--resume"]].concat());
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a valid safetensors"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn train_mnist_explains_bad_data() {
+    let out = ferrograd(&["train", "mnist", "--data", "/nonexistent/mnist", "--epochs", "1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/mnist"), "{err}");
+}
