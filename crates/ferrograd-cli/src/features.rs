@@ -2,7 +2,7 @@
 //!
 //! Dimension names: N images, C channels in, O filters (channels out), H × W pixels, K × K filter.
 
-use ferrograd::{Error, Tensor};
+use ferrograd::{DType, Error, Tensor};
 use std::path::Path;
 
 /// The slide's 3 × 3 filters, in the order of its pictures, named as the files they make.
@@ -30,7 +30,7 @@ pub fn run(image: &Path, out: &Path) -> Result<(), Box<dyn std::error::Error>> {
         }
         let path = out.join(format!("{name}.png"));
         save_gray_png(&Tensor::from_vec(values, map.dims())?, &path)?;
-        println!("wrote {} ({name}, {}×{})", path.display(), map.dims()[2], map.dims()[1]);
+        println!("wrote {} ({}×{})", path.display(), map.dims()[2], map.dims()[1]);
     }
     Ok(())
 }
@@ -61,7 +61,7 @@ fn read_gray(path: &Path) -> ferrograd::Result<Tensor> {
     Tensor::from_vec(luma.into_raw(), &[1, 1, h as usize, w as usize])
 }
 
-/// The [`FILTERS`]' maps of a (1, 1, H, W) grayscale image, by name, each (1, H, W): one
+/// The [`FILTERS`]' maps of a (1, 1, H, W) grayscale image, by name, each (1, H, W) f32: one
 /// conv2d with 4 output channels, padded by 1 so the maps keep the image's size. The values are
 /// the raw responses (sharpen overshoots [0, 1], edge detect is signed).
 pub fn feature_maps(gray: &Tensor) -> ferrograd::Result<Vec<(&'static str, Tensor)>> {
@@ -74,7 +74,8 @@ pub fn feature_maps(gray: &Tensor) -> ferrograd::Result<Vec<(&'static str, Tenso
     }
     let (h, w) = (d[2], d[3]);
     let weights = Tensor::from_vec(FILTERS.iter().flat_map(|f| f.1).collect(), &[4, 1, 3, 3])?;
-    let maps = gray.conv2d(&weights, None, (1, 1), (1, 1))?.to_vec::<f32>()?; // (1, O, H, W)
+    let maps = gray.to_dtype(DType::F32)?.conv2d(&weights, None, (1, 1), (1, 1))?; // (1, O, H, W)
+    let maps = maps.to_vec::<f32>()?;
     FILTERS
         .iter()
         .zip(maps.chunks(h * w))
@@ -102,8 +103,6 @@ pub fn save_gray_png(t: &Tensor, path: &Path) -> Result<(), Box<dyn std::error::
 /// Draws first-layer filters (O, 1, KH, KW) side by side in a near-square grid, each min-max
 /// normalized on its own (its lowest weight black, its highest white), `scale` pixels a weight,
 /// with 1-pixel white gaps between filters.
-// The tour will show a trained CNN's first filters with it; nothing calls it yet.
-#[allow(dead_code)]
 pub fn save_filters_png(
     weights: &Tensor,
     path: &Path,
@@ -207,6 +206,8 @@ mod tests {
     fn feature_maps_wants_one_gray_image() {
         let rgb = Tensor::from_vec(vec![0.0f32; 3 * 16], &[1, 3, 4, 4]).unwrap();
         let err = feature_maps(&rgb).unwrap_err().to_string();
+        let f64_gray = Tensor::from_vec(vec![0.25f64; 9], &[1, 1, 3, 3]).unwrap();
+        assert_eq!(feature_maps(&f64_gray).unwrap()[0].1.to_vec::<f32>().unwrap(), [0.25; 9]);
         assert!(err.contains("(1, 1, H, W)") && err.contains("[1, 3, 4, 4]"), "{err}");
     }
 

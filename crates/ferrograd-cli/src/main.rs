@@ -28,7 +28,11 @@ struct Cli {
 enum Command {
     /// Walk through the lecture on built-in data: each chapter builds, differentiates and
     /// trains a model and prints what it learned (about a minute in all).
-    Tour,
+    Tour {
+        /// Where the pictures (feature maps, learned filters) are written.
+        #[arg(long, default_value = "tour")]
+        out: PathBuf,
+    },
     /// Measure a workload of WORKLOADS.md (W1 matrix product, W2 FeedForward³ training,
     /// W3 CNN training) on this machine.
     Bench {
@@ -68,7 +72,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Tour => tour::run(),
+        Command::Tour { out } => tour::run(&out),
         Command::Bench { workload, json, quick, data } => {
             bench::run(&workload, json, quick, data.as_deref())
         }

@@ -16,8 +16,6 @@ const COLORS: [RGBColor; 8] = [
 ];
 
 /// One curve of a chart: its legend entry and its (x, y) points, in the order to join them.
-// `train` will draw its loss and accuracy curves with these; nothing calls them yet.
-#[allow(dead_code)]
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,
@@ -27,7 +25,6 @@ pub struct Series {
 /// fitted to all finite points. A non-finite point (NaN, ±∞: a diverged loss) breaks its line
 /// there, a point left alone is a dot; an empty series keeps its legend entry; no points at all
 /// give empty unit axes.
-#[allow(dead_code)] // as `Series`: `train` will call it
 pub fn line_chart(
     path: &Path,
     title: &str,
