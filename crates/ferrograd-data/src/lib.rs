@@ -1,8 +1,14 @@
-//! Data for ferrograd: built-in data sets that need no download, MNIST from its files, batching.
+//! Data for ferrograd: built-in data sets that need no download, MNIST from its files, text,
+//! batching.
 
 pub mod batches;
+pub mod corpora;
 pub mod glyphs;
 pub mod mnist;
 pub mod synthetic;
+pub mod text;
+pub mod vocab;
 
 pub use batches::Batches;
+pub use text::{CharTokenizer, LmBatches, WordTokenizer};
+pub use vocab::Vocab;

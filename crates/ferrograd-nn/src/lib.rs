@@ -18,9 +18,11 @@ pub mod losses;
 pub mod models;
 mod module;
 pub mod optim;
+mod sequence;
 mod store;
 
 pub use blocks::*;
 pub use checkpoint::{inspect_checkpoint, load_checkpoint, save_checkpoint, CheckpointInfo};
 pub use module::{formula, summary, thousands, Module, Sequential};
+pub use sequence::*;
 pub use store::{Init, Param, ParamStore};

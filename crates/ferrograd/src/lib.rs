@@ -29,6 +29,7 @@ pub use device::Device;
 pub use dtype::{DType, Element};
 pub use error::{Error, ErrorKind, Result};
 pub use gradcheck::{gradcheck, GradcheckReport};
+pub use ops::recurrent::{Recurrence, RecurrentCell};
 pub use rng::Rng;
 pub use shape::{broadcast_shapes, Shape};
 pub use storage::live_bytes;

@@ -5,12 +5,16 @@ mod conv;
 mod copy;
 mod elementwise;
 mod matmul;
+mod recurrent;
 mod reduce;
 
 pub use conv::*;
 pub use copy::*;
 pub use elementwise::*;
 pub use matmul::*;
+pub use recurrent::{
+    recurrence_backward, recurrence_forward, Cell, Dims as RecurrentDims, Saved as RecurrentSaved,
+};
 pub use reduce::*;
 
 use crate::Element;

@@ -1,0 +1,108 @@
+//! The lecture's sequence blocks: EmbedToken, the recurrent cells (SimpleRNN, LSTM) behind the
+//! `Rnn` trait, SequenceRNN, Collapse, GenerateToken and LanguageModel.
+
+mod collapse;
+mod embed;
+mod language_model;
+mod rnn;
+
+pub use collapse::Collapse;
+pub use embed::{EmbedToken, GenerateToken};
+pub use language_model::{LanguageModel, Sampling};
+pub use rnn::{Rnn, RnnState, SequenceRNN, SimpleRNN, LSTM};
+
+use crate::Module;
+use ferrograd::{Error, Result, Tensor};
+
+/// A (B, T, D) sequence and an optional (B, T) padding mask (1 = token, 0 = padding) in, a
+/// (B, T, D′) sequence out: the lecture's SequenceModel.
+pub trait SequenceModel: Module {
+    fn forward_masked(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor>;
+    /// Continues from `state` (empty at the start) over a few more steps, updating it, for
+    /// generation that does not recompute the prefix. The state holds `state_len()` tensors.
+    fn forward_incremental(&self, x: &Tensor, state: &mut Vec<Tensor>) -> Result<Tensor>;
+    fn state_len(&self) -> usize;
+    fn output_size(&self) -> usize;
+}
+
+/// A stack of sequence models applied in turn: the lecture's SequenceModel^k.
+pub struct SequenceStack {
+    pub layers: Vec<Box<dyn SequenceModel>>,
+}
+
+impl Module for SequenceStack {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_masked(x, None)
+    }
+    fn describe(&self) -> String {
+        crate::formula(self)
+    }
+    fn blocks(&self) -> Vec<&'static str> {
+        self.layers.iter().flat_map(|l| l.blocks()).collect()
+    }
+    fn params(&self) -> Vec<crate::Param> {
+        self.layers.iter().flat_map(|l| l.params()).collect()
+    }
+}
+
+impl SequenceModel for SequenceStack {
+    fn forward_masked(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        self.layers.iter().try_fold(x.clone(), |h, l| l.forward_masked(&h, mask))
+    }
+    fn forward_incremental(&self, x: &Tensor, state: &mut Vec<Tensor>) -> Result<Tensor> {
+        let mut h = x.clone();
+        let mut next = Vec::with_capacity(self.state_len());
+        let mut offset = 0;
+        for l in &self.layers {
+            let n = l.state_len();
+            let mut s = state.get(offset..offset + n).map(<[Tensor]>::to_vec).unwrap_or_default();
+            h = l.forward_incremental(&h, &mut s)?;
+            next.extend(s);
+            offset += n;
+        }
+        *state = next;
+        Ok(h)
+    }
+    fn state_len(&self) -> usize {
+        self.layers.iter().map(|l| l.state_len()).sum()
+    }
+    fn output_size(&self) -> usize {
+        self.layers.last().map_or(0, |l| l.output_size())
+    }
+}
+
+/// Checks a (B, T) mask against a (B, T, D) input.
+pub(crate) fn check_mask(op: &str, x: &Tensor, mask: Option<&Tensor>) -> Result<()> {
+    if x.rank() != 3 {
+        return Err(Error::shape(op, format!("input must be (B, T, D), got {}", x.shape())));
+    }
+    if x.dims()[1] == 0 {
+        return Err(Error::shape(op, "the sequence is empty (T = 0)"));
+    }
+    if let Some(m) = mask {
+        if m.dims() != &x.dims()[..2] {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "mask must be {:?} for input {}, got {}",
+                    &x.dims()[..2],
+                    x.shape(),
+                    m.shape()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The number of real tokens in each row of a (B, T) mask (T for every row without one).
+pub(crate) fn lengths(mask: Option<&Tensor>, b: usize, t: usize) -> Result<Vec<usize>> {
+    match mask {
+        None => Ok(vec![t; b]),
+        Some(m) => Ok(m
+            .to_vec_f64()?
+            .chunks(t.max(1))
+            .map(|row| row.iter().filter(|&&v| v != 0.0).count())
+            .collect()),
+    }
+}

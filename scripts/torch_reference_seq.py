@@ -1,0 +1,76 @@
+"""PyTorch reference values for ferrograd's sequence blocks: nn.RNN and nn.LSTM (padded
+batches, both directions: outputs, final states and every gradient), nn.Embedding with a
+padding index, and collapsing a padded sequence. Writes crates/ferrograd-nn/tests/fixtures/seq.json.
+
+    python3 scripts/torch_reference_seq.py
+"""
+import json
+import pathlib
+
+import torch
+import torch.nn as nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+torch.manual_seed(0)
+OUT = pathlib.Path(__file__).resolve().parent.parent / "crates/ferrograd-nn/tests/fixtures"
+
+
+def enc(t):
+    kind = "i64" if t.dtype == torch.int64 else "f32"
+    data = t.detach().flatten().tolist()
+    if kind == "f32":
+        data = [float(f"{v:.9g}") for v in data]
+    return {"shape": list(t.shape), "dtype": kind, "data": data}
+
+
+def rnn_case(kind, bidirectional, lengths, b=3, t=5, d=3, h=4):
+    cls = nn.LSTM if kind == "lstm" else nn.RNN
+    net = cls(d, h, batch_first=True, bidirectional=bidirectional)
+    x = torch.randn(b, t, d, requires_grad=True)
+    mask = torch.tensor([[1 if i < n else 0 for i in range(t)] for n in lengths])
+    packed = pack_padded_sequence(x, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
+    out, state = net(packed)
+    out, _ = pad_packed_sequence(out, batch_first=True, total_length=t)
+    h_n, c_n = state if kind == "lstm" else (state, torch.zeros_like(state))
+    r_out, r_h, r_c = torch.randn_like(out), torch.randn_like(h_n), torch.randn_like(c_n)
+    loss = (out * r_out).sum() + (h_n * r_h).sum() + ((c_n * r_c).sum() if kind == "lstm" else 0)
+    loss.backward()
+    return {
+        "kind": kind, "bidirectional": bidirectional, "hidden": h,
+        "x": enc(x), "mask": enc(mask),
+        "params": {k: enc(v) for k, v in net.named_parameters()},
+        "out": enc(out), "h_n": enc(h_n), "c_n": enc(c_n),
+        "r_out": enc(r_out), "r_h": enc(r_h), "r_c": enc(r_c),
+        "grad_x": enc(x.grad),
+        "grads": {k: enc(v.grad) for k, v in net.named_parameters()},
+    }
+
+
+rnn = [
+    rnn_case("lstm", False, [5, 5, 5]),
+    rnn_case("lstm", False, [5, 3, 1]),
+    rnn_case("lstm", True, [5, 2, 4]),
+    rnn_case("rnn", False, [5, 5, 5]),
+    rnn_case("rnn", True, [4, 5, 2]),
+]
+
+# EmbedToken with a padding id, then mean and max over the real positions.
+emb = nn.Embedding(7, 3, padding_idx=0)
+ids = torch.tensor([[3, 1, 4, 0], [5, 2, 0, 0]])
+mask = (ids != 0).long()
+e = emb(ids)
+m = mask.unsqueeze(-1).float()
+mean = (e * m).sum(1) / m.sum(1)
+mx = e.masked_fill(m == 0, float("-inf")).amax(1)
+last = e[torch.arange(2), mask.sum(1) - 1]
+r_mean, r_max, r_last = torch.randn_like(mean), torch.randn_like(mx), torch.randn_like(last)
+((mean * r_mean).sum() + (mx * r_max).sum() + (last * r_last).sum()).backward()
+embed = {
+    "weight": enc(emb.weight), "ids": enc(ids), "mask": enc(mask),
+    "embedded": enc(e), "mean": enc(mean), "max": enc(mx), "last": enc(last),
+    "r_mean": enc(r_mean), "r_max": enc(r_max), "r_last": enc(r_last), "grad_weight": enc(emb.weight.grad),
+}
+
+OUT.mkdir(parents=True, exist_ok=True)
+(OUT / "seq.json").write_text(json.dumps({"torch": torch.__version__, "rnn": rnn, "embed": embed}))
+print(f"wrote {OUT / 'seq.json'}")
