@@ -23,8 +23,11 @@ def main():
     for w in workloads:
         cmd = [str(ROOT / "target/release/ferrograd"), "bench", w, "--json"]
         mnist = ROOT.parent / "shared" / "data" / "mnist"
+        text = ROOT.parent / "shared" / "data" / "text" / "tinyshakespeare.txt"
         if w in ("W2", "W3") and mnist.exists():
             cmd += ["--data", str(mnist)]
+        if w == "W4" and text.exists():
+            cmd += ["--data", str(text)]
         ours = run_json(cmd)
         theirs = run_json([sys.executable, str(ROOT / "bench/torch_workloads.py"), w, "--json"])
         for key, value in ours.items():

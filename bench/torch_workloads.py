@@ -108,7 +108,47 @@ def w3():
     return {"train_images_per_s": train_images_per_s(model, 64)}
 
 
-WORKLOADS = {"W1": w1, "W2": w2, "W3": w3}
+def w4():
+    """LSTM character LM: Embedding(65→64), LSTM(64→256), Linear(256→65) at every position;
+    batch 32 × 64 tokens from the first 200,000 characters of Tiny Shakespeare; Adam 2e-3."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    path = ROOT.parent / "shared" / "data" / "text" / "tinyshakespeare.txt"
+    if path.exists():
+        text = path.read_text()[:200_000]
+        chars = sorted(set(text))
+        ids = torch.tensor([chars.index(c) for c in text])
+    else:
+        ids = torch.randint(0, 65, (200_000,), generator=torch.Generator().manual_seed(1))
+    v = max(65, int(ids.max()) + 1)
+
+    class Lm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.lstm, self.head = nn.Embedding(v, 64), nn.LSTM(64, 256, batch_first=True), nn.Linear(256, v)
+
+        def forward(self, x):
+            return self.head(self.lstm(self.embed(x))[0])
+
+    model = Lm()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(2)
+    starts = [torch.randint(0, len(ids) - 65, (32,), generator=g) for _ in range(64)]
+    batches = [(torch.stack([ids[s:s + 64] for s in st]), torch.stack([ids[s + 1:s + 65] for s in st])) for st in starts]
+    state = {"i": 0}
+
+    def step():
+        x, y = batches[state["i"] % len(batches)]
+        state["i"] += 1
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x).reshape(-1, v), y.reshape(-1)).backward()
+        opt.step()
+
+    return {"train_tokens_per_s": round(32 * 64 / median_seconds(step, min_time=3.0), 1)}
+
+
+WORKLOADS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4}
 
 
 def main():

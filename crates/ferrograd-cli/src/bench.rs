@@ -32,7 +32,10 @@ pub fn run(
                 train_images_per_s(&store, &net, 64, data, min_time)?,
             )]
         }
-        other => return Err(format!("unknown workload {other:?}; available: W1, W2, W3").into()),
+        "W4" => vec![("train_tokens_per_s".into(), w4_lstm_lm(data, min_time)?)],
+        other => {
+            return Err(format!("unknown workload {other:?}; available: W1, W2, W3, W4").into())
+        }
     };
     if json {
         let map: serde_json::Map<String, serde_json::Value> = results
@@ -95,6 +98,50 @@ fn train_images_per_s(
         return Err(e.into());
     }
     Ok(batch as f64 / secs)
+}
+
+/// W4: an LSTM character language model, EmbedToken(65→64)·LSTM(64→256)·GenerateToken
+/// (untied, 256→65) at every position; batches of 32 × 64 tokens; Adam lr 2e-3.
+fn w4_lstm_lm(data: Option<&Path>, min_time: Duration) -> Result<f64, Box<dyn std::error::Error>> {
+    use ferrograd_data::{CharTokenizer, LmBatches};
+    use ferrograd_nn::{EmbedToken, GenerateToken, LanguageModel, SequenceRNN, LSTM};
+    let ids: Vec<i64> = match data {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let text: String = text.chars().take(200_000).collect();
+            CharTokenizer::from_text(&text).encode(&text)
+        }
+        None => {
+            let mut rng = Rng::seed(1);
+            (0..200_000).map(|_| rng.below(65) as i64).collect()
+        }
+    };
+    let vocab = (ids.iter().copied().max().unwrap_or(0) + 1).max(65) as usize;
+    let store = ParamStore::new(0);
+    let lm = LanguageModel {
+        embed: EmbedToken::new(store.sub("embed"), vocab, 64, None)?,
+        body: Box::new(SequenceRNN::<LSTM>::new(&store.sub("lstm"), 64, 256, 0, false)?),
+        head: GenerateToken::untied(store.sub("head"), 256, vocab)?,
+    };
+    let batches = LmBatches::new(ids, 32, 64)?;
+    let mut rng = Rng::seed(2);
+    let samples: Vec<(Tensor, Tensor)> =
+        (0..64).map(|_| batches.sample(&mut rng)).collect::<ferrograd::Result<_>>()?;
+    let mut opt = Adam::new(store.params(), AdamConfig::adam(2e-3))?;
+    let (mut i, mut failed) = (0, None);
+    let secs = median_seconds(min_time, || {
+        let (x, y) = &samples[i % samples.len()];
+        i += 1;
+        let mut step = || -> ferrograd::Result<()> { opt.step(&lm.loss(x, y, None)?.backward()?) };
+        if let Err(e) = step() {
+            failed = Some(e);
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    Ok((32 * 64) as f64 / secs)
 }
 
 fn rayon_threads() -> usize {

@@ -2,6 +2,7 @@
 
 mod bench;
 mod features;
+mod lm;
 mod plot;
 mod summary;
 mod tour;
@@ -52,6 +53,8 @@ enum Command {
     /// Train a model.
     #[command(subcommand)]
     Train(train::Task),
+    /// Continue a prompt with a trained language model, streaming the text.
+    Generate(lm::GenerateArgs),
     /// Print a model in the lecture's notation with a table of its layers.
     Summary {
         /// alexnet, alexnet-imagenet, cnn or feedforward.
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         }
         Command::Train(task) => train::run(task),
         Command::Summary { model } => summary::run(&model),
+        Command::Generate(args) => lm::generate(&args),
         Command::Features { image, out } => features::run(&image, &out),
     };
     match result {

@@ -20,6 +20,8 @@ type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
 pub enum Task {
     /// Classify MNIST digits: trains on the first 8,000 images of DIR, evaluates on the rest.
     Mnist(MnistArgs),
+    /// A character language model: GenerateToken(SequenceModel(EmbedToken(x))).
+    Lm(crate::lm::LmArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq)]
@@ -71,6 +73,7 @@ pub struct MnistArgs {
 pub fn run(task: Task) -> CliResult<()> {
     match task {
         Task::Mnist(args) => train_mnist(&args),
+        Task::Lm(args) => crate::lm::train(&args),
     }
 }
 

@@ -1,11 +1,13 @@
 //! The lecture's sequence blocks: EmbedToken, the recurrent cells (SimpleRNN, LSTM) behind the
 //! `Rnn` trait, SequenceRNN, Collapse, GenerateToken and LanguageModel.
 
+mod classifier;
 mod collapse;
 mod embed;
 mod language_model;
 mod rnn;
 
+pub use classifier::TextClassifier;
 pub use collapse::Collapse;
 pub use embed::{EmbedToken, GenerateToken};
 pub use language_model::{LanguageModel, Sampling};

@@ -44,15 +44,53 @@ pub struct Saved<T> {
     pub c_next: Vec<T>,
 }
 
-fn sigmoid<T: Float>(x: T) -> T {
-    T::one() / (T::one() + (-x).exp())
+/// `eˣ` in a form the compiler vectorizes: for f32 a Cephes-style polynomial (about 1 ulp),
+/// for f64 the exact library call (f64 is for gradchecks, where precision is the point).
+pub trait FastExp: Float {
+    fn fast_exp(self) -> Self;
+}
+
+impl FastExp for f64 {
+    fn fast_exp(self) -> f64 {
+        self.exp()
+    }
+}
+
+impl FastExp for f32 {
+    #[inline(always)]
+    #[allow(clippy::excessive_precision)]
+    fn fast_exp(self) -> f32 {
+        let x = self.clamp(-87.3, 88.7);
+        // eˣ = 2ⁿ · e^r with n = round(x / ln 2), |r| ≤ ln 2 / 2.
+        // Round to nearest by the 1.5·2²³ trick: no libm call, so the loop vectorizes.
+        let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+        let r = x - n * 0.693_359_375 - n * -2.121_944_4e-4;
+        let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
+            * r
+            + 1.666_666_5e-1)
+            * r
+            + 5.000_000_1e-1;
+        let y = p * r * r + r + 1.0;
+        y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    }
+}
+
+#[inline(always)]
+fn sigmoid<T: FastExp>(x: T) -> T {
+    T::one() / (T::one() + (-x).fast_exp())
+}
+
+#[inline(always)]
+fn tanh<T: FastExp>(x: T) -> T {
+    let two = T::one() + T::one();
+    T::one() - two / ((two * x).fast_exp() + T::one())
 }
 
 /// Runs the recurrence. Returns the packed (B, T+2, H) result — outputs for every step, then
 /// the final h, then the final c (for tanh, c0 passed through untouched) — and what backward
 /// needs. Where `mask` is
 /// false the state carries over unchanged and the output is zero (padding).
-pub fn recurrence_forward<T: Float + Send + Sync>(
+pub fn recurrence_forward<T: FastExp + Send + Sync>(
     cell: Cell,
     xproj: &[T],
     w_hh: &[T],
@@ -96,32 +134,35 @@ pub fn recurrence_forward<T: Float + Send + Sync>(
                 continue;
             }
             let pre = &xproj[row * gh..(row + 1) * gh];
-            let zr = &z[bi * gh..(bi + 1) * gh];
+            let zr = &mut z[bi * gh..(bi + 1) * gh];
+            zr.iter_mut().zip(pre).for_each(|(z, &p)| *z += p);
             let gates = &mut s.gates[row * gh..(row + 1) * gh];
             let out = &mut packed[(bi * (t + 2) + step) * h..][..h];
+            let (hrow, crow) = (&mut hs[bi * h..(bi + 1) * h], &mut cs[bi * h..(bi + 1) * h]);
             match cell {
                 Cell::Tanh => {
                     for j in 0..h {
-                        let v = (pre[j] + zr[j]).tanh();
-                        gates[j] = v;
-                        hs[bi * h + j] = v;
-                        out[j] = v;
+                        let v = tanh(zr[j]);
+                        (gates[j], hrow[j], out[j]) = (v, v, v);
                     }
                 }
                 Cell::Lstm => {
+                    // Activations gate by gate (contiguous, so they vectorize), then the state.
+                    let (zi, rest) = zr.split_at(h);
+                    let (zf, rest) = rest.split_at(h);
+                    let (zg, zo) = rest.split_at(h);
+                    let (gi, rest) = gates.split_at_mut(h);
+                    let (gf, rest) = rest.split_at_mut(h);
+                    let (gg, go) = rest.split_at_mut(h);
+                    gi.iter_mut().zip(zi).for_each(|(a, &z)| *a = sigmoid(z));
+                    gf.iter_mut().zip(zf).for_each(|(a, &z)| *a = sigmoid(z));
+                    gg.iter_mut().zip(zg).for_each(|(a, &z)| *a = tanh(z));
+                    go.iter_mut().zip(zo).for_each(|(a, &z)| *a = sigmoid(z));
+                    let cn = &mut s.c_next[row * h..(row + 1) * h];
                     for j in 0..h {
-                        let i = sigmoid(pre[j] + zr[j]);
-                        let f = sigmoid(pre[h + j] + zr[h + j]);
-                        let gg = (pre[2 * h + j] + zr[2 * h + j]).tanh();
-                        let o = sigmoid(pre[3 * h + j] + zr[3 * h + j]);
-                        let c = f * cs[bi * h + j] + i * gg;
-                        let hv = o * c.tanh();
-                        (gates[j], gates[h + j], gates[2 * h + j], gates[3 * h + j]) =
-                            (i, f, gg, o);
-                        cs[bi * h + j] = c;
-                        s.c_next[row * h + j] = c;
-                        hs[bi * h + j] = hv;
-                        out[j] = hv;
+                        let c = gf[j] * crow[j] + gi[j] * gg[j];
+                        let hv = go[j] * tanh(c);
+                        (crow[j], cn[j], hrow[j], out[j]) = (c, c, hv, hv);
                     }
                 }
             }
@@ -137,7 +178,7 @@ pub fn recurrence_forward<T: Float + Send + Sync>(
 /// Backward through time from the packed result's gradient: gradients of `xproj`, of W_hh,
 /// and of the initial h and c.
 #[allow(clippy::type_complexity)]
-pub fn recurrence_backward<T: Float + Send + Sync>(
+pub fn recurrence_backward<T: FastExp + Send + Sync>(
     cell: Cell,
     grad: &[T],
     w_hh: &[T],
@@ -170,7 +211,7 @@ pub fn recurrence_backward<T: Float + Send + Sync>(
                     Cell::Lstm => {
                         let (i, f, gg, o) =
                             (gates[j], gates[h + j], gates[2 * h + j], gates[3 * h + j]);
-                        let tc = saved.c_next[row * h + j].tanh();
+                        let tc = tanh(saved.c_next[row * h + j]);
                         let dcv = dc[bi * h + j] + dhv * o * (one - tc * tc);
                         dz[j] = dcv * gg * i * (one - i);
                         dz[h + j] = dcv * saved.c_prev[row * h + j] * f * (one - f);

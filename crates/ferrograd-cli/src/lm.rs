@@ -1,0 +1,303 @@
+//! Character language models from the command line: `train lm` and `generate`.
+
+use crate::plot::{line_chart, Series};
+use clap::{Args, ValueEnum};
+use ferrograd::{no_grad, Rng};
+use ferrograd_data::{CharTokenizer, LmBatches, Vocab};
+use ferrograd_nn::optim::{Adam, AdamConfig, Optimizer};
+use ferrograd_nn::{
+    formula, inspect_checkpoint, load_checkpoint, save_checkpoint, thousands, EmbedToken,
+    GenerateToken, LanguageModel, ParamStore, Sampling, SequenceModel, SequenceRNN, SequenceStack,
+    SimpleRNN, LSTM,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+#[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SequenceKind {
+    /// LSTM cells (W4's model).
+    Lstm,
+    /// Elman RNN cells (tanh).
+    Rnn,
+}
+
+/// What a checkpoint needs to rebuild its language model.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct LmConfig {
+    task: String,
+    model: SequenceKind,
+    embed: usize,
+    hidden: usize,
+    layers: usize,
+    vocab: Vocab,
+}
+
+#[derive(Args)]
+pub struct LmArgs {
+    #[arg(long, value_enum, default_value = "lstm")]
+    model: SequenceKind,
+    /// A UTF-8 text file; the model learns its characters. The last 10% is held out.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value_t = 2000)]
+    steps: u64,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Characters per training sequence.
+    #[arg(long, default_value_t = 64)]
+    context: usize,
+    #[arg(long, default_value_t = 2e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 64)]
+    embed: usize,
+    #[arg(long, default_value_t = 256)]
+    hidden: usize,
+    /// Stacked recurrent layers: the lecture's SequenceModel^k.
+    #[arg(long, default_value_t = 1)]
+    layers: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print a sample and the held-out loss every this many steps.
+    #[arg(long, default_value_t = 500)]
+    sample_every: u64,
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    #[arg(long, requires = "checkpoint")]
+    resume: bool,
+    #[arg(long, default_value = "runs/lm")]
+    out: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+fn build(store: &ParamStore, c: &LmConfig) -> ferrograd::Result<LanguageModel> {
+    let v = c.vocab.len();
+    let mut layers: Vec<Box<dyn SequenceModel>> = Vec::new();
+    for l in 0..c.layers.max(1) {
+        let input = if l == 0 { c.embed } else { c.hidden };
+        let s = store.sub("rnn");
+        layers.push(match c.model {
+            SequenceKind::Lstm => {
+                Box::new(SequenceRNN::<LSTM>::new(&s, input, c.hidden, l, false)?)
+            }
+            SequenceKind::Rnn => {
+                Box::new(SequenceRNN::<SimpleRNN>::new(&s, input, c.hidden, l, false)?)
+            }
+        });
+    }
+    Ok(LanguageModel {
+        embed: EmbedToken::new(store.sub("embed"), v, c.embed, None)?,
+        body: Box::new(SequenceStack { layers }),
+        head: GenerateToken::untied(store.sub("head"), c.hidden, v)?,
+    })
+}
+
+/// Mean loss over `n` fixed held-out batches.
+fn held_out_loss(lm: &LanguageModel, batches: &LmBatches, n: usize) -> ferrograd::Result<f64> {
+    let _g = no_grad();
+    let mut rng = Rng::seed(12345); // the same batches every time
+    let mut total = 0.0;
+    for _ in 0..n {
+        let (x, y) = batches.sample(&mut rng)?;
+        total += lm.loss(&x, &y, None)?.item()?;
+    }
+    Ok(total / n as f64)
+}
+
+pub fn train(a: &LmArgs) -> CliResult<()> {
+    if a.batch_size == 0 || a.context == 0 || a.steps == 0 || a.embed == 0 || a.hidden == 0 {
+        return Err(
+            "--batch-size, --context, --steps, --embed and --hidden must be positive".into()
+        );
+    }
+    let text = std::fs::read_to_string(&a.data)
+        .map_err(|e| format!("cannot read {}: {e}", a.data.display()))?;
+    let tokenizer = CharTokenizer::from_text(&text);
+    let ids = tokenizer.encode(&text);
+    let (train_ids, held_ids) = LmBatches::split(&ids, 0.1)?;
+    let train = LmBatches::new(train_ids, a.batch_size, a.context)?;
+    let held = LmBatches::new(held_ids, a.batch_size, a.context)?;
+    let config = LmConfig {
+        task: "lm".into(),
+        model: a.model,
+        embed: a.embed,
+        hidden: a.hidden,
+        layers: a.layers.max(1),
+        vocab: tokenizer.vocab().clone(),
+    };
+    let store = ParamStore::new(a.seed);
+    let lm = build(&store, &config)?;
+    let mut opt = Adam::new(store.params(), AdamConfig::adam(a.lr))?;
+    let mut start = 0;
+    if a.resume {
+        let path = a.checkpoint.as_deref().expect("clap requires --checkpoint with --resume");
+        let info = load_checkpoint(path, &store, Some(&mut opt))?;
+        let saved: LmConfig = serde_json::from_value(info.config)
+            .map_err(|e| format!("{}: not a language model checkpoint: {e}", path.display()))?;
+        if saved.vocab != config.vocab || saved.model != config.model {
+            return Err(format!(
+                "{} was trained on another text or model; it cannot resume here",
+                path.display()
+            )
+            .into());
+        }
+        start = info.step;
+        eprintln!("resuming from {} at step {start}", path.display());
+    }
+    std::fs::create_dir_all(&a.out)
+        .map_err(|e| format!("cannot create {}: {e}", a.out.display()))?;
+    println!(
+        "{} — {} parameters, {} characters ({} distinct), {} held out",
+        formula(&lm),
+        thousands(store.num_params()),
+        ids.len(),
+        tokenizer.vocab().len() - 2,
+        held.ids().len()
+    );
+    let bar = ProgressBar::new(a.steps);
+    bar.set_style(
+        ProgressStyle::with_template("step {pos}/{len} [{bar:30}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_position(start);
+    // Each step's batch depends only on the seed and the step: a resumed run sees the same data.
+    let started = Instant::now();
+    let (mut curve, mut held_curve) = (Vec::new(), Vec::new());
+    let mut smoothed = f64::NAN;
+    for step in start..a.steps {
+        let (x, y) = train.sample(&mut Rng::seed(a.seed.wrapping_mul(7_919).wrapping_add(step)))?;
+        let loss = lm.loss(&x, &y, None)?;
+        opt.step(&loss.backward()?)?;
+        let l = loss.item()?;
+        smoothed = if smoothed.is_nan() { l } else { 0.95 * smoothed + 0.05 * l };
+        curve.push(((step + 1) as f64, l));
+        let rate = ((step + 1 - start) as usize * a.batch_size * a.context) as f64
+            / started.elapsed().as_secs_f64();
+        bar.set_message(format!("loss {smoothed:.3}  {rate:.0} tokens/s"));
+        bar.inc(1);
+        if (step + 1) % a.sample_every == 0 || step + 1 == a.steps {
+            let h = held_out_loss(&lm, &held, 8)?;
+            held_curve.push(((step + 1) as f64, h));
+            let sample = sample_text(&lm, &tokenizer, "\n", 120, a.seed + step)?;
+            let line = format!("step {:>6}  held-out loss {h:.4}  sample: {:?}", step + 1, sample);
+            if bar.is_hidden() {
+                println!("{line}")
+            } else {
+                bar.println(line)
+            }
+            if let Some(path) = &a.checkpoint {
+                save_checkpoint(
+                    path,
+                    &store,
+                    Some(&opt),
+                    step + 1,
+                    &serde_json::to_value(&config)?,
+                )?;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let held_loss = held_out_loss(&lm, &held, 32)?;
+    let tokens_per_s = ((a.steps - start) as usize * a.batch_size * a.context) as f64 / secs;
+    let csv = a.out.join("loss.csv");
+    let mut f =
+        std::fs::File::create(&csv).map_err(|e| format!("cannot write {}: {e}", csv.display()))?;
+    writeln!(f, "step,train_loss")?;
+    for (s, l) in &curve {
+        writeln!(f, "{s},{l:.6}")?;
+    }
+    line_chart(
+        &a.out.join("loss.svg"),
+        "language model loss",
+        "step",
+        "cross-entropy (nats/char)",
+        &[
+            Series { name: "train".into(), points: curve },
+            Series { name: "held-out".into(), points: held_curve },
+        ],
+    )?;
+    println!("held-out loss: {held_loss:.4} nats/char after {} steps, {tokens_per_s:.0} tokens/s (curves in {})", a.steps, a.out.display());
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"task": "lm", "model": config.model, "steps": a.steps, "held_out_loss": held_loss, "train_tokens_per_s": tokens_per_s})
+        );
+    }
+    Ok(())
+}
+
+fn sample_text(
+    lm: &LanguageModel,
+    tok: &CharTokenizer,
+    prompt: &str,
+    n: usize,
+    seed: u64,
+) -> CliResult<String> {
+    let sampling = Sampling { temperature: 0.8, top_k: 0, top_p: 1.0 };
+    let ids =
+        lm.generate(&tok.encode(prompt), n, sampling, &[], &mut Rng::seed(seed), |_| Ok(()))?;
+    Ok(tok.decode(&ids)?)
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[arg(long, default_value = "\n")]
+    prompt: String,
+    #[arg(long, default_value_t = 300)]
+    tokens: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f64,
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// Streams a continuation of the prompt to stdout, token by token.
+pub fn generate(a: &GenerateArgs) -> CliResult<()> {
+    let valid = a.temperature >= 0.0 && a.top_p > 0.0 && a.top_p <= 1.0; // false for NaN too
+    if !valid {
+        return Err(format!(
+            "--temperature must be ≥ 0 and --top-p in (0, 1], got {} and {}",
+            a.temperature, a.top_p
+        )
+        .into());
+    }
+    let info = inspect_checkpoint(&a.checkpoint)?;
+    let config: LmConfig = serde_json::from_value(info.config)
+        .map_err(|e| format!("{}: not a language model checkpoint: {e}", a.checkpoint.display()))?;
+    let store = ParamStore::new(0);
+    let lm = build(&store, &config)?;
+    load_checkpoint(&a.checkpoint, &store, None)?;
+    let tok = CharTokenizer::new(config.vocab.clone());
+    let prompt = tok.encode(&a.prompt);
+    if prompt.is_empty() {
+        return Err("the prompt is empty".into());
+    }
+    if let Some(c) = a.prompt.chars().find(|c| !config.vocab.contains(&c.to_string())) {
+        eprintln!("note: the model never saw {c:?}; it reads as <unk>");
+    }
+    let mut out = std::io::stdout().lock();
+    write!(out, "{}", a.prompt)?;
+    let sampling = Sampling { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p };
+    lm.generate(&prompt, a.tokens, sampling, &[], &mut Rng::seed(a.seed), |t| {
+        let s = tok.decode(&[t])?;
+        let _ = write!(out, "{s}");
+        let _ = out.flush();
+        Ok(())
+    })?;
+    writeln!(out)?;
+    Ok(())
+}
