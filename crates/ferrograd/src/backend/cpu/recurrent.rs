@@ -110,16 +110,15 @@ pub fn recurrence_forward<T: FastExp + Send + Sync>(
     };
     let (mut hs, mut cs) = (h0.to_vec(), c0.to_vec());
     let mut z = vec![T::zero(); b * gh]; // this step's U·h, reused
+    let mut halves = (Vec::new(), Vec::new());
     for step in 0..t {
         // U·h for every sequence at once: (B, H) · (H, G·H), reading W_hh (G·H, H) transposed.
-        matmul(
+        split_product(
             MatRef { data: &hs, row_stride: h, col_stride: 1 },
             MatRef { data: w_hh, row_stride: 1, col_stride: h },
-            b,
-            h,
-            gh,
+            (b, h, gh),
             &mut z,
-            true,
+            &mut halves,
         );
         for bi in 0..b {
             let row = bi * t + step;
@@ -194,6 +193,7 @@ pub fn recurrence_backward<T: FastExp + Send + Sync>(
     let mut dc: Vec<T> =
         (0..b).flat_map(|bi| grad[(bi * (t + 2) + t + 1) * h..][..h].to_vec()).collect();
     let mut dh_prev = vec![T::zero(); b * h];
+    let mut halves = (Vec::new(), Vec::new());
     let one = T::one();
     for step in (0..t).rev() {
         for bi in 0..b {
@@ -223,14 +223,12 @@ pub fn recurrence_backward<T: FastExp + Send + Sync>(
             }
         }
         // dh entering this step: dz · W_hh for active sequences, unchanged for padded ones.
-        matmul(
+        split_product(
             MatRef { data: &dx[step * gh..], row_stride: t * gh, col_stride: 1 },
             MatRef { data: w_hh, row_stride: h, col_stride: 1 },
-            b,
-            gh,
-            h,
+            (b, gh, h),
             &mut dh_prev,
-            true,
+            &mut halves,
         );
         for bi in 0..b {
             if mask.is_none_or(|m| m[bi * t + step]) {
@@ -250,4 +248,29 @@ pub fn recurrence_backward<T: FastExp + Send + Sync>(
         true,
     );
     (dx, dw, dh, dc)
+}
+
+/// `out = a · b` for an (m, k) `a` and a (k, n) `b`, the columns of `b` split between two
+/// threads. The per-step products of a recurrence are too small for gemm's own threading to
+/// pay, but two halves on two cores do; `halves` are reused buffers.
+fn split_product<T: Float + Send + Sync>(
+    a: MatRef<T>,
+    b: MatRef<T>,
+    (m, k, n): (usize, usize, usize),
+    out: &mut [T],
+    halves: &mut (Vec<T>, Vec<T>),
+) {
+    let n1 = n / 2;
+    if m * k * n < 1 << 16 || n1 == 0 {
+        return matmul(a, b, m, k, n, out, false);
+    }
+    let (lo, hi) = halves;
+    lo.resize(m * n1, T::zero());
+    hi.resize(m * (n - n1), T::zero());
+    let b_hi = MatRef { data: &b.data[n1 * b.col_stride..], ..b };
+    rayon::join(|| matmul(a, b, m, k, n1, lo, false), || matmul(a, b_hi, m, k, n - n1, hi, false));
+    for (r, row) in out.chunks_mut(n).enumerate() {
+        row[..n1].copy_from_slice(&lo[r * n1..(r + 1) * n1]);
+        row[n1..].copy_from_slice(&hi[r * (n - n1)..(r + 1) * (n - n1)]);
+    }
 }
