@@ -26,7 +26,7 @@ def main():
         text = ROOT.parent / "shared" / "data" / "text" / "tinyshakespeare.txt"
         if w in ("W2", "W3") and mnist.exists():
             cmd += ["--data", str(mnist)]
-        if w == "W4" and text.exists():
+        if w in ("W4", "W5") and text.exists():
             cmd += ["--data", str(text)]
         ours = run_json(cmd)
         theirs = run_json([sys.executable, str(ROOT / "bench/torch_workloads.py"), w, "--json"])

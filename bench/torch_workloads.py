@@ -114,14 +114,7 @@ def w4():
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
-    path = ROOT.parent / "shared" / "data" / "text" / "tinyshakespeare.txt"
-    if path.exists():
-        text = path.read_text()[:200_000]
-        chars = sorted(set(text))
-        ids = torch.tensor([chars.index(c) for c in text])
-    else:
-        ids = torch.randint(0, 65, (200_000,), generator=torch.Generator().manual_seed(1))
-    v = max(65, int(ids.max()) + 1)
+    ids, v = char_ids()
 
     class Lm(nn.Module):
         def __init__(self):
@@ -133,9 +126,29 @@ def w4():
 
     model = Lm()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    return {"train_tokens_per_s": round(32 * 64 / lm_step_seconds(model, opt, ids, v, 32, 64), 1)}
+
+
+def char_ids():
+    """The first 200,000 characters of Tiny Shakespeare as ids, or random ids (65 symbols)."""
+    import torch
+    path = ROOT.parent / "shared" / "data" / "text" / "tinyshakespeare.txt"
+    if path.exists():
+        text = path.read_text()[:200_000]
+        chars = sorted(set(text))
+        ids = torch.tensor([chars.index(c) for c in text])
+    else:
+        ids = torch.randint(0, 65, (200_000,), generator=torch.Generator().manual_seed(1))
+    return ids, max(65, int(ids.max()) + 1)
+
+
+def lm_step_seconds(model, opt, ids, v, batch, context):
+    import torch
+    import torch.nn.functional as F
     g = torch.Generator().manual_seed(2)
-    starts = [torch.randint(0, len(ids) - 65, (32,), generator=g) for _ in range(64)]
-    batches = [(torch.stack([ids[s:s + 64] for s in st]), torch.stack([ids[s + 1:s + 65] for s in st])) for st in starts]
+    starts = [torch.randint(0, len(ids) - context - 1, (batch,), generator=g) for _ in range(64)]
+    batches = [(torch.stack([ids[s:s + context] for s in st]), torch.stack([ids[s + 1:s + context + 1] for s in st]))
+               for st in starts]
     state = {"i": 0}
 
     def step():
@@ -145,10 +158,47 @@ def w4():
         F.cross_entropy(model(x).reshape(-1, v), y.reshape(-1)).backward()
         opt.step()
 
-    return {"train_tokens_per_s": round(32 * 64 / median_seconds(step, min_time=3.0), 1)}
+    return median_seconds(step, min_time=3.0)
 
 
-WORKLOADS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4}
+def w5():
+    """Transformer character LM: 4 pre-norm blocks, d 128, 4 heads, FF 512 GELU, learned
+    positions, context 128, tied output; batch 16 × 128; AdamW 1e-3. Then greedy generation of
+    127 tokens, batch 1, recomputing the whole prefix for each token (no KV cache)."""
+    import torch
+    import torch.nn as nn
+    ids, v = char_ids()
+
+    class Gpt(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.pos = nn.Embedding(v, 128), nn.Parameter(torch.randn(128, 128) * 0.02)
+            layer = nn.TransformerEncoderLayer(128, 4, 512, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
+            self.blocks = nn.TransformerEncoder(layer, 4, enable_nested_tensor=False)
+            self.norm = nn.LayerNorm(128)
+
+        def forward(self, x):
+            t = x.shape[1]
+            mask = nn.Transformer.generate_square_subsequent_mask(t)
+            h = self.blocks(self.embed(x) + self.pos[:t], mask=mask, is_causal=True)
+            return self.norm(h) @ self.embed.weight.T
+
+    model = Gpt()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    train = 16 * 128 / lm_step_seconds(model, opt, ids, v, 16, 128)
+
+    def generate():
+        x = torch.tensor([[1]])
+        with torch.no_grad():
+            for _ in range(127):
+                nxt = model(x)[:, -1].argmax(-1, keepdim=True)
+                x = torch.cat([x, nxt], 1)
+
+    gen = 127 / median_seconds(generate, min_time=3.0)
+    return {"train_tokens_per_s": round(train, 1), "generate_tokens_per_s": round(gen, 1)}
+
+
+WORKLOADS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5}
 
 
 def main():

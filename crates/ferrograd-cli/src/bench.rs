@@ -33,8 +33,9 @@ pub fn run(
             )]
         }
         "W4" => vec![("train_tokens_per_s".into(), w4_lstm_lm(data, min_time)?)],
+        "W5" => w5_transformer_lm(data, min_time)?,
         other => {
-            return Err(format!("unknown workload {other:?}; available: W1, W2, W3, W4").into())
+            return Err(format!("unknown workload {other:?}; available: W1, W2, W3, W4, W5").into())
         }
     };
     if json {
@@ -100,12 +101,10 @@ fn train_images_per_s(
     Ok(batch as f64 / secs)
 }
 
-/// W4: an LSTM character language model, EmbedToken(65→64)·LSTM(64→256)·GenerateToken
-/// (untied, 256→65) at every position; batches of 32 × 64 tokens; Adam lr 2e-3.
-fn w4_lstm_lm(data: Option<&Path>, min_time: Duration) -> Result<f64, Box<dyn std::error::Error>> {
-    use ferrograd_data::{CharTokenizer, LmBatches};
-    use ferrograd_nn::{EmbedToken, GenerateToken, LanguageModel, SequenceRNN, LSTM};
-    let ids: Vec<i64> = match data {
+/// The first 200,000 characters of a text as char ids, or random ids of a 65-symbol vocabulary.
+fn char_ids(data: Option<&Path>) -> Result<Vec<i64>, Box<dyn std::error::Error>> {
+    use ferrograd_data::CharTokenizer;
+    Ok(match data {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -116,19 +115,22 @@ fn w4_lstm_lm(data: Option<&Path>, min_time: Duration) -> Result<f64, Box<dyn st
             let mut rng = Rng::seed(1);
             (0..200_000).map(|_| rng.below(65) as i64).collect()
         }
-    };
-    let vocab = (ids.iter().copied().max().unwrap_or(0) + 1).max(65) as usize;
-    let store = ParamStore::new(0);
-    let lm = LanguageModel {
-        embed: EmbedToken::new(store.sub("embed"), vocab, 64, None)?,
-        body: Box::new(SequenceRNN::<LSTM>::new(&store.sub("lstm"), 64, 256, 0, false)?),
-        head: GenerateToken::untied(store.sub("head"), 256, vocab)?,
-    };
-    let batches = LmBatches::new(ids, 32, 64)?;
+    })
+}
+
+/// Median seconds of one training step of `lm` over fixed batches of `batch` × `context`.
+fn lm_step_seconds(
+    lm: &ferrograd_nn::LanguageModel,
+    opt: &mut dyn Optimizer,
+    ids: Vec<i64>,
+    batch: usize,
+    context: usize,
+    min_time: Duration,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let batches = ferrograd_data::LmBatches::new(ids, batch, context)?;
     let mut rng = Rng::seed(2);
     let samples: Vec<(Tensor, Tensor)> =
         (0..64).map(|_| batches.sample(&mut rng)).collect::<ferrograd::Result<_>>()?;
-    let mut opt = Adam::new(store.params(), AdamConfig::adam(2e-3))?;
     let (mut i, mut failed) = (0, None);
     let secs = median_seconds(min_time, || {
         let (x, y) = &samples[i % samples.len()];
@@ -138,10 +140,54 @@ fn w4_lstm_lm(data: Option<&Path>, min_time: Duration) -> Result<f64, Box<dyn st
             failed = Some(e);
         }
     });
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(secs),
+    }
+}
+
+/// W5: a character Transformer LM (4 pre-norm blocks, d 128, 4 heads, FeedForward 512 GELU,
+/// learned positions, context 128, tied GenerateToken), batches of 16 × 128, AdamW 1e-3; then
+/// greedy generation of 127 tokens from one, batch 1, with the KV cache.
+fn w5_transformer_lm(
+    data: Option<&Path>,
+    min_time: Duration,
+) -> Result<Vec<(String, f64)>, Box<dyn std::error::Error>> {
+    use ferrograd_nn::Sampling;
+    let ids = char_ids(data)?;
+    let vocab = (ids.iter().copied().max().unwrap_or(0) + 1).max(65) as usize;
+    let store = ParamStore::new(0);
+    let lm = models::transformer_lm(&store, vocab, 128, 4, 4, 128)?;
+    let mut opt = Adam::new(store.params(), AdamConfig::adamw(1e-3))?;
+    let train = (16 * 128) as f64 / lm_step_seconds(&lm, &mut opt, ids, 16, 128, min_time)?;
+    let mut failed = None;
+    let secs = median_seconds(min_time, || {
+        if let Err(e) =
+            lm.generate(&[1], 127, Sampling::greedy(), &[], &mut Rng::seed(0), |_| Ok(()))
+        {
+            failed = Some(e);
+        }
+    });
     if let Some(e) = failed {
         return Err(e.into());
     }
-    Ok((32 * 64) as f64 / secs)
+    Ok(vec![("train_tokens_per_s".into(), train), ("generate_tokens_per_s".into(), 127.0 / secs)])
+}
+
+/// W4: an LSTM character language model, EmbedToken(65→64)·LSTM(64→256)·GenerateToken
+/// (untied, 256→65) at every position; batches of 32 × 64 tokens; Adam lr 2e-3.
+fn w4_lstm_lm(data: Option<&Path>, min_time: Duration) -> Result<f64, Box<dyn std::error::Error>> {
+    use ferrograd_nn::{EmbedToken, GenerateToken, LanguageModel, SequenceRNN, LSTM};
+    let ids = char_ids(data)?;
+    let vocab = (ids.iter().copied().max().unwrap_or(0) + 1).max(65) as usize;
+    let store = ParamStore::new(0);
+    let lm = LanguageModel {
+        embed: EmbedToken::new(store.sub("embed"), vocab, 64, None)?,
+        body: Box::new(SequenceRNN::<LSTM>::new(&store.sub("lstm"), 64, 256, 0, false)?),
+        head: GenerateToken::untied(store.sub("head"), 256, vocab)?,
+    };
+    let mut opt = Adam::new(store.params(), AdamConfig::adam(2e-3))?;
+    Ok((32 * 64) as f64 / lm_step_seconds(&lm, &mut opt, ids, 32, 64, min_time)?)
 }
 
 fn rayon_threads() -> usize {

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 
 // Training allocates and frees the same large buffers (im2col columns, activations) every
 // step; glibc's malloc hands those back to the kernel each time and pays page faults to get
-// them again. mimalloc keeps them. Measured on W3: see the README table.
+// them again. mimalloc, told not to purge (below), keeps them.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
@@ -72,7 +72,15 @@ enum Command {
     },
 }
 
+/// mimalloc's `mi_option_purge_delay` (its index in `mi_option_e`, mimalloc.h).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn main() -> ExitCode {
+    // Keep freed memory instead of returning it to the OS after 10 ms: a training step frees
+    // and reallocates the same buffers, and every return costs page faults and zeroing
+    // (a third of W5's time, measured with perf).
+    // SAFETY: setting a documented option; mimalloc reads it at its next purge decision.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Tour { out } => tour::run(&out),

@@ -20,9 +20,11 @@ mod module;
 pub mod optim;
 mod sequence;
 mod store;
+mod transformer;
 
 pub use blocks::*;
 pub use checkpoint::{inspect_checkpoint, load_checkpoint, save_checkpoint, CheckpointInfo};
 pub use module::{formula, summary, thousands, Module, Sequential};
 pub use sequence::*;
 pub use store::{Init, Param, ParamStore};
+pub use transformer::*;

@@ -1,7 +1,9 @@
 //! The lecture's image models as compositions of blocks: FeedForward³, a small CNN, AlexNet.
 
 use crate::{
-    Activation, Conv, ConvOptions, Dropout, FeedForward, Flatten, MaxPool, ParamStore, Sequential,
+    Activation, Conv, ConvOptions, Dropout, EmbedToken, FeedForward, Flatten, GenerateToken,
+    LanguageModel, LayerNorm, MaxPool, ParamStore, Positions, SequenceModel, SequenceStack,
+    Sequential, TransformerBlock,
 };
 use ferrograd::{Error, Result};
 
@@ -128,4 +130,33 @@ pub fn alexnet(store: &ParamStore, c: &AlexNetConfig) -> Result<Sequential> {
         .then(Dropout::new(store, c.dropout)?)
         .then(FeedForward::new(k.sub(4), c.hidden, c.hidden, Activation::Relu)?)
         .then(FeedForward::new(k.sub(6), c.hidden, c.classes, Activation::Identity)?))
+}
+
+/// A GPT-style LanguageModel: EmbedToken, learned positions, `layers` pre-norm causal
+/// TransformerBlocks (FeedForward `4·dim`, GELU), a final LayerNorm, and GenerateToken tied to
+/// EmbedToken (W5: vocab 65, dim 128, 4 heads, 4 layers, context 128).
+pub fn transformer_lm(
+    store: &ParamStore,
+    vocab: usize,
+    dim: usize,
+    heads: usize,
+    layers: usize,
+    context: usize,
+) -> Result<LanguageModel> {
+    let embed = EmbedToken::new(store.sub("embed"), vocab, dim, None)?;
+    let mut body: Vec<Box<dyn SequenceModel>> =
+        vec![Box::new(Positions::new(store.sub("positions"), context, dim)?)];
+    for i in 0..layers {
+        body.push(Box::new(TransformerBlock::new(
+            &store.sub("blocks").sub(i),
+            dim,
+            heads,
+            4 * dim,
+            true,
+            true,
+        )?));
+    }
+    body.push(Box::new(LayerNorm::new(store.sub("final_norm"), dim, 1e-5)?));
+    let head = GenerateToken::tied(&embed);
+    Ok(LanguageModel { embed, body: Box::new(SequenceStack { layers: body }), head })
 }

@@ -74,7 +74,7 @@ impl SequenceModel for SequenceStack {
 }
 
 /// Checks a (B, T) mask against a (B, T, D) input.
-pub(crate) fn check_mask(op: &str, x: &Tensor, mask: Option<&Tensor>) -> Result<()> {
+pub fn check_mask(op: &str, x: &Tensor, mask: Option<&Tensor>) -> Result<()> {
     if x.rank() != 3 {
         return Err(Error::shape(op, format!("input must be (B, T, D), got {}", x.shape())));
     }

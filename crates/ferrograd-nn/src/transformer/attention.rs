@@ -1,0 +1,160 @@
+//! Attention: each position reads a weighted mix of the (other) positions' values, weighted by
+//! how well its query matches their keys — multi-head, scaled dot-product.
+//!
+//! Legend: B batch, T query positions, S key positions, D model size, H heads, E = D / H.
+
+use crate::sequence::{check_mask, SequenceModel};
+use crate::{Activation, FeedForward, Module, Param, ParamStore};
+use ferrograd::{Error, Result, Tensor};
+
+/// Added to the scores of positions that must not be attended to: exp of it is exactly 0.
+const BLOCKED: f64 = -1e9;
+
+/// Multi-head attention with query, key, value and output projections.
+pub struct Attention {
+    pub query: FeedForward,
+    pub key: FeedForward,
+    pub value: FeedForward,
+    pub output: FeedForward,
+    pub heads: usize,
+    /// Each position attends only to itself and earlier positions (language models).
+    pub causal: bool,
+}
+
+impl Attention {
+    /// Projections named `query`, `key`, `value` and `output` under `store`.
+    pub fn new(store: &ParamStore, dim: usize, heads: usize, causal: bool) -> Result<Attention> {
+        Attention::with_names(store, ["query", "key", "value", "output"], dim, heads, causal)
+    }
+
+    /// Projections under the given names (BERT's are `attention.self.query`, …,
+    /// `attention.output.dense`).
+    pub fn with_names(
+        store: &ParamStore,
+        names: [&str; 4],
+        dim: usize,
+        heads: usize,
+        causal: bool,
+    ) -> Result<Attention> {
+        if heads == 0 || dim % heads != 0 {
+            return Err(Error::value(
+                "Attention",
+                format!("{heads} heads cannot split a model size of {dim}"),
+            ));
+        }
+        let proj = |n: &str| FeedForward::new(store.sub(n), dim, dim, Activation::Identity);
+        Ok(Attention {
+            query: proj(names[0])?,
+            key: proj(names[1])?,
+            value: proj(names[2])?,
+            output: proj(names[3])?,
+            heads,
+            causal,
+        })
+    }
+
+    fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, d) = (x.dims()[0], x.dims()[1], x.dims()[2]);
+        x.reshape(&[b, t, self.heads, d / self.heads])?.permute(&[0, 2, 1, 3]) // (B, H, T, E)
+    }
+
+    /// Queries from `x` (B, T, D) attend to keys and values from `context` (B, S, D) (`x`
+    /// itself for self-attention), skipping keys whose `key_mask` (B, S) is 0. Returns the
+    /// output (B, T, D) and the attention weights (B, H, T, S).
+    pub fn attend(
+        &self,
+        x: &Tensor,
+        context: &Tensor,
+        key_mask: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let k = self.split_heads(&self.key.forward(context)?)?;
+        let v = self.split_heads(&self.value.forward(context)?)?;
+        self.attend_to(x, &k, &v, key_mask)
+    }
+
+    /// Attention of `x`'s queries over already projected keys and values (B, H, S, E); with
+    /// `causal`, query i of T sits at position S − T + i.
+    fn attend_to(
+        &self,
+        x: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        key_mask: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let (b, t, d) = (x.dims()[0], x.dims()[1], x.dims()[2]);
+        let s = k.dims()[2];
+        let e = d / self.heads;
+        let q = self.split_heads(&self.query.forward(x)?)?;
+        let mut scores = q.matmul(&k.transpose(-1, -2)?)?.mul_scalar(1.0 / (e as f64).sqrt())?; // (B, H, T, S)
+        if let Some(m) = key_mask {
+            if m.dims() != [b, s] {
+                return Err(Error::shape(
+                    "Attention",
+                    format!("key mask must be ({b}, {s}), got {}", m.shape()),
+                ));
+            }
+            let blocked = m
+                .eq(&Tensor::scalar(0i64).to_dtype(m.dtype())?)?
+                .to_dtype(x.dtype())?
+                .mul_scalar(BLOCKED)?;
+            scores = scores.add(&blocked.reshape(&[b, 1, 1, s])?)?;
+        }
+        if self.causal {
+            let offset = s.saturating_sub(t);
+            let future: Vec<f64> = (0..t)
+                .flat_map(|i| (0..s).map(move |j| if j > i + offset { BLOCKED } else { 0.0 }))
+                .collect();
+            scores = scores.add(&Tensor::from_vec(future, &[t, s])?.to_dtype(x.dtype())?)?;
+        }
+        let weights = scores.softmax(-1)?;
+        let mixed = weights.matmul(v)?.permute(&[0, 2, 1, 3])?.reshape(&[b, t, d])?; // (B, T, D)
+        Ok((self.output.forward(&mixed)?, weights))
+    }
+}
+
+impl Module for Attention {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_masked(x, None)
+    }
+    fn describe(&self) -> String {
+        let d = self.query.weight.get().dims()[0];
+        format!("Attention({d}, {} heads{})", self.heads, if self.causal { ", causal" } else { "" })
+    }
+    fn blocks(&self) -> Vec<&'static str> {
+        vec!["Attention"]
+    }
+    fn params(&self) -> Vec<Param> {
+        [&self.query, &self.key, &self.value, &self.output]
+            .iter()
+            .flat_map(|p| p.params())
+            .collect()
+    }
+}
+
+impl SequenceModel for Attention {
+    fn forward_masked(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        check_mask("Attention", x, mask)?;
+        Ok(self.attend(x, x, mask)?.0)
+    }
+    /// Keys and values of earlier positions are cached: each new position costs one position.
+    fn forward_incremental(&self, x: &Tensor, state: &mut Vec<Tensor>) -> Result<Tensor> {
+        check_mask("Attention", x, None)?;
+        let k_new = self.split_heads(&self.key.forward(x)?)?;
+        let v_new = self.split_heads(&self.value.forward(x)?)?;
+        let (k, v) = match state.as_slice() {
+            [k, v] => {
+                (Tensor::concat(&[k.clone(), k_new], 2)?, Tensor::concat(&[v.clone(), v_new], 2)?)
+            }
+            _ => (k_new, v_new),
+        };
+        let out = self.attend_to(x, &k, &v, None)?.0;
+        *state = vec![k, v];
+        Ok(out)
+    }
+    fn state_len(&self) -> usize {
+        2
+    }
+    fn output_size(&self) -> usize {
+        self.output.weight.get().dims()[0]
+    }
+}

@@ -1,0 +1,104 @@
+//! AddNorm and TransformerBlock = AddNorm(FeedForward, AddNorm(Attention, x)).
+
+use super::{Attention, LayerNorm};
+use crate::sequence::{check_mask, SequenceModel};
+use crate::{Activation, FeedForward, Module, Param, ParamStore};
+use ferrograd::{Result, Tensor};
+
+/// A residual connection with a LayerNorm: the lecture's `LayerNorm(x + f(x))` (post-norm),
+/// or `x + f(LayerNorm(x))` (pre-norm, as GPT-style stacks use).
+pub struct AddNorm {
+    pub norm: LayerNorm,
+    pub pre_norm: bool,
+}
+
+impl AddNorm {
+    pub fn apply(&self, x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+        if self.pre_norm {
+            x.add(&f(&self.norm.forward(x)?)?)
+        } else {
+            self.norm.forward(&x.add(&f(x)?)?)
+        }
+    }
+}
+
+/// `AddNorm(FeedForward, AddNorm(Attention, x))`: self-attention, then a two-layer
+/// FeedForward (GELU), each wrapped in AddNorm.
+pub struct TransformerBlock {
+    pub attention: Attention,
+    pub attention_norm: AddNorm,
+    pub ff_in: FeedForward,
+    pub ff_out: FeedForward,
+    pub ff_norm: AddNorm,
+}
+
+impl TransformerBlock {
+    /// A block with parameters `attention.*`, `attention_norm.*`, `ff_in.*`, `ff_out.*`,
+    /// `ff_norm.*` under `store`.
+    pub fn new(
+        store: &ParamStore,
+        dim: usize,
+        heads: usize,
+        ff: usize,
+        causal: bool,
+        pre_norm: bool,
+    ) -> Result<TransformerBlock> {
+        Ok(TransformerBlock {
+            attention: Attention::new(&store.sub("attention"), dim, heads, causal)?,
+            attention_norm: AddNorm {
+                norm: LayerNorm::new(store.sub("attention_norm"), dim, 1e-5)?,
+                pre_norm,
+            },
+            ff_in: FeedForward::new(store.sub("ff_in"), dim, ff, Activation::Gelu)?,
+            ff_out: FeedForward::new(store.sub("ff_out"), ff, dim, Activation::Identity)?,
+            ff_norm: AddNorm { norm: LayerNorm::new(store.sub("ff_norm"), dim, 1e-5)?, pre_norm },
+        })
+    }
+
+    fn feed_forward(&self, h: &Tensor) -> Result<Tensor> {
+        self.ff_out.forward(&self.ff_in.forward(h)?)
+    }
+}
+
+impl Module for TransformerBlock {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_masked(x, None)
+    }
+    fn describe(&self) -> String {
+        let pre = if self.attention_norm.pre_norm { ", pre-norm" } else { "" };
+        format!(
+            "TransformerBlock({}, FeedForward {}{pre})",
+            self.attention.describe(),
+            self.ff_in.weight.get().dims()[0]
+        )
+    }
+    fn blocks(&self) -> Vec<&'static str> {
+        vec!["TransformerBlock"]
+    }
+    fn params(&self) -> Vec<Param> {
+        let mut p = self.attention.params();
+        p.extend(self.attention_norm.norm.params());
+        p.extend(self.ff_in.params());
+        p.extend(self.ff_out.params());
+        p.extend(self.ff_norm.norm.params());
+        p
+    }
+}
+
+impl SequenceModel for TransformerBlock {
+    fn forward_masked(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        check_mask("TransformerBlock", x, mask)?;
+        let h = self.attention_norm.apply(x, |y| Ok(self.attention.attend(y, y, mask)?.0))?;
+        self.ff_norm.apply(&h, |y| self.feed_forward(y))
+    }
+    fn forward_incremental(&self, x: &Tensor, state: &mut Vec<Tensor>) -> Result<Tensor> {
+        let h = self.attention_norm.apply(x, |y| self.attention.forward_incremental(y, state))?;
+        self.ff_norm.apply(&h, |y| self.feed_forward(y))
+    }
+    fn state_len(&self) -> usize {
+        2
+    }
+    fn output_size(&self) -> usize {
+        self.ff_out.weight.get().dims()[0]
+    }
+}

@@ -1,0 +1,81 @@
+//! Learned position embeddings, added to a sequence: how a transformer knows token order.
+
+use crate::sequence::{check_mask, SequenceModel};
+use crate::{Init, Module, Param, ParamStore};
+use ferrograd::{DType, Error, Result, Tensor};
+
+/// `x + P[position]` for (B, T, D) sequences, with a (max_positions, D) table `weight`.
+pub struct Positions {
+    pub weight: Param,
+}
+
+impl Positions {
+    pub fn new(store: ParamStore, max_positions: usize, dim: usize) -> Result<Positions> {
+        Ok(Positions {
+            weight: store.param(
+                "weight",
+                &[max_positions, dim],
+                Init::Normal { mean: 0.0, std: 0.02 },
+            )?,
+        })
+    }
+
+    fn add(&self, x: &Tensor, start: usize) -> Result<Tensor> {
+        let (t, max) = (x.dims()[1], self.weight.get().dims()[0]);
+        if start + t > max {
+            return Err(Error::shape(
+                "Positions",
+                format!("position {} is beyond the model's {max} positions", start + t),
+            ));
+        }
+        x.add(&self.weight.get().narrow(0, start, t)?)
+    }
+}
+
+impl Module for Positions {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_masked(x, None)
+    }
+    fn describe(&self) -> String {
+        format!("Positions({})", self.weight.get().dims()[0])
+    }
+    fn params(&self) -> Vec<Param> {
+        vec![self.weight.clone()]
+    }
+}
+
+impl SequenceModel for Positions {
+    fn forward_masked(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        check_mask("Positions", x, mask)?;
+        self.add(x, 0)
+    }
+    /// The state is the number of positions seen so far.
+    fn forward_incremental(&self, x: &Tensor, state: &mut Vec<Tensor>) -> Result<Tensor> {
+        check_mask("Positions", x, None)?;
+        let start = state.first().map(|s| s.item()).transpose()?.unwrap_or(0.0) as usize;
+        let out = self.add(x, start)?;
+        *state = vec![Tensor::full(&[], (start + x.dims()[1]) as f64, DType::I64)?];
+        Ok(out)
+    }
+    fn state_len(&self) -> usize {
+        1
+    }
+    fn output_size(&self) -> usize {
+        self.weight.get().dims()[1]
+    }
+}
+
+impl SequenceModel for super::LayerNorm {
+    fn forward_masked(&self, x: &Tensor, _mask: Option<&Tensor>) -> Result<Tensor> {
+        self.forward(x)
+    }
+    fn forward_incremental(&self, x: &Tensor, _state: &mut Vec<Tensor>) -> Result<Tensor> {
+        self.forward(x)
+    }
+    fn state_len(&self) -> usize {
+        0
+    }
+    fn output_size(&self) -> usize {
+        self.weight.get().dims()[0]
+    }
+}
