@@ -36,7 +36,7 @@ impl Attention {
         heads: usize,
         causal: bool,
     ) -> Result<Attention> {
-        if heads == 0 || dim % heads != 0 {
+        if heads == 0 || !dim.is_multiple_of(heads) {
             return Err(Error::value(
                 "Attention",
                 format!("{heads} heads cannot split a model size of {dim}"),
