@@ -1,5 +1,5 @@
-//! Data for ferrograd: built-in data sets that need no download, MNIST from its files, text,
-//! batching.
+//! Data for ferrograd: built-in data sets that need no download, MNIST from its files, text and
+//! BERT WordPiece tokenization, batching.
 
 pub mod batches;
 pub mod corpora;
@@ -8,7 +8,9 @@ pub mod mnist;
 pub mod synthetic;
 pub mod text;
 pub mod vocab;
+pub mod wordpiece;
 
 pub use batches::Batches;
 pub use text::{CharTokenizer, LmBatches, WordTokenizer};
 pub use vocab::Vocab;
+pub use wordpiece::{BertBatch, BertTokenizer};

@@ -1,0 +1,302 @@
+//! Attention, LayerNorm and TransformerBlock against PyTorch (`scripts/torch_reference_bert.py`
+//! wrote the values), gradchecks, and BERT against sentence-transformers and Hugging Face's
+//! BertModel with the real all-MiniLM-L6-v2 weights.
+
+use ferrograd::{gradcheck, DType, Gradients, Rng, Tensor};
+use ferrograd_nn::*;
+use serde_json::Value;
+
+fn tensor(v: &Value) -> Tensor {
+    let shape: Vec<usize> =
+        v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+    let data = v["data"].as_array().unwrap();
+    if v["dtype"] == "i64" {
+        Tensor::from_vec(data.iter().map(|x| x.as_i64().unwrap()).collect(), &shape).unwrap()
+    } else {
+        Tensor::from_vec(data.iter().map(|x| x.as_f64().unwrap() as f32).collect(), &shape).unwrap()
+    }
+}
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn close(a: &Tensor, b: &Tensor, atol: f64, what: &str) {
+    assert_eq!(a.dims(), b.dims(), "{what}: shapes");
+    let (a, b) = (a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap());
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!((x - y).abs() <= atol + 1e-4 * y.abs(), "{what}[{i}]: {x} vs reference {y}");
+    }
+}
+
+/// PyTorch's packed in_proj (3D, …) into our query, key and value projections.
+fn load_attention(a: &Attention, p: &Value, prefix: &str) {
+    let w = tensor(&p[format!("{prefix}in_proj_weight")]);
+    let b = tensor(&p[format!("{prefix}in_proj_bias")]);
+    let d = w.dims()[1];
+    for (i, proj) in [&a.query, &a.key, &a.value].iter().enumerate() {
+        proj.weight.set(&w.narrow(0, i * d, d).unwrap()).unwrap();
+        proj.bias.set(&b.narrow(0, i * d, d).unwrap()).unwrap();
+    }
+    a.output.weight.set(&tensor(&p[format!("{prefix}out_proj.weight")])).unwrap();
+    a.output.bias.set(&tensor(&p[format!("{prefix}out_proj.bias")])).unwrap();
+}
+
+fn attention_grads(a: &Attention, g: &Gradients) -> (Tensor, Tensor) {
+    let cat = |f: &dyn Fn(&FeedForward) -> Tensor| {
+        Tensor::concat(&[f(&a.query), f(&a.key), f(&a.value)], 0).unwrap()
+    };
+    (
+        cat(&|p| g.get(&p.weight.get()).unwrap().clone()),
+        cat(&|p| g.get(&p.bias.get()).unwrap().clone()),
+    )
+}
+
+/// PyTorch's key padding mask (1 = padding) as ours (1 = token).
+fn token_mask(padding: &Tensor) -> Tensor {
+    padding.eq(&Tensor::scalar(0i64)).unwrap()
+}
+
+#[test]
+fn attention_matches_pytorch_with_padding_and_causal_masks() {
+    let f = fixture("transformer.json");
+    for (case, causal) in [("mha_key_padding", false), ("mha_causal", true)] {
+        let c = &f[case];
+        let store = ParamStore::new(0);
+        let a = Attention::new(&store, 8, 2, causal).unwrap();
+        load_attention(&a, &c["params"], "");
+        let x = tensor(&c["input"]).requiring_grad();
+        let mask = (!causal).then(|| token_mask(&tensor(&c["key_padding_mask"])));
+        let out = a.forward_masked(&x, mask.as_ref()).unwrap();
+        close(&out, &tensor(&c["output"]), 1e-5, case);
+        let g = out.mul(&tensor(&c["r"])).unwrap().sum_all().unwrap().backward().unwrap();
+        close(
+            g.get(&x).unwrap(),
+            &tensor(&c["grads"]["input"]),
+            1e-5,
+            &format!("{case} grad input"),
+        );
+        let (gw, gb) = attention_grads(&a, &g);
+        close(
+            &gw,
+            &tensor(&c["grads"]["in_proj_weight"]),
+            1e-5,
+            &format!("{case} grad in_proj_weight"),
+        );
+        close(
+            &gb,
+            &tensor(&c["grads"]["in_proj_bias"]),
+            1e-5,
+            &format!("{case} grad in_proj_bias"),
+        );
+        close(
+            g.get(&a.output.weight.get()).unwrap(),
+            &tensor(&c["grads"]["out_proj.weight"]),
+            1e-5,
+            case,
+        );
+    }
+}
+
+#[test]
+fn layer_norm_matches_pytorch() {
+    let c = &fixture("transformer.json")["layer_norm"];
+    let ln = LayerNorm::new(ParamStore::new(0), 8, 1e-5).unwrap();
+    ln.weight.set(&tensor(&c["params"]["weight"])).unwrap();
+    ln.bias.set(&tensor(&c["params"]["bias"])).unwrap();
+    let x = tensor(&c["input"]).requiring_grad();
+    let out = ln.forward(&x).unwrap();
+    close(&out, &tensor(&c["output"]), 1e-5, "layer norm");
+    let g = out.mul(&tensor(&c["r"])).unwrap().sum_all().unwrap().backward().unwrap();
+    close(g.get(&x).unwrap(), &tensor(&c["grads"]["input"]), 1e-5, "grad input");
+    close(g.get(&ln.weight.get()).unwrap(), &tensor(&c["grads"]["weight"]), 1e-5, "grad weight");
+}
+
+#[test]
+fn transformer_block_matches_pytorch_encoder_layer() {
+    let f = fixture("transformer.json");
+    for (case, pre) in [("encoder_layer_post_norm", false), ("encoder_layer_pre_norm", true)] {
+        let c = &f[case];
+        let p = &c["params"];
+        let store = ParamStore::new(0);
+        let block = TransformerBlock::new(&store, 8, 2, 16, false, pre).unwrap();
+        load_attention(&block.attention, p, "self_attn.");
+        let set = |param: &Param, name: &str| param.set(&tensor(&p[name])).unwrap();
+        set(&block.ff_in.weight, "linear1.weight");
+        set(&block.ff_in.bias, "linear1.bias");
+        set(&block.ff_out.weight, "linear2.weight");
+        set(&block.ff_out.bias, "linear2.bias");
+        set(&block.attention_norm.norm.weight, "norm1.weight");
+        set(&block.attention_norm.norm.bias, "norm1.bias");
+        set(&block.ff_norm.norm.weight, "norm2.weight");
+        set(&block.ff_norm.norm.bias, "norm2.bias");
+        let x = tensor(&c["input"]).requiring_grad();
+        let out =
+            block.forward_masked(&x, Some(&token_mask(&tensor(&c["key_padding_mask"])))).unwrap();
+        close(&out, &tensor(&c["output"]), 1e-5, case);
+        let g = out.mul(&tensor(&c["r"])).unwrap().sum_all().unwrap().backward().unwrap();
+        let grads = &c["grads"];
+        close(g.get(&x).unwrap(), &tensor(&grads["input"]), 1e-5, &format!("{case} grad input"));
+        let (gw, _) = attention_grads(&block.attention, &g);
+        close(
+            &gw,
+            &tensor(&grads["self_attn.in_proj_weight"]),
+            1e-5,
+            &format!("{case} grad in_proj"),
+        );
+        for (param, name) in [
+            (&block.ff_in.weight, "linear1.weight"),
+            (&block.ff_out.weight, "linear2.weight"),
+            (&block.attention_norm.norm.weight, "norm1.weight"),
+            (&block.ff_norm.norm.bias, "norm2.bias"),
+        ] {
+            close(
+                g.get(&param.get()).unwrap(),
+                &tensor(&grads[name]),
+                1e-5,
+                &format!("{case} grad {name}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn attention_and_blocks_pass_gradcheck() {
+    let store = ParamStore::with_dtype(2, DType::F64);
+    let block = TransformerBlock::new(&store, 4, 2, 8, true, true).unwrap();
+    let post = TransformerBlock::new(&store.sub("post"), 4, 2, 8, false, false).unwrap();
+    let x = Tensor::randn(&[2, 3, 4], 0.0, 1.0, DType::F64, &mut Rng::seed(1)).unwrap();
+    let mask = Tensor::from_vec(vec![1i64, 1, 1, 1, 1, 0], &[2, 3]).unwrap();
+    gradcheck(|v| block.forward_masked(&v[0], None), std::slice::from_ref(&x), 1e-6, 1e-5).unwrap();
+    gradcheck(|v| post.forward_masked(&v[0], Some(&mask)), std::slice::from_ref(&x), 1e-6, 1e-5)
+        .unwrap();
+    let ln = LayerNorm::new(store.sub("ln"), 4, 1e-5).unwrap();
+    gradcheck(|v| ln.forward(&v[0]), &[x], 1e-6, 1e-5).unwrap();
+}
+
+#[test]
+fn incremental_decoding_equals_the_full_pass() {
+    let store = ParamStore::new(5);
+    let lm = models::transformer_lm(&store, 11, 16, 2, 2, 32).unwrap();
+    let ids = Tensor::from_vec(vec![1i64, 4, 2, 9, 3, 7], &[1, 6]).unwrap();
+    let full = lm.scores(&ids, None).unwrap();
+    let mut state = Vec::new();
+    let first = lm
+        .body
+        .forward_incremental(&lm.embed.forward(&ids.narrow(1, 0, 4).unwrap()).unwrap(), &mut state)
+        .unwrap();
+    let next = lm
+        .body
+        .forward_incremental(&lm.embed.forward(&ids.narrow(1, 4, 2).unwrap()).unwrap(), &mut state)
+        .unwrap();
+    let inc = lm.head.forward(&Tensor::concat(&[first, next], 1).unwrap()).unwrap();
+    close(&inc, &full, 1e-5, "cached vs full");
+    assert_eq!(formula(&lm), "GenerateToken(TransformerBlock^2(EmbedToken(x)))");
+}
+
+fn minilm_dir() -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/models/all-MiniLM-L6-v2");
+    if dir.join("model.safetensors").exists() {
+        Some(dir)
+    } else {
+        eprintln!("skipped: ../shared/models/all-MiniLM-L6-v2 is absent (see DATA.md)");
+        None
+    }
+}
+
+#[test]
+fn minilm_matches_sentence_transformers_and_bert_model() {
+    let Some(dir) = minilm_dir() else { return };
+    let f = fixture("minilm.json");
+    let store = ParamStore::new(0);
+    let bert = Bert::from_pretrained(&dir, &store).unwrap();
+    // Token-level hidden states of Hugging Face's BertModel, padded batch.
+    let t = &f["token_level"];
+    let h = bert
+        .forward(
+            &tensor(&t["input_ids"]),
+            Some(&tensor(&t["token_type_ids"])),
+            Some(&tensor(&t["attention_mask"])),
+        )
+        .unwrap();
+    let (mask, want) =
+        (tensor(&t["attention_mask"]).to_vec::<i64>().unwrap(), tensor(&t["last_hidden_state"]));
+    let (hv, wv) = (h.to_vec_f64().unwrap(), want.to_vec_f64().unwrap());
+    let mut worst = 0.0f64;
+    for (i, m) in mask.iter().enumerate() {
+        if *m == 1 {
+            for k in 0..384 {
+                worst = worst.max((hv[i * 384 + k] - wv[i * 384 + k]).abs());
+            }
+        }
+    }
+    assert!(worst < 1e-4, "hidden states differ by up to {worst}");
+    // A question/context pair: segment embeddings.
+    let p = &f["pair"];
+    let h = bert
+        .forward(
+            &tensor(&p["input_ids"]),
+            Some(&tensor(&p["token_type_ids"])),
+            Some(&tensor(&p["attention_mask"])),
+        )
+        .unwrap();
+    close(&h, &tensor(&p["last_hidden_state"]), 1e-4, "pair hidden states");
+    // Sentence embeddings of every sentence, one at a time and as one padded batch.
+    let sentences: Vec<Vec<i64>> = f["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect())
+        .collect();
+    let (ids, mask) = ferrograd_data_free_pad(&sentences);
+    let emb = bert.sentence_embeddings(&ids, &mask).unwrap();
+    let want = tensor(&f["embeddings"]);
+    let worst = emb.sub(&want).unwrap().abs().unwrap().max(&[0, 1], false).unwrap().item().unwrap();
+    assert!(worst < 1e-5, "sentence embeddings differ by up to {worst} (max abs)");
+}
+
+/// Right-pads id lists with 0 and builds the mask (ferrograd-nn does not depend on the data crate).
+fn ferrograd_data_free_pad(seqs: &[Vec<i64>]) -> (Tensor, Tensor) {
+    let t = seqs.iter().map(Vec::len).max().unwrap();
+    let mut ids = Vec::new();
+    let mut mask = Vec::new();
+    for s in seqs {
+        ids.extend(s.iter().copied().chain(std::iter::repeat_n(0, t - s.len())));
+        mask.extend(std::iter::repeat_n(1i64, s.len()).chain(std::iter::repeat_n(0, t - s.len())));
+    }
+    (
+        Tensor::from_vec(ids, &[seqs.len(), t]).unwrap(),
+        Tensor::from_vec(mask, &[seqs.len(), t]).unwrap(),
+    )
+}
+
+#[test]
+fn mismatched_bert_checkpoints_name_the_tensor() {
+    let Some(dir) = minilm_dir() else { return };
+    let tmp = std::env::temp_dir().join(format!("ferrograd-bert-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::copy(dir.join("model.safetensors"), tmp.join("model.safetensors")).unwrap();
+    // One more layer than the file has: the missing tensor is named.
+    let config = std::fs::read_to_string(dir.join("config.json"))
+        .unwrap()
+        .replace("\"num_hidden_layers\": 6", "\"num_hidden_layers\": 7");
+    std::fs::write(tmp.join("config.json"), config).unwrap();
+    let e = Bert::from_pretrained(&tmp, &ParamStore::new(0)).err().unwrap().to_string();
+    assert!(e.contains("encoder.layer.6.") && e.contains("missing"), "{e}");
+    // A wider model: the first tensor whose shape differs is named with both shapes.
+    let config = std::fs::read_to_string(dir.join("config.json"))
+        .unwrap()
+        .replace("\"intermediate_size\": 1536", "\"intermediate_size\": 1024");
+    std::fs::write(tmp.join("config.json"), config).unwrap();
+    let e = Bert::from_pretrained(&tmp, &ParamStore::new(0)).err().unwrap().to_string();
+    assert!(e.contains("intermediate.dense.weight") && e.contains("[1536, 384]"), "{e}");
+    std::fs::write(tmp.join("config.json"), "{\"hidden_size\": 3}").unwrap();
+    assert!(Bert::from_pretrained(&tmp, &ParamStore::new(0))
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("not a BERT config"));
+    let _ = std::fs::remove_dir_all(tmp);
+}
