@@ -28,6 +28,8 @@ def main():
             cmd += ["--data", str(mnist)]
         if w in ("W4", "W5") and text.exists():
             cmd += ["--data", str(text)]
+        if w == "W6":
+            cmd += ["--data", str(ROOT.parent / "shared" / "models" / "all-MiniLM-L6-v2")]
         ours = run_json(cmd)
         theirs = run_json([sys.executable, str(ROOT / "bench/torch_workloads.py"), w, "--json"])
         for key, value in ours.items():

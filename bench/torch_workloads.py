@@ -30,7 +30,7 @@ def ensure_torch():
         if not pathlib.Path(python).exists():
             print(f"torch is missing: creating {venv} and installing torch (once)", file=sys.stderr)
             subprocess.check_call([sys.executable, "-m", "venv", str(venv)])
-            subprocess.check_call([python, "-m", "pip", "install", "-q", "torch", "numpy"])
+            subprocess.check_call([python, "-m", "pip", "install", "-q", "torch", "numpy", "transformers"])
     os.execv(python, [python, *sys.argv])
 
 
@@ -198,7 +198,27 @@ def w5():
     return {"train_tokens_per_s": round(train, 1), "generate_tokens_per_s": round(gen, 1)}
 
 
-WORKLOADS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5}
+def w6():
+    """all-MiniLM-L6-v2 (Hugging Face BertModel from ../shared/models), batch 32 × 128 tokens,
+    no padding, mean pooling and normalization as sentence-transformers does; sentences/s."""
+    import torch
+    from transformers import BertModel
+    path = ROOT.parent / "shared" / "models" / "all-MiniLM-L6-v2"
+    model = BertModel.from_pretrained(str(path), local_files_only=True).eval()
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(1000, 30000, (32, 128), generator=g)
+    ids[:, 0], ids[:, -1] = 101, 102
+    mask = torch.ones_like(ids)
+
+    def run():
+        with torch.no_grad():
+            h = model(input_ids=ids, attention_mask=mask).last_hidden_state
+            torch.nn.functional.normalize(h.mean(1), dim=-1)
+
+    return {"sentences_per_s_b32_t128": round(32 / median_seconds(run, min_time=3.0), 1)}
+
+
+WORKLOADS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W6": w6}
 
 
 def main():

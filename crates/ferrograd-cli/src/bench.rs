@@ -34,8 +34,11 @@ pub fn run(
         }
         "W4" => vec![("train_tokens_per_s".into(), w4_lstm_lm(data, min_time)?)],
         "W5" => w5_transformer_lm(data, min_time)?,
+        "W6" => vec![("sentences_per_s_b32_t128".into(), w6_bert(data, min_time)?)],
         other => {
-            return Err(format!("unknown workload {other:?}; available: W1, W2, W3, W4, W5").into())
+            return Err(
+                format!("unknown workload {other:?}; available: W1, W2, W3, W4, W5, W6").into()
+            )
         }
     };
     if json {
@@ -172,6 +175,35 @@ fn w5_transformer_lm(
         return Err(e.into());
     }
     Ok(vec![("train_tokens_per_s".into(), train), ("generate_tokens_per_s".into(), 127.0 / secs)])
+}
+
+/// W6: all-MiniLM-L6-v2 inference, batches of 32 sentences × 128 tokens, no padding.
+fn w6_bert(model: Option<&Path>, min_time: Duration) -> Result<f64, Box<dyn std::error::Error>> {
+    let dir = model.ok_or("W6 needs --data pointing at the all-MiniLM-L6-v2 directory")?;
+    let store = ParamStore::new(0);
+    let bert = ferrograd_nn::Bert::from_pretrained(dir, &store)?;
+    let mut rng = Rng::seed(3);
+    // Ordinary word pieces (ids 1,000 and up), [CLS] first and [SEP] last.
+    let ids: Vec<i64> = (0..32 * 128)
+        .map(|i| match i % 128 {
+            0 => 101,
+            127 => 102,
+            _ => 1000 + rng.below(29_000) as i64,
+        })
+        .collect();
+    let ids = Tensor::from_vec(ids, &[32, 128])?;
+    let mask = Tensor::ones(&[32, 128], DType::I64)?;
+    let _g = no_grad();
+    let mut failed = None;
+    let secs = median_seconds(min_time, || {
+        if let Err(e) = bert.sentence_embeddings(&ids, &mask) {
+            failed = Some(e);
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    Ok(32.0 / secs)
 }
 
 /// W4: an LSTM character language model, EmbedToken(65→64)·LSTM(64→256)·GenerateToken

@@ -1,6 +1,7 @@
 //! The `ferrograd` command: how a person meets the library.
 
 mod bench;
+mod embed;
 mod features;
 mod lm;
 mod plot;
@@ -53,6 +54,8 @@ enum Command {
     /// Train a model.
     #[command(subcommand)]
     Train(train::Task),
+    /// Sentence embeddings from a sentence-transformers BERT model, as a similarity table.
+    Embed(embed::EmbedArgs),
     /// Continue a prompt with a trained language model, streaming the text.
     Generate(lm::GenerateArgs),
     /// Print a model in the lecture's notation with a table of its layers.
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
         Command::Train(task) => train::run(task),
         Command::Summary { model } => summary::run(&model),
         Command::Generate(args) => lm::generate(&args),
+        Command::Embed(args) => embed::run(&args),
         Command::Features { image, out } => features::run(&image, &out),
     };
     match result {

@@ -116,3 +116,36 @@ fn train_mnist_explains_bad_data() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/mnist"), "{err}");
 }
+
+#[test]
+fn embed_gives_sentence_transformers_embeddings() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/models/all-MiniLM-L6-v2");
+    if !dir.join("model.safetensors").exists() {
+        eprintln!("skipped: ../shared/models/all-MiniLM-L6-v2 is absent (see DATA.md)");
+        return;
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../ferrograd-nn/tests/fixtures/minilm.json");
+    let f: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let sentences: Vec<&str> =
+        f["sentences"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    assert!(sentences.len() >= 20);
+    let mut args = vec!["embed", "--model", dir.to_str().unwrap(), "--json"];
+    args.extend(&sentences);
+    let out = ferrograd(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: Vec<Vec<f64>> = serde_json::from_slice(&out.stdout).expect("a JSON array of arrays");
+    let want = f["embeddings"]["data"].as_array().unwrap();
+    assert_eq!(got.len(), sentences.len());
+    let mut worst = 0.0f64;
+    for (i, row) in got.iter().enumerate() {
+        assert_eq!(row.len(), 384);
+        for (k, v) in row.iter().enumerate() {
+            worst = worst.max((v - want[i * 384 + k].as_f64().unwrap()).abs());
+        }
+    }
+    assert!(worst < 1e-5, "embeddings differ from sentence-transformers by up to {worst}");
+    let bad = ferrograd(&["embed", "--model", "/nonexistent", "hello"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent/config.json"));
+}
