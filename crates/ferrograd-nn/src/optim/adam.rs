@@ -60,15 +60,19 @@ impl Optimizer for Adam {
         let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
         for (p, slots) in self.params.iter().zip(self.slots.values.iter_mut()) {
             let Some(g) = grads.get(&p.get()) else { continue };
-            fused_update(p, g, slots, |w, g, [m, v]: &mut [f64; 2]| {
-                let (w, g) = if decoupled {
-                    (w * (1.0 - lr * weight_decay), g)
-                } else {
-                    (w, g + weight_decay * w)
-                };
-                *m = beta1 * *m + (1.0 - beta1) * g;
-                *v = beta2 * *v + (1.0 - beta2) * g * g;
-                w - lr / c1 * *m / (v.sqrt() / c2.sqrt() + eps)
+            let (step, c2s) = (lr / c1, c2.sqrt());
+            // AdamW decays the weights first; Adam adds the decay to the gradient instead.
+            let (decay, l2) = if decoupled { (1.0 - lr * weight_decay, 0.0) } else { (1.0, weight_decay) };
+            fused_update(p, g, slots, |w, g, [m, v]| {
+                let n = w.len();
+                let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+                for i in 0..n {
+                    let wi = w[i] * decay;
+                    let gi = g[i] + l2 * wi;
+                    m[i] = beta1 * m[i] + (1.0 - beta1) * gi;
+                    v[i] = beta2 * v[i] + (1.0 - beta2) * gi * gi;
+                    w[i] = wi - step * m[i] / (v[i].sqrt() / c2s + eps);
+                }
             })?;
         }
         Ok(())

@@ -94,14 +94,15 @@ impl Slots {
     }
 }
 
-/// One fused pass over a parameter: `update(w, g, slots)` for every element, with the slots
-/// (zero-initialized on first use) updated in place and the new weights written back. Runs in
-/// chunks across threads; within a chunk the loop has no bounds checks left, so it vectorizes.
+/// One fused pass over a parameter: `update(w, g, slots)` on each chunk of elements — weights
+/// (updated in place), gradients and the state slots (zero-initialized on first use), all as
+/// f64 slices of one length so the optimizer's loop vectorizes — then the new weights written
+/// back in the parameter's dtype. Chunks run across threads.
 pub(crate) fn fused_update<const S: usize>(
     param: &Param,
     grad: &Tensor,
     slots: &mut Vec<Vec<f64>>,
-    update: impl Fn(f64, f64, &mut [f64; S]) -> f64 + Sync,
+    update: impl Fn(&mut [f64], &[f64], [&mut [f64]; S]) + Sync,
 ) -> Result<()> {
     use rayon::prelude::*;
     const CHUNK: usize = 1 << 14;
@@ -137,15 +138,10 @@ pub(crate) fn fused_update<const S: usize>(
             let (w, g) = (p.as_slice::<$t>("optimizer")?, grad.as_slice::<$t>("optimizer")?);
             let mut out: Vec<$t> = vec![0.0; n];
             let body = |((o, (w, g)), sl): ((&mut [$t], (&[$t], &[$t])), &mut [&mut [f64]; S])| {
-                let len = o.len();
-                assert!(w.len() == len && g.len() == len && sl.iter().all(|s| s.len() == len));
-                for i in 0..len {
-                    let mut s: [f64; S] = std::array::from_fn(|k| sl[k][i]);
-                    o[i] = update(w[i] as f64, g[i] as f64, &mut s) as $t;
-                    for k in 0..S {
-                        sl[k][i] = s[k];
-                    }
-                }
+                let mut wf: Vec<f64> = w.iter().map(|&x| x as f64).collect();
+                let gf: Vec<f64> = g.iter().map(|&x| x as f64).collect();
+                with_wide_vectors(|| update(&mut wf, &gf, sl.each_mut().map(|s| &mut **s)));
+                o.iter_mut().zip(&wf).for_each(|(o, &x)| *o = x as $t);
             };
             let pieces = out.chunks_mut(CHUNK).zip(w.chunks(CHUNK).zip(g.chunks(CHUNK)));
             if n >= 2 * CHUNK {
@@ -162,4 +158,22 @@ pub(crate) fn fused_update<const S: usize>(
         DType::I64 => return Err(Error::dtype("optimizer", format!("{} is an integer tensor", param.name()))),
     };
     param.set(&new)
+}
+
+/// Runs `f` compiled for AVX2 and FMA when the processor has them (the crate is built for the
+/// x86-64 baseline, whose 2-lane vectors make the optimizers' square roots and divisions slow).
+#[inline(always)]
+fn with_wide_vectors<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn wide<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the features were just detected on this processor.
+            return unsafe { wide(f) };
+        }
+    }
+    f()
 }

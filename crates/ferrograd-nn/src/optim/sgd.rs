@@ -49,15 +49,17 @@ impl Optimizer for Sgd {
             let Some(g) = grads.get(&p.get()) else { continue };
             let first = slots.is_empty();
             if momentum == 0.0 {
-                fused_update(p, g, &mut Vec::new(), |w, g, _: &mut [f64; 0]| {
-                    w - lr * (g + weight_decay * w)
+                fused_update(p, g, &mut Vec::new(), |w, g, []| {
+                    w.iter_mut().zip(g).for_each(|(w, &g)| *w -= lr * (g + weight_decay * *w));
                 })?;
                 continue; // plain SGD keeps no state
             }
-            fused_update(p, g, slots, |w, g, [buf]: &mut [f64; 1]| {
-                let d = g + weight_decay * w;
-                *buf = if first { d } else { momentum * *buf + d };
-                w - lr * if nesterov { d + momentum * *buf } else { *buf }
+            fused_update(p, g, slots, |w, g, [buf]| {
+                for ((w, &g), buf) in w.iter_mut().zip(g).zip(buf.iter_mut()) {
+                    let d = g + weight_decay * *w;
+                    *buf = if first { d } else { momentum * *buf + d };
+                    *w -= lr * if nesterov { d + momentum * *buf } else { *buf };
+                }
             })?;
         }
         self.steps += 1;
