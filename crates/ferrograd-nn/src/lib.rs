@@ -28,3 +28,8 @@ pub use module::{formula, summary, thousands, Module, Sequential};
 pub use sequence::*;
 pub use store::{Init, Param, ParamStore};
 pub use transformer::*;
+
+/// The README's code runs as a doctest, so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

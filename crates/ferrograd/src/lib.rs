@@ -34,8 +34,3 @@ pub use rng::Rng;
 pub use shape::{broadcast_shapes, Shape};
 pub use storage::live_bytes;
 pub use tensor::{Tensor, TensorId};
-
-/// The README's code runs as a doctest, so it cannot drift from the API.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct ReadmeDoctests;

@@ -62,7 +62,8 @@ impl Optimizer for Adam {
             let Some(g) = grads.get(&p.get()) else { continue };
             let (step, c2s) = (lr / c1, c2.sqrt());
             // AdamW decays the weights first; Adam adds the decay to the gradient instead.
-            let (decay, l2) = if decoupled { (1.0 - lr * weight_decay, 0.0) } else { (1.0, weight_decay) };
+            let (decay, l2) =
+                if decoupled { (1.0 - lr * weight_decay, 0.0) } else { (1.0, weight_decay) };
             fused_update(p, g, slots, |w, g, [m, v]| {
                 let n = w.len();
                 let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);

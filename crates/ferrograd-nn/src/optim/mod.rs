@@ -110,19 +110,30 @@ pub(crate) fn fused_update<const S: usize>(
     if grad.dims() != p.dims() || grad.dtype() != p.dtype() {
         return Err(Error::shape(
             "optimizer",
-            format!("{}: gradient {} {} for a parameter {} {}", param.name(), grad.dtype(), grad.shape(), p.dtype(), p.shape()),
+            format!(
+                "{}: gradient {} {} for a parameter {} {}",
+                param.name(),
+                grad.dtype(),
+                grad.shape(),
+                p.dtype(),
+                p.shape()
+            ),
         ));
     }
     let n = p.numel();
     if slots.is_empty() {
         *slots = vec![vec![0.0; n]; S];
     }
-    let slots: &mut [Vec<f64>; S] = slots.as_mut_slice().try_into().map_err(|_| Error::value("optimizer", "state slots do not fit"))?;
+    let slots: &mut [Vec<f64>; S] = slots
+        .as_mut_slice()
+        .try_into()
+        .map_err(|_| Error::value("optimizer", "state slots do not fit"))?;
     // Per chunk: the slot slices of that chunk, split off each slot vector in step.
     let mut chunked: Vec<[&mut [f64]; S]> = Vec::with_capacity(n.div_ceil(CHUNK));
     {
         let mut rests: Vec<&mut [f64]> = slots.iter_mut().map(|v| v.as_mut_slice()).collect();
-        while rests.first().is_some_and(|r| !r.is_empty()) || (S == 0 && chunked.len() * CHUNK < n) {
+        while rests.first().is_some_and(|r| !r.is_empty()) || (S == 0 && chunked.len() * CHUNK < n)
+        {
             let mut parts = Vec::with_capacity(S);
             for r in rests.iter_mut() {
                 let take = r.len().min(CHUNK);
@@ -145,7 +156,10 @@ pub(crate) fn fused_update<const S: usize>(
             };
             let pieces = out.chunks_mut(CHUNK).zip(w.chunks(CHUNK).zip(g.chunks(CHUNK)));
             if n >= 2 * CHUNK {
-                out.par_chunks_mut(CHUNK).zip(w.par_chunks(CHUNK).zip(g.par_chunks(CHUNK))).zip(chunked.par_iter_mut()).for_each(body);
+                out.par_chunks_mut(CHUNK)
+                    .zip(w.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+                    .zip(chunked.par_iter_mut())
+                    .for_each(body);
             } else {
                 pieces.zip(chunked.iter_mut()).for_each(body);
             }
@@ -155,7 +169,9 @@ pub(crate) fn fused_update<const S: usize>(
     let new = match p.dtype() {
         DType::F32 => run!(f32),
         DType::F64 => run!(f64),
-        DType::I64 => return Err(Error::dtype("optimizer", format!("{} is an integer tensor", param.name()))),
+        DType::I64 => {
+            return Err(Error::dtype("optimizer", format!("{} is an integer tensor", param.name())))
+        }
     };
     param.set(&new)
 }

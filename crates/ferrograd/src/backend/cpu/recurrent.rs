@@ -44,44 +44,13 @@ pub struct Saved<T> {
     pub c_next: Vec<T>,
 }
 
-/// `eˣ` in a form the compiler vectorizes: for f32 a Cephes-style polynomial (about 1 ulp),
-/// for f64 the exact library call (f64 is for gradchecks, where precision is the point).
-pub trait FastExp: Float {
-    fn fast_exp(self) -> Self;
-}
-
-impl FastExp for f64 {
-    fn fast_exp(self) -> f64 {
-        self.exp()
-    }
-}
-
-impl FastExp for f32 {
-    #[inline(always)]
-    #[allow(clippy::excessive_precision)]
-    fn fast_exp(self) -> f32 {
-        let x = self.clamp(-87.3, 88.7);
-        // eˣ = 2ⁿ · e^r with n = round(x / ln 2), |r| ≤ ln 2 / 2.
-        // Round to nearest by the 1.5·2²³ trick: no libm call, so the loop vectorizes.
-        let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
-        let r = x - n * 0.693_359_375 - n * -2.121_944_4e-4;
-        let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
-            * r
-            + 1.666_666_5e-1)
-            * r
-            + 5.000_000_1e-1;
-        let y = p * r * r + r + 1.0;
-        y * f32::from_bits(((n as i32 + 127) as u32) << 23)
-    }
-}
-
 #[inline(always)]
-fn sigmoid<T: FastExp>(x: T) -> T {
+fn sigmoid<T: Float>(x: T) -> T {
     T::one() / (T::one() + (-x).fast_exp())
 }
 
 #[inline(always)]
-fn tanh<T: FastExp>(x: T) -> T {
+fn tanh<T: Float>(x: T) -> T {
     let two = T::one() + T::one();
     T::one() - two / ((two * x).fast_exp() + T::one())
 }
@@ -90,7 +59,7 @@ fn tanh<T: FastExp>(x: T) -> T {
 /// the final h, then the final c (for tanh, c0 passed through untouched) — and what backward
 /// needs. Where `mask` is
 /// false the state carries over unchanged and the output is zero (padding).
-pub fn recurrence_forward<T: FastExp + Send + Sync>(
+pub fn recurrence_forward<T: Float + Send + Sync>(
     cell: Cell,
     xproj: &[T],
     w_hh: &[T],
@@ -177,7 +146,7 @@ pub fn recurrence_forward<T: FastExp + Send + Sync>(
 /// Backward through time from the packed result's gradient: gradients of `xproj`, of W_hh,
 /// and of the initial h and c.
 #[allow(clippy::type_complexity)]
-pub fn recurrence_backward<T: FastExp + Send + Sync>(
+pub fn recurrence_backward<T: Float + Send + Sync>(
     cell: Cell,
     grad: &[T],
     w_hh: &[T],

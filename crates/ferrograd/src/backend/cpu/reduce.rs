@@ -60,7 +60,7 @@ pub fn softmax_dim<T: Float + Send + Sync>(
             }
             let mut sum = T::zero();
             for k in 0..n {
-                let e = (block[k * inner + i] - max).exp();
+                let e = (block[k * inner + i] - max).fast_exp();
                 out[k * inner + i] = e;
                 sum += e;
             }
