@@ -100,3 +100,37 @@ fn gradcheck_catches_a_wrong_gradient() {
     let err = gradcheck(|xs| xs[0].mul(&xs[0].detach()), &[x], 1e-6, 1e-5).unwrap_err();
     assert!(err.to_string().contains("analytic gradient"), "{err}");
 }
+
+#[test]
+fn convolution_in_image_groups_equals_one_image_at_a_time() {
+    // K·P = 1,600 · 1,024 exceeds the im2col group budget, so every image is its own group.
+    use ferrograd::{DType, Rng, Tensor};
+    let mut rng = Rng::seed(4);
+    let x =
+        Tensor::randn(&[3, 64, 32, 32], 0.0, 1.0, DType::F64, &mut rng).unwrap().requiring_grad();
+    let w = Tensor::randn(&[2, 64, 5, 5], 0.0, 0.1, DType::F64, &mut rng).unwrap().requiring_grad();
+    let y = x.conv2d(&w, None, (1, 1), (2, 2)).unwrap();
+    let g = y.sum_all().unwrap().backward().unwrap();
+    let mut dw = Tensor::zeros(&[2, 64, 5, 5], DType::F64).unwrap();
+    for n in 0..3 {
+        let xi = x.detach().narrow(0, n, 1).unwrap().requiring_grad();
+        let wi = w.detach().requiring_grad();
+        let yi = xi.conv2d(&wi, None, (1, 1), (2, 2)).unwrap();
+        let gi = yi.sum_all().unwrap().backward().unwrap();
+        let close = |a: Vec<f64>, b: Vec<f64>| a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-9);
+        assert!(
+            close(yi.to_vec().unwrap(), y.narrow(0, n, 1).unwrap().to_vec().unwrap()),
+            "output of image {n}"
+        );
+        assert!(close(
+            gi.get(&xi).unwrap().to_vec().unwrap(),
+            g.get(&x).unwrap().narrow(0, n, 1).unwrap().to_vec().unwrap()
+        ));
+        dw = dw.add(gi.get(&wi).unwrap()).unwrap();
+    }
+    let (a, b) = (dw.to_vec::<f64>().unwrap(), g.get(&w).unwrap().to_vec::<f64>().unwrap());
+    assert!(
+        a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-8),
+        "filter gradient summed over groups"
+    );
+}

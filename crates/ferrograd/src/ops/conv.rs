@@ -105,25 +105,43 @@ impl Tensor {
         let dtype_err = |t: &Tensor| {
             Error::dtype(OP, format!("expects {} like the input, got {}", self.dtype(), t.dtype()))
         };
-        let (out, cols) = match self.cpu(OP)? {
-            CpuStorage::F32(x) => {
-                let w = weight.as_slice::<f32>(OP).map_err(|_| dtype_err(weight))?;
+        let x_needs = self.requires_grad();
+        type Backward = Box<
+            dyn FnOnce(&Tensor, &Tensor) -> Result<(Option<CpuStorage>, CpuStorage, CpuStorage)>
+                + Send
+                + Sync,
+        >;
+        macro_rules! forward {
+            ($ty:ty, $variant:ident) => {{
+                let x = self.as_slice::<$ty>(OP)?;
+                let w = weight.as_slice::<$ty>(OP).map_err(|_| dtype_err(weight))?;
                 let b =
-                    bias.map(|b| b.as_slice::<f32>(OP).map_err(|_| dtype_err(b))).transpose()?;
-                let (y, c) = cpu::conv2d(x, w, b, o, &g);
-                (CpuStorage::F32(y), CpuStorage::F32(c))
-            }
-            CpuStorage::F64(x) => {
-                let w = weight.as_slice::<f64>(OP).map_err(|_| dtype_err(weight))?;
-                let b =
-                    bias.map(|b| b.as_slice::<f64>(OP).map_err(|_| dtype_err(b))).transpose()?;
-                let (y, c) = cpu::conv2d(x, w, b, o, &g);
-                (CpuStorage::F64(y), CpuStorage::F64(c))
-            }
+                    bias.map(|b| b.as_slice::<$ty>(OP).map_err(|_| dtype_err(b))).transpose()?;
+                let (y, cols) = cpu::conv2d(x, w, b, o, &g);
+                let backward: Backward = Box::new(move |grad: &Tensor, w: &Tensor| {
+                    let (dx, dw, db) = cpu::conv2d_backward(
+                        grad.as_slice::<$ty>(OP)?,
+                        w.as_slice::<$ty>(OP)?,
+                        &cols,
+                        o,
+                        &g,
+                        x_needs,
+                    );
+                    Ok((
+                        dx.map(CpuStorage::$variant),
+                        CpuStorage::$variant(dw),
+                        CpuStorage::$variant(db),
+                    ))
+                });
+                (CpuStorage::$variant(y), backward)
+            }};
+        }
+        let (out, backward) = match self.cpu(OP)? {
+            CpuStorage::F32(_) => forward!(f32, F32),
+            CpuStorage::F64(_) => forward!(f64, F64),
             CpuStorage::I64(_) => return Err(Error::dtype(OP, "takes float images, got i64")),
         };
-        let cols = Tensor::from_storage(cols, Shape::from_vec(vec![g.k(), g.n * g.p()]));
-        let (w, x_needs, w_shape) = (weight.detach(), self.requires_grad(), weight.shape().clone());
+        let (w, w_shape) = (weight.detach(), weight.shape().clone());
         let mut inputs = vec![self, weight];
         inputs.extend(bias);
         let n_inputs = inputs.len();
@@ -134,17 +152,7 @@ impl Tensor {
             OP,
             &inputs,
             move |grad| {
-                let (dx, dw, db) = match (grad.cpu(OP)?, w.cpu(OP)?, cols.cpu(OP)?) {
-                    (CpuStorage::F32(gr), CpuStorage::F32(w), CpuStorage::F32(c)) => {
-                        let (dx, dw, db) = cpu::conv2d_backward(gr, w, c, o, &g, x_needs);
-                        (dx.map(CpuStorage::F32), CpuStorage::F32(dw), CpuStorage::F32(db))
-                    }
-                    (CpuStorage::F64(gr), CpuStorage::F64(w), CpuStorage::F64(c)) => {
-                        let (dx, dw, db) = cpu::conv2d_backward(gr, w, c, o, &g, x_needs);
-                        (dx.map(CpuStorage::F64), CpuStorage::F64(dw), CpuStorage::F64(db))
-                    }
-                    _ => unreachable!("conv: gradient dtype follows the forward dtype"),
-                };
+                let (dx, dw, db) = backward(grad, &w)?;
                 let mut grads = vec![
                     dx.map(|d| Tensor::from_storage(d, in_shape)),
                     Some(Tensor::from_storage(dw, w_shape)),

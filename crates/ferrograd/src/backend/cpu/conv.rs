@@ -38,23 +38,38 @@ impl Window {
         let ix = (ox * self.sw + kj).checked_sub(self.pw)?;
         (iy < self.h && ix < self.w).then_some((iy, ix))
     }
+    /// The output columns `[lo, hi)` whose input column (at kernel column `kj`) lies inside the
+    /// image, and the input column of `lo`.
+    fn columns(&self, kj: usize) -> (usize, usize, usize) {
+        let lo = if kj >= self.pw { 0 } else { (self.pw - kj).div_ceil(self.sw) };
+        let hi = if self.w + self.pw > kj { (self.w + self.pw - kj - 1) / self.sw + 1 } else { 0 };
+        let (lo, hi) = (lo.min(self.ow), hi.min(self.ow));
+        (lo, hi.max(lo), (lo * self.sw + kj).saturating_sub(self.pw))
+    }
+    /// The input row output row `oy` reads at kernel row `ki`, if inside.
+    fn row(&self, oy: usize, ki: usize) -> Option<usize> {
+        (oy * self.sh + ki).checked_sub(self.ph).filter(|&iy| iy < self.h)
+    }
 }
 
 /// (N, C, H, W) → (K, N·P): column `n·P + oy·OW + ox` holds the K inputs output (oy, ox) of
-/// image n sees (zeros in the padding).
+/// image n sees (zeros in the padding). Rows are copied a run of columns at a time.
 pub fn im2col<T: Copy + Default + Send + Sync>(x: &[T], g: &Window) -> Vec<T> {
-    let (np, p) = (g.n * g.p(), g.p());
+    let (np, p, hw) = (g.n * g.p(), g.p(), g.h * g.w);
     let mut cols = vec![T::default(); g.k() * np];
     let fill = |r: usize, row: &mut [T]| {
         let (c, ki, kj) = (r / (g.kh * g.kw), r / g.kw % g.kh, r % g.kw);
+        let (lo, hi, ix0) = g.columns(kj);
         for n in 0..g.n {
-            let plane = &x[(n * g.c + c) * g.h * g.w..(n * g.c + c + 1) * g.h * g.w];
+            let plane = &x[(n * g.c + c) * hw..(n * g.c + c + 1) * hw];
             for oy in 0..g.oh {
-                let out = &mut row[n * p + oy * g.ow..n * p + (oy + 1) * g.ow];
-                for (ox, o) in out.iter_mut().enumerate() {
-                    if let Some((iy, ix)) = g.source(oy, ox, ki, kj) {
-                        *o = plane[iy * g.w + ix];
-                    }
+                let Some(iy) = g.row(oy, ki) else { continue };
+                let out = &mut row[n * p + oy * g.ow..][lo..hi];
+                let src = &plane[iy * g.w + ix0..];
+                if g.sw == 1 {
+                    out.copy_from_slice(&src[..hi - lo]);
+                } else {
+                    out.iter_mut().enumerate().for_each(|(k, o)| *o = src[k * g.sw]);
                 }
             }
         }
@@ -78,12 +93,16 @@ pub fn col2im<T: Copy + Default + Send + Sync + std::ops::AddAssign>(
         let (n, c) = (nc / g.c, nc % g.c);
         for ki in 0..g.kh {
             for kj in 0..g.kw {
+                let (lo, hi, ix0) = g.columns(kj);
                 let row = &cols[((c * g.kh + ki) * g.kw + kj) * np + n * p..][..p];
                 for oy in 0..g.oh {
-                    for ox in 0..g.ow {
-                        if let Some((iy, ix)) = g.source(oy, ox, ki, kj) {
-                            out[iy * g.w + ix] += row[oy * g.ow + ox];
-                        }
+                    let Some(iy) = g.row(oy, ki) else { continue };
+                    let src = &row[oy * g.ow..][lo..hi];
+                    let dst = &mut out[iy * g.w + ix0..];
+                    if g.sw == 1 {
+                        dst[..hi - lo].iter_mut().zip(src).for_each(|(d, &s)| *d += s);
+                    } else {
+                        src.iter().enumerate().for_each(|(k, &s)| dst[k * g.sw] += s);
                     }
                 }
             }
@@ -160,33 +179,49 @@ pub fn max_pool_backward<T: super::Float + Send + Sync>(
     dx
 }
 
+/// Images per im2col buffer: about a million elements (4 MB in f32) — big enough for full-speed
+/// products, small enough to stay in cache and in the allocator's reuse.
+fn group_size(g: &Window) -> usize {
+    ((1 << 20) / (g.k() * g.p()).max(1)).clamp(1, g.n.max(1))
+}
+
 /// Convolution forward: (N, C, H, W) input, (O, K) filters, optional (O,) bias → the (N, O, P)
-/// output and the im2col columns backward needs.
+/// output and, per group of images, the im2col columns backward needs.
 pub fn conv2d<T: super::Float + Send + Sync>(
     x: &[T],
     w: &[T],
     bias: Option<&[T]>,
     o: usize,
     g: &Window,
-) -> (Vec<T>, Vec<T>) {
-    let (k, p, np) = (g.k(), g.p(), g.n * g.p());
-    let cols = im2col(x, g);
-    let mut out_t = vec![T::zero(); o * np]; // (O, N·P)
-    super::matmul(
-        super::MatRef { data: w, row_stride: k, col_stride: 1 },
-        super::MatRef { data: &cols, row_stride: np, col_stride: 1 },
-        o,
-        k,
-        np,
-        &mut out_t,
-        true,
-    );
-    let out = super::par_rows(g.n * o, p, |r, row: &mut [T]| {
-        let (n, oc) = (r / o, r % o);
-        let b = bias.map_or(T::zero(), |b| b[oc]);
-        row.iter_mut().zip(&out_t[oc * np + n * p..][..p]).for_each(|(d, &s)| *d = s + b);
-    });
-    (out, cols)
+) -> (Vec<T>, Vec<Vec<T>>) {
+    let (k, p, chw) = (g.k(), g.p(), g.c * g.h * g.w);
+    let group = group_size(g);
+    let mut out = vec![T::zero(); g.n * o * p];
+    let mut saved = Vec::with_capacity(g.n.div_ceil(group));
+    for n0 in (0..g.n).step_by(group) {
+        let sub = Window { n: group.min(g.n - n0), ..*g };
+        let np = sub.n * p;
+        let cols = im2col(&x[n0 * chw..(n0 + sub.n) * chw], &sub);
+        let mut out_t = vec![T::zero(); o * np]; // (O, n·P)
+        super::matmul(
+            super::MatRef { data: w, row_stride: k, col_stride: 1 },
+            super::MatRef { data: &cols, row_stride: np, col_stride: 1 },
+            o,
+            k,
+            np,
+            &mut out_t,
+            true,
+        );
+        for img in 0..sub.n {
+            for oc in 0..o {
+                let b = bias.map_or(T::zero(), |b| b[oc]);
+                let dst = &mut out[((n0 + img) * o + oc) * p..][..p];
+                dst.iter_mut().zip(&out_t[oc * np + img * p..][..p]).for_each(|(d, &s)| *d = s + b);
+            }
+        }
+        saved.push(cols);
+    }
+    (out, saved)
 }
 
 /// Convolution backward from the (N, O, P) output gradient: gradients of the input (when
@@ -194,41 +229,55 @@ pub fn conv2d<T: super::Float + Send + Sync>(
 pub fn conv2d_backward<T: super::Float + Send + Sync>(
     grad: &[T],
     w: &[T],
-    cols: &[T],
+    saved: &[Vec<T>],
     o: usize,
     g: &Window,
     need_input: bool,
 ) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
-    let (k, p, np) = (g.k(), g.p(), g.n * g.p());
-    // (N, O, P) → (O, N·P), the layout the products want.
-    let grad_t = super::par_rows(o, np, |oc, row: &mut [T]| {
-        for n in 0..g.n {
-            row[n * p..(n + 1) * p].copy_from_slice(&grad[(n * o + oc) * p..][..p]);
-        }
-    });
-    let db: Vec<T> = grad_t.chunks(np.max(1)).map(|r| r.iter().copied().sum()).collect();
+    let (k, p, chw) = (g.k(), g.p(), g.c * g.h * g.w);
+    let group = group_size(g);
     let mut dw = vec![T::zero(); o * k];
-    super::matmul(
-        super::MatRef { data: &grad_t, row_stride: np, col_stride: 1 },
-        super::MatRef { data: cols, row_stride: 1, col_stride: np }, // colsᵀ: (N·P, K)
-        o,
-        np,
-        k,
-        &mut dw,
-        true,
-    );
-    let dx = need_input.then(|| {
-        let mut dcols = vec![T::zero(); k * np];
+    let mut db = vec![T::zero(); o];
+    let mut dx = need_input.then(|| vec![T::zero(); g.n * chw]);
+    let mut dw_part = vec![T::zero(); o * k];
+    for (gi, cols) in saved.iter().enumerate() {
+        let n0 = gi * group;
+        let sub = Window { n: group.min(g.n - n0), ..*g };
+        let np = sub.n * p;
+        // (n, O, P) → (O, n·P), the layout the products want.
+        let mut grad_t = vec![T::zero(); o * np];
+        for img in 0..sub.n {
+            for oc in 0..o {
+                grad_t[oc * np + img * p..][..p]
+                    .copy_from_slice(&grad[((n0 + img) * o + oc) * p..][..p]);
+            }
+        }
+        for (oc, row) in grad_t.chunks(np.max(1)).enumerate().take(o) {
+            db[oc] += row.iter().copied().sum();
+        }
         super::matmul(
-            super::MatRef { data: w, row_stride: 1, col_stride: k }, // wᵀ: (K, O)
             super::MatRef { data: &grad_t, row_stride: np, col_stride: 1 },
-            k,
+            super::MatRef { data: cols, row_stride: 1, col_stride: np }, // colsᵀ: (n·P, K)
             o,
             np,
-            &mut dcols,
+            k,
+            &mut dw_part,
             true,
         );
-        col2im(&dcols, g)
-    });
-    (dx, dw, db.into_iter().take(o).collect())
+        dw.iter_mut().zip(&dw_part).for_each(|(d, &s)| *d += s);
+        if let Some(dx) = dx.as_mut() {
+            let mut dcols = vec![T::zero(); k * np];
+            super::matmul(
+                super::MatRef { data: w, row_stride: 1, col_stride: k }, // wᵀ: (K, O)
+                super::MatRef { data: &grad_t, row_stride: np, col_stride: 1 },
+                k,
+                o,
+                np,
+                &mut dcols,
+                true,
+            );
+            dx[n0 * chw..(n0 + sub.n) * chw].copy_from_slice(&col2im(&dcols, &sub));
+        }
+    }
+    (dx, dw, db)
 }
