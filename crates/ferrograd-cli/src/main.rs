@@ -1,6 +1,7 @@
 //! The `ferrograd` command: how a person meets the library.
 
 mod bench;
+mod classify;
 mod embed;
 mod features;
 mod lm;

@@ -22,6 +22,8 @@ pub enum Task {
     Mnist(MnistArgs),
     /// A character language model: GenerateToken(SequenceModel(EmbedToken(x))).
     Lm(crate::lm::LmArgs),
+    /// A text classifier on label<TAB>text lines: w · Collapse(SequenceModel(EmbedToken(x))).
+    Classify(crate::classify::ClassifyArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq)]
@@ -74,6 +76,7 @@ pub fn run(task: Task) -> CliResult<()> {
     match task {
         Task::Mnist(args) => train_mnist(&args),
         Task::Lm(args) => crate::lm::train(&args),
+        Task::Classify(args) => crate::classify::train(&args),
     }
 }
 

@@ -149,3 +149,30 @@ fn embed_gives_sentence_transformers_embeddings() {
     let bad = ferrograd(&["embed", "--model", "/nonexistent", "hello"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent/config.json"));
 }
+
+#[test]
+fn train_classify_learns_and_names_bad_lines() {
+    let dir = std::env::temp_dir().join(format!("ferrograd-cli-classify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("sentiment.tsv");
+    let rows = ferrograd_data::corpora::sentiment_task(600, &mut ferrograd::Rng::seed(1));
+    std::fs::write(&data, rows.iter().map(|(l, t)| format!("{l}\t{t}\n")).collect::<String>())
+        .unwrap();
+    let out = ferrograd(&[
+        "train",
+        "classify",
+        "--data",
+        data.to_str().unwrap(),
+        "--epochs",
+        "4",
+        "--json",
+    ]);
+    let result = json_result(&out);
+    assert!(result["eval_accuracy"].as_f64().unwrap() > 0.8, "{result}");
+    let bad = dir.join("bad.tsv");
+    std::fs::write(&bad, "positive\tgood\n\nnegative bad\n").unwrap();
+    let out = ferrograd(&["train", "classify", "--data", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("bad.tsv:2"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,211 @@
+//! `ferrograd train classify`: the lecture's text classifier,
+//! `score = w · Collapse(SequenceModel^k(EmbedToken(x)))`, on label<TAB>text lines.
+
+use clap::{Args, ValueEnum};
+use ferrograd::{no_grad, Rng, Tensor};
+use ferrograd_data::text::{pad_batch, read_labeled};
+use ferrograd_data::{CharTokenizer, Vocab, WordTokenizer};
+use ferrograd_nn::optim::{Adam, AdamConfig, Optimizer};
+use ferrograd_nn::{
+    formula, load_checkpoint, save_checkpoint, thousands, ParamStore, TextClassifier,
+};
+use std::path::PathBuf;
+
+type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+#[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenizerKind {
+    Word,
+    Char,
+}
+
+/// What a classifier checkpoint needs to be rebuilt: the vocabulary and the labels.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct ClassifyConfig {
+    task: String,
+    tokenizer: TokenizerKind,
+    vocab: Vocab,
+    labels: Vec<String>,
+    dim: usize,
+    hidden: usize,
+    layers: usize,
+}
+
+#[derive(Args)]
+pub struct ClassifyArgs {
+    /// label<TAB>text, one example a line; the last 10% (after a seeded shuffle) is held out.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, value_enum, default_value = "word")]
+    tokenizer: TokenizerKind,
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 3e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 64)]
+    dim: usize,
+    #[arg(long, default_value_t = 64)]
+    hidden: usize,
+    /// Stacked bidirectional LSTM layers: SequenceModel^k.
+    #[arg(long, default_value_t = 1)]
+    layers: usize,
+    /// Longest text in tokens; longer ones are cut.
+    #[arg(long, default_value_t = 256)]
+    max_len: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    #[arg(long, requires = "checkpoint")]
+    resume: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+enum Tok {
+    Word(WordTokenizer),
+    Char(CharTokenizer),
+}
+
+impl Tok {
+    fn encode(&self, text: &str) -> Vec<i64> {
+        match self {
+            Tok::Word(t) => t.encode(text),
+            Tok::Char(t) => t.encode(text),
+        }
+    }
+    fn vocab(&self) -> &Vocab {
+        match self {
+            Tok::Word(t) => t.vocab(),
+            Tok::Char(t) => t.vocab(),
+        }
+    }
+}
+
+pub fn train(a: &ClassifyArgs) -> CliResult<()> {
+    if a.batch_size == 0 || a.epochs == 0 || a.max_len == 0 {
+        return Err("--batch-size, --epochs and --max-len must be positive".into());
+    }
+    let mut rows = read_labeled(&a.data)?;
+    if rows.len() < 2 {
+        return Err(format!(
+            "{}: needs at least 2 examples, found {}",
+            a.data.display(),
+            rows.len()
+        )
+        .into());
+    }
+    let mut labels: Vec<String> = rows.iter().map(|(l, _)| l.clone()).collect();
+    labels.sort();
+    labels.dedup();
+    let mut rng = Rng::seed(a.seed);
+    rng.shuffle(&mut rows);
+    let held = (rows.len() / 10).max(1);
+    let (train, test) = rows.split_at(rows.len() - held);
+    let tok = match a.tokenizer {
+        TokenizerKind::Word => {
+            Tok::Word(WordTokenizer::from_texts(train.iter().map(|(_, t)| t.as_str()), 1, None)?)
+        }
+        TokenizerKind::Char => Tok::Char(CharTokenizer::from_text(
+            &train.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>().join("\n"),
+        )),
+    };
+    let config = ClassifyConfig {
+        task: "classify".into(),
+        tokenizer: a.tokenizer,
+        vocab: tok.vocab().clone(),
+        labels: labels.clone(),
+        dim: a.dim,
+        hidden: a.hidden,
+        layers: a.layers.max(1),
+    };
+    let store = ParamStore::new(a.seed);
+    let clf = TextClassifier::lstm(
+        &store,
+        config.vocab.len(),
+        a.dim,
+        a.hidden,
+        config.layers,
+        labels.len(),
+    )?;
+    let mut opt = Adam::new(store.params(), AdamConfig::adam(a.lr))?;
+    let batch_count = train.len().div_ceil(a.batch_size);
+    let mut first_epoch = 0;
+    if a.resume {
+        let path = a.checkpoint.as_deref().expect("clap requires --checkpoint with --resume");
+        let info = load_checkpoint(path, &store, Some(&mut opt))?;
+        first_epoch = info.step as usize / batch_count;
+    }
+    let encode = |rows: &[(String, String)]| -> CliResult<(Tensor, Tensor, Tensor)> {
+        let seqs: Vec<Vec<i64>> = rows.iter().map(|(_, t)| tok.encode(t)).collect();
+        let (ids, mask) = pad_batch(&seqs, 0, Some(a.max_len))?;
+        let y: Vec<i64> = rows
+            .iter()
+            .map(|(l, _)| labels.iter().position(|k| k == l).unwrap_or(0) as i64)
+            .collect();
+        Ok((ids, mask, Tensor::from_vec(y, &[rows.len()])?))
+    };
+    println!(
+        "{} — {} parameters; {} labels, {} training and {} held-out texts, vocabulary {}",
+        formula(&clf),
+        thousands(store.num_params()),
+        labels.len(),
+        train.len(),
+        test.len(),
+        config.vocab.len()
+    );
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut accuracy = 0.0;
+    for epoch in first_epoch..a.epochs {
+        Rng::seed(a.seed.wrapping_add(1 + epoch as u64)).shuffle(&mut order);
+        let mut total = 0.0;
+        for chunk in order.chunks(a.batch_size) {
+            let rows: Vec<(String, String)> = chunk.iter().map(|&i| train[i].clone()).collect();
+            let (ids, mask, y) = encode(&rows)?;
+            let loss = clf.scores(&ids, &mask)?.cross_entropy(&y, None)?;
+            total += loss.item()? * rows.len() as f64;
+            opt.step(&loss.backward()?)?;
+        }
+        accuracy = evaluate(&clf, test, &encode)?;
+        println!(
+            "epoch {:>2}  loss {:.4}  held-out accuracy {:.2}%",
+            epoch + 1,
+            total / train.len() as f64,
+            100.0 * accuracy
+        );
+        if let Some(path) = &a.checkpoint {
+            save_checkpoint(
+                path,
+                &store,
+                Some(&opt),
+                opt.steps(),
+                &serde_json::to_value(&config)?,
+            )?;
+        }
+    }
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"task": "classify", "epochs": a.epochs, "eval_accuracy": accuracy, "labels": labels})
+        );
+    }
+    Ok(())
+}
+
+fn evaluate(
+    clf: &TextClassifier,
+    rows: &[(String, String)],
+    encode: &dyn Fn(&[(String, String)]) -> CliResult<(Tensor, Tensor, Tensor)>,
+) -> CliResult<f64> {
+    let _g = no_grad();
+    let (mut hits, mut n) = (0.0, 0usize);
+    for chunk in rows.chunks(256) {
+        let (ids, mask, y) = encode(chunk)?;
+        hits += crate::train::accuracy(&clf.scores(&ids, &mask)?, &y)? * chunk.len() as f64;
+        n += chunk.len();
+    }
+    Ok(hits / n.max(1) as f64)
+}
