@@ -12,6 +12,8 @@ use ferrograd_nn::{
 use std::path::PathBuf;
 
 type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
+/// Token ids, mask and label ids of a batch of texts.
+type Encoded = (Tensor, Tensor, Tensor);
 
 #[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -139,7 +141,7 @@ pub fn train(a: &ClassifyArgs) -> CliResult<()> {
         let info = load_checkpoint(path, &store, Some(&mut opt))?;
         first_epoch = info.step as usize / batch_count;
     }
-    let encode = |rows: &[(String, String)]| -> CliResult<(Tensor, Tensor, Tensor)> {
+    let encode = |rows: &[(String, String)]| -> CliResult<Encoded> {
         let seqs: Vec<Vec<i64>> = rows.iter().map(|(_, t)| tok.encode(t)).collect();
         let (ids, mask) = pad_batch(&seqs, 0, Some(a.max_len))?;
         let y: Vec<i64> = rows
@@ -198,7 +200,7 @@ pub fn train(a: &ClassifyArgs) -> CliResult<()> {
 fn evaluate(
     clf: &TextClassifier,
     rows: &[(String, String)],
-    encode: &dyn Fn(&[(String, String)]) -> CliResult<(Tensor, Tensor, Tensor)>,
+    encode: &dyn Fn(&[(String, String)]) -> CliResult<Encoded>,
 ) -> CliResult<f64> {
     let _g = no_grad();
     let (mut hits, mut n) = (0.0, 0usize);
