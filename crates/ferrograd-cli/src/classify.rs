@@ -14,6 +14,8 @@ use std::path::PathBuf;
 type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
 /// Token ids, mask and label ids of a batch of texts.
 type Encoded = (Tensor, Tensor, Tensor);
+/// Turns labeled texts into a batch.
+type Encoder<'a> = &'a dyn Fn(&[(String, String)]) -> CliResult<Encoded>;
 
 #[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -197,11 +199,7 @@ pub fn train(a: &ClassifyArgs) -> CliResult<()> {
     Ok(())
 }
 
-fn evaluate(
-    clf: &TextClassifier,
-    rows: &[(String, String)],
-    encode: &dyn Fn(&[(String, String)]) -> CliResult<Encoded>,
-) -> CliResult<f64> {
+fn evaluate(clf: &TextClassifier, rows: &[(String, String)], encode: Encoder) -> CliResult<f64> {
     let _g = no_grad();
     let (mut hits, mut n) = (0.0, 0usize);
     for chunk in rows.chunks(256) {
