@@ -22,14 +22,21 @@ impl LayerNorm {
     }
 }
 
-impl Module for LayerNorm {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl LayerNorm {
+    /// The same computation composed from primitive ops: the fused kernel's tested twin.
+    pub fn forward_composed(&self, x: &Tensor) -> Result<Tensor> {
         let centered = x.sub(&x.mean(&[-1], true)?)?;
         let var = centered.mul(&centered)?.mean(&[-1], true)?;
         centered
             .mul(&var.add_scalar(self.eps)?.pow(-0.5)?)?
             .mul(&self.weight.get())?
             .add(&self.bias.get())
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.layer_norm(&self.weight.get(), &self.bias.get(), self.eps)
     }
     fn describe(&self) -> String {
         format!("LayerNorm({})", self.weight.get().dims()[0])

@@ -5,6 +5,7 @@ mod conv;
 mod loss;
 mod matmul;
 mod movement;
+mod norm;
 pub(crate) mod recurrent;
 mod reduce;
 mod unary;
