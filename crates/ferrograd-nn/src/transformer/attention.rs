@@ -84,8 +84,9 @@ impl Attention {
         let (b, t, d) = (x.dims()[0], x.dims()[1], x.dims()[2]);
         let s = k.dims()[2];
         let e = d / self.heads;
-        let q = self.split_heads(&self.query.forward(x)?)?;
-        let mut scores = q.matmul(&k.transpose(-1, -2)?)?.mul_scalar(1.0 / (e as f64).sqrt())?; // (B, H, T, S)
+        // The 1/√E scale on the queries: cheaper than on the (T × S) scores.
+        let q = self.split_heads(&self.query.forward(x)?.mul_scalar(1.0 / (e as f64).sqrt())?)?;
+        let mut scores = q.matmul(&k.transpose(-1, -2)?)?; // (B, H, T, S)
         if let Some(m) = key_mask {
             if m.dims() != [b, s] {
                 return Err(Error::shape(
@@ -99,7 +100,8 @@ impl Attention {
                 .mul_scalar(BLOCKED)?;
             scores = scores.add(&blocked.reshape(&[b, 1, 1, s])?)?;
         }
-        if self.causal {
+        // A single new query (incremental decoding) sees every cached key: nothing to block.
+        if self.causal && t > 1 {
             let offset = s.saturating_sub(t);
             let future: Vec<f64> = (0..t)
                 .flat_map(|i| (0..s).map(move |j| if j > i + offset { BLOCKED } else { 0.0 }))
