@@ -7,28 +7,11 @@ use ferrograd_nn::optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
 use ferrograd_nn::*;
 use serde_json::Value;
 
-fn tensor(v: &Value) -> Tensor {
-    let shape: Vec<usize> =
-        v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-    let data = v["data"].as_array().unwrap();
-    if v["dtype"] == "i64" {
-        Tensor::from_vec(data.iter().map(|x| x.as_i64().unwrap()).collect(), &shape).unwrap()
-    } else {
-        Tensor::from_vec(data.iter().map(|x| x.as_f64().unwrap() as f32).collect(), &shape).unwrap()
-    }
-}
-
-fn fixture() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/nn.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+mod common;
+use common::{assert_close, fixture, tensor};
 
 fn close(a: &Tensor, b: &Tensor, what: &str) {
-    let (a, b) = (a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap());
-    assert_eq!(a.len(), b.len(), "{what}: lengths");
-    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert!((x - y).abs() <= 1e-6 + 1e-5 * y.abs(), "{what}[{i}]: {x} vs PyTorch {y}");
-    }
+    assert_close(a, b, 1e-6, 1e-5, what);
 }
 
 fn loss_fn<'a>(
@@ -52,7 +35,7 @@ fn loss_fn<'a>(
 
 #[test]
 fn losses_match_pytorch_and_gradcheck() {
-    for c in fixture()["losses"].as_array().unwrap() {
+    for c in fixture("nn.json")["losses"].as_array().unwrap() {
         let name = c["name"].as_str().unwrap();
         let f = loss_fn(name, &c["params"]);
         let (s, t) = (tensor(&c["scores"]).requiring_grad(), tensor(&c["target"]));
@@ -72,7 +55,7 @@ fn losses_match_pytorch_and_gradcheck() {
 
 #[test]
 fn optimizers_match_pytorch_over_three_steps() {
-    let f = fixture();
+    let f = fixture("nn.json");
     for c in f["optimizers"].as_array().unwrap() {
         let store = ParamStore::new(0);
         let w = store.param("w", &[3, 4], Init::Zeros).unwrap();
@@ -138,7 +121,7 @@ fn small_net(store: &ParamStore) -> Sequential {
 
 #[test]
 fn a_composed_network_loads_pytorch_weights_by_name_and_matches() {
-    let c = &fixture()["composed"];
+    let c = &fixture("nn.json")["composed"];
     let store = ParamStore::new(0);
     let net = small_net(&store);
     for p in store.params() {

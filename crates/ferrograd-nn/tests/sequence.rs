@@ -6,28 +6,11 @@ use ferrograd::{gradcheck, DType, Rng, Tensor};
 use ferrograd_nn::*;
 use serde_json::Value;
 
-fn tensor(v: &Value) -> Tensor {
-    let shape: Vec<usize> =
-        v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-    let data = v["data"].as_array().unwrap();
-    if v["dtype"] == "i64" {
-        Tensor::from_vec(data.iter().map(|x| x.as_i64().unwrap()).collect(), &shape).unwrap()
-    } else {
-        Tensor::from_vec(data.iter().map(|x| x.as_f64().unwrap() as f32).collect(), &shape).unwrap()
-    }
-}
-
-fn fixture() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/seq.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+mod common;
+use common::{assert_close, fixture, tensor};
 
 fn close(a: &Tensor, b: &Tensor, what: &str) {
-    assert_eq!(a.dims(), b.dims(), "{what}: shapes");
-    let (a, b) = (a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap());
-    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert!((x - y).abs() <= 1e-5 + 1e-4 * y.abs(), "{what}[{i}]: {x} vs PyTorch {y}");
-    }
+    assert_close(a, b, 1e-5, 1e-4, what);
 }
 
 /// Runs a fixture case through SequenceRNN<R>: outputs and final states (stacked as PyTorch's).
@@ -76,7 +59,7 @@ fn check_case<R: Rnn>(c: &Value) {
 
 #[test]
 fn rnn_and_lstm_match_pytorch_on_padded_batches_in_both_directions() {
-    let f = fixture();
+    let f = fixture("seq.json");
     for c in f["rnn"].as_array().unwrap() {
         if c["kind"] == "lstm" {
             check_case::<LSTM>(c);
@@ -170,7 +153,7 @@ fn recurrence_passes_gradcheck() {
 
 #[test]
 fn embed_token_and_collapse_match_pytorch() {
-    let f = &fixture()["embed"];
+    let f = &fixture("seq.json")["embed"];
     let store = ParamStore::new(0);
     let embed = EmbedToken::new(store.sub("e"), 7, 3, Some(0)).unwrap();
     embed.weight.set(&tensor(&f["weight"])).unwrap();

@@ -6,28 +6,11 @@ use ferrograd::{gradcheck, DType, Gradients, Rng, Tensor};
 use ferrograd_nn::*;
 use serde_json::Value;
 
-fn tensor(v: &Value) -> Tensor {
-    let shape: Vec<usize> =
-        v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-    let data = v["data"].as_array().unwrap();
-    if v["dtype"] == "i64" {
-        Tensor::from_vec(data.iter().map(|x| x.as_i64().unwrap()).collect(), &shape).unwrap()
-    } else {
-        Tensor::from_vec(data.iter().map(|x| x.as_f64().unwrap() as f32).collect(), &shape).unwrap()
-    }
-}
-
-fn fixture(name: &str) -> Value {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+mod common;
+use common::{assert_close, fixture, tensor};
 
 fn close(a: &Tensor, b: &Tensor, atol: f64, what: &str) {
-    assert_eq!(a.dims(), b.dims(), "{what}: shapes");
-    let (a, b) = (a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap());
-    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert!((x - y).abs() <= atol + 1e-4 * y.abs(), "{what}[{i}]: {x} vs reference {y}");
-    }
+    assert_close(a, b, atol, 1e-4, what);
 }
 
 /// PyTorch's packed in_proj (3D, …) into our query, key and value projections.
