@@ -30,6 +30,9 @@ pub fn run(out: &Path) -> CliResult<()> {
         "3. Sequences: score = w · Collapse(SequenceModel(EmbedToken(x))), and a LanguageModel",
         sequences,
     )?;
+    chapter("4. Attention: a Transformer LanguageModel, GenerateToken(TransformerBlock^2(EmbedToken(x)))", || {
+        attention(out)
+    })?;
     println!("tour finished in {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
 }
@@ -372,5 +375,63 @@ fn sequences() -> CliResult<()> {
         Ok(())
     })?;
     println!("{}\"", out.replace('\n', " "));
+    Ok(())
+}
+
+/// Chapter 4: a small pre-norm Transformer language model on the built-in text, generating with
+/// its KV cache, and one head's attention weights drawn as a picture.
+fn attention(out: &Path) -> CliResult<()> {
+    use ferrograd_data::corpora::TINY_CORPUS;
+    use ferrograd_data::{CharTokenizer, LmBatches};
+    use ferrograd_nn::Sampling;
+
+    let chars = CharTokenizer::from_text(TINY_CORPUS);
+    let batches = LmBatches::new(chars.encode(TINY_CORPUS), 16, 64)?;
+    let store = ParamStore::new(9);
+    let lm = models::transformer_lm(&store, chars.vocab().len(), 64, 4, 2, 64)?;
+    let mut opt = Adam::new(store.params(), AdamConfig::adamw(3e-3))?;
+    let mut rng = Rng::seed(10);
+    let steps = 300;
+    for step in 0..=steps {
+        let (x, y) = batches.sample(&mut rng)?;
+        let loss = lm.loss(&x, &y, None)?;
+        if step % 100 == 0 {
+            println!("     step {step:>4}   loss {:.3} nats/char", loss.item()?);
+        }
+        if step < steps {
+            opt.step(&loss.backward()?)?;
+        }
+    }
+    let mut text = String::new();
+    let sampling = Sampling { temperature: 0.6, top_k: 0, top_p: 1.0 };
+    lm.generate(&chars.encode("The "), 56, sampling, &[], &mut Rng::seed(3), |t| {
+        text.push_str(&chars.decode(&[t]).unwrap_or_default());
+        Ok(())
+    })?;
+    println!("     generates (keys and values cached: one position per new token, up to its 64):");
+    println!("       \"The {}\"", text.replace('\n', " "));
+
+    // Where each position looks: head 0 of the first block, for one sentence.
+    let sentence = "The owl goes back to sleep.";
+    let ids = Tensor::from_vec(chars.encode(sentence), &[1, sentence.chars().count()])?;
+    let _g = no_grad();
+    let weights = lm
+        .body
+        .attention_weights(&lm.embed.forward(&ids)?, None)
+        .ok_or("the model has no attention")??;
+    let t = ids.dims()[1];
+    let head = weights.narrow(1, 0, 1)?.reshape(&[t, t])?.to_vec::<f32>()?;
+    let scale = 12;
+    let mut pixels = Vec::with_capacity(t * t * scale * scale);
+    for row in 0..t * scale {
+        for col in 0..t * scale {
+            pixels.push(head[(row / scale) * t + col / scale].sqrt()); // √ so small weights show
+        }
+    }
+    save_gray_png(&Tensor::from_vec(pixels, &[t * scale, t * scale])?, &out.join("attention.png"))?;
+    println!(
+        "   head 0's attention over {sentence:?} (row = query, column = key; causal, so the upper"
+    );
+    println!("   right is black): attention.png");
     Ok(())
 }

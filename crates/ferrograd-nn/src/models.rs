@@ -144,6 +144,8 @@ pub fn transformer_lm(
     context: usize,
 ) -> Result<LanguageModel> {
     let embed = EmbedToken::new(store.sub("embed"), vocab, dim, None)?;
+    // Tied to the output, N(0, 1) embeddings would start with huge scores: GPT-2's N(0, 0.02).
+    embed.weight.set(&embed.weight.get().mul_scalar(0.02)?)?;
     let mut body: Vec<Box<dyn SequenceModel>> =
         vec![Box::new(Positions::new(store.sub("positions"), context, dim)?)];
     for i in 0..layers {

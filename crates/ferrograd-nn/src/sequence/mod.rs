@@ -25,6 +25,11 @@ pub trait SequenceModel: Module {
     fn forward_incremental(&self, x: &Tensor, state: &mut Vec<Tensor>) -> Result<Tensor>;
     fn state_len(&self) -> usize;
     fn output_size(&self) -> usize;
+    /// The attention weights (B, H, T, S) of the first attention in this model for input `x`,
+    /// for looking at what it attends to; `None` when it has no attention.
+    fn attention_weights(&self, _x: &Tensor, _mask: Option<&Tensor>) -> Option<Result<Tensor>> {
+        None
+    }
 }
 
 /// A stack of sequence models applied in turn: the lecture's SequenceModel^k.
@@ -67,6 +72,19 @@ impl SequenceModel for SequenceStack {
     }
     fn state_len(&self) -> usize {
         self.layers.iter().map(|l| l.state_len()).sum()
+    }
+    fn attention_weights(&self, x: &Tensor, mask: Option<&Tensor>) -> Option<Result<Tensor>> {
+        let mut h = x.clone();
+        for l in &self.layers {
+            if let Some(w) = l.attention_weights(&h, mask) {
+                return Some(w);
+            }
+            h = match l.forward_masked(&h, mask) {
+                Ok(next) => next,
+                Err(e) => return Some(Err(e)),
+            };
+        }
+        None
     }
     fn output_size(&self) -> usize {
         self.layers.last().map_or(0, |l| l.output_size())

@@ -101,4 +101,15 @@ impl SequenceModel for TransformerBlock {
     fn output_size(&self) -> usize {
         self.ff_out.weight.get().dims()[0]
     }
+    fn attention_weights(&self, x: &Tensor, mask: Option<&Tensor>) -> Option<Result<Tensor>> {
+        let weights = || {
+            let y = if self.attention_norm.pre_norm {
+                self.attention_norm.norm.forward(x)?
+            } else {
+                x.clone()
+            };
+            Ok(self.attention.attend(&y, &y, mask)?.1)
+        };
+        Some(weights())
+    }
 }
