@@ -77,29 +77,10 @@ pub fn load_checkpoint(
     let (tensors, meta) = load_safetensors(path)?;
     let info = info(path, &meta)?;
     let params = store.params();
-    let mut values = Vec::with_capacity(params.len());
-    for p in &params {
-        let key = format!("param/{}", p.name());
-        let t = tensors.iter().find(|(k, _)| *k == key).map(|(_, t)| t).ok_or_else(|| {
-            Error::value(OP, format!("{}: parameter {} is missing", path.display(), p.name()))
-        })?;
-        let want = p.get();
-        if t.dims() != want.dims() || t.dtype() != want.dtype() {
-            return Err(Error::shape(
-                OP,
-                format!(
-                    "{}: {} is {} {} in the file, the model expects {} {}",
-                    path.display(),
-                    p.name(),
-                    t.dtype(),
-                    t.shape(),
-                    want.dtype(),
-                    want.shape()
-                ),
-            ));
-        }
-        values.push(t.clone());
-    }
+    let find = |name: &str| {
+        tensors.iter().find(|(k, _)| k.strip_prefix("param/") == Some(name)).map(|(_, t)| t)
+    };
+    let values = store.match_tensors(OP, &path.display().to_string(), find)?;
     if let Some((k, _)) = tensors.iter().find(|(k, _)| {
         k.strip_prefix("param/").is_some_and(|n| !params.iter().any(|p| p.name() == n))
     }) {
@@ -122,7 +103,7 @@ pub fn load_checkpoint(
             .collect();
         opt.load_state(&state, steps)?; // validates before it changes anything
     }
-    for (p, v) in params.iter().zip(&values) {
+    for (p, v) in &values {
         p.set(v)?;
     }
     store.set_rng_state(rng)?;

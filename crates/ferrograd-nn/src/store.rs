@@ -147,6 +147,40 @@ impl ParamStore {
         Ok(p)
     }
 
+    /// For every parameter, the tensor `find` gives for its name, checked for shape and dtype
+    /// before anything is set (errors name `source` and the parameter): the common half of
+    /// loading a checkpoint and loading pretrained weights.
+    pub fn match_tensors<'t>(
+        &self,
+        op: &str,
+        source: &str,
+        find: impl Fn(&str) -> Option<&'t Tensor>,
+    ) -> Result<Vec<(Param, Tensor)>> {
+        self.params()
+            .into_iter()
+            .map(|p| {
+                let t = find(p.name()).ok_or_else(|| {
+                    Error::value(op, format!("{source}: tensor {} is missing", p.name()))
+                })?;
+                let want = p.get();
+                if t.dims() != want.dims() || t.dtype() != want.dtype() {
+                    return Err(Error::shape(
+                        op,
+                        format!(
+                            "{source}: tensor {} is {} {} in the file, the model expects {} {}",
+                            p.name(),
+                            t.dtype(),
+                            t.shape(),
+                            want.dtype(),
+                            want.shape()
+                        ),
+                    ));
+                }
+                Ok((p, t.clone()))
+            })
+            .collect()
+    }
+
     /// Every parameter of the model, in creation order.
     pub fn params(&self) -> Vec<Param> {
         self.shared.params.lock().unwrap_or_else(|e| e.into_inner()).clone()

@@ -147,28 +147,7 @@ impl Bert {
                 .find(|(k, _)| k == name || k.strip_prefix("bert.") == Some(name))
                 .map(|(_, t)| t)
         };
-        let mut values = Vec::new();
-        for p in store.params() {
-            let t = find(p.name()).ok_or_else(|| {
-                Error::value(OP, format!("{}: tensor {} is missing", weights.display(), p.name()))
-            })?;
-            let want = p.get();
-            if t.dims() != want.dims() || t.dtype() != want.dtype() {
-                return Err(Error::shape(
-                    OP,
-                    format!(
-                        "{}: tensor {} is {} {}, the model expects {} {}",
-                        weights.display(),
-                        p.name(),
-                        t.dtype(),
-                        t.shape(),
-                        want.dtype(),
-                        want.shape()
-                    ),
-                ));
-            }
-            values.push((p, t.clone()));
-        }
+        let values = store.match_tensors(OP, &weights.display().to_string(), find)?;
         for (p, t) in values {
             p.set(&t)?;
         }
