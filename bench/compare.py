@@ -1,7 +1,7 @@
 """Runs workloads on both sides, one after the other on this machine, and prints the README
 table: ferrograd, PyTorch, and their ratio for every key.
 
-    python3 bench/compare.py W1 [W2 ...]     # builds ferrograd in release mode first
+    python3 bench/compare.py W1 [W2 ... W7]  # builds ferrograd in release mode first
 """
 import json
 import pathlib
@@ -30,6 +30,7 @@ def main():
             cmd += ["--data", str(text)]
         if w == "W6":
             cmd += ["--data", str(ROOT.parent / "shared" / "models" / "all-MiniLM-L6-v2")]
+        # W1 and W7 (random matrices; random token ids) take no --data.
         ours = run_json(cmd)
         theirs = run_json([sys.executable, str(ROOT / "bench/torch_workloads.py"), w, "--json"])
         for key, value in ours.items():

@@ -218,7 +218,50 @@ def w6():
     return {"sentences_per_s_b32_t128": round(32 / median_seconds(run, min_time=3.0), 1)}
 
 
-WORKLOADS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W6": w6}
+def w7():
+    """Transformer encoder-decoder (torch.nn.Transformer, post-norm): 2 + 2 layers, d 128, 4 heads,
+    FF 512 GELU, dropout 0, learned positions (64) added on both sides, vocabulary 1000 shared by
+    source and target, output projection tied to the shared embedding; batch 32, source 32 and
+    target 32 tokens (random ids), causal target mask, cross-entropy over every target position;
+    AdamW 1e-3. Target tokens per second of forward, backward and optimizer step."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    v, d, batch, src_len, tgt_len = 1000, 128, 32, 32, 32
+    torch.manual_seed(0)
+
+    class Seq2Seq(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.pos = nn.Embedding(v, d), nn.Embedding(64, d)
+            self.transformer = nn.Transformer(d, 4, 2, 2, 512, dropout=0.0, activation="gelu", batch_first=True)
+
+        def forward(self, src, tgt):
+            s, t = src.shape[1], tgt.shape[1]
+            mask = nn.Transformer.generate_square_subsequent_mask(t)
+            h = self.transformer(self.embed(src) + self.pos.weight[:s], self.embed(tgt) + self.pos.weight[:t],
+                                 tgt_mask=mask, tgt_is_causal=True)
+            return h @ self.embed.weight.T
+
+    model = Seq2Seq()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(2)
+    batches = [(torch.randint(0, v, (batch, src_len), generator=g), torch.randint(0, v, (batch, tgt_len + 1), generator=g))
+               for _ in range(16)]
+    state = {"i": 0}
+
+    def step():
+        src, tgt = batches[state["i"] % len(batches)]
+        state["i"] += 1
+        opt.zero_grad(set_to_none=True)
+        logits = model(src, tgt[:, :-1])  # teacher forcing: predict tgt[1:] from tgt[:-1]
+        F.cross_entropy(logits.reshape(-1, v), tgt[:, 1:].reshape(-1)).backward()
+        opt.step()
+
+    return {"train_tokens_per_s": round(batch * tgt_len / median_seconds(step, min_time=3.0), 1)}
+
+
+WORKLOADS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W6": w6, "W7": w7}
 
 
 def main():

@@ -1,4 +1,5 @@
-//! Built-in text, no download: a tiny English corpus for language models, a sentiment task.
+//! Built-in text, no download: a tiny English corpus for language models, a sentiment task,
+//! and English arithmetic to parse into code.
 
 use ferrograd::Rng;
 
@@ -227,4 +228,68 @@ mod tests {
         assert!(TINY_CORPUS.is_ascii());
         assert!(!TINY_CORPUS.contains("  ") && !TINY_CORPUS.contains('\\'));
     }
+}
+
+const NUMBER_WORDS: [&str; 21] = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+];
+const OPERATORS: [(&str, &str); 4] =
+    [("plus", "+"), ("minus", "-"), ("times", "*"), ("divided by", "/")];
+const QUESTIONS: [&str; 4] = ["what is", "compute", "calculate", "how much is"];
+
+/// English arithmetic and its code, the lecture's semantic parsing ("sentence to code"):
+/// `("what is seven plus twelve times three", "7+12*3")` — numbers 0 to 20, one to three of
+/// plus, minus, times and "divided by". `n` pairs, no sentence twice, so that any split of them
+/// holds out sentences never trained on. Same seed, same pairs.
+///
+/// ```
+/// let pairs = ferrograd_data::corpora::arithmetic_task(100, &mut ferrograd::Rng::seed(0));
+/// assert_eq!(pairs.len(), 100);
+/// let (english, code) = &pairs[0];
+/// assert!(english.split(' ').count() >= 4 && !code.contains(' '));
+/// ```
+pub fn arithmetic_task(n: usize, rng: &mut Rng) -> Vec<(String, String)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut pairs = Vec::with_capacity(n);
+    while pairs.len() < n {
+        let (mut english, mut code) =
+            (QUESTIONS[rng.below(QUESTIONS.len())].to_string(), String::new());
+        let operators = 1 + rng.below(3);
+        for i in 0..=operators {
+            let number = rng.below(NUMBER_WORDS.len());
+            english += " ";
+            english += NUMBER_WORDS[number];
+            code += &number.to_string();
+            if i < operators {
+                let (word, symbol) = OPERATORS[rng.below(OPERATORS.len())];
+                english += " ";
+                english += word;
+                code += symbol;
+            }
+        }
+        if seen.insert(english.clone()) {
+            pairs.push((english, code));
+        }
+    }
+    pairs
 }

@@ -1,7 +1,8 @@
 //! Data for ferrograd: built-in data sets that need no download, MNIST from its files, text and
-//! BERT WordPiece tokenization, batching.
+//! BERT WordPiece tokenization, batching, and corpus BLEU.
 
 pub mod batches;
+pub mod bleu;
 pub mod corpora;
 pub mod glyphs;
 pub mod mnist;

@@ -186,25 +186,86 @@ pub fn read_labeled(path: &Path) -> Result<Vec<(String, String)>> {
 /// assert_eq!(e.to_string(), says);
 /// ```
 pub fn parse_labeled(content: &str, source_name: &str) -> Result<Vec<(String, String)>> {
+    parse_tab_pairs(content, source_name, "labeled text", ["label", "text"])
+}
+
+/// The (source, target) pairs of a file of `source<TAB>target` lines, for sequence-to-sequence
+/// tasks; errors as [`parse_labeled`]'s, with the line number.
+///
+/// ```
+/// use ferrograd_data::text::parse_pairs;
+/// let pairs = parse_pairs("one plus two\t1+2\n", "sums").unwrap();
+/// assert_eq!(pairs[0], ("one plus two".to_string(), "1+2".to_string()));
+/// let e = parse_pairs("one plus two\t1+2\n\nthree\t3", "sums").unwrap_err();
+/// assert_eq!(e.to_string(), "source-target pairs: sums:2: empty line");
+/// ```
+pub fn parse_pairs(content: &str, source_name: &str) -> Result<Vec<(String, String)>> {
+    parse_tab_pairs(content, source_name, "source-target pairs", ["source", "target"])
+}
+
+/// [`parse_pairs`] of a file.
+pub fn read_pairs(path: &Path) -> Result<Vec<(String, String)>> {
+    let content = std::fs::read_to_string(path)
+        .map_err(|e| Error::io("read_pairs", format!("{}: cannot read: {e}", path.display())))?;
+    parse_pairs(&content, &path.display().to_string())
+}
+
+/// `first<TAB>second` lines; `names` says what the two are, for the errors.
+fn parse_tab_pairs(
+    content: &str,
+    source_name: &str,
+    what: &str,
+    [first, second]: [&str; 2],
+) -> Result<Vec<(String, String)>> {
     let mut pairs = Vec::new();
     for (i, line) in content.lines().enumerate() {
-        let fail =
-            |m: String| Error::value("labeled text", format!("{source_name}:{}: {m}", i + 1));
+        let fail = |m: String| Error::value(what, format!("{source_name}:{}: {m}", i + 1));
         let shown: String = line.chars().take(60).collect();
-        let (label, text) = match line.split_once('\t') {
+        let (a, b) = match line.split_once('\t') {
             _ if line.trim().is_empty() => return Err(fail("empty line".into())),
-            None => return Err(fail(format!("no tab between label and text in {shown:?}"))),
+            None => return Err(fail(format!("no tab between {first} and {second} in {shown:?}"))),
             Some(pair) => pair,
         };
-        if label.trim().is_empty() {
-            return Err(fail(format!("empty label in {shown:?}")));
+        if a.trim().is_empty() {
+            return Err(fail(format!("empty {first} in {shown:?}")));
         }
-        if text.trim().is_empty() {
-            return Err(fail(format!("empty text after label {label:?}")));
+        if b.trim().is_empty() {
+            return Err(fail(format!("empty {second} after {first} {a:?}")));
         }
-        pairs.push((label.to_string(), text.to_string()));
+        pairs.push((a.to_string(), b.to_string()));
     }
     Ok(pairs)
+}
+
+/// A sequence-to-sequence batch from (source ids, target ids) pairs: (B, S) sources, (B, T)
+/// target inputs `<bos> y…` and (B, T) target outputs `y… <eos>`, each padded with `pad_id`.
+///
+/// ```
+/// let (s, t_in, t_out) = ferrograd_data::text::seq2seq_batch(&[(vec![7, 8], vec![5])], 0, 2, 3).unwrap();
+/// assert_eq!(s.to_vec::<i64>().unwrap(), vec![7, 8]);
+/// assert_eq!(t_in.to_vec::<i64>().unwrap(), vec![2, 5]);
+/// assert_eq!(t_out.to_vec::<i64>().unwrap(), vec![5, 3]);
+/// ```
+pub fn seq2seq_batch(
+    pairs: &[(Vec<i64>, Vec<i64>)],
+    pad_id: i64,
+    bos_id: i64,
+    eos_id: i64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let sources: Vec<Vec<i64>> = pairs.iter().map(|(s, _)| s.clone()).collect();
+    let inputs: Vec<Vec<i64>> = pairs
+        .iter()
+        .map(|(_, t)| std::iter::once(bos_id).chain(t.iter().copied()).collect())
+        .collect();
+    let outputs: Vec<Vec<i64>> = pairs
+        .iter()
+        .map(|(_, t)| t.iter().copied().chain(std::iter::once(eos_id)).collect())
+        .collect();
+    Ok((
+        pad_batch(&sources, pad_id, None)?.0,
+        pad_batch(&inputs, pad_id, None)?.0,
+        pad_batch(&outputs, pad_id, None)?.0,
+    ))
 }
 
 /// Sequences of ids as a (B, T) i64 tensor padded on the right with `pad_id`, and a (B, T) i64

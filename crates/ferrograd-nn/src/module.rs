@@ -87,18 +87,24 @@ impl Module for Sequential {
 /// assert_eq!(formula(&net), "FeedForward^3(x)");
 /// ```
 pub fn formula(m: &dyn Module) -> String {
+    compose(m.blocks(), "x".into(), "")
+}
+
+/// `blocks` (innermost first) applied to `inner`, repeats as powers; `extra` follows the
+/// innermost argument of each (a decoder's second argument, the encoded source).
+pub(crate) fn compose(blocks: Vec<&'static str>, inner: String, extra: &str) -> String {
     let mut runs: Vec<(&str, usize)> = Vec::new();
-    for b in m.blocks() {
+    for b in blocks {
         match runs.last_mut() {
             Some((name, k)) if *name == b => *k += 1,
             _ => runs.push((b, 1)),
         }
     }
-    runs.into_iter().fold("x".to_string(), |inner, (name, k)| {
+    runs.into_iter().fold(inner, |inner, (name, k)| {
         if k == 1 {
-            format!("{name}({inner})")
+            format!("{name}({inner}{extra})")
         } else {
-            format!("{name}^{k}({inner})")
+            format!("{name}^{k}({inner}{extra})")
         }
     })
 }

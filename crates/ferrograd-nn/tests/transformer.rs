@@ -2,43 +2,14 @@
 //! wrote the values), gradchecks, and BERT against sentence-transformers and Hugging Face's
 //! BertModel with the real all-MiniLM-L6-v2 weights.
 
-use ferrograd::{gradcheck, DType, Gradients, Rng, Tensor};
+use ferrograd::{gradcheck, DType, Rng, Tensor};
 use ferrograd_nn::*;
-use serde_json::Value;
 
 mod common;
-use common::{assert_close, fixture, tensor};
+use common::{assert_close, attention_grads, fixture, load_attention, tensor, token_mask};
 
 fn close(a: &Tensor, b: &Tensor, atol: f64, what: &str) {
     assert_close(a, b, atol, 1e-4, what);
-}
-
-/// PyTorch's packed in_proj (3D, …) into our query, key and value projections.
-fn load_attention(a: &Attention, p: &Value, prefix: &str) {
-    let w = tensor(&p[format!("{prefix}in_proj_weight")]);
-    let b = tensor(&p[format!("{prefix}in_proj_bias")]);
-    let d = w.dims()[1];
-    for (i, proj) in [&a.query, &a.key, &a.value].iter().enumerate() {
-        proj.weight.set(&w.narrow(0, i * d, d).unwrap()).unwrap();
-        proj.bias.set(&b.narrow(0, i * d, d).unwrap()).unwrap();
-    }
-    a.output.weight.set(&tensor(&p[format!("{prefix}out_proj.weight")])).unwrap();
-    a.output.bias.set(&tensor(&p[format!("{prefix}out_proj.bias")])).unwrap();
-}
-
-fn attention_grads(a: &Attention, g: &Gradients) -> (Tensor, Tensor) {
-    let cat = |f: &dyn Fn(&FeedForward) -> Tensor| {
-        Tensor::concat(&[f(&a.query), f(&a.key), f(&a.value)], 0).unwrap()
-    };
-    (
-        cat(&|p| g.get(&p.weight.get()).unwrap().clone()),
-        cat(&|p| g.get(&p.bias.get()).unwrap().clone()),
-    )
-}
-
-/// PyTorch's key padding mask (1 = padding) as ours (1 = token).
-fn token_mask(padding: &Tensor) -> Tensor {
-    padding.eq(&Tensor::scalar(0i64)).unwrap()
 }
 
 #[test]

@@ -57,18 +57,13 @@ impl SequenceModel for SequenceStack {
         self.layers.iter().try_fold(x.clone(), |h, l| l.forward_masked(&h, mask))
     }
     fn forward_incremental(&self, x: &Tensor, state: &mut Vec<Tensor>) -> Result<Tensor> {
-        let mut h = x.clone();
-        let mut next = Vec::with_capacity(self.state_len());
-        let mut offset = 0;
-        for l in &self.layers {
-            let n = l.state_len();
-            let mut s = state.get(offset..offset + n).map(<[Tensor]>::to_vec).unwrap_or_default();
-            h = l.forward_incremental(&h, &mut s)?;
-            next.extend(s);
-            offset += n;
-        }
-        *state = next;
-        Ok(h)
+        incremental_layers(
+            &self.layers,
+            x,
+            state,
+            |l| l.state_len(),
+            |l, h, s| l.forward_incremental(h, s),
+        )
     }
     fn state_len(&self) -> usize {
         self.layers.iter().map(|l| l.state_len()).sum()
@@ -89,6 +84,29 @@ impl SequenceModel for SequenceStack {
     fn output_size(&self) -> usize {
         self.layers.last().map_or(0, |l| l.output_size())
     }
+}
+
+/// Runs `layers` in turn from a stack's `state`, each on its own slice of it (`state_len` of
+/// them), and puts their new states back in the same order.
+pub(crate) fn incremental_layers<L>(
+    layers: &[L],
+    x: &Tensor,
+    state: &mut Vec<Tensor>,
+    state_len: impl Fn(&L) -> usize,
+    mut step: impl FnMut(&L, &Tensor, &mut Vec<Tensor>) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let mut h = x.clone();
+    let mut next = Vec::with_capacity(state.len());
+    let mut offset = 0;
+    for l in layers {
+        let n = state_len(l);
+        let mut s = state.get(offset..offset + n).map(<[Tensor]>::to_vec).unwrap_or_default();
+        h = step(l, &h, &mut s)?;
+        next.extend(s);
+        offset += n;
+    }
+    *state = next;
+    Ok(h)
 }
 
 /// Checks a (B, T) mask against a (B, T, D) input.

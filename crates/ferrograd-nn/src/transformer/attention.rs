@@ -67,14 +67,22 @@ impl Attention {
         context: &Tensor,
         key_mask: Option<&Tensor>,
     ) -> Result<(Tensor, Tensor)> {
-        let k = self.split_heads(&self.key.forward(context)?)?;
-        let v = self.split_heads(&self.value.forward(context)?)?;
+        let (k, v) = self.keys_values(context)?;
         self.attend_to(x, &k, &v, key_mask)
+    }
+
+    /// The keys and values (B, H, S, E) of `context` (B, S, D): what a cache keeps, so that a
+    /// decoder projects the encoder's output once per input, not once per step.
+    pub fn keys_values(&self, context: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok((
+            self.split_heads(&self.key.forward(context)?)?,
+            self.split_heads(&self.value.forward(context)?)?,
+        ))
     }
 
     /// Attention of `x`'s queries over already projected keys and values (B, H, S, E); with
     /// `causal`, query i of T sits at position S − T + i.
-    fn attend_to(
+    pub fn attend_to(
         &self,
         x: &Tensor,
         k: &Tensor,
@@ -141,8 +149,7 @@ impl SequenceModel for Attention {
     /// Keys and values of earlier positions are cached: each new position costs one position.
     fn forward_incremental(&self, x: &Tensor, state: &mut Vec<Tensor>) -> Result<Tensor> {
         check_mask("Attention", x, None)?;
-        let k_new = self.split_heads(&self.key.forward(x)?)?;
-        let v_new = self.split_heads(&self.value.forward(x)?)?;
+        let (k_new, v_new) = self.keys_values(x)?;
         let (k, v) = match state.as_slice() {
             [k, v] => {
                 (Tensor::concat(&[k.clone(), k_new], 2)?, Tensor::concat(&[v.clone(), v_new], 2)?)

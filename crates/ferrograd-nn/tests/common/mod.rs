@@ -1,6 +1,7 @@
 //! Shared by the test files: reading the PyTorch fixtures and comparing tensors.
 
-use ferrograd::Tensor;
+use ferrograd::{Gradients, Tensor};
+use ferrograd_nn::{Attention, FeedForward};
 use serde_json::Value;
 
 /// A fixture tensor: `{"shape": [...], "dtype": "f32" | "i64", "data": [...]}`.
@@ -28,4 +29,35 @@ pub fn assert_close(a: &Tensor, b: &Tensor, atol: f64, rtol: f64, what: &str) {
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         assert!((x - y).abs() <= atol + rtol * y.abs(), "{what}[{i}]: {x} vs reference {y}");
     }
+}
+
+/// PyTorch's packed in_proj (3D, …) into our query, key and value projections.
+#[allow(dead_code)] // not every test file loads attention
+pub fn load_attention(a: &Attention, p: &Value, prefix: &str) {
+    let w = tensor(&p[format!("{prefix}in_proj_weight")]);
+    let b = tensor(&p[format!("{prefix}in_proj_bias")]);
+    let d = w.dims()[1];
+    for (i, proj) in [&a.query, &a.key, &a.value].iter().enumerate() {
+        proj.weight.set(&w.narrow(0, i * d, d).unwrap()).unwrap();
+        proj.bias.set(&b.narrow(0, i * d, d).unwrap()).unwrap();
+    }
+    a.output.weight.set(&tensor(&p[format!("{prefix}out_proj.weight")])).unwrap();
+    a.output.bias.set(&tensor(&p[format!("{prefix}out_proj.bias")])).unwrap();
+}
+
+#[allow(dead_code)]
+pub fn attention_grads(a: &Attention, g: &Gradients) -> (Tensor, Tensor) {
+    let cat = |f: &dyn Fn(&FeedForward) -> Tensor| {
+        Tensor::concat(&[f(&a.query), f(&a.key), f(&a.value)], 0).unwrap()
+    };
+    (
+        cat(&|p| g.get(&p.weight.get()).unwrap().clone()),
+        cat(&|p| g.get(&p.bias.get()).unwrap().clone()),
+    )
+}
+
+/// PyTorch's key padding mask (1 = padding) as ours (1 = token).
+#[allow(dead_code)]
+pub fn token_mask(padding: &Tensor) -> Tensor {
+    padding.eq(&Tensor::scalar(0i64)).unwrap()
 }
