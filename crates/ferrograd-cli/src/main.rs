@@ -6,6 +6,7 @@ mod embed;
 mod features;
 mod lm;
 mod plot;
+mod seq2seq;
 mod summary;
 mod tour;
 mod train;
@@ -59,6 +60,8 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// Continue a prompt with a trained language model, streaming the text.
     Generate(lm::GenerateArgs),
+    /// Translate text with a `train seq2seq` checkpoint (beam search).
+    Translate(seq2seq::TranslateArgs),
     /// Print a model in the lecture's notation with a table of its layers.
     Summary {
         /// alexnet, alexnet-imagenet, cnn or feedforward.
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
         Command::Train(task) => train::run(task),
         Command::Summary { model } => summary::run(&model),
         Command::Generate(args) => lm::generate(&args),
+        Command::Translate(args) => seq2seq::translate(&args),
         Command::Embed(args) => embed::run(&args),
         Command::Features { image, out } => features::run(&image, &out),
     };

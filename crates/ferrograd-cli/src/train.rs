@@ -24,6 +24,9 @@ pub enum Task {
     Lm(crate::lm::LmArgs),
     /// A text classifier on label<TAB>text lines: w · Collapse(SequenceModel(EmbedToken(x))).
     Classify(crate::classify::ClassifyArgs),
+    /// Sequence to sequence on source<TAB>target lines: GenerateToken(Decoder(EmbedToken(y),
+    /// Encoder(EmbedToken(x)))).
+    Seq2seq(crate::seq2seq::Seq2SeqArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq)]
@@ -77,6 +80,7 @@ pub fn run(task: Task) -> CliResult<()> {
         Task::Mnist(args) => train_mnist(&args),
         Task::Lm(args) => crate::lm::train(&args),
         Task::Classify(args) => crate::classify::train(&args),
+        Task::Seq2seq(args) => crate::seq2seq::train(&args),
     }
 }
 

@@ -187,49 +187,6 @@ one, and the village is quiet again. The river runs on in the dark, slow and sof
 always does.
 ";
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::text::WordTokenizer;
-
-    #[test]
-    fn sentiment_is_balanced_deterministic_and_sometimes_needs_word_order() {
-        let data = sentiment_task(1001, &mut Rng::seed(7));
-        assert_eq!(data, sentiment_task(1001, &mut Rng::seed(7)));
-        assert_ne!(data, sentiment_task(1001, &mut Rng::seed(8)));
-        let positive = data.iter().filter(|(label, _)| label == "positive").count();
-        assert_eq!((positive, data.len() - positive), (500, 501));
-        let count = |word: fn(&str) -> bool| {
-            data.iter().filter(|(_, t)| WordTokenizer::split(t).iter().any(|w| word(w))).count()
-        };
-        let negations = count(|w| w == "not" || w.ends_with("n't"));
-        let contrasts = count(|w| w == "but" || w == "although");
-        assert!((250..350).contains(&negations), "{negations} negations");
-        assert!((150..250).contains(&contrasts), "{contrasts} contrasts");
-        let labeled =
-            |text: &str| data.iter().find(|(_, t)| t.ends_with(text)).map(|(l, _)| l.as_str());
-        for (text, label) in [("not bad.", "positive"), ("not good.", "negative")] {
-            assert!(labeled(text).is_none_or(|l| l == label), "{text}");
-        }
-        for (label, text) in &data {
-            let words = WordTokenizer::split(text);
-            let comma = words.iter().rposition(|w| w == ",");
-            if words.iter().any(|w| w == "but" || w == "although") {
-                let after = &words[comma.unwrap()..];
-                let good = after.iter().any(|w| GOOD.contains(&w.as_str()));
-                assert_eq!(good, label == "positive", "{text}");
-            }
-        }
-    }
-
-    #[test]
-    fn tiny_corpus_is_a_few_kilobytes_of_plain_ascii() {
-        assert!((3000..6500).contains(&TINY_CORPUS.len()), "{} bytes", TINY_CORPUS.len());
-        assert!(TINY_CORPUS.is_ascii());
-        assert!(!TINY_CORPUS.contains("  ") && !TINY_CORPUS.contains('\\'));
-    }
-}
-
 const NUMBER_WORDS: [&str; 21] = [
     "zero",
     "one",
@@ -292,4 +249,47 @@ pub fn arithmetic_task(n: usize, rng: &mut Rng) -> Vec<(String, String)> {
         }
     }
     pairs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::text::WordTokenizer;
+
+    #[test]
+    fn sentiment_is_balanced_deterministic_and_sometimes_needs_word_order() {
+        let data = sentiment_task(1001, &mut Rng::seed(7));
+        assert_eq!(data, sentiment_task(1001, &mut Rng::seed(7)));
+        assert_ne!(data, sentiment_task(1001, &mut Rng::seed(8)));
+        let positive = data.iter().filter(|(label, _)| label == "positive").count();
+        assert_eq!((positive, data.len() - positive), (500, 501));
+        let count = |word: fn(&str) -> bool| {
+            data.iter().filter(|(_, t)| WordTokenizer::split(t).iter().any(|w| word(w))).count()
+        };
+        let negations = count(|w| w == "not" || w.ends_with("n't"));
+        let contrasts = count(|w| w == "but" || w == "although");
+        assert!((250..350).contains(&negations), "{negations} negations");
+        assert!((150..250).contains(&contrasts), "{contrasts} contrasts");
+        let labeled =
+            |text: &str| data.iter().find(|(_, t)| t.ends_with(text)).map(|(l, _)| l.as_str());
+        for (text, label) in [("not bad.", "positive"), ("not good.", "negative")] {
+            assert!(labeled(text).is_none_or(|l| l == label), "{text}");
+        }
+        for (label, text) in &data {
+            let words = WordTokenizer::split(text);
+            let comma = words.iter().rposition(|w| w == ",");
+            if words.iter().any(|w| w == "but" || w == "although") {
+                let after = &words[comma.unwrap()..];
+                let good = after.iter().any(|w| GOOD.contains(&w.as_str()));
+                assert_eq!(good, label == "positive", "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn tiny_corpus_is_a_few_kilobytes_of_plain_ascii() {
+        assert!((3000..6500).contains(&TINY_CORPUS.len()), "{} bytes", TINY_CORPUS.len());
+        assert!(TINY_CORPUS.is_ascii());
+        assert!(!TINY_CORPUS.contains("  ") && !TINY_CORPUS.contains('\\'));
+    }
 }

@@ -115,6 +115,12 @@ impl SequenceToSequence {
         }
         let max_len = self.longest_output(options.max_len)?;
         let alpha = options.length_penalty;
+        if !(alpha >= 0.0 && alpha.is_finite()) {
+            return Err(Error::value(
+                "beam_search",
+                format!("the length penalty must be a number ≥ 0, got {alpha}"),
+            ));
+        }
         let b = source.dims()[0];
         let memory = self.repeated_memory(source, k)?;
         // Beam j of input i is row i·k + j. At first only beam 0 is live, so that the first
