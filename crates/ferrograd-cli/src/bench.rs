@@ -35,10 +35,12 @@ pub fn run(
         "W4" => vec![("train_tokens_per_s".into(), w4_lstm_lm(data, min_time)?)],
         "W5" => w5_transformer_lm(data, min_time)?,
         "W6" => vec![("sentences_per_s_b32_t128".into(), w6_bert(data, min_time)?)],
+        "W7" => vec![("train_tokens_per_s".into(), w7_seq2seq(min_time)?)],
         other => {
-            return Err(
-                format!("unknown workload {other:?}; available: W1, W2, W3, W4, W5, W6").into()
+            return Err(format!(
+                "unknown workload {other:?}; available: W1, W2, W3, W4, W5, W6, W7"
             )
+            .into())
         }
     };
     if json {
@@ -175,6 +177,42 @@ fn w5_transformer_lm(
         return Err(e.into());
     }
     Ok(vec![("train_tokens_per_s".into(), train), ("generate_tokens_per_s".into(), 127.0 / secs)])
+}
+
+/// W7: target tokens per second of training a Transformer encoder–decoder (2 + 2 layers, d 128,
+/// 4 heads, FeedForward 512, shared tied vocabulary of 1000) on batches of 32 random source and
+/// target sequences of 32 tokens, AdamW 1e-3.
+fn w7_seq2seq(min_time: Duration) -> Result<f64, Box<dyn std::error::Error>> {
+    use ferrograd_nn::{Seq2SeqConfig, SequenceToSequence};
+    let store = ParamStore::new(0);
+    let config = Seq2SeqConfig::w7();
+    let model = SequenceToSequence::new(&store, &config)?;
+    let mut opt = Adam::new(store.params(), AdamConfig::adamw(1e-3))?;
+    let mut rng = Rng::seed(2);
+    // Ordinary tokens (not pad, unk, bos or eos), 33 target ids: 32 in, the same shifted out.
+    let mut ids = |n: usize| -> ferrograd::Result<Tensor> {
+        let v: Vec<i64> =
+            (0..32 * n).map(|_| 4 + rng.below(config.source_vocab - 4) as i64).collect();
+        Tensor::from_vec(v, &[32, n])
+    };
+    let batches: Vec<(Tensor, Tensor)> =
+        (0..16).map(|_| Ok((ids(32)?, ids(33)?))).collect::<ferrograd::Result<_>>()?;
+    let (mut i, mut failed) = (0, None);
+    let secs = median_seconds(min_time, || {
+        let (source, target) = &batches[i % batches.len()];
+        i += 1;
+        let mut step = || -> ferrograd::Result<()> {
+            let (t_in, t_out) = (target.narrow(1, 0, 32)?, target.narrow(1, 1, 32)?);
+            opt.step(&model.loss(source, &t_in, &t_out, 0.0)?.backward()?)
+        };
+        if let Err(e) = step() {
+            failed = Some(e);
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    Ok((32 * 32) as f64 / secs)
 }
 
 /// W6: all-MiniLM-L6-v2 inference, batches of 32 sentences × 128 tokens, no padding.

@@ -19,6 +19,12 @@ fn tour_runs_to_the_end_and_learns() {
         .and_then(|v| v.trim_end_matches('%').parse().ok())
         .expect("the tour prints its held-out accuracy");
     assert!(acc >= 90.0, "spirals held-out accuracy {acc}%");
+    let exact: f64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("held out: exact match "))
+        .and_then(|v| v.split('%').next()?.parse().ok())
+        .expect("the tour prints its parsing exact match");
+    assert!(exact >= 95.0, "semantic parsing exact match {exact}%");
 }
 
 #[test]
@@ -174,5 +180,76 @@ fn train_classify_learns_and_names_bad_lines() {
     let out = ferrograd(&["train", "classify", "--data", bad.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("bad.tsv:2"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn train_seq2seq_learns_translates_and_names_bad_input() {
+    let dir = std::env::temp_dir().join(format!("ferrograd-cli-seq2seq-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("arithmetic.tsv");
+    let rows = ferrograd_data::corpora::arithmetic_task(2200, &mut ferrograd::Rng::seed(4));
+    std::fs::write(&data, rows.iter().map(|(s, t)| format!("{s}\t{t}\n")).collect::<String>())
+        .unwrap();
+    let checkpoint = dir.join("parser.safetensors");
+    let common = [
+        "train",
+        "seq2seq",
+        "--data",
+        data.to_str().unwrap(),
+        "--target-tokens",
+        "char",
+        "--dim",
+        "64",
+        "--ff",
+        "128",
+        "--lr",
+        "2e-3",
+        "--beam",
+        "2",
+        "--max-positions",
+        "24",
+        "--json",
+        "--out",
+    ];
+    let mut args = common.to_vec();
+    let out_dir = dir.join("run");
+    args.extend([out_dir.to_str().unwrap(), "--steps", "250", "--checkpoint"]);
+    args.push(checkpoint.to_str().unwrap());
+    let result = json_result(&ferrograd(&args));
+    assert!(result["exact_match"].as_f64().unwrap() > 0.8, "{result}");
+    assert!(out_dir.join("loss.svg").exists());
+
+    let out = ferrograd(&[
+        "translate",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--beam",
+        "3",
+        "what is seven plus twelve times three",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("what is seven plus twelve times three → "), "{text}");
+    let long = "one ".repeat(30);
+    let out = ferrograd(&["translate", "--checkpoint", checkpoint.to_str().unwrap(), &long]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("the source has 30 tokens; the model takes at most 24"),
+        "{err}"
+    );
+
+    // The RNN encoder–decoder trains through the same command.
+    let mut args = common.to_vec();
+    args.extend([out_dir.to_str().unwrap(), "--steps", "60", "--model", "rnn"]);
+    let result = json_result(&ferrograd(&args));
+    assert!(result["token_accuracy"].as_f64().unwrap() > 0.3, "{result}");
+
+    let bad = dir.join("bad.tsv");
+    std::fs::write(&bad, "one plus two\t1+2\n\nthree\t3\n").unwrap();
+    let out = ferrograd(&["train", "seq2seq", "--data", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("bad.tsv:2: empty line"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -201,9 +201,13 @@ impl SequenceToSequence {
         })
     }
 
-    /// 1 where `ids` is a token, 0 where it is padding.
-    fn mask_of(&self, ids: &Tensor) -> Result<Tensor> {
-        ids.ne(&Tensor::scalar(self.config.pad))?.to_dtype(DType::I64)
+    /// 1 where `ids` is a token, 0 where it is padding; `None` when there is no padding, which
+    /// spares every attention the masking.
+    fn mask_of(&self, ids: &Tensor) -> Result<Option<Tensor>> {
+        if !ids.as_slice::<i64>("SequenceToSequence")?.contains(&self.config.pad) {
+            return Ok(None);
+        }
+        Ok(Some(ids.ne(&Tensor::scalar(self.config.pad))?.to_dtype(DType::I64)?))
     }
 
     fn check_ids(&self, what: &str, ids: &Tensor, longest: usize) -> Result<()> {
@@ -230,8 +234,8 @@ impl SequenceToSequence {
         self.check_ids("source", source, self.config.max_positions)?;
         let mask = self.mask_of(source)?;
         let states =
-            self.encoder.forward_masked(&self.source_embed.forward(source)?, Some(&mask))?;
-        Ok(Memory { states, mask: Some(mask) })
+            self.encoder.forward_masked(&self.source_embed.forward(source)?, mask.as_ref())?;
+        Ok(Memory { states, mask })
     }
 
     /// (B, T) target inputs (`<bos>` first, teacher forcing) and the memory → (B, T, V) scores
@@ -241,7 +245,7 @@ impl SequenceToSequence {
         let mask = self.mask_of(target_in)?;
         let h = self.decoder.forward_masked(
             &self.target_embed.forward(target_in)?,
-            Some(&mask),
+            mask.as_ref(),
             memory,
         )?;
         self.head.forward(&h)
