@@ -94,7 +94,7 @@ fn ngrams(tokens: &[&str], n: usize) -> HashMap<Vec<String>, usize> {
 /// use ferrograd_data::bleu::corpus_bleu;
 /// let b = corpus_bleu(&["the cat sat on the mat"], &["the cat sat on the mat"]).unwrap();
 /// assert!((b.score - 100.0).abs() < 1e-9);
-/// assert!(corpus_bleu(&["a"], &[]).is_err());
+/// assert!(corpus_bleu(&["a"], &[] as &[&str]).is_err());
 /// ```
 pub fn corpus_bleu(hypotheses: &[impl AsRef<str>], references: &[impl AsRef<str>]) -> Result<Bleu> {
     if hypotheses.len() != references.len() {

@@ -50,7 +50,11 @@ impl FastExp for f32 {
         let x = self.clamp(-87.3, 88.7);
         // eˣ = 2ⁿ · e^r with n = round(x / ln 2), |r| ≤ ln 2 / 2.
         // Round to nearest by the 1.5·2²³ trick: no libm call, so the loop vectorizes.
-        let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+        // The sum's low mantissa bits hold n itself: read them instead of a float-to-int cast,
+        // whose saturation checks keep the loop from vectorizing.
+        let shifted = x * std::f32::consts::LOG2_E + 12_582_912.0;
+        let n = shifted - 12_582_912.0;
+        let n_int = shifted.to_bits().wrapping_sub(0x4B40_0000) as i32;
         let r = x - n * 0.693_359_375 - n * -2.121_944_4e-4;
         let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
             * r
@@ -58,7 +62,7 @@ impl FastExp for f32 {
             * r
             + 5.000_000_1e-1;
         let y = p * r * r + r + 1.0;
-        y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+        y * f32::from_bits(((n_int + 127) as u32) << 23)
     }
     #[inline(always)]
     fn fast_erf(self) -> f32 {

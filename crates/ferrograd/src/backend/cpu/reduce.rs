@@ -44,6 +44,48 @@ pub fn extreme_dim<T: Float + Send + Sync>(
 }
 
 /// Softmax (or log-softmax) along the middle dimension, max-shifted for stability.
+/// Softmax (or log-softmax) of one contiguous row: the strided loop below, with the max and the
+/// sum kept in `LANES` partial results so that the compiler vectorizes them.
+fn softmax_row<T: Float>(x: &[T], out: &mut [T], log: bool) {
+    const LANES: usize = 16;
+    let out = &mut out[..x.len()];
+    let bigger = |a: T, b: T| if b > a { b } else { a };
+    let mut lanes = [T::neg_infinity(); LANES];
+    let chunks = x.chunks_exact(LANES);
+    let mut max = chunks.remainder().iter().fold(T::neg_infinity(), |m, &v| bigger(m, v));
+    for c in chunks {
+        for j in 0..LANES {
+            lanes[j] = bigger(lanes[j], c[j]);
+        }
+    }
+    max = lanes.iter().fold(max, |m, &v| bigger(m, v));
+    let mut sums = [T::zero(); LANES];
+    let mut tail = T::zero();
+    let mut outs = out.chunks_exact_mut(LANES);
+    let mut xs = x.chunks_exact(LANES);
+    for (o, c) in (&mut outs).zip(&mut xs) {
+        for j in 0..LANES {
+            let e = (c[j] - max).fast_exp();
+            o[j] = e;
+            sums[j] += e;
+        }
+    }
+    for (o, &v) in outs.into_remainder().iter_mut().zip(xs.remainder()) {
+        *o = (v - max).fast_exp();
+        tail += *o;
+    }
+    let sum = sums.iter().fold(tail, |s, &v| s + v);
+    if log {
+        let shift = max + sum.ln();
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = v - shift;
+        }
+    } else {
+        let inv = sum.recip();
+        out.iter_mut().for_each(|o| *o = *o * inv);
+    }
+}
+
 pub fn softmax_dim<T: Float + Send + Sync>(
     x: &[T],
     outer: usize,
@@ -53,6 +95,9 @@ pub fn softmax_dim<T: Float + Send + Sync>(
 ) -> Vec<T> {
     let mut out = par_rows(outer, n * inner, |o, out: &mut [T]| {
         let block = &x[o * n * inner..(o + 1) * n * inner];
+        if inner == 1 {
+            return softmax_row(block, out, log);
+        }
         for i in 0..inner {
             let mut max = T::neg_infinity();
             for k in 0..n {
