@@ -172,6 +172,38 @@ fn decoders_pass_gradcheck() {
     }
 }
 
+#[test]
+fn whole_encoder_decoders_pass_gradcheck() {
+    // The model's encoder and decoder stacks in f64, from source and target embeddings (ids
+    // have no gradient) to the decoder's output, for both kinds.
+    for kind in [Seq2SeqKind::Transformer, Seq2SeqKind::Rnn] {
+        let config = Seq2SeqConfig {
+            kind,
+            source_vocab: 7,
+            target_vocab: 7,
+            dim: 4,
+            heads: 2,
+            ff: 8,
+            max_positions: 6,
+            ..Seq2SeqConfig::w7()
+        };
+        let model =
+            SequenceToSequence::new(&ParamStore::with_dtype(8, DType::F64), &config).unwrap();
+        let mut rng = Rng::seed(9);
+        let src = Tensor::randn(&[2, 4, 4], 0.0, 1.0, DType::F64, &mut rng).unwrap();
+        let tgt = Tensor::randn(&[2, 3, 4], 0.0, 1.0, DType::F64, &mut rng).unwrap();
+        let src_mask = Tensor::from_vec(vec![1i64, 1, 1, 1, 1, 1, 0, 0], &[2, 4]).unwrap();
+        let run = |v: &[Tensor]| {
+            let memory = Memory {
+                states: model.encoder.forward_masked(&v[0], Some(&src_mask))?,
+                mask: Some(src_mask.clone()),
+            };
+            model.decoder.forward_masked(&v[1], None, &memory)
+        };
+        gradcheck(run, &[src, tgt], 1e-6, 1e-5).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+    }
+}
+
 fn tiny(kind: Seq2SeqKind, vocab: usize, seed: u64) -> SequenceToSequence {
     let config = Seq2SeqConfig {
         kind,
