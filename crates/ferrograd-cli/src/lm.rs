@@ -1,6 +1,6 @@
 //! Character language models from the command line: `train lm` and `generate`.
 
-use crate::plot::{line_chart, Series};
+use crate::plot::{line_chart, write_loss_csv, Series};
 use clap::{Args, ValueEnum};
 use ferrograd::{no_grad, Rng};
 use ferrograd_data::{CharTokenizer, LmBatches, Vocab};
@@ -10,7 +10,6 @@ use ferrograd_nn::{
     GenerateToken, LanguageModel, ParamStore, Sampling, SequenceModel, SequenceRNN, SequenceStack,
     SimpleRNN, LSTM,
 };
-use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -159,12 +158,7 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
         tokenizer.vocab().len() - 2,
         held.ids().len()
     );
-    let bar = ProgressBar::new(a.steps);
-    bar.set_style(
-        ProgressStyle::with_template("step {pos}/{len} [{bar:30}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let bar = crate::train::progress(a.steps, "step");
     bar.set_position(start);
     // Each step's batch depends only on the seed and the step: a resumed run sees the same data.
     let started = Instant::now();
@@ -206,13 +200,7 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
     let secs = started.elapsed().as_secs_f64();
     let held_loss = held_out_loss(&lm, &held, 32)?;
     let tokens_per_s = ((a.steps - start) as usize * a.batch_size * a.context) as f64 / secs;
-    let csv = a.out.join("loss.csv");
-    let mut f =
-        std::fs::File::create(&csv).map_err(|e| format!("cannot write {}: {e}", csv.display()))?;
-    writeln!(f, "step,train_loss")?;
-    for (s, l) in &curve {
-        writeln!(f, "{s},{l:.6}")?;
-    }
+    write_loss_csv(&a.out.join("loss.csv"), &curve)?;
     line_chart(
         &a.out.join("loss.svg"),
         "language model loss",

@@ -25,6 +25,21 @@ pub struct Series {
 /// fitted to all finite points. A non-finite point (NaN, ±∞: a diverged loss) breaks its line
 /// there, a point left alone is a dot; an empty series keeps its legend entry; no points at all
 /// give empty unit axes.
+/// A `step,train_loss` CSV file of `(step, loss)` points.
+pub fn write_loss_csv(
+    path: &Path,
+    points: &[(f64, f64)],
+) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::Write;
+    let mut f =
+        std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    writeln!(f, "step,train_loss")?;
+    for (s, l) in points {
+        writeln!(f, "{s},{l:.6}")?;
+    }
+    Ok(())
+}
+
 pub fn line_chart(
     path: &Path,
     title: &str,

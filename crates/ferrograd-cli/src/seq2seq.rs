@@ -1,7 +1,7 @@
 //! Sequence to sequence from the command line: `train seq2seq` and `translate`; the training
 //! loop and the evaluation (exact match, token accuracy, BLEU) the tour uses too.
 
-use crate::plot::{line_chart, Series};
+use crate::plot::{line_chart, write_loss_csv, Series};
 use clap::{Args, ValueEnum};
 use ferrograd::{no_grad, Rng, Tensor};
 use ferrograd_data::bleu::corpus_bleu;
@@ -12,8 +12,6 @@ use ferrograd_nn::{
     inspect_checkpoint, load_checkpoint, save_checkpoint, thousands, BeamOptions, Module,
     ParamStore, Seq2SeqConfig, Seq2SeqKind, SequenceToSequence,
 };
-use indicatif::{ProgressBar, ProgressStyle};
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -344,12 +342,7 @@ pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
         label_smoothing: a.label_smoothing,
         seed: a.seed,
     };
-    let bar = ProgressBar::new(a.steps);
-    bar.set_style(
-        ProgressStyle::with_template("step {pos}/{len} [{bar:30}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let bar = crate::train::progress(a.steps, "step");
     bar.set_position(start);
     let started = Instant::now();
     let (mut curve, mut exact_curve) = (Vec::new(), Vec::new());
@@ -394,13 +387,7 @@ pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
         Some(e) => e,
         None => evaluate(&model, &task.target, &held_ids, a.beam)?,
     };
-    let csv = a.out.join("loss.csv");
-    let mut f =
-        std::fs::File::create(&csv).map_err(|e| format!("cannot write {}: {e}", csv.display()))?;
-    writeln!(f, "step,train_loss")?;
-    for (s, l) in &curve {
-        writeln!(f, "{s},{l:.6}")?;
-    }
+    write_loss_csv(&a.out.join("loss.csv"), &curve)?;
     line_chart(
         &a.out.join("loss.svg"),
         "sequence-to-sequence loss",

@@ -229,7 +229,8 @@ fn train_mnist(a: &MnistArgs) -> CliResult<()> {
     Ok(())
 }
 
-fn progress(len: u64, prefix: &str) -> ProgressBar {
+/// A progress bar `prefix [=====>    ] pos/len message`, shared by every training command.
+pub fn progress(len: u64, prefix: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());

@@ -24,6 +24,19 @@ fn cross_attend(
     Ok(attention.attend_to(x, &cache[0], &cache[1], memory.mask.as_ref())?.0)
 }
 
+/// A decoder layer's step over its state, split in two: its own (the first two tensors: a
+/// self-attention cache or an LSTM's h and c) and the memory's keys and values (the next two).
+fn with_split_state(
+    state: &mut Vec<Tensor>,
+    step: impl FnOnce(&mut Vec<Tensor>, &mut Vec<Tensor>) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let mut own = state.get(..2).map(<[Tensor]>::to_vec).unwrap_or_default();
+    let mut cache = state.get(2..4).map(<[Tensor]>::to_vec).unwrap_or_default();
+    let out = step(&mut own, &mut cache)?;
+    *state = own.into_iter().chain(cache).collect();
+    Ok(out)
+}
+
 fn check_memory(op: &str, x: &Tensor, memory: &Memory) -> Result<()> {
     let m = memory.states.dims();
     if m.len() != 3 || m[0] != x.dims()[0] || m[2] != x.dims()[2] {
@@ -129,14 +142,12 @@ impl Decoder for DecoderBlock {
         state: &mut Vec<Tensor>,
     ) -> Result<Tensor> {
         check_memory("DecoderBlock", x, memory)?;
-        let mut own = state.get(..2).map(<[Tensor]>::to_vec).unwrap_or_default();
-        let mut cache = state.get(2..4).map(<[Tensor]>::to_vec).unwrap_or_default();
-        let h = self
-            .self_attention_norm
-            .apply(x, |y| SequenceModel::forward_incremental(&self.self_attention, y, &mut own))?;
-        let out = self.rest(&h, memory, &mut cache)?;
-        *state = own.into_iter().chain(cache).collect();
-        Ok(out)
+        with_split_state(state, |own, cache| {
+            let h = self
+                .self_attention_norm
+                .apply(x, |y| SequenceModel::forward_incremental(&self.self_attention, y, own))?;
+            self.rest(&h, memory, cache)
+        })
     }
     fn state_len(&self) -> usize {
         4
@@ -201,14 +212,10 @@ impl Decoder for RnnDecoder {
         state: &mut Vec<Tensor>,
     ) -> Result<Tensor> {
         check_memory("RnnDecoder", x, memory)?;
-        let mut own = state.get(..2).map(<[Tensor]>::to_vec).unwrap_or_default();
-        let mut cache = state.get(2..4).map(<[Tensor]>::to_vec).unwrap_or_default();
-        let h = SequenceModel::forward_incremental(&self.rnn, x, &mut own)?;
-        let out = self
-            .attention_norm
-            .apply(&h, |y| cross_attend(&self.attention, y, memory, &mut cache))?;
-        *state = own.into_iter().chain(cache).collect();
-        Ok(out)
+        with_split_state(state, |own, cache| {
+            let h = SequenceModel::forward_incremental(&self.rnn, x, own)?;
+            self.attention_norm.apply(&h, |y| cross_attend(&self.attention, y, memory, cache))
+        })
     }
     fn state_len(&self) -> usize {
         4
