@@ -6,6 +6,7 @@ pub mod bleu;
 pub mod corpora;
 pub mod glyphs;
 pub mod mnist;
+pub mod qa;
 pub mod synthetic;
 pub mod text;
 pub mod vocab;

@@ -48,6 +48,40 @@ pub struct BertBatch {
     pub offsets: Vec<Vec<(usize, usize)>>,
 }
 
+impl BertBatch {
+    /// 1 on the tokens of each pair's second text (the context of a question), 0 on the question,
+    /// the special tokens and padding: where an answer may lie. (B, T) i64.
+    pub fn context_mask(&self) -> Result<Tensor> {
+        let types = self.token_types.to_vec::<i64>()?;
+        let t = self.ids.dims()[1];
+        let mask: Vec<i64> = types
+            .iter()
+            .enumerate()
+            .map(|(i, &ty)| i64::from(ty == 1 && self.offsets[i / t][i % t] != (0, 0)))
+            .collect();
+        Tensor::from_vec(mask, self.ids.dims())
+    }
+
+    /// The first and last context tokens of row `row` that overlap the bytes `start..end` of
+    /// its context, or `None` when none do (the answer was cut off).
+    pub fn token_span(
+        &self,
+        row: usize,
+        start: usize,
+        end: usize,
+    ) -> Result<Option<(usize, usize)>> {
+        let types = self.token_types.to_vec::<i64>()?;
+        let t = self.ids.dims()[1];
+        let inside: Vec<usize> = (0..t)
+            .filter(|&i| {
+                let (s, e) = self.offsets[row][i];
+                types[row * t + i] == 1 && (s, e) != (0, 0) && s < end && e > start
+            })
+            .collect();
+        Ok(inside.first().zip(inside.last()).map(|(&a, &b)| (a, b)))
+    }
+}
+
 impl BertTokenizer {
     /// Reads a `tokenizer.json`; its own truncation and padding settings are ignored (each call
     /// says `max_len`; a batch pads to its longest sequence).

@@ -6,9 +6,11 @@ mod bert;
 mod block;
 mod layer_norm;
 mod positions;
+mod qa;
 
 pub use attention::Attention;
 pub use bert::{Bert, BertConfig};
 pub use block::{AddNorm, TransformerBlock};
 pub use layer_norm::LayerNorm;
 pub use positions::Positions;
+pub use qa::{QuestionAnswering, Span};

@@ -1,0 +1,200 @@
+//! Question answering data: SQuAD-format JSON files, and a built-in generated set shaped like
+//! the lecture's precipitation paragraph, with that paragraph and its three questions.
+
+use ferrograd::{Error, Result, Rng};
+use std::path::Path;
+
+/// A question about a context and its answer, a span of the context.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QaExample {
+    pub question: String,
+    pub context: String,
+    pub answer: String,
+    /// The answer's byte offset in the context: `&context[answer_start..][..answer.len()]`.
+    pub answer_start: usize,
+}
+
+/// The examples of a SQuAD-format file (`{"data": [{"paragraphs": [{"context", "qas":
+/// [{"question", "answers": [{"text", "answer_start"}]}]}]}]}`), the first answer of each
+/// question. Offsets are SQuAD's character offsets, turned into bytes and checked against the
+/// text; a question without answers (SQuAD 2's unanswerable ones) is skipped.
+pub fn read_squad(path: &Path) -> Result<Vec<QaExample>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io("read_squad", format!("{}: cannot read: {e}", path.display())))?;
+    parse_squad(&text, &path.display().to_string())
+}
+
+/// [`read_squad`] of a string; `source_name` names it in errors.
+///
+/// ```
+/// let json = r#"{"data": [{"paragraphs": [{"context": "Rain falls under gravity.",
+///   "qas": [{"question": "Why does rain fall?", "answers": [{"text": "gravity", "answer_start": 17}]}]}]}]}"#;
+/// let examples = ferrograd_data::qa::parse_squad(json, "tiny").unwrap();
+/// assert_eq!(examples[0].answer, "gravity");
+/// assert_eq!(&examples[0].context[examples[0].answer_start..][..7], "gravity");
+/// ```
+pub fn parse_squad(text: &str, source_name: &str) -> Result<Vec<QaExample>> {
+    let fail = |m: String| Error::value("SQuAD", format!("{source_name}: {m}"));
+    let root: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| fail(format!("not JSON: {e}")))?;
+    let data = root["data"].as_array().ok_or_else(|| fail("no \"data\" array".into()))?;
+    let mut out = Vec::new();
+    for (a, article) in data.iter().enumerate() {
+        let paragraphs = article["paragraphs"]
+            .as_array()
+            .ok_or_else(|| fail(format!("data[{a}] has no \"paragraphs\" array")))?;
+        for (p, para) in paragraphs.iter().enumerate() {
+            let at = format!("data[{a}].paragraphs[{p}]");
+            let context = para["context"]
+                .as_str()
+                .ok_or_else(|| fail(format!("{at} has no \"context\" string")))?;
+            let qas = para["qas"].as_array().ok_or_else(|| fail(format!("{at} has no \"qas\"")))?;
+            for (q, qa) in qas.iter().enumerate() {
+                let at = format!("{at}.qas[{q}]");
+                let question = qa["question"]
+                    .as_str()
+                    .ok_or_else(|| fail(format!("{at} has no \"question\" string")))?;
+                let Some(answer) = qa["answers"].as_array().and_then(|a| a.first()) else {
+                    continue;
+                };
+                let (Some(answer_text), Some(chars)) =
+                    (answer["text"].as_str(), answer["answer_start"].as_u64())
+                else {
+                    return Err(fail(format!(
+                        "{at}: an answer needs \"text\" and \"answer_start\""
+                    )));
+                };
+                let start = context
+                    .char_indices()
+                    .nth(chars as usize)
+                    .map(|(b, _)| b)
+                    .filter(|&b| context[b..].starts_with(answer_text))
+                    .ok_or_else(|| {
+                        fail(format!(
+                            "{at}: the answer {answer_text:?} is not at character {chars} of its context"
+                        ))
+                    })?;
+                out.push(QaExample {
+                    question: question.to_string(),
+                    context: context.to_string(),
+                    answer: answer_text.to_string(),
+                    answer_start: start,
+                });
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(fail("no answered questions".into()));
+    }
+    Ok(out)
+}
+
+/// The lecture's paragraph about precipitation.
+pub const PRECIPITATION: &str = "In meteorology, precipitation is any product of the \
+condensation of atmospheric water vapor that falls under gravity. The main forms of \
+precipitation include drizzle, rain, sleet, snow, graupel and hail. Precipitation forms as \
+smaller droplets coalesce via collision with other rain drops or ice crystals within a cloud. \
+Short, intense periods of rain in scattered locations are called showers.";
+
+/// The lecture's three questions about [`PRECIPITATION`] and their answers.
+pub const PRECIPITATION_QUESTIONS: [(&str, &str); 3] = [
+    ("What causes precipitation to fall?", "gravity"),
+    (
+        "What is another main form of precipitation besides drizzle, rain, snow, sleet and hail?",
+        "graupel",
+    ),
+    ("Where do water droplets collide with ice crystals to form precipitation?", "within a cloud"),
+];
+
+const FIELDS: [&str; 5] = ["meteorology", "climatology", "hydrology", "geography", "physics"];
+const THINGS: [&str; 4] = ["precipitation", "rainfall", "moisture", "weather"];
+const VAPORS: [&str; 4] = ["water vapor", "steam", "moist air", "cloud water"];
+const CAUSES: [&str; 10] = [
+    "gravity",
+    "wind",
+    "pressure",
+    "heat",
+    "cold",
+    "weight",
+    "friction",
+    "magnetism",
+    "cooling",
+    "lightning",
+];
+const FORMS: [&str; 14] = [
+    "drizzle", "rain", "sleet", "snow", "graupel", "hail", "fog", "dew", "frost", "mist", "ice",
+    "slush", "spray", "haze",
+];
+const DROPLETS: [&str; 4] = ["droplets", "particles", "crystals", "drops"];
+const PARTNERS: [&str; 5] = ["ice crystals", "dust grains", "snow flakes", "salt grains", "ash"];
+const PLACES: [&str; 8] = [
+    "within a cloud",
+    "near the ground",
+    "over the sea",
+    "inside a storm",
+    "above the mountains",
+    "under the ice",
+    "within a storm",
+    "over a lake",
+];
+
+/// `n` generated paragraphs shaped like [`PRECIPITATION`] — a cause, six forms, a place — each
+/// with one of the lecture's three kinds of question ("What causes … to fall?", "What is
+/// another main form of … besides …?", "Where do … collide with … to form …?"). The lecture's
+/// own paragraph is one of the shapes, so a model trained on these can be asked its questions.
+///
+/// ```
+/// let set = ferrograd_data::qa::precipitation_qa(30, &mut ferrograd::Rng::seed(0));
+/// assert!(set.iter().all(|e| e.context[e.answer_start..].starts_with(&e.answer)));
+/// ```
+pub fn precipitation_qa(n: usize, rng: &mut Rng) -> Vec<QaExample> {
+    fn pick(rng: &mut Rng, words: &[&'static str]) -> &'static str {
+        words[rng.below(words.len())]
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let (field, thing) = (pick(rng, &FIELDS), pick(rng, &THINGS));
+        let (vapor, cause) = (pick(rng, &VAPORS), pick(rng, &CAUSES));
+        let mut forms: Vec<&str> = FORMS.to_vec();
+        rng.shuffle(&mut forms);
+        forms.truncate(6);
+        let (droplets, partner, place) =
+            (pick(rng, &DROPLETS), pick(rng, &PARTNERS), pick(rng, &PLACES));
+        let mut chars = thing.chars();
+        let thing_cap: String =
+            chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default();
+        let f = &forms;
+        let context = format!(
+            "In {field}, {thing} is any product of the condensation of atmospheric {vapor} that \
+falls under {cause}. The main forms of {thing} include {}, {}, {}, {}, {} and {}. {thing_cap} \
+forms as smaller {droplets} coalesce via collision with other {} drops or {partner} {place}. \
+Short, intense periods of {} in scattered locations are called showers.",
+            f[0], f[1], f[2], f[3], f[4], f[5], f[1], f[1]
+        );
+        let (question, answer, anchor) = match i % 3 {
+            0 => (format!("What causes {thing} to fall?"), cause, "falls under "),
+            1 => {
+                let answer = forms[rng.below(6)];
+                let mut others: Vec<&str> =
+                    forms.iter().copied().filter(|&f| f != answer).collect();
+                rng.shuffle(&mut others);
+                let last = others.pop().unwrap_or_default();
+                let besides = others.join(", ");
+                (
+                    format!("What is another main form of {thing} besides {besides} and {last}?"),
+                    answer,
+                    "include ",
+                )
+            }
+            _ => (
+                format!("Where do water {droplets} collide with {partner} to form {thing}?"),
+                place,
+                partner,
+            ),
+        };
+        let from = context.find(anchor).unwrap_or(0);
+        let answer_start = from + context[from..].find(answer).unwrap_or(0);
+        out.push(QaExample { question, context, answer: answer.to_string(), answer_start });
+    }
+    out
+}
