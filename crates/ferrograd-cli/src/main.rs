@@ -6,6 +6,7 @@ mod embed;
 mod features;
 mod lm;
 mod plot;
+mod qa;
 mod seq2seq;
 mod summary;
 mod tour;
@@ -60,6 +61,8 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// Continue a prompt with a trained language model, streaming the text.
     Generate(lm::GenerateArgs),
+    /// Answer a question about a context with a BERT span model (`train qa` makes one).
+    Qa(qa::QaArgs),
     /// Translate text with a `train seq2seq` checkpoint (beam search).
     Translate(seq2seq::TranslateArgs),
     /// Print a model in the lecture's notation with a table of its layers.
@@ -98,6 +101,7 @@ fn main() -> ExitCode {
         Command::Summary { model } => summary::run(&model),
         Command::Generate(args) => lm::generate(&args),
         Command::Translate(args) => seq2seq::translate(&args),
+        Command::Qa(args) => qa::answer(&args),
         Command::Embed(args) => embed::run(&args),
         Command::Features { image, out } => features::run(&image, &out),
     };

@@ -27,6 +27,8 @@ pub enum Task {
     /// Sequence to sequence on source<TAB>target lines: GenerateToken(Decoder(EmbedToken(y),
     /// Encoder(EmbedToken(x)))).
     Seq2seq(crate::seq2seq::Seq2SeqArgs),
+    /// Question answering: fine-tune a BERT directory with a span head on SQuAD-format JSON.
+    Qa(crate::qa::TrainQaArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq)]
@@ -81,6 +83,7 @@ pub fn run(task: Task) -> CliResult<()> {
         Task::Lm(args) => crate::lm::train(&args),
         Task::Classify(args) => crate::classify::train(&args),
         Task::Seq2seq(args) => crate::seq2seq::train(&args),
+        Task::Qa(args) => crate::qa::train(&args),
     }
 }
 

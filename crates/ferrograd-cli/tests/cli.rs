@@ -19,12 +19,15 @@ fn tour_runs_to_the_end_and_learns() {
         .and_then(|v| v.trim_end_matches('%').parse().ok())
         .expect("the tour prints its held-out accuracy");
     assert!(acc >= 90.0, "spirals held-out accuracy {acc}%");
-    let exact: f64 = text
+    // Exact match held out: question answering (chapter 5), then semantic parsing (6).
+    let exact: Vec<f64> = text
         .lines()
-        .find_map(|l| l.trim().strip_prefix("held out: exact match "))
-        .and_then(|v| v.split('%').next()?.parse().ok())
-        .expect("the tour prints its parsing exact match");
-    assert!(exact >= 95.0, "semantic parsing exact match {exact}%");
+        .filter_map(|l| l.trim().strip_prefix("held out: exact match "))
+        .filter_map(|v| v.split('%').next()?.parse().ok())
+        .collect();
+    assert_eq!(exact.len(), 2, "{text}");
+    assert!(exact[0] >= 50.0, "question answering exact match {}%", exact[0]);
+    assert!(exact[1] >= 95.0, "semantic parsing exact match {}%", exact[1]);
 }
 
 #[test]
@@ -251,5 +254,71 @@ fn train_seq2seq_learns_translates_and_names_bad_input() {
     let out = ferrograd(&["train", "seq2seq", "--data", bad.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("bad.tsv:2: empty line"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn train_qa_fine_tunes_bert_and_qa_answers() {
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/models/all-MiniLM-L6-v2");
+    if !model.join("model.safetensors").is_file() {
+        eprintln!("skipped: no all-MiniLM-L6-v2 at {}", model.display());
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ferrograd-cli-qa-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let set = ferrograd_data::qa::precipitation_qa(40, &mut ferrograd::Rng::seed(6));
+    let paragraphs: Vec<serde_json::Value> = set
+        .iter()
+        .map(|e| {
+            let chars = e.context[..e.answer_start].chars().count();
+            serde_json::json!({"context": e.context, "qas": [{"question": e.question,
+                "answers": [{"text": e.answer, "answer_start": chars}]}]})
+        })
+        .collect();
+    let data = dir.join("squad.json");
+    let json = serde_json::json!({"data": [{"paragraphs": paragraphs}]});
+    std::fs::write(&data, json.to_string()).unwrap();
+    let checkpoint = dir.join("qa.safetensors");
+    let (m, d, c) = (model.to_str().unwrap(), data.to_str().unwrap(), checkpoint.to_str().unwrap());
+    let out = ferrograd(&[
+        "train",
+        "qa",
+        "--model",
+        m,
+        "--data",
+        d,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "12",
+        "--max-len",
+        "128",
+        "--checkpoint",
+        c,
+        "--json",
+    ]);
+    let result = json_result(&out);
+    assert!(result["exact_match"].as_f64().is_some() && result["f1"].as_f64().is_some());
+    let out = ferrograd(&[
+        "qa",
+        "--model",
+        m,
+        "--checkpoint",
+        c,
+        "--question",
+        "What causes precipitation to fall?",
+        "--context",
+        ferrograd_data::qa::PRECIPITATION,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (answer, score) = text.trim().split_once('\t').expect("answer<TAB>(score …)");
+    assert!(ferrograd_data::qa::PRECIPITATION.contains(answer) && score.starts_with("(score"));
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, "{\"data\": 3}").unwrap();
+    let out = ferrograd(&["train", "qa", "--model", m, "--data", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("bad.json: no \"data\" array"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -198,3 +198,43 @@ Short, intense periods of {} in scattered locations are called showers.",
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_squad_files_are_clear_errors() {
+        let e = parse_squad("{", "f.json").unwrap_err().to_string();
+        assert!(e.contains("f.json: not JSON"), "{e}");
+        let e = parse_squad(r#"{"data": [{"paragraphs": [{"qas": []}]}]}"#, "f.json").unwrap_err();
+        assert!(e.to_string().contains("data[0].paragraphs[0] has no \"context\""), "{e}");
+        let wrong = r#"{"data": [{"paragraphs": [{"context": "Rain falls.", "qas": [
+            {"question": "What falls?", "answers": [{"text": "Rain", "answer_start": 3}]}]}]}]}"#;
+        let e = parse_squad(wrong, "f.json").unwrap_err().to_string();
+        assert!(e.contains("the answer \"Rain\" is not at character 3"), "{e}");
+        let none = r#"{"data": [{"paragraphs": [{"context": "x", "qas": [
+            {"question": "?", "answers": []}]}]}]}"#;
+        assert!(parse_squad(none, "f.json").unwrap_err().to_string().contains("no answered"));
+    }
+
+    #[test]
+    fn character_offsets_become_byte_offsets() {
+        let json = r#"{"data": [{"paragraphs": [{"context": "Café crème falls under gravity.",
+            "qas": [{"question": "Why?", "answers": [{"text": "gravity", "answer_start": 23}]}]}]}]}"#;
+        let e = &parse_squad(json, "t").unwrap()[0];
+        assert_eq!(e.answer_start, 25); // two 2-byte chars before it
+        assert_eq!(&e.context[e.answer_start..], "gravity.");
+    }
+
+    #[test]
+    fn the_generated_set_holds_the_lectures_shapes() {
+        let set = precipitation_qa(300, &mut Rng::seed(5));
+        for e in &set {
+            assert_eq!(&e.context[e.answer_start..e.answer_start + e.answer.len()], e.answer);
+        }
+        // The lecture's paragraph is one of the generator's own shapes.
+        let (first, _) = PRECIPITATION.split_once(" that").unwrap();
+        assert!(set.iter().any(|e| e.context.starts_with(first)));
+    }
+}

@@ -287,3 +287,54 @@ fn mismatched_bert_checkpoints_name_the_tensor() {
         .contains("not a BERT config"));
     let _ = std::fs::remove_dir_all(tmp);
 }
+
+#[test]
+fn span_head_picks_the_best_allowed_span_and_trains() {
+    // Scores over 6 tokens; token 0 is blocked (outside the context). Best: start 2, end 3
+    // (1.0 + 3.0); the higher end at 1 comes before any allowed start.
+    let blocked = -1e9f32;
+    let start = Tensor::from_vec(vec![blocked, 0.5, 1.0, 0.0, -1.0, 0.2], &[1, 6]).unwrap();
+    let end = Tensor::from_vec(vec![blocked, 9.0, 0.0, 3.0, 1.0, 2.9], &[1, 6]).unwrap();
+    let spans = QuestionAnswering::best_spans(&start, &end, 8).unwrap();
+    assert_eq!((spans[0].unwrap().start, spans[0].unwrap().end), (1, 1)); // 0.5 + 9.0
+    let spans = QuestionAnswering::best_spans(&start, &end.narrow(1, 0, 6).unwrap(), 1).unwrap();
+    assert_eq!((spans[0].unwrap().start, spans[0].unwrap().end), (1, 1));
+    let no_nine = Tensor::from_vec(vec![blocked, 0.0, 0.0, 3.0, 1.0, 2.9], &[1, 6]).unwrap();
+    let s = QuestionAnswering::best_spans(&start, &no_nine, 8).unwrap()[0].unwrap();
+    assert_eq!((s.start, s.end, s.score), (2, 3, 4.0));
+    let s = QuestionAnswering::best_spans(&start, &no_nine, 1).unwrap()[0].unwrap();
+    assert_eq!((s.start, s.end), (5, 5)); // one-token answers only: 0.2 + 2.9 beats 1.0 + 0.0
+
+    // A tiny model: the loss reaches every parameter, blocked tokens get no probability, and
+    // the whole thing passes a gradcheck in f64 (through the token states).
+    let config = BertConfig {
+        vocab_size: 12,
+        hidden_size: 4,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        intermediate_size: 8,
+        max_position_embeddings: 8,
+        type_vocab_size: 2,
+        layer_norm_eps: 1e-12,
+        hidden_act: "gelu".into(),
+    };
+    let store = ParamStore::with_dtype(3, DType::F64);
+    let qa = QuestionAnswering::new(&store, &config).unwrap();
+    let ids = Tensor::from_vec(vec![2i64, 5, 3, 7, 8, 9, 3], &[1, 7]).unwrap();
+    let types = Tensor::from_vec(vec![0i64, 0, 0, 1, 1, 1, 1], &[1, 7]).unwrap();
+    let mask = Tensor::ones(&[1, 7], DType::I64).unwrap();
+    let context = Tensor::from_vec(vec![0i64, 0, 0, 1, 1, 1, 0], &[1, 7]).unwrap();
+    let (s, _) = qa.scores(&ids, &types, &mask, &context).unwrap();
+    let p = s.softmax(-1).unwrap().to_vec_f64().unwrap();
+    assert!(p[0] == 0.0 && p[6] == 0.0 && (p[3] + p[4] + p[5] - 1.0).abs() < 1e-12);
+    let (starts, ends) =
+        (Tensor::from_vec(vec![4i64], &[1]).unwrap(), Tensor::from_vec(vec![5i64], &[1]).unwrap());
+    let g = qa.loss(&ids, &types, &mask, &context, &starts, &ends).unwrap().backward().unwrap();
+    for p in qa.params() {
+        assert!(g.get(&p.get()).is_some(), "no gradient for {}", p.name());
+    }
+    let h = Tensor::randn(&[1, 7, 4], 0.0, 1.0, DType::F64, &mut Rng::seed(2)).unwrap();
+    gradcheck(|v| qa.span.forward(&v[0]), &[h], 1e-6, 1e-5).unwrap();
+    let e = qa.scores(&ids, &types, &mask, &context.narrow(1, 0, 6).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("context mask must be [1, 7]"), "{e}");
+}
