@@ -338,3 +338,40 @@ fn span_head_picks_the_best_allowed_span_and_trains() {
     let e = qa.scores(&ids, &types, &mask, &context.narrow(1, 0, 6).unwrap()).unwrap_err();
     assert!(e.to_string().contains("context mask must be [1, 7]"), "{e}");
 }
+
+#[test]
+fn fused_attention_equals_its_composed_twin() {
+    let store = ParamStore::with_dtype(11, DType::F64);
+    let mut rng = Rng::seed(12);
+    let x = Tensor::randn(&[2, 5, 8], 0.0, 1.0, DType::F64, &mut rng).unwrap().requiring_grad();
+    let c = Tensor::randn(&[2, 7, 8], 0.0, 1.0, DType::F64, &mut rng).unwrap().requiring_grad();
+    let mask =
+        Tensor::from_vec(vec![1i64, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0], &[2, 7]).unwrap();
+    let r = Tensor::randn(&[2, 5, 8], 0.0, 1.0, DType::F64, &mut rng).unwrap();
+    for causal in [false, true] {
+        let a = Attention::new(&store.sub(format!("a{causal}")), 8, 2, causal).unwrap();
+        for (context, m) in
+            [(&x, None), (&x, Some(mask.narrow(1, 0, 5).unwrap())), (&c, Some(mask.clone()))]
+        {
+            let mut got = Vec::new();
+            for fused in [true, false] {
+                let out = if fused {
+                    a.attend(&x, context, m.as_ref())
+                } else {
+                    a.attend_composed(&x, context, m.as_ref()).map(|(o, _)| o)
+                }
+                .unwrap();
+                let g = out.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+                let mut all = vec![out.clone(), g.get(&x).unwrap().clone()];
+                if !std::ptr::eq(context, &x) {
+                    all.push(g.get(context).unwrap().clone());
+                }
+                all.extend(a.params().iter().map(|p| g.get(&p.get()).unwrap().clone()));
+                got.push(all);
+            }
+            for (f, c) in got[0].iter().zip(&got[1]) {
+                close(f, c, 1e-10, &format!("causal {causal}: fused vs composed"));
+            }
+        }
+    }
+}

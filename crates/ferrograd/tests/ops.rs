@@ -134,3 +134,29 @@ fn convolution_in_image_groups_equals_one_image_at_a_time() {
         "filter gradient summed over groups"
     );
 }
+
+#[test]
+fn fused_attention_passes_gradcheck_with_masks_and_causality() {
+    let mut rng = ferrograd::Rng::seed(17);
+    let mut randn = |dims: &[usize]| {
+        ferrograd::Tensor::randn(dims, 0.0, 1.0, ferrograd::DType::F64, &mut rng).unwrap()
+    };
+    // Cross-attention shape (T = 3 queries, S = 4 keys), 2 heads of 2; row 1 has 2 real keys.
+    let (q, k, v) = (randn(&[2, 3, 4]), randn(&[2, 4, 4]), randn(&[2, 4, 4]));
+    let mask = ferrograd::Tensor::from_vec(vec![1i64, 1, 1, 1, 1, 1, 0, 0], &[2, 4]).unwrap();
+    for causal in [false, true] {
+        for m in [None, Some(&mask)] {
+            ferrograd::gradcheck(
+                |x| x[0].attention(&x[1], &x[2], 2, m, causal),
+                &[q.clone(), k.clone(), v.clone()],
+                1e-6,
+                1e-6,
+            )
+            .unwrap_or_else(|e| panic!("causal {causal}, mask {}: {e}", m.is_some()));
+        }
+    }
+    let e = q.attention(&k, &v, 3, None, false).unwrap_err().to_string();
+    assert!(e.contains("3 heads cannot split D = 4"), "{e}");
+    let e = q.attention(&k, &v, 2, Some(&mask.narrow(1, 0, 3).unwrap()), false).unwrap_err();
+    assert!(e.to_string().contains("key mask must be (2, 4)"), "{e}");
+}

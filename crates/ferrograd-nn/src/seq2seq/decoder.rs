@@ -21,7 +21,7 @@ fn cross_attend(
         let (k, v) = attention.keys_values(&memory.states)?;
         *cache = vec![k, v];
     }
-    Ok(attention.attend_to(x, &cache[0], &cache[1], memory.mask.as_ref())?.0)
+    attention.attend_to(x, &cache[0], &cache[1], memory.mask.as_ref())
 }
 
 /// A decoder layer's step over its state, split in two: its own (the first two tensors: a
@@ -130,8 +130,7 @@ impl Decoder for DecoderBlock {
     fn forward_masked(&self, x: &Tensor, mask: Option<&Tensor>, memory: &Memory) -> Result<Tensor> {
         check_mask("DecoderBlock", x, mask)?;
         check_memory("DecoderBlock", x, memory)?;
-        let h =
-            self.self_attention_norm.apply(x, |y| Ok(self.self_attention.attend(y, y, mask)?.0))?;
+        let h = self.self_attention_norm.apply(x, |y| self.self_attention.attend(y, y, mask))?;
         self.rest(&h, memory, &mut Vec::new())
     }
     /// State: the self-attention's keys and values so far, then the memory's.

@@ -59,28 +59,25 @@ impl Attention {
     }
 
     /// Queries from `x` (B, T, D) attend to keys and values from `context` (B, S, D) (`x`
-    /// itself for self-attention), skipping keys whose `key_mask` (B, S) is 0. Returns the
-    /// output (B, T, D) and the attention weights (B, H, T, S).
+    /// itself for self-attention), skipping keys whose `key_mask` (B, S) is 0: the output
+    /// (B, T, D), through the fused attention op.
     pub fn attend(
         &self,
         x: &Tensor,
         context: &Tensor,
         key_mask: Option<&Tensor>,
-    ) -> Result<(Tensor, Tensor)> {
+    ) -> Result<Tensor> {
         let (k, v) = self.keys_values(context)?;
         self.attend_to(x, &k, &v, key_mask)
     }
 
-    /// The keys and values (B, H, S, E) of `context` (B, S, D): what a cache keeps, so that a
-    /// decoder projects the encoder's output once per input, not once per step.
+    /// The projected keys and values (B, S, D) of `context` (B, S, D): what a cache keeps, so
+    /// that a decoder projects the encoder's output once per input, not once per step.
     pub fn keys_values(&self, context: &Tensor) -> Result<(Tensor, Tensor)> {
-        Ok((
-            self.split_heads(&self.key.forward(context)?)?,
-            self.split_heads(&self.value.forward(context)?)?,
-        ))
+        Ok((self.key.forward(context)?, self.value.forward(context)?))
     }
 
-    /// Attention of `x`'s queries over already projected keys and values (B, H, S, E); with
+    /// Attention of `x`'s queries over already projected keys and values (B, S, D); with
     /// `causal`, query i of T sits at position S − T + i.
     pub fn attend_to(
         &self,
@@ -88,8 +85,23 @@ impl Attention {
         k: &Tensor,
         v: &Tensor,
         key_mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let q = self.query.forward(x)?;
+        self.output.forward(&q.attention(k, v, self.heads, key_mask, self.causal)?)
+    }
+
+    /// [`Attention::attend`] composed from matmul, softmax and additive masks, each op
+    /// differentiated on its own: the fused op's tested twin. Also returns the attention
+    /// weights (B, H, T, S), for looking at what each head attends to.
+    pub fn attend_composed(
+        &self,
+        x: &Tensor,
+        context: &Tensor,
+        key_mask: Option<&Tensor>,
     ) -> Result<(Tensor, Tensor)> {
         let (b, t, d) = (x.dims()[0], x.dims()[1], x.dims()[2]);
+        let (k, v) = self.keys_values(context)?;
+        let (k, v) = (self.split_heads(&k)?, self.split_heads(&v)?);
         let s = k.dims()[2];
         let e = d / self.heads;
         // The 1/√E scale on the queries: cheaper than on the (T × S) scores.
@@ -108,7 +120,6 @@ impl Attention {
                 .mul_scalar(BLOCKED)?;
             scores = scores.add(&blocked.reshape(&[b, 1, 1, s])?)?;
         }
-        // A single new query (incremental decoding) sees every cached key: nothing to block.
         if self.causal && t > 1 {
             let offset = s.saturating_sub(t);
             let future: Vec<f64> = (0..t)
@@ -117,7 +128,7 @@ impl Attention {
             scores = scores.add(&Tensor::from_vec(future, &[t, s])?.to_dtype(x.dtype())?)?;
         }
         let weights = scores.softmax(-1)?;
-        let mixed = weights.matmul(v)?.permute(&[0, 2, 1, 3])?.reshape(&[b, t, d])?; // (B, T, D)
+        let mixed = weights.matmul(&v)?.permute(&[0, 2, 1, 3])?.reshape(&[b, t, d])?; // (B, T, D)
         Ok((self.output.forward(&mixed)?, weights))
     }
 }
@@ -144,7 +155,7 @@ impl Module for Attention {
 impl SequenceModel for Attention {
     fn forward_masked(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         check_mask("Attention", x, mask)?;
-        Ok(self.attend(x, x, mask)?.0)
+        self.attend(x, x, mask)
     }
     /// Keys and values of earlier positions are cached: each new position costs one position.
     fn forward_incremental(&self, x: &Tensor, state: &mut Vec<Tensor>) -> Result<Tensor> {
@@ -152,11 +163,11 @@ impl SequenceModel for Attention {
         let (k_new, v_new) = self.keys_values(x)?;
         let (k, v) = match state.as_slice() {
             [k, v] => {
-                (Tensor::concat(&[k.clone(), k_new], 2)?, Tensor::concat(&[v.clone(), v_new], 2)?)
+                (Tensor::concat(&[k.clone(), k_new], 1)?, Tensor::concat(&[v.clone(), v_new], 1)?)
             }
             _ => (k_new, v_new),
         };
-        let out = self.attend_to(x, &k, &v, None)?.0;
+        let out = self.attend_to(x, &k, &v, None)?;
         *state = vec![k, v];
         Ok(out)
     }

@@ -88,7 +88,7 @@ impl Module for TransformerBlock {
 impl SequenceModel for TransformerBlock {
     fn forward_masked(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         check_mask("TransformerBlock", x, mask)?;
-        let h = self.attention_norm.apply(x, |y| Ok(self.attention.attend(y, y, mask)?.0))?;
+        let h = self.attention_norm.apply(x, |y| self.attention.attend(y, y, mask))?;
         self.ff_norm.apply(&h, |y| self.feed_forward(y))
     }
     fn forward_incremental(&self, x: &Tensor, state: &mut Vec<Tensor>) -> Result<Tensor> {
@@ -108,7 +108,7 @@ impl SequenceModel for TransformerBlock {
             } else {
                 x.clone()
             };
-            Ok(self.attention.attend(&y, &y, mask)?.1)
+            Ok(self.attention.attend_composed(&y, &y, mask)?.1)
         };
         Some(weights())
     }

@@ -1,5 +1,6 @@
 //! The ops on `Tensor`, each with its forward and its backward side by side, grouped by family.
 
+mod attention;
 mod binary;
 mod conv;
 mod loss;

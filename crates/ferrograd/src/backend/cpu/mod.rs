@@ -1,6 +1,7 @@
 //! CPU kernels over plain slices: element-wise maps, strided copies, reductions and matmul.
 //! Large work is split across threads with rayon; small work stays on the calling thread.
 
+mod attention;
 mod conv;
 mod copy;
 mod elementwise;
@@ -8,6 +9,7 @@ mod matmul;
 mod recurrent;
 mod reduce;
 
+pub use attention::{attention_backward, attention_forward, AttentionDims};
 pub use conv::*;
 pub use copy::*;
 pub use elementwise::*;

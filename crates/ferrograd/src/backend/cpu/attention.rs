@@ -1,0 +1,169 @@
+//! Multi-head scaled dot-product attention, fused: per sequence and head, the scores, their
+//! softmax and the mix of values, forward and backward, reading the heads straight out of the
+//! (B, T, H·E) projections. Only the softmax's log-normalizer is kept for backward (B·H·T
+//! numbers), which recomputes the probabilities — no (T × S) matrix outlives its head.
+//!
+//! Legend: B batch, H heads, T queries, S keys, E head size, D = H·E.
+
+use super::{matmul, Float, MatRef};
+use rayon::prelude::*;
+
+/// The sizes of one attention call; with `causal`, query i (at position S − T + i) sees keys
+/// 0..=S − T + i.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionDims {
+    pub batch: usize,
+    pub heads: usize,
+    pub queries: usize,
+    pub keys: usize,
+    pub head_size: usize,
+    pub causal: bool,
+}
+
+impl AttentionDims {
+    fn model(&self) -> usize {
+        self.heads * self.head_size
+    }
+    fn scale<T: Float>(&self) -> T {
+        T::from(1.0 / (self.head_size as f64).sqrt()).unwrap_or(T::one())
+    }
+    /// Whether query i may see key j, given the sequence's key mask.
+    fn sees(&self, i: usize, j: usize, allowed: Option<&[bool]>) -> bool {
+        let visible = !self.causal || j <= i + self.keys.saturating_sub(self.queries);
+        visible && allowed.is_none_or(|a| a[j])
+    }
+}
+
+/// Head `h` of sequence `b` of a (B, N, D) tensor as an (N, E) matrix, and transposed, (E, N).
+fn head<'a, T>(x: &'a [T], d: &AttentionDims, n: usize, b: usize, h: usize) -> MatRef<'a, T> {
+    MatRef { data: &x[b * n * d.model() + h * d.head_size..], row_stride: d.model(), col_stride: 1 }
+}
+fn head_t<'a, T>(x: &'a [T], d: &AttentionDims, n: usize, b: usize, h: usize) -> MatRef<'a, T> {
+    MatRef { data: &x[b * n * d.model() + h * d.head_size..], row_stride: 1, col_stride: d.model() }
+}
+fn dense<T>(x: &[T], cols: usize) -> MatRef<'_, T> {
+    MatRef { data: x, row_stride: cols, col_stride: 1 }
+}
+fn dense_t<T>(x: &[T], cols: usize) -> MatRef<'_, T> {
+    MatRef { data: x, row_stride: 1, col_stride: cols }
+}
+
+/// Writes an (N, E) head matrix into its columns of a sequence's (N, D) block.
+fn scatter<T: Copy>(block: &mut [T], head: &[T], d: &AttentionDims, h: usize) {
+    let (e, dm) = (d.head_size, d.model());
+    for (row, src) in block.chunks_mut(dm).zip(head.chunks(e)) {
+        row[h * e..(h + 1) * e].copy_from_slice(src);
+    }
+}
+
+/// Scores (T × S, raw products) → probabilities in place; `lse` gets each row's
+/// log-normalizer (+∞ for a row that sees no key: its probabilities are all 0).
+fn softmax_rows<T: Float>(p: &mut [T], lse: &mut [T], allowed: Option<&[bool]>, d: &AttentionDims) {
+    let scale: T = d.scale();
+    for (i, (row, l)) in p.chunks_mut(d.keys).zip(lse.iter_mut()).enumerate() {
+        let mut max = T::neg_infinity();
+        for (j, x) in row.iter_mut().enumerate() {
+            *x = if d.sees(i, j, allowed) { *x * scale } else { T::neg_infinity() };
+            max = max.max(*x);
+        }
+        if max == T::neg_infinity() {
+            row.iter_mut().for_each(|x| *x = T::zero());
+            *l = T::infinity();
+            continue;
+        }
+        let mut sum = T::zero();
+        for x in row.iter_mut() {
+            *x = (*x - max).fast_exp();
+            sum += *x;
+        }
+        let inv = sum.recip();
+        row.iter_mut().for_each(|x| *x = *x * inv);
+        *l = max + sum.ln();
+    }
+}
+
+/// `softmax(Q Kᵀ / √E + masks) V` for (B, T, D) queries and (B, S, D) keys and values: the
+/// (B, T, D) output and the (B, H, T) log-normalizers backward needs.
+pub fn attention_forward<T: Float + Send + Sync>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    allowed: Option<&[bool]>,
+    d: &AttentionDims,
+) -> (Vec<T>, Vec<T>) {
+    let (t, s, e, dm) = (d.queries, d.keys, d.head_size, d.model());
+    let mut out = vec![T::zero(); d.batch * t * dm];
+    let mut lse = vec![T::zero(); d.batch * d.heads * t];
+    out.par_chunks_mut(t * dm).zip(lse.par_chunks_mut(d.heads * t)).enumerate().for_each(
+        |(b, (block, lse))| {
+            let (mut p, mut mixed) = (vec![T::zero(); t * s], vec![T::zero(); t * e]);
+            let allowed = allowed.map(|a| &a[b * s..(b + 1) * s]);
+            for h in 0..d.heads {
+                matmul(head(q, d, t, b, h), head_t(k, d, s, b, h), t, e, s, &mut p, false);
+                softmax_rows(&mut p, &mut lse[h * t..(h + 1) * t], allowed, d);
+                matmul(dense(&p, s), head(v, d, s, b, h), t, s, e, &mut mixed, false);
+                scatter(block, &mixed, d, h);
+            }
+        },
+    );
+    (out, lse)
+}
+
+/// The gradients of q, k and v from the output's gradient `dout` (B, T, D), recomputing the
+/// probabilities from the saved log-normalizers: with P the probabilities and dP = dO Vᵀ,
+/// dS = P ∘ (dP − rowsum(dO ∘ O)), dQ = dS K / √E, dK = dSᵀ Q / √E, dV = Pᵀ dO.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward<T: Float + Send + Sync>(
+    dout: &[T],
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    out: &[T],
+    lse: &[T],
+    allowed: Option<&[bool]>,
+    d: &AttentionDims,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let (t, s, e, dm) = (d.queries, d.keys, d.head_size, d.model());
+    let scale: T = d.scale();
+    let mut dq = vec![T::zero(); d.batch * t * dm];
+    let (mut dk, mut dv) = (vec![T::zero(); d.batch * s * dm], vec![T::zero(); d.batch * s * dm]);
+    dq.par_chunks_mut(t * dm)
+        .zip(dk.par_chunks_mut(s * dm))
+        .zip(dv.par_chunks_mut(s * dm))
+        .enumerate()
+        .for_each(|(b, ((dq_block, dk_block), dv_block))| {
+            let (mut p, mut ds) = (vec![T::zero(); t * s], vec![T::zero(); t * s]);
+            let (mut gq, mut gk, mut gv) =
+                (vec![T::zero(); t * e], vec![T::zero(); s * e], vec![T::zero(); s * e]);
+            let allowed = allowed.map(|a| &a[b * s..(b + 1) * s]);
+            for h in 0..d.heads {
+                let lse = &lse[(b * d.heads + h) * t..(b * d.heads + h + 1) * t];
+                matmul(head(q, d, t, b, h), head_t(k, d, s, b, h), t, e, s, &mut p, false);
+                for (i, row) in p.chunks_mut(s).enumerate() {
+                    for (j, x) in row.iter_mut().enumerate() {
+                        *x = if d.sees(i, j, allowed) {
+                            (*x * scale - lse[i]).fast_exp()
+                        } else {
+                            T::zero()
+                        };
+                    }
+                }
+                matmul(head(dout, d, t, b, h), head_t(v, d, s, b, h), t, e, s, &mut ds, false);
+                for i in 0..t {
+                    let at = b * t * dm + i * dm + h * e;
+                    let (go, o) = (&dout[at..at + e], &out[at..at + e]);
+                    let row_dot = go.iter().zip(o).fold(T::zero(), |acc, (&a, &c)| acc + a * c);
+                    for (x, &pij) in ds[i * s..(i + 1) * s].iter_mut().zip(&p[i * s..(i + 1) * s]) {
+                        *x = pij * (*x - row_dot) * scale;
+                    }
+                }
+                matmul(dense_t(&p, s), head(dout, d, t, b, h), s, t, e, &mut gv, false);
+                matmul(dense(&ds, s), head(k, d, s, b, h), t, s, e, &mut gq, false);
+                matmul(dense_t(&ds, s), head(q, d, t, b, h), s, t, e, &mut gk, false);
+                scatter(dq_block, &gq, d, h);
+                scatter(dk_block, &gk, d, h);
+                scatter(dv_block, &gv, d, h);
+            }
+        });
+    (dq, dk, dv)
+}

@@ -1,0 +1,120 @@
+//! Multi-head scaled dot-product attention as one fused op, forward and backward; its composed
+//! twin (matmul, softmax and masks, each differentiated on its own, in ferrograd-nn's
+//! `Attention::weights` path) is the tests' reference.
+
+use crate::backend::cpu::{self, AttentionDims};
+use crate::storage::CpuStorage;
+use crate::{Error, Result, Tensor};
+
+impl Tensor {
+    /// `softmax(Q Kᵀ / √E + masks) V` per head, for queries `self` (B, T, D) and keys and
+    /// values (B, S, D), D split into `heads` heads of E: the (B, T, D) mix. Keys whose
+    /// `key_mask` (B, S) is 0 are not attended to; with `causal`, query i (at position
+    /// S − T + i) sees only keys up to its own position. A query that sees no key gets 0.
+    ///
+    /// ```
+    /// use ferrograd::Tensor;
+    /// let q = Tensor::from_vec(vec![1.0f32, 0.0], &[1, 1, 2]).unwrap();
+    /// let k = Tensor::from_vec(vec![1.0f32, 0.0, 0.0, 1.0], &[1, 2, 2]).unwrap();
+    /// let v = Tensor::from_vec(vec![10.0f32, 0.0, 0.0, 10.0], &[1, 2, 2]).unwrap();
+    /// let mask = Tensor::from_vec(vec![0i64, 1], &[1, 2]).unwrap(); // key 0 is padding
+    /// let out = q.attention(&k, &v, 1, Some(&mask), false).unwrap();
+    /// assert_eq!(out.to_vec::<f32>().unwrap(), vec![0.0, 10.0]);
+    /// ```
+    pub fn attention(
+        &self,
+        keys: &Tensor,
+        values: &Tensor,
+        heads: usize,
+        key_mask: Option<&Tensor>,
+        causal: bool,
+    ) -> Result<Tensor> {
+        const OP: &str = "attention";
+        let (q, k, v) = (self, keys, values);
+        if q.rank() != 3 || k.rank() != 3 || k.dims() != v.dims() {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "queries must be (B, T, D) and keys and values one (B, S, D) shape, got {}, {} and {}",
+                    q.shape(),
+                    k.shape(),
+                    v.shape()
+                ),
+            ));
+        }
+        let (b, t, dm) = (q.dims()[0], q.dims()[1], q.dims()[2]);
+        let s = k.dims()[1];
+        if k.dims()[0] != b || k.dims()[2] != dm {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "keys {} do not fit queries {}: batch and D must agree",
+                    k.shape(),
+                    q.shape()
+                ),
+            ));
+        }
+        if heads == 0 || !dm.is_multiple_of(heads) {
+            return Err(Error::value(OP, format!("{heads} heads cannot split D = {dm}")));
+        }
+        let allowed: Option<Vec<bool>> = match key_mask {
+            None => None,
+            Some(m) if m.dims() != [b, s] => {
+                return Err(Error::shape(
+                    OP,
+                    format!("key mask must be ({b}, {s}), got {}", m.shape()),
+                ))
+            }
+            Some(m) => Some(m.to_vec_f64()?.iter().map(|&x| x != 0.0).collect()),
+        };
+        let dims =
+            AttentionDims { batch: b, heads, queries: t, keys: s, head_size: dm / heads, causal };
+        type Backward = Box<dyn FnOnce(&Tensor) -> Result<[CpuStorage; 3]> + Send + Sync>;
+        macro_rules! run {
+            ($ty:ty, $variant:ident) => {{
+                let dtype_err =
+                    || Error::dtype(OP, "queries, keys and values must share one float dtype");
+                let (qs, ks, vs) = (
+                    q.as_slice::<$ty>(OP)?,
+                    k.as_slice::<$ty>(OP).map_err(|_| dtype_err())?,
+                    v.as_slice::<$ty>(OP).map_err(|_| dtype_err())?,
+                );
+                let (out, lse) = cpu::attention_forward(qs, ks, vs, allowed.as_deref(), &dims);
+                let out = Tensor::from_storage(CpuStorage::$variant(out), q.shape().clone());
+                let (qd, kd, vd, od) = (q.detach(), k.detach(), v.detach(), out.detach());
+                let back: Backward = Box::new(move |g: &Tensor| {
+                    let (dq, dk, dv) = cpu::attention_backward(
+                        g.as_slice::<$ty>(OP)?,
+                        qd.as_slice::<$ty>(OP)?,
+                        kd.as_slice::<$ty>(OP)?,
+                        vd.as_slice::<$ty>(OP)?,
+                        od.as_slice::<$ty>(OP)?,
+                        &lse,
+                        allowed.as_deref(),
+                        &dims,
+                    );
+                    Ok([
+                        CpuStorage::$variant(dq),
+                        CpuStorage::$variant(dk),
+                        CpuStorage::$variant(dv),
+                    ])
+                });
+                (out, back)
+            }};
+        }
+        let (out, back) = match q.cpu(OP)? {
+            CpuStorage::F32(_) => run!(f32, F32),
+            CpuStorage::F64(_) => run!(f64, F64),
+            CpuStorage::I64(_) => return Err(Error::dtype(OP, "takes float input, got i64")),
+        };
+        let (q_shape, k_shape) = (q.shape().clone(), k.shape().clone());
+        Ok(out.with_history(OP, &[q, k, v], move |g| {
+            let [dq, dk, dv] = back(g)?;
+            Ok(vec![
+                Some(Tensor::from_storage(dq, q_shape)),
+                Some(Tensor::from_storage(dk, k_shape.clone())),
+                Some(Tensor::from_storage(dv, k_shape)),
+            ])
+        }))
+    }
+}
