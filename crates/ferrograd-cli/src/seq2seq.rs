@@ -237,6 +237,9 @@ pub struct Seq2SeqArgs {
     max_positions: usize,
     #[arg(long, default_value_t = 0.1)]
     label_smoothing: f64,
+    /// Dropout in training, on attention weights and sublayer outputs.
+    #[arg(long, default_value_t = 0.1)]
+    dropout: f64,
     /// Beam width for the held-out evaluation.
     #[arg(long, default_value_t = 4)]
     beam: usize,
@@ -299,6 +302,7 @@ pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
             pad: target.vocab.pad_id(),
             bos: target.vocab.bos_id().unwrap_or(2),
             eos: target.vocab.eos_id().unwrap_or(3),
+            dropout: a.dropout,
         },
         source,
         target,
@@ -359,7 +363,9 @@ pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
         ));
         bar.inc(1);
         if (step + 1).is_multiple_of(a.eval_every) || step + 1 == a.steps {
+            store.eval();
             let e = evaluate(&model, &task.target, &held_ids, a.beam)?;
+            store.train();
             exact_curve.push(((step + 1) as f64, 100.0 * e.exact_match));
             let line = format!(
                 "step {:>6}  held-out exact match {:5.1}%  token accuracy {:5.1}%  BLEU {:5.1}",
@@ -385,7 +391,10 @@ pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
     let secs = started.elapsed().as_secs_f64();
     let e = match last_eval {
         Some(e) => e,
-        None => evaluate(&model, &task.target, &held_ids, a.beam)?,
+        None => {
+            store.eval();
+            evaluate(&model, &task.target, &held_ids, a.beam)?
+        }
     };
     write_loss_csv(&a.out.join("loss.csv"), &curve)?;
     line_chart(
@@ -455,6 +464,7 @@ pub fn translate(a: &TranslateArgs) -> CliResult<()> {
     let store = ParamStore::new(0);
     let model = SequenceToSequence::new(&store, &task.model)?;
     load_checkpoint(&a.checkpoint, &store, None)?;
+    store.eval();
     let options = BeamOptions {
         width: a.beam,
         length_penalty: a.length_penalty,

@@ -471,6 +471,7 @@ fn parsing() -> CliResult<()> {
             pad: target.vocab.pad_id(),
             bos: target.vocab.bos_id().unwrap_or(2),
             eos: target.vocab.eos_id().unwrap_or(3),
+            dropout: 0.0,
         },
         source,
         target,

@@ -363,3 +363,23 @@ fn bad_inputs_get_clear_errors() {
     let e = model.decoder.forward(&Tensor::zeros(&[1, 2, 8], DType::F32).unwrap()).unwrap_err();
     assert!(e.to_string().contains("needs the encoder's output"), "{e}");
 }
+
+#[test]
+fn dropout_acts_in_training_only() {
+    let config = Seq2SeqConfig { dropout: 0.3, ..tiny(Seq2SeqKind::Transformer, 9, 1).config };
+    let store = ParamStore::new(2);
+    let model = SequenceToSequence::new(&store, &config).unwrap();
+    let plain = SequenceToSequence::new(
+        &ParamStore::new(2),
+        &Seq2SeqConfig { dropout: 0.0, ..config.clone() },
+    )
+    .unwrap();
+    let source = Tensor::from_vec(vec![4i64, 5, 6, 7], &[1, 4]).unwrap();
+    let target = Tensor::from_vec(vec![2i64, 5, 6], &[1, 3]).unwrap();
+    let scores = |m: &SequenceToSequence| m.scores(&source, &target).unwrap();
+    assert_ne!(scores(&model).to_vec_f64().unwrap(), scores(&model).to_vec_f64().unwrap());
+    store.eval();
+    assert_close(&scores(&model), &scores(&plain), 1e-6, 1e-6, "eval mode: no dropout");
+    let bad = Seq2SeqConfig { dropout: 1.0, ..config };
+    assert!(SequenceToSequence::new(&ParamStore::new(0), &bad).is_err());
+}

@@ -86,6 +86,11 @@ impl Dropout {
         }
         Ok(Dropout { p, store: store.clone() })
     }
+
+    /// Whether it drops anything now: p > 0 and the store in training mode.
+    pub fn active(&self) -> bool {
+        self.p > 0.0 && self.store.is_training()
+    }
 }
 
 impl Module for Dropout {

@@ -4,8 +4,8 @@
 use super::{needs_memory, Decoder, Memory};
 use crate::sequence::{check_mask, SequenceModel};
 use crate::{
-    Activation, AddNorm, Attention, FeedForward, LayerNorm, Module, Param, ParamStore, SequenceRNN,
-    LSTM,
+    Activation, AddNorm, Attention, Dropout, FeedForward, LayerNorm, Module, Param, ParamStore,
+    SequenceRNN, LSTM,
 };
 use ferrograd::{Error, Result, Tensor};
 
@@ -76,9 +76,8 @@ impl DecoderBlock {
         ff: usize,
         pre_norm: bool,
     ) -> Result<DecoderBlock> {
-        let add_norm = |name: &str| {
-            Ok(AddNorm { norm: LayerNorm::new(store.sub(name), dim, 1e-5)?, pre_norm })
-        };
+        let add_norm =
+            |name: &str| Ok(AddNorm::new(LayerNorm::new(store.sub(name), dim, 1e-5)?, pre_norm));
         Ok(DecoderBlock {
             self_attention: Attention::new(&store.sub("self_attention"), dim, heads, true)?,
             self_attention_norm: add_norm("self_attention_norm")?,
@@ -88,6 +87,19 @@ impl DecoderBlock {
             ff_out: FeedForward::new(store.sub("ff_out"), ff, dim, Activation::Identity)?,
             ff_norm: add_norm("ff_norm")?,
         })
+    }
+
+    /// Dropout with probability `p` in training, on both attentions' weights and on each
+    /// sublayer's output before it is added back (PyTorch's `dropout` of the layer).
+    pub fn with_dropout(mut self, store: &ParamStore, p: f64) -> Result<DecoderBlock> {
+        self.self_attention.dropout = Some(Dropout::new(store, p)?);
+        self.cross_attention.dropout = Some(Dropout::new(store, p)?);
+        for norm in
+            [&mut self.self_attention_norm, &mut self.cross_attention_norm, &mut self.ff_norm]
+        {
+            norm.dropout = Some(Dropout::new(store, p)?);
+        }
+        Ok(self)
     }
 
     /// Everything after self-attention, the same for a full pass and for one step.
@@ -171,10 +183,10 @@ impl RnnDecoder {
         Ok(RnnDecoder {
             rnn: SequenceRNN::new(&store.sub("rnn"), dim, dim, layer, false)?,
             attention: Attention::new(&store.sub("attention"), dim, heads, false)?,
-            attention_norm: AddNorm {
-                norm: LayerNorm::new(store.sub("attention_norm"), dim, 1e-5)?,
-                pre_norm: false,
-            },
+            attention_norm: AddNorm::new(
+                LayerNorm::new(store.sub("attention_norm"), dim, 1e-5)?,
+                false,
+            ),
         })
     }
 }

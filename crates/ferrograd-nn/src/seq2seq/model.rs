@@ -4,7 +4,7 @@ use super::{Decoder, DecoderBlock, DecoderLayer, DecoderStack, Memory, RnnDecode
 use crate::module::compose;
 use crate::sequence::SequenceModel;
 use crate::{
-    losses, EmbedToken, GenerateToken, LayerNorm, Module, Param, ParamStore, Positions,
+    losses, Dropout, EmbedToken, GenerateToken, LayerNorm, Module, Param, ParamStore, Positions,
     SequenceRNN, SequenceStack, TransformerBlock, LSTM,
 };
 use ferrograd::{DType, Error, Result, Tensor};
@@ -42,6 +42,10 @@ pub struct Seq2SeqConfig {
     pub pad: i64,
     pub bos: i64,
     pub eos: i64,
+    /// Dropout in training, on attention weights and sublayer outputs (`nn.Transformer`'s
+    /// `dropout`); 0 in checkpoints written before it existed.
+    #[serde(default)]
+    pub dropout: f64,
 }
 
 impl Seq2SeqConfig {
@@ -62,6 +66,7 @@ impl Seq2SeqConfig {
             pad: 0,
             bos: 2,
             eos: 3,
+            dropout: 0.0,
         }
     }
 
@@ -75,6 +80,9 @@ impl Seq2SeqConfig {
         }
         if self.encoder_layers == 0 || self.decoder_layers == 0 || self.max_positions == 0 {
             return fail("layers and positions must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return fail(format!("dropout must be in [0, 1), got {}", self.dropout));
         }
         if self.kind == Seq2SeqKind::Rnn && !self.dim.is_multiple_of(2) {
             return fail(format!(
@@ -150,23 +158,13 @@ impl SequenceToSequence {
                     d,
                 )?)));
                 for i in 0..c.encoder_layers {
-                    encoder.push(Box::new(TransformerBlock::new(
-                        &enc.sub(i),
-                        d,
-                        c.heads,
-                        c.ff,
-                        false,
-                        false,
-                    )?));
+                    let block = TransformerBlock::new(&enc.sub(i), d, c.heads, c.ff, false, false)?;
+                    encoder.push(Box::new(block.with_dropout(store, c.dropout)?));
                 }
                 for i in 0..c.decoder_layers {
-                    decoder.push(DecoderLayer::Attending(Box::new(DecoderBlock::new(
-                        &dec.sub(i),
-                        d,
-                        c.heads,
-                        c.ff,
-                        false,
-                    )?)));
+                    let block = DecoderBlock::new(&dec.sub(i), d, c.heads, c.ff, false)?;
+                    let block = block.with_dropout(store, c.dropout)?;
+                    decoder.push(DecoderLayer::Attending(Box::new(block)));
                 }
                 encoder.push(Box::new(LayerNorm::new(enc.sub("norm"), d, 1e-5)?));
                 decoder.push(DecoderLayer::Plain(Box::new(LayerNorm::new(
@@ -181,12 +179,10 @@ impl SequenceToSequence {
                     encoder.push(Box::new(rnn));
                 }
                 for i in 0..c.decoder_layers {
-                    decoder.push(DecoderLayer::Attending(Box::new(RnnDecoder::new(
-                        &dec.sub(i),
-                        d,
-                        c.heads,
-                        i,
-                    )?)));
+                    let mut layer = RnnDecoder::new(&dec.sub(i), d, c.heads, i)?;
+                    layer.attention.dropout = Some(Dropout::new(store, c.dropout)?);
+                    layer.attention_norm.dropout = Some(Dropout::new(store, c.dropout)?);
+                    decoder.push(DecoderLayer::Attending(Box::new(layer)));
                 }
             }
         }

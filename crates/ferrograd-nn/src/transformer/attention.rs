@@ -4,7 +4,7 @@
 //! Legend: B batch, T query positions, S key positions, D model size, H heads, E = D / H.
 
 use crate::sequence::{check_mask, SequenceModel};
-use crate::{Activation, FeedForward, Module, Param, ParamStore};
+use crate::{Activation, Dropout, FeedForward, Module, Param, ParamStore};
 use ferrograd::{Error, Result, Tensor};
 
 /// Added to the scores of positions that must not be attended to: exp of it is exactly 0.
@@ -19,6 +19,8 @@ pub struct Attention {
     pub heads: usize,
     /// Each position attends only to itself and earlier positions (language models).
     pub causal: bool,
+    /// Dropout on the attention weights in training (which then takes the composed path).
+    pub dropout: Option<Dropout>,
 }
 
 impl Attention {
@@ -50,6 +52,7 @@ impl Attention {
             output: proj(names[3])?,
             heads,
             causal,
+            dropout: None,
         })
     }
 
@@ -86,6 +89,9 @@ impl Attention {
         v: &Tensor,
         key_mask: Option<&Tensor>,
     ) -> Result<Tensor> {
+        if self.dropout.as_ref().is_some_and(Dropout::active) {
+            return Ok(self.composed(x, k, v, key_mask)?.0);
+        }
         let q = self.query.forward(x)?;
         self.output.forward(&q.attention(k, v, self.heads, key_mask, self.causal)?)
     }
@@ -99,9 +105,21 @@ impl Attention {
         context: &Tensor,
         key_mask: Option<&Tensor>,
     ) -> Result<(Tensor, Tensor)> {
-        let (b, t, d) = (x.dims()[0], x.dims()[1], x.dims()[2]);
         let (k, v) = self.keys_values(context)?;
-        let (k, v) = (self.split_heads(&k)?, self.split_heads(&v)?);
+        self.composed(x, &k, &v, key_mask)
+    }
+
+    /// The composed path over projected keys and values (B, S, D); dropout, when on, falls on
+    /// the weights it mixes with (the returned weights are those before dropout).
+    fn composed(
+        &self,
+        x: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        key_mask: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let (b, t, d) = (x.dims()[0], x.dims()[1], x.dims()[2]);
+        let (k, v) = (self.split_heads(k)?, self.split_heads(v)?);
         let s = k.dims()[2];
         let e = d / self.heads;
         // The 1/√E scale on the queries: cheaper than on the (T × S) scores.
@@ -128,7 +146,11 @@ impl Attention {
             scores = scores.add(&Tensor::from_vec(future, &[t, s])?.to_dtype(x.dtype())?)?;
         }
         let weights = scores.softmax(-1)?;
-        let mixed = weights.matmul(&v)?.permute(&[0, 2, 1, 3])?.reshape(&[b, t, d])?; // (B, T, D)
+        let mixing = match &self.dropout {
+            Some(drop) => drop.forward(&weights)?,
+            None => weights.clone(),
+        };
+        let mixed = mixing.matmul(&v)?.permute(&[0, 2, 1, 3])?.reshape(&[b, t, d])?; // (B, T, D)
         Ok((self.output.forward(&mixed)?, weights))
     }
 }

@@ -75,14 +75,14 @@ impl Bert {
                     c.num_attention_heads,
                     false,
                 )?,
-                attention_norm: AddNorm {
-                    norm: LayerNorm::new(
+                attention_norm: AddNorm::new(
+                    LayerNorm::new(
                         l.sub("attention.output.LayerNorm"),
                         c.hidden_size,
                         c.layer_norm_eps,
                     )?,
-                    pre_norm: false,
-                },
+                    false,
+                ),
                 ff_in: FeedForward::new(
                     l.sub("intermediate.dense"),
                     c.hidden_size,
@@ -95,14 +95,10 @@ impl Bert {
                     c.hidden_size,
                     Activation::Identity,
                 )?,
-                ff_norm: AddNorm {
-                    norm: LayerNorm::new(
-                        l.sub("output.LayerNorm"),
-                        c.hidden_size,
-                        c.layer_norm_eps,
-                    )?,
-                    pre_norm: false,
-                },
+                ff_norm: AddNorm::new(
+                    LayerNorm::new(l.sub("output.LayerNorm"), c.hidden_size, c.layer_norm_eps)?,
+                    false,
+                ),
             });
         }
         Ok(Bert {

@@ -2,7 +2,7 @@
 
 use super::{Attention, LayerNorm};
 use crate::sequence::{check_mask, SequenceModel};
-use crate::{Activation, FeedForward, Module, Param, ParamStore};
+use crate::{Activation, Dropout, FeedForward, Module, Param, ParamStore};
 use ferrograd::{Result, Tensor};
 
 /// A residual connection with a LayerNorm: the lecture's `LayerNorm(x + f(x))` (post-norm),
@@ -10,14 +10,24 @@ use ferrograd::{Result, Tensor};
 pub struct AddNorm {
     pub norm: LayerNorm,
     pub pre_norm: bool,
+    /// Applied to f(x) before it is added, in training (PyTorch's `dropout1`, `dropout2`).
+    pub dropout: Option<Dropout>,
 }
 
 impl AddNorm {
+    pub fn new(norm: LayerNorm, pre_norm: bool) -> AddNorm {
+        AddNorm { norm, pre_norm, dropout: None }
+    }
+
     pub fn apply(&self, x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+        let dropped = |y: Tensor| match &self.dropout {
+            Some(d) => d.forward(&y),
+            None => Ok(y),
+        };
         if self.pre_norm {
-            x.add(&f(&self.norm.forward(x)?)?)
+            x.add(&dropped(f(&self.norm.forward(x)?)?)?)
         } else {
-            self.norm.forward(&x.add(&f(x)?)?)
+            self.norm.forward(&x.add(&dropped(f(x)?)?)?)
         }
     }
 }
@@ -45,14 +55,23 @@ impl TransformerBlock {
     ) -> Result<TransformerBlock> {
         Ok(TransformerBlock {
             attention: Attention::new(&store.sub("attention"), dim, heads, causal)?,
-            attention_norm: AddNorm {
-                norm: LayerNorm::new(store.sub("attention_norm"), dim, 1e-5)?,
+            attention_norm: AddNorm::new(
+                LayerNorm::new(store.sub("attention_norm"), dim, 1e-5)?,
                 pre_norm,
-            },
+            ),
             ff_in: FeedForward::new(store.sub("ff_in"), dim, ff, Activation::Gelu)?,
             ff_out: FeedForward::new(store.sub("ff_out"), ff, dim, Activation::Identity)?,
-            ff_norm: AddNorm { norm: LayerNorm::new(store.sub("ff_norm"), dim, 1e-5)?, pre_norm },
+            ff_norm: AddNorm::new(LayerNorm::new(store.sub("ff_norm"), dim, 1e-5)?, pre_norm),
         })
+    }
+
+    /// Dropout with probability `p` in training: on the attention weights and on each
+    /// sublayer's output before it is added back (PyTorch's `dropout` of the layer).
+    pub fn with_dropout(mut self, store: &ParamStore, p: f64) -> Result<TransformerBlock> {
+        self.attention.dropout = Some(Dropout::new(store, p)?);
+        self.attention_norm.dropout = Some(Dropout::new(store, p)?);
+        self.ff_norm.dropout = Some(Dropout::new(store, p)?);
+        Ok(self)
     }
 
     fn feed_forward(&self, h: &Tensor) -> Result<Tensor> {
