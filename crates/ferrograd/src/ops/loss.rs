@@ -150,7 +150,7 @@ fn nll_backward<T: Float + Send + Sync>(
     cpu::par_rows(kept.len(), c, |r, out: &mut [T]| {
         if let Some(t) = kept[r] {
             for (j, o) in out.iter_mut().enumerate() {
-                *o = lp[r * c + j].exp() * s;
+                *o = lp[r * c + j].fast_exp() * s;
             }
             out[t] = out[t] - s;
         }

@@ -54,8 +54,10 @@ impl Tensor {
         relu: |x| if x > 0.0 { x } else { 0.0 }, d |x, _y| if x > 0.0 { 1.0 } else { 0.0 };
         /// GELU, exact form: `x Φ(x)` with Φ the standard normal CDF.
         gelu: |x| 0.5 * x * (1.0 + erf(x * 0.707_106_781_186_547_6)),
-            d |x, _y| 0.5 * (1.0 + erf(x * 0.707_106_781_186_547_6))
-                + x * 0.398_942_280_401_432_7 * (-0.5 * x * x).fast_exp();
+            d |x, _y| {
+                let (cdf, pdf) = x.normal_cdf_pdf();
+                cdf + x * pdf
+            };
         /// GELU, tanh approximation (PyTorch's `approximate="tanh"`, GPT-2's).
         gelu_tanh: |x| 0.5 * x * (1.0 + (0.797_884_560_802_865_4 * (x + 0.044715 * x * x * x)).tanh()),
             d |x, _y| {

@@ -34,6 +34,9 @@ pub trait FastExp: Copy {
     /// The error function: for f32 Abramowitz–Stegun 7.1.26 (absolute error ≤ 1.5e-7) over
     /// `fast_exp`, for f64 the exact library call.
     fn fast_erf(self) -> Self;
+    /// The standard normal CDF Φ(x) and density φ(x) together — GELU's backward needs both,
+    /// and for f32 they share one exponential, e^(−x²/2).
+    fn normal_cdf_pdf(self) -> (Self, Self);
 }
 
 impl FastExp for f64 {
@@ -42,6 +45,10 @@ impl FastExp for f64 {
     }
     fn fast_erf(self) -> f64 {
         libm::erf(self)
+    }
+    fn normal_cdf_pdf(self) -> (f64, f64) {
+        let cdf = 0.5 * (1.0 + libm::erf(self * std::f64::consts::FRAC_1_SQRT_2));
+        (cdf, (-0.5 * self * self).exp() * 0.398_942_280_401_432_7)
     }
 }
 
@@ -68,17 +75,28 @@ impl FastExp for f32 {
     }
     #[inline(always)]
     fn fast_erf(self) -> f32 {
-        let x = self.abs();
-        let t = 1.0 / (1.0 + 0.327_591_1 * x);
-        let poly = t
-            * (0.254_829_6
-                + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
-        let y = 1.0 - poly * (-x * x).fast_exp();
-        if self < 0.0 {
-            -y
-        } else {
-            y
-        }
+        erf_with(self, (-self * self).fast_exp())
+    }
+    #[inline(always)]
+    fn normal_cdf_pdf(self) -> (f32, f32) {
+        let e = (-0.5 * self * self).fast_exp(); // e^(−z²) for z = x/√2
+        let erf = erf_with(self * std::f32::consts::FRAC_1_SQRT_2, e);
+        (0.5 * (1.0 + erf), e * 0.398_942_3)
+    }
+}
+
+/// Abramowitz–Stegun 7.1.26 for erf(z), given e^(−z²).
+#[inline(always)]
+fn erf_with(z: f32, exp_minus_z2: f32) -> f32 {
+    let t = 1.0 / (1.0 + 0.327_591_1 * z.abs());
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let y = 1.0 - poly * exp_minus_z2;
+    if z < 0.0 {
+        -y
+    } else {
+        y
     }
 }
 
