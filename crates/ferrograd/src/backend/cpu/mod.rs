@@ -71,7 +71,13 @@ impl FastExp for f32 {
             * r
             + 5.000_000_1e-1;
         let y = p * r * r + r + 1.0;
-        y * f32::from_bits(((n_int + 127) as u32) << 23)
+        // Below the clamp the true value is under f32's smallest normal: 0, as e^−∞ must be
+        // (masked scores), instead of e^−87.3.
+        if self < -87.3 {
+            0.0
+        } else {
+            y * f32::from_bits(((n_int + 127) as u32) << 23)
+        }
     }
     #[inline(always)]
     fn fast_erf(self) -> f32 {
