@@ -251,6 +251,10 @@ pub struct Seq2SeqArgs {
     checkpoint: Option<PathBuf>,
     #[arg(long, requires = "checkpoint")]
     resume: bool,
+    /// Stop after this step, as an interrupted run would (the checkpoint is saved); finish
+    /// later with --resume and the same settings.
+    #[arg(long, requires = "checkpoint")]
+    stop_after: Option<u64>,
     #[arg(long, default_value = "runs/seq2seq")]
     out: PathBuf,
     #[arg(long)]
@@ -348,6 +352,7 @@ pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
     };
     let bar = crate::train::progress(a.steps, "step");
     bar.set_position(start);
+    let end = a.stop_after.map_or(a.steps, |s| s.clamp(start, a.steps));
     let started = Instant::now();
     let (mut curve, mut exact_curve) = (Vec::new(), Vec::new());
     let mut smoothed = f64::NAN;
@@ -362,7 +367,7 @@ pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
             pairs_seen as f64 / started.elapsed().as_secs_f64()
         ));
         bar.inc(1);
-        if (step + 1).is_multiple_of(a.eval_every) || step + 1 == a.steps {
+        if (step + 1).is_multiple_of(a.eval_every) || step + 1 == end {
             store.eval();
             let e = evaluate(&model, &task.target, &held_ids, a.beam)?;
             store.train();
@@ -386,8 +391,12 @@ pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
         }
         Ok(())
     };
-    training.run(&model, &mut opt, &params, &train_ids, start..a.steps, on_step)?;
+    training.run(&model, &mut opt, &params, &train_ids, start..end, on_step)?;
     bar.finish_and_clear();
+    if end < a.steps {
+        println!("stopped after step {end} of {}; continue with --resume", a.steps);
+        return Ok(());
+    }
     let secs = started.elapsed().as_secs_f64();
     let e = match last_eval {
         Some(e) => e,

@@ -243,6 +243,32 @@ fn train_seq2seq_learns_translates_and_names_bad_input() {
         "{err}"
     );
 
+    // 20 steps straight equal 10, an interruption, and 10 more resumed: to the bit.
+    let straight = dir.join("straight.safetensors");
+    let resumed = dir.join("resumed.safetensors");
+    let run = |ckpt: &std::path::Path, extra: &[&str]| {
+        let mut args = common.to_vec();
+        args.extend([out_dir.to_str().unwrap(), "--steps", "20", "--eval-every", "10"]);
+        args.extend(["--checkpoint", ckpt.to_str().unwrap()]);
+        args.extend(extra);
+        let out = ferrograd(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&straight, &[]);
+    run(&resumed, &["--stop-after", "10"]);
+    run(&resumed, &["--resume"]);
+    let (a, _) = ferrograd::io::load_safetensors(&straight).unwrap();
+    let (b, _) = ferrograd::io::load_safetensors(&resumed).unwrap();
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert_eq!(
+            ta.to_vec_f64().unwrap(),
+            tb.to_vec_f64().unwrap(),
+            "{na} differs after resuming"
+        );
+    }
+
     // The RNN encoder–decoder trains through the same command.
     let mut args = common.to_vec();
     args.extend([out_dir.to_str().unwrap(), "--steps", "60", "--model", "rnn"]);
