@@ -28,8 +28,9 @@ pub struct TrainQaArgs {
     batch_size: usize,
     #[arg(long, default_value_t = 5e-5)]
     lr: f64,
-    /// Tokens per question + context; longer contexts are cut at the end.
-    #[arg(long, default_value_t = 256)]
+    /// Tokens per question + context (Hugging Face's default 384); longer contexts are cut at
+    /// the end, and a question whose answer is cut off is not trained on.
+    #[arg(long, default_value_t = 384)]
     max_len: usize,
     /// The longest answer considered, in tokens.
     #[arg(long, default_value_t = 30)]
