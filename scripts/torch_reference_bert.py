@@ -22,26 +22,12 @@ import sys
 import torch
 import torch.nn as nn
 
+from fixture_io import enc, perturbed
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "crates/ferrograd-nn/tests/fixtures"
 MODEL = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared/models/all-MiniLM-L6-v2"
 B, T, C, HEADS = 2, 5, 8, 2  # batch, time, channels, heads
-
-
-def enc(t):
-    kind = "i64" if t.dtype in (torch.int64, torch.bool) else "f32"
-    data = t.detach().to(torch.int64 if kind == "i64" else torch.float32).flatten().tolist()
-    if kind == "f32":
-        data = [float(f"{v:.9g}") for v in data]
-    return {"shape": list(t.shape), "dtype": kind, "data": data}
-
-
-def perturbed(module):
-    """PyTorch starts biases at 0 and norms at (1, 0): move every parameter so each one shows."""
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-    return module
 
 
 def case(module, forward, x, **masks):

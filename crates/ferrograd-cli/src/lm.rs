@@ -135,18 +135,9 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
     let mut start = 0;
     if a.resume {
         let path = a.checkpoint.as_deref().expect("clap requires --checkpoint with --resume");
-        let info = load_checkpoint(path, &store, Some(&mut opt))?;
-        let saved: LmConfig = serde_json::from_value(info.config)
-            .map_err(|e| format!("{}: not a language model checkpoint: {e}", path.display()))?;
-        if saved.vocab != config.vocab || saved.model != config.model {
-            return Err(format!(
-                "{} was trained on another text or model; it cannot resume here",
-                path.display()
-            )
-            .into());
-        }
-        start = info.step;
-        eprintln!("resuming from {} at step {start}", path.display());
+        start = crate::train::resume(path, &store, &mut opt, "language model", |c: &LmConfig| {
+            c.vocab == config.vocab && c.model == config.model
+        })?;
     }
     std::fs::create_dir_all(&a.out)
         .map_err(|e| format!("cannot create {}: {e}", a.out.display()))?;

@@ -29,14 +29,45 @@ pub enum TokenKind {
     Char,
 }
 
-/// How one side's text becomes ids: the kind of tokens and a vocabulary with `<bos>`, `<eos>`.
+/// How one side's text becomes ids: words or chars over a vocabulary with `<bos>` and `<eos>`.
+/// Saved in checkpoints as `{"tokens": "word" | "char", "vocab": …}`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Side {
-    pub tokens: TokenKind,
-    pub vocab: Vocab,
+#[serde(from = "SideFile", into = "SideFile")]
+pub enum Side {
+    Word(WordTokenizer),
+    Char(CharTokenizer),
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SideFile {
+    tokens: TokenKind,
+    vocab: Vocab,
+}
+
+impl From<SideFile> for Side {
+    fn from(f: SideFile) -> Side {
+        match f.tokens {
+            TokenKind::Word => Side::Word(WordTokenizer::new(f.vocab)),
+            TokenKind::Char => Side::Char(CharTokenizer::new(f.vocab)),
+        }
+    }
+}
+
+impl From<Side> for SideFile {
+    fn from(side: Side) -> SideFile {
+        let tokens = side.kind();
+        SideFile { tokens, vocab: side.vocab().clone() }
+    }
 }
 
 impl Side {
+    fn kind(&self) -> TokenKind {
+        match self {
+            Side::Word(_) => TokenKind::Word,
+            Side::Char(_) => TokenKind::Char,
+        }
+    }
+
     fn split(kind: TokenKind, text: &str) -> Vec<String> {
         match kind {
             TokenKind::Word => WordTokenizer::split(text),
@@ -47,26 +78,34 @@ impl Side {
     /// A side whose vocabulary holds every token of `texts`.
     pub fn build<'a>(kind: TokenKind, texts: impl IntoIterator<Item = &'a str>) -> CliResult<Side> {
         let tokens = texts.into_iter().flat_map(|t| Side::split(kind, t));
-        Ok(Side { tokens: kind, vocab: Vocab::build_with_bos_eos(tokens, 1, None)? })
+        let vocab = Vocab::build_with_bos_eos(tokens, 1, None)?;
+        Ok(SideFile { tokens: kind, vocab }.into())
+    }
+
+    pub fn vocab(&self) -> &Vocab {
+        match self {
+            Side::Word(t) => t.vocab(),
+            Side::Char(t) => t.vocab(),
+        }
     }
 
     pub fn encode(&self, text: &str) -> Vec<i64> {
-        match self.tokens {
-            TokenKind::Word => WordTokenizer::new(self.vocab.clone()).encode(text),
-            TokenKind::Char => CharTokenizer::new(self.vocab.clone()).encode(text),
+        match self {
+            Side::Word(t) => t.encode(text),
+            Side::Char(t) => t.encode(text),
         }
     }
 
     pub fn decode(&self, ids: &[i64]) -> CliResult<String> {
-        Ok(match self.tokens {
-            TokenKind::Word => WordTokenizer::new(self.vocab.clone()).decode(ids)?,
-            TokenKind::Char => CharTokenizer::new(self.vocab.clone()).decode(ids)?,
+        Ok(match self {
+            Side::Word(t) => t.decode(ids)?,
+            Side::Char(t) => t.decode(ids)?,
         })
     }
 
     /// The tokens of `text` the vocabulary does not hold.
     pub fn unknown(&self, text: &str) -> Vec<String> {
-        Side::split(self.tokens, text).into_iter().filter(|t| !self.vocab.contains(t)).collect()
+        Side::split(self.kind(), text).into_iter().filter(|t| !self.vocab().contains(t)).collect()
     }
 }
 
@@ -286,7 +325,7 @@ pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
             Side::build(a.target_tokens, train_text.iter().map(|(_, t)| t.as_str()))?,
         )
     };
-    let v = |s: &Side| s.vocab.len();
+    let v = |s: &Side| s.vocab().len();
     let task = Seq2SeqTask {
         task: "seq2seq".into(),
         model: Seq2SeqConfig {
@@ -303,9 +342,9 @@ pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
             encoder_layers: a.layers,
             decoder_layers: a.layers,
             max_positions: a.max_positions,
-            pad: target.vocab.pad_id(),
-            bos: target.vocab.bos_id().unwrap_or(2),
-            eos: target.vocab.eos_id().unwrap_or(3),
+            pad: target.vocab().pad_id(),
+            bos: target.vocab().bos_id().unwrap_or(2),
+            eos: target.vocab().eos_id().unwrap_or(3),
             dropout: a.dropout,
         },
         source,
@@ -320,18 +359,9 @@ pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
     let mut start = 0;
     if a.resume {
         let path = a.checkpoint.as_deref().expect("clap requires --checkpoint with --resume");
-        let info = load_checkpoint(path, &store, Some(&mut opt))?;
-        let saved: Seq2SeqTask = serde_json::from_value(info.config)
-            .map_err(|e| format!("{}: not a seq2seq checkpoint: {e}", path.display()))?;
-        if saved.model != task.model || saved.source != task.source || saved.target != task.target {
-            return Err(format!(
-                "{} was trained on other data or another model; it cannot resume here",
-                path.display()
-            )
-            .into());
-        }
-        start = info.step;
-        eprintln!("resuming from {} at step {start}", path.display());
+        start = crate::train::resume(path, &store, &mut opt, "seq2seq", |t: &Seq2SeqTask| {
+            t.model == task.model && t.source == task.source && t.target == task.target
+        })?;
     }
     std::fs::create_dir_all(&a.out)
         .map_err(|e| format!("cannot create {}: {e}", a.out.display()))?;

@@ -364,17 +364,7 @@ fn sequences() -> CliResult<()> {
         TINY_CORPUS.len()
     );
     let mut opt = Adam::new(store.params(), AdamConfig::adam(1e-2))?;
-    let steps = 400;
-    for step in 0..=steps {
-        let (x, y) = batches.sample(&mut rng)?;
-        let loss = lm.loss(&x, &y, None)?;
-        if step % 100 == 0 {
-            println!("     step {step:>4}   loss {:.3} nats/char", loss.item()?);
-        }
-        if step < steps {
-            opt.step(&loss.backward()?)?;
-        }
-    }
+    train_lm(&lm, &batches, &mut opt, &mut rng, 400)?;
     print!("     {} generates: \"The ", formula(&lm));
     let sampling = Sampling { temperature: 0.6, top_k: 0, top_p: 1.0 };
     let mut out = String::new();
@@ -383,6 +373,27 @@ fn sequences() -> CliResult<()> {
         Ok(())
     })?;
     println!("{}\"", out.replace('\n', " "));
+    Ok(())
+}
+
+/// `steps` steps of next-character training on random windows, the loss printed every 100.
+fn train_lm(
+    lm: &ferrograd_nn::LanguageModel,
+    batches: &ferrograd_data::LmBatches,
+    opt: &mut Adam,
+    rng: &mut Rng,
+    steps: usize,
+) -> CliResult<()> {
+    for step in 0..=steps {
+        let (x, y) = batches.sample(rng)?;
+        let loss = lm.loss(&x, &y, None)?;
+        if step % 100 == 0 {
+            println!("     step {step:>4}   loss {:.3} nats/char", loss.item()?);
+        }
+        if step < steps {
+            opt.step(&loss.backward()?)?;
+        }
+    }
     Ok(())
 }
 
@@ -399,17 +410,7 @@ fn attention(out: &Path) -> CliResult<()> {
     let lm = models::transformer_lm(&store, chars.vocab().len(), 64, 4, 2, 64)?;
     let mut opt = Adam::new(store.params(), AdamConfig::adamw(3e-3))?;
     let mut rng = Rng::seed(10);
-    let steps = 300;
-    for step in 0..=steps {
-        let (x, y) = batches.sample(&mut rng)?;
-        let loss = lm.loss(&x, &y, None)?;
-        if step % 100 == 0 {
-            println!("     step {step:>4}   loss {:.3} nats/char", loss.item()?);
-        }
-        if step < steps {
-            opt.step(&loss.backward()?)?;
-        }
-    }
+    train_lm(&lm, &batches, &mut opt, &mut rng, 300)?;
     let mut text = String::new();
     let sampling = Sampling { temperature: 0.6, top_k: 0, top_p: 1.0 };
     lm.generate(&chars.encode("The "), 56, sampling, &[], &mut Rng::seed(3), |t| {
@@ -459,8 +460,8 @@ fn parsing() -> CliResult<()> {
         task: "seq2seq".into(),
         model: Seq2SeqConfig {
             kind: Seq2SeqKind::Transformer,
-            source_vocab: source.vocab.len(),
-            target_vocab: target.vocab.len(),
+            source_vocab: source.vocab().len(),
+            target_vocab: target.vocab().len(),
             shared_vocab: false,
             dim: 64,
             heads: 4,
@@ -468,9 +469,9 @@ fn parsing() -> CliResult<()> {
             encoder_layers: 2,
             decoder_layers: 2,
             max_positions: 24,
-            pad: target.vocab.pad_id(),
-            bos: target.vocab.bos_id().unwrap_or(2),
-            eos: target.vocab.eos_id().unwrap_or(3),
+            pad: target.vocab().pad_id(),
+            bos: target.vocab().bos_id().unwrap_or(2),
+            eos: target.vocab().eos_id().unwrap_or(3),
             dropout: 0.0,
         },
         source,

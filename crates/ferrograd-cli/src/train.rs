@@ -232,6 +232,31 @@ fn train_mnist(a: &MnistArgs) -> CliResult<()> {
     Ok(())
 }
 
+/// Loads a `--resume` checkpoint into `store` and `opt` once its config shows it was written
+/// by the same kind of run (`C`, `what` in errors) with the same settings (`same`); nothing is
+/// loaded otherwise. Returns the step to continue from.
+pub fn resume<C: serde::de::DeserializeOwned>(
+    path: &Path,
+    store: &ParamStore,
+    opt: &mut dyn Optimizer,
+    what: &str,
+    same: impl FnOnce(&C) -> bool,
+) -> CliResult<u64> {
+    let info = ferrograd_nn::inspect_checkpoint(path)?;
+    let saved: C = serde_json::from_value(info.config)
+        .map_err(|e| format!("{}: not a {what} checkpoint: {e}", path.display()))?;
+    if !same(&saved) {
+        return Err(format!(
+            "{} was trained on other data or another model; it cannot resume here",
+            path.display()
+        )
+        .into());
+    }
+    let step = load_checkpoint(path, store, Some(opt))?.step;
+    eprintln!("resuming from {} at step {step}", path.display());
+    Ok(step)
+}
+
 /// A progress bar `prefix [=====>    ] pos/len message`, shared by every training command.
 pub fn progress(len: u64, prefix: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);

@@ -52,7 +52,7 @@ impl BertBatch {
     /// 1 on the tokens of each pair's second text (the context of a question), 0 on the question,
     /// the special tokens and padding: where an answer may lie. (B, T) i64.
     pub fn context_mask(&self) -> Result<Tensor> {
-        let types = self.token_types.to_vec::<i64>()?;
+        let types = self.token_types.as_slice::<i64>("BertBatch::context_mask")?;
         let t = self.ids.dims()[1];
         let mask: Vec<i64> = types
             .iter()
