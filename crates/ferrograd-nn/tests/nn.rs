@@ -303,6 +303,36 @@ fn resume_continues_exactly_to_the_bit() {
 }
 
 #[test]
+fn optimizer_state_is_kept_in_the_parameters_dtype_and_older_f64_state_loads() {
+    let s1 = ParamStore::new(3);
+    let n1 = small_net(&s1);
+    let mut o1 = Adam::new(s1.params(), AdamConfig::adamw(0.01)).unwrap();
+    train(&s1, &n1, &mut o1, 3);
+    let (state, steps) = o1.state();
+    assert!(state.iter().all(|(_, t)| t.dtype() == DType::F32), "f32 parameters, f32 state");
+    // The same state widened to f64, as checkpoints before this change hold it.
+    let wide: Vec<(String, Tensor)> =
+        state.iter().map(|(k, t)| (k.clone(), t.to_dtype(DType::F64).unwrap())).collect();
+    // A twin run to the same point (parameters and dropout's generator), with a fresh optimizer
+    // that takes the widened state.
+    let s2 = ParamStore::new(3);
+    let n2 = small_net(&s2);
+    train(&s2, &n2, &mut Adam::new(s2.params(), AdamConfig::adamw(0.01)).unwrap(), 3);
+    let mut o2 = Adam::new(s2.params(), AdamConfig::adamw(0.01)).unwrap();
+    o2.load_state(&wide, steps).unwrap();
+    train(&s1, &n1, &mut o1, 2);
+    train(&s2, &n2, &mut o2, 2);
+    for (a, b) in s1.params().iter().zip(s2.params()) {
+        assert_eq!(a.get().to_vec::<f32>().unwrap(), b.get().to_vec::<f32>().unwrap());
+    }
+    // Integer state is refused, naming the slot.
+    let ints: Vec<(String, Tensor)> =
+        state.iter().map(|(k, t)| (k.clone(), t.to_dtype(DType::I64).unwrap())).collect();
+    let e = o2.load_state(&ints, steps).unwrap_err().to_string();
+    assert!(e.contains("exp_avg/") && e.contains("i64"), "{e}");
+}
+
+#[test]
 fn bad_checkpoints_are_refused_and_nothing_is_lost() {
     let path = temp("bad");
     let store = ParamStore::new(1);

@@ -1,7 +1,7 @@
 //! Adam (L2 weight decay folded into the gradient) and AdamW (decoupled weight decay), as
 //! PyTorch's `torch.optim.Adam` and `torch.optim.AdamW` compute them.
 
-use super::{fused_update, Optimizer, Slots};
+use super::{fused_update, Optimizer, Real, Rule, Slots};
 use crate::Param;
 use ferrograd::{Error, Gradients, Result, Tensor};
 
@@ -60,21 +60,14 @@ impl Optimizer for Adam {
         let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
         for (p, slots) in self.params.iter().zip(self.slots.values.iter_mut()) {
             let Some(g) = grads.get(&p.get()) else { continue };
-            let (step, c2s) = (lr / c1, c2.sqrt());
+            // PyTorch's step · m / (√v / √c2 + eps), with one division instead of two.
+            let c2s = c2.sqrt();
+            let (scale, eps_c2s) = (lr / c1 * c2s, eps * c2s);
             // AdamW decays the weights first; Adam adds the decay to the gradient instead.
             let (decay, l2) =
                 if decoupled { (1.0 - lr * weight_decay, 0.0) } else { (1.0, weight_decay) };
-            fused_update(p, g, slots, |w, g, [m, v]| {
-                let n = w.len();
-                let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
-                for i in 0..n {
-                    let wi = w[i] * decay;
-                    let gi = g[i] + l2 * wi;
-                    m[i] = beta1 * m[i] + (1.0 - beta1) * gi;
-                    v[i] = beta2 * v[i] + (1.0 - beta2) * gi * gi;
-                    w[i] = wi - step * m[i] / (v[i].sqrt() / c2s + eps);
-                }
-            })?;
+            let rule = AdamRule { beta1, beta2, scale, eps_c2s, decay, l2 };
+            fused_update(p, g, slots, &rule)?;
         }
         Ok(())
     }
@@ -94,5 +87,33 @@ impl Optimizer for Adam {
         self.slots.import(&self.params, tensors, steps > 0)?;
         self.steps = steps;
         Ok(())
+    }
+}
+
+/// Adam's update with this step's constants.
+struct AdamRule {
+    beta1: f64,
+    beta2: f64,
+    scale: f64,
+    eps_c2s: f64,
+    decay: f64,
+    l2: f64,
+}
+
+impl Rule<2> for AdamRule {
+    #[inline(always)]
+    fn apply<T: Real>(&self, w: &mut [T], g: &[T], [m, v]: [&mut [T]; 2]) {
+        let [beta1, beta2, scale, eps_c2s, decay, l2] =
+            [self.beta1, self.beta2, self.scale, self.eps_c2s, self.decay, self.l2].map(T::of);
+        let (one_b1, one_b2) = (T::of(1.0 - self.beta1), T::of(1.0 - self.beta2));
+        let n = w.len();
+        let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+        for i in 0..n {
+            let wi = w[i] * decay;
+            let gi = g[i] + l2 * wi;
+            m[i] = beta1 * m[i] + one_b1 * gi;
+            v[i] = beta2 * v[i] + one_b2 * gi * gi;
+            w[i] = wi - scale * m[i] / (v[i].sqrt() + eps_c2s);
+        }
     }
 }

@@ -28,57 +28,87 @@ pub trait Optimizer {
     fn load_state(&mut self, tensors: &[(String, Tensor)], steps: u64) -> Result<()>;
 }
 
-/// Per-parameter state slots (momentum buffers, moment estimates), kept in f64 and updated in
-/// place; named for checkpoints (`exp_avg/0.weight`), where they are saved in f64 so that a
-/// resumed run continues to the bit.
+/// A parameter's state slots (momentum buffers, moment estimates) in the parameter's own dtype,
+/// as PyTorch keeps them; empty until the first step touches the parameter.
+#[derive(Clone, Default)]
+pub(crate) enum SlotValues {
+    #[default]
+    Empty,
+    F32(Vec<Vec<f32>>),
+    F64(Vec<Vec<f64>>),
+}
+
+impl SlotValues {
+    pub fn is_empty(&self) -> bool {
+        matches!(self, SlotValues::Empty)
+    }
+}
+
+/// Per-parameter state slots, updated in place and named for checkpoints
+/// (`exp_avg/0.weight`), where they are saved in their own dtype so that a resumed run
+/// continues to the bit.
 pub(crate) struct Slots {
     pub names: &'static [&'static str],
-    /// values[param][slot]; empty until the first step touches the parameter.
-    pub values: Vec<Vec<Vec<f64>>>,
+    /// values[param]: that parameter's slots.
+    pub values: Vec<SlotValues>,
 }
 
 impl Slots {
     pub fn new(names: &'static [&'static str], params: usize) -> Slots {
-        Slots { names, values: vec![Vec::new(); params] }
+        Slots { names, values: vec![SlotValues::Empty; params] }
     }
 
     pub fn export(&self, params: &[Param]) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         for (p, slots) in params.iter().zip(&self.values) {
-            for (name, v) in self.names.iter().zip(slots) {
-                let t = Tensor::from_vec(v.clone(), p.get().dims())
-                    .expect("a slot has its parameter's size");
+            let dims = p.get().dims().to_vec();
+            let tensors: Vec<Tensor> = match slots {
+                SlotValues::Empty => Vec::new(),
+                SlotValues::F32(v) => {
+                    v.iter().map(|s| Tensor::from_vec(s.clone(), &dims)).collect()
+                }
+                SlotValues::F64(v) => {
+                    v.iter().map(|s| Tensor::from_vec(s.clone(), &dims)).collect()
+                }
+            }
+            .into_iter()
+            .map(|t| t.expect("a slot has its parameter's size"))
+            .collect();
+            for (name, t) in self.names.iter().zip(tensors) {
                 out.push((format!("{name}/{}", p.name()), t));
             }
         }
         out
     }
 
-    /// Checks every slot first and changes nothing unless all fit.
+    /// Checks every slot first and changes nothing unless all fit. A slot saved in another
+    /// float dtype (f64 state of an f32 parameter, as older checkpoints hold) is converted.
     pub fn import(
         &mut self,
         params: &[Param],
         tensors: &[(String, Tensor)],
         started: bool,
     ) -> Result<()> {
-        let mut values = vec![Vec::new(); params.len()];
+        let mut values = vec![SlotValues::Empty; params.len()];
         for (i, p) in params.iter().enumerate() {
+            let p = (p.name(), p.get());
             let mut slots = Vec::new();
             for name in self.names {
-                let key = format!("{name}/{}", p.name());
+                let key = format!("{name}/{}", p.0);
                 match tensors.iter().find(|(k, _)| *k == key).map(|(_, t)| t) {
-                    Some(t) if t.dims() != p.get().dims() || t.dtype() != DType::F64 => {
+                    Some(t) if t.dims() != p.1.dims() || t.dtype() == DType::I64 => {
                         return Err(Error::shape(
                             "optimizer state",
                             format!(
-                                "{key} is {} {}, expected f64 {}",
+                                "{key} is {} {}, expected {} {}",
                                 t.dtype(),
                                 t.shape(),
-                                p.get().shape()
+                                p.1.dtype(),
+                                p.1.shape()
                             ),
                         ))
                     }
-                    Some(t) => slots.push(t.to_vec::<f64>()?),
+                    Some(t) => slots.push(t.to_dtype(p.1.dtype())?),
                     None if started => {
                         return Err(Error::value("optimizer state", format!("{key} is missing")))
                     }
@@ -86,7 +116,12 @@ impl Slots {
                 }
             }
             if slots.len() == self.names.len() {
-                values[i] = slots;
+                values[i] = match p.1.dtype() {
+                    DType::F32 => {
+                        SlotValues::F32(slots.iter().map(|t| t.to_vec()).collect::<Result<_>>()?)
+                    }
+                    _ => SlotValues::F64(slots.iter().map(|t| t.to_vec()).collect::<Result<_>>()?),
+                };
             }
         }
         self.values = values;
@@ -94,18 +129,37 @@ impl Slots {
     }
 }
 
-/// One fused pass over a parameter: `update(w, g, slots)` on each chunk of elements — weights
-/// (updated in place), gradients and the state slots (zero-initialized on first use), all as
-/// f64 slices of one length so the optimizer's loop vectorizes — then the new weights written
-/// back in the parameter's dtype. Chunks run across threads.
+/// The float types parameters come in.
+pub(crate) trait Real: num_traits::Float + ferrograd::Element {
+    /// A hyperparameter (given in f64) in this type.
+    fn of(x: f64) -> Self;
+}
+impl Real for f32 {
+    fn of(x: f64) -> f32 {
+        x as f32
+    }
+}
+impl Real for f64 {
+    fn of(x: f64) -> f64 {
+        x
+    }
+}
+
+/// An optimizer's update of one chunk of a parameter: weights `w` updated in place from
+/// their gradients `g` and state slots, all slices of one length and the parameter's dtype.
+/// Implementations mark `apply` `#[inline(always)]` so that it compiles with wide vectors.
+pub(crate) trait Rule<const S: usize>: Sync {
+    fn apply<T: Real>(&self, w: &mut [T], g: &[T], slots: [&mut [T]; S]);
+}
+
+/// One fused pass over a parameter: the rule on each chunk of elements (across threads),
+/// then the new weights set. State slots start at zero.
 pub(crate) fn fused_update<const S: usize>(
     param: &Param,
     grad: &Tensor,
-    slots: &mut Vec<Vec<f64>>,
-    update: impl Fn(&mut [f64], &[f64], [&mut [f64]; S]) + Sync,
+    slots: &mut SlotValues,
+    rule: &impl Rule<S>,
 ) -> Result<()> {
-    use rayon::prelude::*;
-    const CHUNK: usize = 1 << 14;
     let p = param.get();
     if grad.dims() != p.dims() || grad.dtype() != p.dtype() {
         return Err(Error::shape(
@@ -121,59 +175,73 @@ pub(crate) fn fused_update<const S: usize>(
         ));
     }
     let n = p.numel();
-    if slots.is_empty() {
-        *slots = vec![vec![0.0; n]; S];
-    }
-    let slots: &mut [Vec<f64>; S] = slots
-        .as_mut_slice()
-        .try_into()
-        .map_err(|_| Error::value("optimizer", "state slots do not fit"))?;
-    // Per chunk: the slot slices of that chunk, split off each slot vector in step.
-    let mut chunked: Vec<[&mut [f64]; S]> = Vec::with_capacity(n.div_ceil(CHUNK));
-    {
-        let mut rests: Vec<&mut [f64]> = slots.iter_mut().map(|v| v.as_mut_slice()).collect();
-        while rests.first().is_some_and(|r| !r.is_empty()) || (S == 0 && chunked.len() * CHUNK < n)
-        {
-            let mut parts = Vec::with_capacity(S);
-            for r in rests.iter_mut() {
-                let take = r.len().min(CHUNK);
-                let (head, tail) = std::mem::take(r).split_at_mut(take);
-                parts.push(head);
-                *r = tail;
-            }
-            chunked.push(parts.try_into().unwrap_or_else(|_| unreachable!("S parts")));
+    let new = match (p.dtype(), slots) {
+        (DType::F32, slots @ SlotValues::Empty) => {
+            *slots = SlotValues::F32(vec![vec![0.0; n]; S]);
+            return fused_update(param, grad, slots, rule);
         }
-    }
-    macro_rules! run {
-        ($t:ty) => {{
-            let (w, g) = (p.as_slice::<$t>("optimizer")?, grad.as_slice::<$t>("optimizer")?);
-            let mut out: Vec<$t> = vec![0.0; n];
-            let body = |((o, (w, g)), sl): ((&mut [$t], (&[$t], &[$t])), &mut [&mut [f64]; S])| {
-                let mut wf: Vec<f64> = w.iter().map(|&x| x as f64).collect();
-                let gf: Vec<f64> = g.iter().map(|&x| x as f64).collect();
-                with_wide_vectors(|| update(&mut wf, &gf, sl.each_mut().map(|s| &mut **s)));
-                o.iter_mut().zip(&wf).for_each(|(o, &x)| *o = x as $t);
-            };
-            let pieces = out.chunks_mut(CHUNK).zip(w.chunks(CHUNK).zip(g.chunks(CHUNK)));
-            if n >= 2 * CHUNK {
-                out.par_chunks_mut(CHUNK)
-                    .zip(w.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
-                    .zip(chunked.par_iter_mut())
-                    .for_each(body);
-            } else {
-                pieces.zip(chunked.iter_mut()).for_each(body);
-            }
-            Tensor::from_vec(out, p.dims())?
-        }};
-    }
-    let new = match p.dtype() {
-        DType::F32 => run!(f32),
-        DType::F64 => run!(f64),
-        DType::I64 => {
+        (DType::F64, slots @ SlotValues::Empty) => {
+            *slots = SlotValues::F64(vec![vec![0.0; n]; S]);
+            return fused_update(param, grad, slots, rule);
+        }
+        (DType::F32, SlotValues::F32(s)) => update_chunks(&p, grad, s, rule)?,
+        (DType::F64, SlotValues::F64(s)) => update_chunks(&p, grad, s, rule)?,
+        (DType::I64, _) => {
             return Err(Error::dtype("optimizer", format!("{} is an integer tensor", param.name())))
+        }
+        _ => {
+            return Err(Error::dtype(
+                "optimizer",
+                format!("{}: its state has another dtype than {}", param.name(), p.dtype()),
+            ))
         }
     };
     param.set(&new)
+}
+
+/// The rule over chunks of `CHUNK` elements, in parallel when there are several.
+fn update_chunks<T: Real, const S: usize>(
+    p: &Tensor,
+    grad: &Tensor,
+    slots: &mut [Vec<T>],
+    rule: &impl Rule<S>,
+) -> Result<Tensor> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 14;
+    let n = p.numel();
+    if slots.len() != S || slots.iter().any(|s| s.len() != n) {
+        return Err(Error::value("optimizer", "state slots do not fit"));
+    }
+    let mut w = p.to_vec::<T>()?;
+    let g = grad.as_slice::<T>("optimizer")?;
+    // Per chunk: the slot slices of that chunk, split off each slot vector in step.
+    let mut rests: Vec<&mut [T]> = slots.iter_mut().map(|v| v.as_mut_slice()).collect();
+    let mut chunked: Vec<[&mut [T]; S]> = Vec::with_capacity(n.div_ceil(CHUNK));
+    for start in (0..n).step_by(CHUNK) {
+        let take = CHUNK.min(n - start);
+        let parts: Vec<&mut [T]> = rests
+            .iter_mut()
+            .map(|r| {
+                let (head, tail) = std::mem::take(r).split_at_mut(take);
+                *r = tail;
+                head
+            })
+            .collect();
+        chunked.push(parts.try_into().unwrap_or_else(|_| unreachable!("S parts")));
+    }
+    type Piece<'a, 'b, T, const S: usize> = ((&'a mut [T], &'a [T]), &'a mut [&'b mut [T]; S]);
+    let body = |((w, g), sl): Piece<T, S>| {
+        with_wide_vectors(
+            #[inline(always)]
+            || rule.apply(w, g, sl.each_mut().map(|s| &mut **s)),
+        )
+    };
+    if n >= 2 * CHUNK {
+        w.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(chunked.par_iter_mut()).for_each(body);
+    } else {
+        w.chunks_mut(CHUNK).zip(g.chunks(CHUNK)).zip(chunked.iter_mut()).for_each(body);
+    }
+    Tensor::from_vec(w, p.dims())
 }
 
 /// Runs `f` compiled for AVX2 and FMA when the processor has them (the crate is built for the

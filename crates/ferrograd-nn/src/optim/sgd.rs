@@ -1,7 +1,7 @@
 //! Stochastic gradient descent with momentum, Nesterov momentum and weight decay (PyTorch's
 //! `torch.optim.SGD`).
 
-use super::{fused_update, Optimizer, Slots};
+use super::{fused_update, Optimizer, Real, Rule, SlotValues, Slots};
 use crate::Param;
 use ferrograd::{Error, Gradients, Result, Tensor};
 
@@ -48,19 +48,13 @@ impl Optimizer for Sgd {
         for (p, slots) in self.params.iter().zip(self.slots.values.iter_mut()) {
             let Some(g) = grads.get(&p.get()) else { continue };
             let first = slots.is_empty();
+            let rule = SgdRule { lr, momentum, nesterov, weight_decay, first };
             if momentum == 0.0 {
-                fused_update(p, g, &mut Vec::new(), |w, g, []| {
-                    w.iter_mut().zip(g).for_each(|(w, &g)| *w -= lr * (g + weight_decay * *w));
-                })?;
-                continue; // plain SGD keeps no state
+                // Plain SGD keeps no state.
+                fused_update::<0>(p, g, &mut SlotValues::Empty, &rule)?;
+            } else {
+                fused_update::<1>(p, g, slots, &rule)?;
             }
-            fused_update(p, g, slots, |w, g, [buf]| {
-                for ((w, &g), buf) in w.iter_mut().zip(g).zip(buf.iter_mut()) {
-                    let d = g + weight_decay * *w;
-                    *buf = if first { d } else { momentum * *buf + d };
-                    *w -= lr * if nesterov { d + momentum * *buf } else { *buf };
-                }
-            })?;
         }
         self.steps += 1;
         Ok(())
@@ -81,5 +75,35 @@ impl Optimizer for Sgd {
         self.slots.import(&self.params, tensors, steps > 0 && self.config.momentum != 0.0)?;
         self.steps = steps;
         Ok(())
+    }
+}
+
+/// SGD's update, with a momentum buffer (`Rule<1>`) or without (`Rule<0>`).
+struct SgdRule {
+    lr: f64,
+    momentum: f64,
+    nesterov: bool,
+    weight_decay: f64,
+    /// The buffer starts as the first step's gradient, as PyTorch's does.
+    first: bool,
+}
+
+impl Rule<0> for SgdRule {
+    #[inline(always)]
+    fn apply<T: Real>(&self, w: &mut [T], g: &[T], []: [&mut [T]; 0]) {
+        let (lr, wd) = (T::of(self.lr), T::of(self.weight_decay));
+        w.iter_mut().zip(g).for_each(|(w, &g)| *w = *w - lr * (g + wd * *w));
+    }
+}
+
+impl Rule<1> for SgdRule {
+    #[inline(always)]
+    fn apply<T: Real>(&self, w: &mut [T], g: &[T], [buf]: [&mut [T]; 1]) {
+        let (lr, wd, mom) = (T::of(self.lr), T::of(self.weight_decay), T::of(self.momentum));
+        for ((w, &g), buf) in w.iter_mut().zip(g).zip(buf.iter_mut()) {
+            let d = g + wd * *w;
+            *buf = if self.first { d } else { mom * *buf + d };
+            *w = *w - lr * if self.nesterov { d + mom * *buf } else { *buf };
+        }
     }
 }
