@@ -8,6 +8,92 @@ use rayon::prelude::*;
 /// Products smaller than this (m·k·n) run on one thread.
 const PARALLEL_FLOPS: usize = 1 << 18;
 
+/// A transposed operand is copied row-major when the other side of the product has at least
+/// this many rows or columns (so the copy costs at most 1/16 of the product's reads).
+const REPACK_MIN: usize = 16;
+
+/// The (rows, cols) matrix `x` as a contiguous row-major copy. A transposed row-major matrix
+/// (row stride 1) is copied in 4×4 blocks that SSE transposes in registers (0.7 ns an element
+/// element by element; the blocks are several times faster), bands of rows across threads.
+pub fn to_row_major<T: Float + Send + Sync>(
+    x: MatRef<T>,
+    rows: usize,
+    cols: usize,
+    threads: bool,
+) -> Vec<T> {
+    const BAND: usize = 16;
+    let mut out = vec![T::zero(); rows * cols];
+    let band = |r0: usize, dst: &mut [T]| {
+        let band_rows = dst.len() / cols;
+        let src = &x.data[r0 * x.row_stride..];
+        if x.row_stride == 1 && transpose_f32(src, x.col_stride, dst, band_rows, cols) {
+            return;
+        }
+        for c in 0..cols {
+            for r in 0..band_rows {
+                dst[r * cols + c] = src[r * x.row_stride + c * x.col_stride];
+            }
+        }
+    };
+    let chunk = BAND * cols;
+    if threads && rows * cols >= super::PARALLEL_MIN {
+        out.par_chunks_mut(chunk).enumerate().for_each(|(i, d)| band(i * BAND, d));
+    } else {
+        out.chunks_mut(chunk).enumerate().for_each(|(i, d)| band(i * BAND, d));
+    }
+    out
+}
+
+/// `dst[r·cols + c] = src[c·stride + r]` for an f32 `T` on x86-64 (false, doing nothing,
+/// otherwise): 4×4 blocks through SSE (x86-64's baseline), the ragged edges one by one.
+fn transpose_f32<T: Float>(
+    src: &[T],
+    stride: usize,
+    dst: &mut [T],
+    rows: usize,
+    cols: usize,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        use std::arch::x86_64::*;
+        assert!(cols == 0 || rows == 0 || (cols - 1) * stride + rows <= src.len());
+        assert!(dst.len() >= rows * cols);
+        // SAFETY: T is f32 (same TypeId), so the casts only name the type; every index below
+        // is < rows + (cols - 1)·stride ≤ src.len() or < rows·cols ≤ dst.len() (asserted).
+        unsafe {
+            let (s, d) = (src.as_ptr() as *const f32, dst.as_mut_ptr() as *mut f32);
+            let (r4, c4) = (rows / 4 * 4, cols / 4 * 4);
+            for c in (0..c4).step_by(4) {
+                for r in (0..r4).step_by(4) {
+                    let p = s.add(c * stride + r);
+                    let (a, b) = (_mm_loadu_ps(p), _mm_loadu_ps(p.add(stride)));
+                    let (e, f) = (_mm_loadu_ps(p.add(2 * stride)), _mm_loadu_ps(p.add(3 * stride)));
+                    let (ab_lo, ef_lo) = (_mm_unpacklo_ps(a, b), _mm_unpacklo_ps(e, f));
+                    let (ab_hi, ef_hi) = (_mm_unpackhi_ps(a, b), _mm_unpackhi_ps(e, f));
+                    let q = d.add(r * cols + c);
+                    _mm_storeu_ps(q, _mm_movelh_ps(ab_lo, ef_lo));
+                    _mm_storeu_ps(q.add(cols), _mm_movehl_ps(ef_lo, ab_lo));
+                    _mm_storeu_ps(q.add(2 * cols), _mm_movelh_ps(ab_hi, ef_hi));
+                    _mm_storeu_ps(q.add(3 * cols), _mm_movehl_ps(ef_hi, ab_hi));
+                }
+                for r in r4..rows {
+                    for cc in c..c + 4 {
+                        *d.add(r * cols + cc) = *s.add(cc * stride + r);
+                    }
+                }
+            }
+            for c in c4..cols {
+                for r in 0..rows {
+                    *d.add(r * cols + c) = *s.add(c * stride + r);
+                }
+            }
+        }
+        return true;
+    }
+    let _ = (src, stride, dst, rows, cols);
+    false
+}
+
 /// A matrix operand: its data and the strides of its rows and columns (in elements).
 #[derive(Clone, Copy)]
 pub struct MatRef<'a, T> {
@@ -34,6 +120,16 @@ pub fn matmul<T: Float + Send + Sync>(
         out.iter_mut().for_each(|o| *o = T::zero());
         return;
     }
+    // gemm reads a transposed right operand through strides at half speed or worse
+    // (x·Wᵀ at 128×1024×512: 54 against 176 GFLOP/s), so it is copied row-major first when
+    // the product is large beside the copy. (A transposed left operand costs gemm little.)
+    let b_rows;
+    let b = if b.col_stride != 1 && m >= REPACK_MIN && k * n > 1 {
+        b_rows = to_row_major(b, k, n, threads);
+        MatRef { data: &b_rows, row_stride: n, col_stride: 1 }
+    } else {
+        b
+    };
     let parallelism = if threads && m * k * n >= PARALLEL_FLOPS {
         Parallelism::Rayon(rayon::current_num_threads())
     } else {
@@ -93,4 +189,74 @@ pub fn matmul_batched<T: Float + Send + Sync>(
         out.chunks_mut(m * n).enumerate().for_each(|(i, o)| one(i, o, true));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: MatRef<f64>, b: MatRef<f64>, m: usize, k: usize, n: usize) -> Vec<f64> {
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k)
+                    .map(|p| {
+                        a.data[i * a.row_stride + p * a.col_stride]
+                            * b.data[p * b.row_stride + j * b.col_stride]
+                    })
+                    .sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn row_major_copies_match_element_by_element_for_ragged_sizes() {
+        for (rows, cols) in [(1, 1), (3, 5), (4, 4), (17, 9), (33, 70), (200, 3)] {
+            let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            // The transpose of a (cols, rows) row-major matrix, and a general strided view.
+            let t = MatRef { data: &src, row_stride: 1, col_stride: rows };
+            let got = to_row_major(t, rows, cols, true);
+            let want: Vec<f32> =
+                (0..rows * cols).map(|i| src[(i % cols) * rows + i / cols]).collect();
+            assert_eq!(got, want, "{rows}×{cols}");
+            let wide: Vec<f64> = src.iter().map(|&x| x as f64).collect();
+            let t64 = MatRef { data: &wide, row_stride: 1, col_stride: rows };
+            let got64 = to_row_major(t64, rows, cols, false);
+            assert_eq!(got64, want.iter().map(|&x| x as f64).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn products_with_transposed_operands_match_the_naive_sum() {
+        for (m, k, n) in [(16, 5, 7), (40, 33, 18), (17, 64, 130)] {
+            let a: Vec<f64> = (0..m * k).map(|i| ((i * 7) % 11) as f64 - 5.0).collect();
+            let b: Vec<f64> = (0..k * n).map(|i| ((i * 5) % 13) as f64 - 6.0).collect();
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                let am = if ta {
+                    MatRef { data: &a, row_stride: 1, col_stride: m }
+                } else {
+                    MatRef { data: &a, row_stride: k, col_stride: 1 }
+                };
+                let bm = if tb {
+                    MatRef { data: &b, row_stride: 1, col_stride: k }
+                } else {
+                    MatRef { data: &b, row_stride: n, col_stride: 1 }
+                };
+                let mut out = vec![0.0; m * n];
+                matmul(am, bm, m, k, n, &mut out, true);
+                assert_eq!(out, naive(am, bm, m, k, n), "{m}×{k}×{n} {ta} {tb}");
+                let a32: Vec<f32> = a.iter().map(|&x| x as f32).collect();
+                let b32: Vec<f32> = b.iter().map(|&x| x as f32).collect();
+                let mut out32 = vec![0.0f32; m * n];
+                let a32m =
+                    MatRef { data: &a32[..], row_stride: am.row_stride, col_stride: am.col_stride };
+                let b32m =
+                    MatRef { data: &b32[..], row_stride: bm.row_stride, col_stride: bm.col_stride };
+                matmul(a32m, b32m, m, k, n, &mut out32, true);
+                // Small integers: every partial sum is exact in f32 as well.
+                assert_eq!(out32.iter().map(|&x| x as f64).collect::<Vec<_>>(), out);
+            }
+        }
+    }
 }
