@@ -5,7 +5,7 @@
 //! orders them; tanh RNN 1). `xproj` is the input's projection for every step, (B, T, G·H),
 //! computed beforehand in one matrix product.
 
-use super::{matmul, Float, MatRef};
+use super::{matmul, to_row_major, Float, MatRef};
 
 /// The cell a recurrence runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,10 +55,29 @@ fn tanh<T: Float>(x: T) -> T {
     T::one() - two / ((two * x).fast_exp() + T::one())
 }
 
+/// Sequences run independently, so the batch is split across threads once and each thread
+/// takes its sequences through every step: no hand-off per step. Below this much work per
+/// step (B·H·G·H multiply-adds) one thread runs everything.
+const SPLIT_MIN: usize = 1 << 16;
+
+/// How many leading sequences of `b` go to the first of two halves, or None to stay on one
+/// thread: halves while each part still has sequences and threads to run on.
+fn split_rows(b: usize, work_per_step: usize, threads: usize) -> Option<usize> {
+    (threads > 1 && b > 1 && work_per_step >= SPLIT_MIN).then_some(b / 2)
+}
+
+/// Splits every per-sequence buffer after the first `rows` sequences; `per` is each one's
+/// elements per sequence (0 for an unused buffer).
+macro_rules! split_at_rows {
+    ($rows:expr; $($buf:expr, $per:expr);+ $(;)?) => {
+        ($($buf.split_at_mut(($rows * $per).min($buf.len()))),+)
+    };
+}
+
 /// Runs the recurrence. Returns the packed (B, T+2, H) result — outputs for every step, then
 /// the final h, then the final c (for tanh, c0 passed through untouched) — and what backward
-/// needs. Where `mask` is
-/// false the state carries over unchanged and the output is zero (padding).
+/// needs. Where `mask` is false the state carries over unchanged and the output is zero
+/// (padding).
 pub fn recurrence_forward<T: Float + Send + Sync>(
     cell: Cell,
     xproj: &[T],
@@ -70,49 +89,137 @@ pub fn recurrence_forward<T: Float + Send + Sync>(
 ) -> (Vec<T>, Saved<T>) {
     let (b, t, h, g) = (d.b, d.t, d.h, cell.gates());
     let gh = g * h;
+    let lstm = cell == Cell::Lstm;
     let mut packed = vec![T::zero(); b * (t + 2) * h];
     let mut s = Saved {
         gates: vec![T::zero(); b * t * gh],
         h_prev: vec![T::zero(); b * t * h],
-        c_prev: if cell == Cell::Lstm { vec![T::zero(); b * t * h] } else { Vec::new() },
-        c_next: if cell == Cell::Lstm { vec![T::zero(); b * t * h] } else { Vec::new() },
+        c_prev: if lstm { vec![T::zero(); b * t * h] } else { Vec::new() },
+        c_next: if lstm { vec![T::zero(); b * t * h] } else { Vec::new() },
     };
     let (mut hs, mut cs) = (h0.to_vec(), c0.to_vec());
-    let mut z = vec![T::zero(); b * gh]; // this step's U·h, reused
-    let mut halves = (Vec::new(), Vec::new());
     // W_hh transposed once, (H, G·H) row-major: gemm reads it 2.4× faster per step than
-    // the (G·H, H) original through strides (32×256·256×512 per thread: 103 against 42 GFLOP/s).
-    let mut w_t = vec![T::zero(); h * gh];
-    for (r, row) in w_hh.chunks_exact(h).enumerate() {
-        row.iter().enumerate().for_each(|(c, &v)| w_t[c * gh + r] = v);
+    // the (G·H, H) original through strides (32×256·256×512: 103 against 42 GFLOP/s).
+    let w_t = to_row_major(MatRef { data: w_hh, row_stride: 1, col_stride: h }, h, gh, true);
+    let rows = ForwardRows {
+        xproj,
+        mask,
+        hs: &mut hs,
+        cs: &mut cs,
+        packed: &mut packed,
+        gates: &mut s.gates,
+        h_prev: &mut s.h_prev,
+        c_prev: &mut s.c_prev,
+        c_next: &mut s.c_next,
+    };
+    forward_rows(cell, &w_t, rows, Dims { b, t, h }, rayon::current_num_threads());
+    for bi in 0..b {
+        packed[(bi * (t + 2) + t) * h..][..h].copy_from_slice(&hs[bi * h..(bi + 1) * h]);
+        packed[(bi * (t + 2) + t + 1) * h..][..h].copy_from_slice(&cs[bi * h..(bi + 1) * h]);
     }
+    (packed, s)
+}
+
+/// One group of sequences' share of every forward buffer (all of them sequence-major).
+struct ForwardRows<'a, T> {
+    xproj: &'a [T],
+    mask: Option<&'a [bool]>,
+    hs: &'a mut [T],
+    cs: &'a mut [T],
+    packed: &'a mut [T],
+    gates: &'a mut [T],
+    h_prev: &'a mut [T],
+    c_prev: &'a mut [T],
+    c_next: &'a mut [T],
+}
+
+/// The recurrence for `d.b` sequences: split in halves across threads, or run step by step.
+fn forward_rows<T: Float + Send + Sync>(
+    cell: Cell,
+    w_t: &[T],
+    r: ForwardRows<T>,
+    d: Dims,
+    threads: usize,
+) {
+    let (t, h, gh) = (d.t, d.h, cell.gates() * d.h);
+    if let Some(k) = split_rows(d.b, d.b * h * gh, threads) {
+        let (xa, xb) = r.xproj.split_at(k * t * gh);
+        let (ma, mb) = match r.mask {
+            Some(m) => (Some(&m[..k * t]), Some(&m[k * t..])),
+            None => (None, None),
+        };
+        let (
+            (hs_a, hs_b),
+            (cs_a, cs_b),
+            (p_a, p_b),
+            (g_a, g_b),
+            (hp_a, hp_b),
+            (cp_a, cp_b),
+            (cn_a, cn_b),
+        ) = split_at_rows!(
+            k; r.hs, h; r.cs, h; r.packed, (t + 2) * h; r.gates, t * gh; r.h_prev, t * h;
+            r.c_prev, t * h; r.c_next, t * h
+        );
+        let first = ForwardRows {
+            xproj: xa,
+            mask: ma,
+            hs: hs_a,
+            cs: cs_a,
+            packed: p_a,
+            gates: g_a,
+            h_prev: hp_a,
+            c_prev: cp_a,
+            c_next: cn_a,
+        };
+        let second = ForwardRows {
+            xproj: xb,
+            mask: mb,
+            hs: hs_b,
+            cs: cs_b,
+            packed: p_b,
+            gates: g_b,
+            h_prev: hp_b,
+            c_prev: cp_b,
+            c_next: cn_b,
+        };
+        let half = threads / 2;
+        rayon::join(
+            || forward_rows(cell, w_t, first, Dims { b: k, ..d }, half),
+            || forward_rows(cell, w_t, second, Dims { b: d.b - k, ..d }, threads - half),
+        );
+        return;
+    }
+    let b = d.b;
+    let mut z = vec![T::zero(); b * gh]; // this step's U·h, reused
     for step in 0..t {
         // U·h for every sequence at once: (B, H) · (H, G·H).
-        split_product(
-            MatRef { data: &hs, row_stride: h, col_stride: 1 },
-            MatRef { data: &w_t, row_stride: gh, col_stride: 1 },
-            (b, h, gh),
+        matmul(
+            MatRef { data: r.hs, row_stride: h, col_stride: 1 },
+            MatRef { data: w_t, row_stride: gh, col_stride: 1 },
+            b,
+            h,
+            gh,
             &mut z,
-            &mut halves,
+            false,
         );
         for bi in 0..b {
             let row = bi * t + step;
-            s.h_prev[row * h..(row + 1) * h].copy_from_slice(&hs[bi * h..(bi + 1) * h]);
+            r.h_prev[row * h..(row + 1) * h].copy_from_slice(&r.hs[bi * h..(bi + 1) * h]);
             if cell == Cell::Lstm {
-                s.c_prev[row * h..(row + 1) * h].copy_from_slice(&cs[bi * h..(bi + 1) * h]);
+                r.c_prev[row * h..(row + 1) * h].copy_from_slice(&r.cs[bi * h..(bi + 1) * h]);
             }
-            if mask.is_some_and(|m| !m[row]) {
+            if r.mask.is_some_and(|m| !m[row]) {
                 if cell == Cell::Lstm {
-                    s.c_next[row * h..(row + 1) * h].copy_from_slice(&cs[bi * h..(bi + 1) * h]);
+                    r.c_next[row * h..(row + 1) * h].copy_from_slice(&r.cs[bi * h..(bi + 1) * h]);
                 }
                 continue;
             }
-            let pre = &xproj[row * gh..(row + 1) * gh];
+            let pre = &r.xproj[row * gh..(row + 1) * gh];
             let zr = &mut z[bi * gh..(bi + 1) * gh];
             zr.iter_mut().zip(pre).for_each(|(z, &p)| *z += p);
-            let gates = &mut s.gates[row * gh..(row + 1) * gh];
-            let out = &mut packed[(bi * (t + 2) + step) * h..][..h];
-            let (hrow, crow) = (&mut hs[bi * h..(bi + 1) * h], &mut cs[bi * h..(bi + 1) * h]);
+            let gates = &mut r.gates[row * gh..(row + 1) * gh];
+            let out = &mut r.packed[(bi * (t + 2) + step) * h..][..h];
+            let (hrow, crow) = (&mut r.hs[bi * h..(bi + 1) * h], &mut r.cs[bi * h..(bi + 1) * h]);
             match cell {
                 Cell::Tanh => {
                     for j in 0..h {
@@ -132,7 +239,7 @@ pub fn recurrence_forward<T: Float + Send + Sync>(
                     gf.iter_mut().zip(zf).for_each(|(a, &z)| *a = sigmoid(z));
                     gg.iter_mut().zip(zg).for_each(|(a, &z)| *a = tanh(z));
                     go.iter_mut().zip(zo).for_each(|(a, &z)| *a = sigmoid(z));
-                    let cn = &mut s.c_next[row * h..(row + 1) * h];
+                    let cn = &mut r.c_next[row * h..(row + 1) * h];
                     for j in 0..h {
                         let c = gf[j] * crow[j] + gi[j] * gg[j];
                         let hv = go[j] * tanh(c);
@@ -142,11 +249,6 @@ pub fn recurrence_forward<T: Float + Send + Sync>(
             }
         }
     }
-    for bi in 0..b {
-        packed[(bi * (t + 2) + t) * h..][..h].copy_from_slice(&hs[bi * h..(bi + 1) * h]);
-        packed[(bi * (t + 2) + t + 1) * h..][..h].copy_from_slice(&cs[bi * h..(bi + 1) * h]);
-    }
-    (packed, s)
 }
 
 /// Backward through time from the packed result's gradient: gradients of `xproj`, of W_hh,
@@ -167,50 +269,17 @@ pub fn recurrence_backward<T: Float + Send + Sync>(
         (0..b).flat_map(|bi| grad[(bi * (t + 2) + t) * h..][..h].to_vec()).collect();
     let mut dc: Vec<T> =
         (0..b).flat_map(|bi| grad[(bi * (t + 2) + t + 1) * h..][..h].to_vec()).collect();
-    let mut dh_prev = vec![T::zero(); b * h];
-    let mut halves = (Vec::new(), Vec::new());
-    let one = T::one();
-    for step in (0..t).rev() {
-        for bi in 0..b {
-            let row = bi * t + step;
-            if mask.is_some_and(|m| !m[row]) {
-                continue; // state carried through unchanged: its gradient passes straight back
-            }
-            let gates = &saved.gates[row * gh..(row + 1) * gh];
-            let dz = &mut dx[row * gh..(row + 1) * gh];
-            let gout = &grad[(bi * (t + 2) + step) * h..][..h];
-            for j in 0..h {
-                let dhv = dh[bi * h + j] + gout[j];
-                match cell {
-                    Cell::Tanh => dz[j] = dhv * (one - gates[j] * gates[j]),
-                    Cell::Lstm => {
-                        let (i, f, gg, o) =
-                            (gates[j], gates[h + j], gates[2 * h + j], gates[3 * h + j]);
-                        let tc = tanh(saved.c_next[row * h + j]);
-                        let dcv = dc[bi * h + j] + dhv * o * (one - tc * tc);
-                        dz[j] = dcv * gg * i * (one - i);
-                        dz[h + j] = dcv * saved.c_prev[row * h + j] * f * (one - f);
-                        dz[2 * h + j] = dcv * i * (one - gg * gg);
-                        dz[3 * h + j] = dhv * tc * o * (one - o);
-                        dc[bi * h + j] = dcv * f;
-                    }
-                }
-            }
-        }
-        // dh entering this step: dz · W_hh for active sequences, unchanged for padded ones.
-        split_product(
-            MatRef { data: &dx[step * gh..], row_stride: t * gh, col_stride: 1 },
-            MatRef { data: w_hh, row_stride: h, col_stride: 1 },
-            (b, gh, h),
-            &mut dh_prev,
-            &mut halves,
-        );
-        for bi in 0..b {
-            if mask.is_none_or(|m| m[bi * t + step]) {
-                dh[bi * h..(bi + 1) * h].copy_from_slice(&dh_prev[bi * h..(bi + 1) * h]);
-            }
-        }
-    }
+    let rows = BackwardRows {
+        grad,
+        gates: &saved.gates,
+        c_prev: &saved.c_prev,
+        c_next: &saved.c_next,
+        mask,
+        dx: &mut dx,
+        dh: &mut dh,
+        dc: &mut dc,
+    };
+    backward_rows(cell, w_hh, rows, d, rayon::current_num_threads());
     // dW_hh = Σ over (b, t) of dz ⊗ h_prev: one product, (G·H, B·T) · (B·T, H).
     let mut dw = vec![T::zero(); gh * h];
     matmul(
@@ -225,27 +294,151 @@ pub fn recurrence_backward<T: Float + Send + Sync>(
     (dx, dw, dh, dc)
 }
 
-/// `out = a · b` for an (m, k) `a` and a (k, n) `b`, the columns of `b` split between two
-/// threads. The per-step products of a recurrence are too small for gemm's own threading to
-/// pay, but two halves on two cores do; `halves` are reused buffers.
-fn split_product<T: Float + Send + Sync>(
-    a: MatRef<T>,
-    b: MatRef<T>,
-    (m, k, n): (usize, usize, usize),
-    out: &mut [T],
-    halves: &mut (Vec<T>, Vec<T>),
+/// One group of sequences' share of the backward buffers (all sequence-major).
+struct BackwardRows<'a, T> {
+    grad: &'a [T],
+    gates: &'a [T],
+    c_prev: &'a [T],
+    c_next: &'a [T],
+    mask: Option<&'a [bool]>,
+    dx: &'a mut [T],
+    dh: &'a mut [T],
+    dc: &'a mut [T],
+}
+
+/// Backward through time for `d.b` sequences: split in halves across threads, or run step by
+/// step. `dh` and `dc` hold the gradients of the final states and leave as those of the
+/// initial ones.
+fn backward_rows<T: Float + Send + Sync>(
+    cell: Cell,
+    w_hh: &[T],
+    r: BackwardRows<T>,
+    d: Dims,
+    threads: usize,
 ) {
-    let n1 = n / 2;
-    if m * k * n < 1 << 16 || n1 == 0 {
-        return matmul(a, b, m, k, n, out, false);
+    let (b, t, h) = (d.b, d.t, d.h);
+    let gh = cell.gates() * h;
+    if let Some(k) = split_rows(b, b * h * gh, threads) {
+        let lstm_rows = if r.c_prev.is_empty() { 0 } else { t * h };
+        let (ga, gb) = r.grad.split_at(k * (t + 2) * h);
+        let (za, zb) = r.gates.split_at(k * t * gh);
+        let (cpa, cpb) = r.c_prev.split_at(k * lstm_rows);
+        let (cna, cnb) = r.c_next.split_at(k * lstm_rows);
+        let (ma, mb) = match r.mask {
+            Some(m) => (Some(&m[..k * t]), Some(&m[k * t..])),
+            None => (None, None),
+        };
+        let ((dxa, dxb), (dha, dhb), (dca, dcb)) =
+            split_at_rows!(k; r.dx, t * gh; r.dh, h; r.dc, h);
+        let first = BackwardRows {
+            grad: ga,
+            gates: za,
+            c_prev: cpa,
+            c_next: cna,
+            mask: ma,
+            dx: dxa,
+            dh: dha,
+            dc: dca,
+        };
+        let second = BackwardRows {
+            grad: gb,
+            gates: zb,
+            c_prev: cpb,
+            c_next: cnb,
+            mask: mb,
+            dx: dxb,
+            dh: dhb,
+            dc: dcb,
+        };
+        let half = threads / 2;
+        rayon::join(
+            || backward_rows(cell, w_hh, first, Dims { b: k, ..d }, half),
+            || backward_rows(cell, w_hh, second, Dims { b: b - k, ..d }, threads - half),
+        );
+        return;
     }
-    let (lo, hi) = halves;
-    lo.resize(m * n1, T::zero());
-    hi.resize(m * (n - n1), T::zero());
-    let b_hi = MatRef { data: &b.data[n1 * b.col_stride..], ..b };
-    rayon::join(|| matmul(a, b, m, k, n1, lo, false), || matmul(a, b_hi, m, k, n - n1, hi, false));
-    for (r, row) in out.chunks_mut(n).enumerate() {
-        row[..n1].copy_from_slice(&lo[r * n1..(r + 1) * n1]);
-        row[n1..].copy_from_slice(&hi[r * (n - n1)..(r + 1) * (n - n1)]);
+    let (dh, dc) = (r.dh, r.dc);
+    let mut dh_prev = vec![T::zero(); b * h];
+    let one = T::one();
+    for step in (0..t).rev() {
+        for bi in 0..b {
+            let row = bi * t + step;
+            if r.mask.is_some_and(|m| !m[row]) {
+                continue; // state carried through unchanged: its gradient passes straight back
+            }
+            let gates = &r.gates[row * gh..(row + 1) * gh];
+            let dz = &mut r.dx[row * gh..(row + 1) * gh];
+            let gout = &r.grad[(bi * (t + 2) + step) * h..][..h];
+            for j in 0..h {
+                let dhv = dh[bi * h + j] + gout[j];
+                match cell {
+                    Cell::Tanh => dz[j] = dhv * (one - gates[j] * gates[j]),
+                    Cell::Lstm => {
+                        let (i, f, gg, o) =
+                            (gates[j], gates[h + j], gates[2 * h + j], gates[3 * h + j]);
+                        let tc = tanh(r.c_next[row * h + j]);
+                        let dcv = dc[bi * h + j] + dhv * o * (one - tc * tc);
+                        dz[j] = dcv * gg * i * (one - i);
+                        dz[h + j] = dcv * r.c_prev[row * h + j] * f * (one - f);
+                        dz[2 * h + j] = dcv * i * (one - gg * gg);
+                        dz[3 * h + j] = dhv * tc * o * (one - o);
+                        dc[bi * h + j] = dcv * f;
+                    }
+                }
+            }
+        }
+        // dh entering this step: dz · W_hh for active sequences, unchanged for padded ones.
+        matmul(
+            MatRef { data: &r.dx[step * gh..], row_stride: t * gh, col_stride: 1 },
+            MatRef { data: w_hh, row_stride: h, col_stride: 1 },
+            b,
+            gh,
+            h,
+            &mut dh_prev,
+            false,
+        );
+        for bi in 0..b {
+            if r.mask.is_none_or(|m| m[bi * t + step]) {
+                dh[bi * h..(bi + 1) * h].copy_from_slice(&dh_prev[bi * h..(bi + 1) * h]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The batch split across threads gives what one thread gives, padding included.
+    #[test]
+    fn split_batches_match_one_thread() {
+        for cell in [Cell::Lstm, Cell::Tanh] {
+            let d = Dims { b: 7, t: 5, h: 100 };
+            let gh = cell.gates() * d.h;
+            assert!(split_rows(d.b, d.b * d.h * gh, 2).is_some(), "big enough to split");
+            let val = |i: usize, s: usize| (((i * s) % 97) as f64 - 48.0) / 200.0;
+            let xproj: Vec<f64> = (0..d.b * d.t * gh).map(|i| val(i, 7)).collect();
+            let w: Vec<f64> = (0..gh * d.h).map(|i| val(i, 13) / 4.0).collect();
+            let h0: Vec<f64> = (0..d.b * d.h).map(|i| val(i, 3)).collect();
+            let c0: Vec<f64> = (0..d.b * d.h).map(|i| val(i, 5)).collect();
+            let mask: Vec<bool> = (0..d.b * d.t).map(|i| i % d.t < d.t - i / d.t % 3).collect();
+            let grad: Vec<f64> = (0..d.b * (d.t + 2) * d.h).map(|i| val(i, 11)).collect();
+            let run = |threads: usize| {
+                rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| {
+                    let (y, saved) =
+                        recurrence_forward(cell, &xproj, &w, &h0, &c0, Some(&mask), d);
+                    let back = recurrence_backward(cell, &grad, &w, &saved, Some(&mask), d);
+                    (y, saved.gates, back)
+                })
+            };
+            let (one, two) = (run(1), run(2));
+            assert_eq!(one.0, two.0, "{cell:?} outputs");
+            assert_eq!(one.1, two.1, "{cell:?} gates");
+            assert_eq!(one.2 .0, two.2 .0, "{cell:?} dx");
+            assert_eq!(one.2 .2, two.2 .2, "{cell:?} dh");
+            assert_eq!(one.2 .3, two.2 .3, "{cell:?} dc");
+            let close = one.2 .1.iter().zip(&two.2 .1).all(|(a, b)| (a - b).abs() < 1e-12);
+            assert!(close, "{cell:?} dW");
+        }
     }
 }
