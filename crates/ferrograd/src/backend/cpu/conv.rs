@@ -31,13 +31,6 @@ impl Window {
     pub fn p(&self) -> usize {
         self.oh * self.ow
     }
-    /// Input row and column read by output (oy, ox) at kernel tap (ki, kj), if inside.
-    #[inline]
-    fn source(&self, oy: usize, ox: usize, ki: usize, kj: usize) -> Option<(usize, usize)> {
-        let iy = (oy * self.sh + ki).checked_sub(self.ph)?;
-        let ix = (ox * self.sw + kj).checked_sub(self.pw)?;
-        (iy < self.h && ix < self.w).then_some((iy, ix))
-    }
     /// The output columns `[lo, hi)` whose input column (at kernel column `kj`) lies inside the
     /// image, and the input column of `lo`.
     fn columns(&self, kj: usize) -> (usize, usize, usize) {
@@ -122,18 +115,25 @@ pub fn max_pool<T: super::Float + Send + Sync>(x: &[T], g: &Window) -> (Vec<T>, 
     let (hw, p) = (g.h * g.w, g.p());
     let mut out = vec![T::default(); g.n * g.c * p];
     let mut arg = vec![0u32; g.n * g.c * p];
+    // Each output's window clipped to the image once per row and column, so the taps run
+    // without bounds tests; the first tap seeds the maximum, and a NaN wins (the last one, as in PyTorch).
+    let taps = |o: usize, stride: usize, pad: usize, k: usize, size: usize| {
+        let lo = pad.saturating_sub(o * stride).min(k);
+        let hi = (size + pad).saturating_sub(o * stride).min(k).max(lo);
+        (lo, hi, (o * stride + lo).saturating_sub(pad))
+    };
     let plane = |i: usize, (o, a): (&mut [T], &mut [u32])| {
         let src = &x[i * hw..(i + 1) * hw];
         for oy in 0..g.oh {
+            let (ki0, ki1, iy0) = taps(oy, g.sh, g.ph, g.kh, g.h);
             for ox in 0..g.ow {
+                let (kj0, kj1, ix0) = taps(ox, g.sw, g.pw, g.kw, g.w);
                 let mut best = (T::neg_infinity(), u32::MAX);
-                for ki in 0..g.kh {
-                    for kj in 0..g.kw {
-                        if let Some((iy, ix)) = g.source(oy, ox, ki, kj) {
-                            let v = src[iy * g.w + ix];
-                            if v > best.0 || best.1 == u32::MAX || v.is_nan() {
-                                best = (v, (iy * g.w + ix) as u32);
-                            }
+                for iy in iy0..iy0 + (ki1 - ki0) {
+                    let row = &src[iy * g.w..][ix0..ix0 + (kj1 - kj0)];
+                    for (j, &v) in row.iter().enumerate() {
+                        if v > best.0 || best.1 == u32::MAX || v.is_nan() {
+                            best = (v, (iy * g.w + ix0 + j) as u32);
                         }
                     }
                 }
@@ -236,7 +236,7 @@ pub fn conv2d_backward<T: super::Float + Send + Sync>(
 ) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
     let (k, p, chw) = (g.k(), g.p(), g.c * g.h * g.w);
     let group = group_size(g);
-    let mut dw = vec![T::zero(); o * k];
+    let mut dw_t = vec![T::zero(); k * o]; // (K, O)
     let mut db = vec![T::zero(); o];
     let mut dx = need_input.then(|| vec![T::zero(); g.n * chw]);
     let mut dw_part = vec![T::zero(); o * k];
@@ -255,16 +255,18 @@ pub fn conv2d_backward<T: super::Float + Send + Sync>(
         for (oc, row) in grad_t.chunks(np.max(1)).enumerate().take(o) {
             db[oc] += row.iter().copied().sum();
         }
+        // dWᵀ = cols · gradᵀ, (K, n·P) · (n·P, O): gemm wants its right operand row-major, and
+        // gradᵀ is the smaller one to copy so (colsᵀ is K/O times bigger).
         super::matmul(
-            super::MatRef { data: &grad_t, row_stride: np, col_stride: 1 },
-            super::MatRef { data: cols, row_stride: 1, col_stride: np }, // colsᵀ: (n·P, K)
-            o,
-            np,
+            super::MatRef { data: cols, row_stride: np, col_stride: 1 },
+            super::MatRef { data: &grad_t, row_stride: 1, col_stride: np }, // gradᵀ: (n·P, O)
             k,
+            np,
+            o,
             &mut dw_part,
             true,
         );
-        dw.iter_mut().zip(&dw_part).for_each(|(d, &s)| *d += s);
+        dw_t.iter_mut().zip(&dw_part).for_each(|(d, &s)| *d += s);
         if let Some(dx) = dx.as_mut() {
             let mut dcols = vec![T::zero(); k * np];
             super::matmul(
@@ -279,5 +281,54 @@ pub fn conv2d_backward<T: super::Float + Send + Sync>(
             dx[n0 * chw..(n0 + sub.n) * chw].copy_from_slice(&col2im(&dcols, &sub));
         }
     }
+    let dw = super::to_row_major(
+        super::MatRef { data: &dw_t, row_stride: 1, col_stride: o },
+        o,
+        k,
+        false,
+    );
     (dx, dw, db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The clipped-window max pool against a tap-by-tap reference: paddings, strides,
+    /// overlapping windows, and NaN (the last NaN of a window wins).
+    #[test]
+    fn max_pool_matches_tap_by_tap() {
+        let (h, w) = (7, 6);
+        let mut x: Vec<f64> = (0..2 * h * w).map(|i| ((i * 37) % 23) as f64 - 11.0).collect();
+        x[9] = f64::NAN;
+        x[11] = f64::NAN;
+        for (k, s, p) in [(2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 1, 1), (3, 3, 0)] {
+            let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+            let g = Window { n: 1, c: 2, h, w, kh: k, kw: k, sh: s, sw: s, ph: p, pw: p, oh, ow };
+            let (y, arg) = max_pool(&x, &g);
+            for c in 0..2 {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut best = (f64::NEG_INFINITY, u32::MAX);
+                        for ki in 0..k {
+                            for kj in 0..k {
+                                let (iy, ix) = (oy * s + ki, ox * s + kj);
+                                if iy < p || ix < p || iy - p >= h || ix - p >= w {
+                                    continue;
+                                }
+                                let at = (iy - p) * w + ix - p;
+                                let v = x[c * h * w + at];
+                                if v > best.0 || best.1 == u32::MAX || v.is_nan() {
+                                    best = (v, at as u32);
+                                }
+                            }
+                        }
+                        let i = (c * oh + oy) * ow + ox;
+                        assert_eq!(arg[i], best.1, "k{k} s{s} p{p} at {c},{oy},{ox}");
+                        assert!(y[i] == best.0 || y[i].is_nan() && best.0.is_nan());
+                    }
+                }
+            }
+        }
+    }
 }

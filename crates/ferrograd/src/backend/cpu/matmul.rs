@@ -21,25 +21,30 @@ pub fn to_row_major<T: Float + Send + Sync>(
     cols: usize,
     threads: bool,
 ) -> Vec<T> {
-    const BAND: usize = 16;
+    // Bands of 64 rows: the 64 output lines a band is writing stay in L1 until complete.
+    const BAND: usize = 64;
     let mut out = vec![T::zero(); rows * cols];
     let band = |r0: usize, dst: &mut [T]| {
-        let band_rows = dst.len() / cols;
-        let src = &x.data[r0 * x.row_stride..];
-        if x.row_stride == 1 && transpose_f32(src, x.col_stride, dst, band_rows, cols) {
-            return;
-        }
-        for c in 0..cols {
-            for r in 0..band_rows {
-                dst[r * cols + c] = src[r * x.row_stride + c * x.col_stride];
+        for (i, dst) in dst.chunks_mut(BAND * cols).enumerate() {
+            let (r, band_rows) = (r0 + i * BAND, dst.len() / cols);
+            let src = &x.data[r * x.row_stride..];
+            if x.row_stride == 1 && transpose_f32(src, x.col_stride, dst, band_rows, cols) {
+                continue;
+            }
+            for c in 0..cols {
+                for r in 0..band_rows {
+                    dst[r * cols + c] = src[r * x.row_stride + c * x.col_stride];
+                }
             }
         }
     };
-    let chunk = BAND * cols;
+    // A few bands per thread: enough to balance, few enough that hand-offs cost nothing.
+    let per_task = (rows / (4 * rayon::current_num_threads())).next_multiple_of(BAND).max(BAND);
+    let chunk = per_task * cols;
     if threads && rows * cols >= super::PARALLEL_MIN {
-        out.par_chunks_mut(chunk).enumerate().for_each(|(i, d)| band(i * BAND, d));
+        out.par_chunks_mut(chunk).enumerate().for_each(|(i, d)| band(i * per_task, d));
     } else {
-        out.chunks_mut(chunk).enumerate().for_each(|(i, d)| band(i * BAND, d));
+        band(0, &mut out);
     }
     out
 }
@@ -120,31 +125,43 @@ pub fn matmul<T: Float + Send + Sync>(
         out.iter_mut().for_each(|o| *o = T::zero());
         return;
     }
-    // gemm reads a transposed right operand through strides at half speed or worse
-    // (x·Wᵀ at 128×1024×512: 54 against 176 GFLOP/s), so it is copied row-major first when
-    // the product is large beside the copy. (A transposed left operand costs gemm little.)
-    let b_rows;
-    let b = if b.col_stride != 1 && m >= REPACK_MIN && k * n > 1 {
-        b_rows = to_row_major(b, k, n, threads);
-        MatRef { data: &b_rows, row_stride: n, col_stride: 1 }
-    } else {
-        b
-    };
+    // gemm reads a right operand that is transposed (contiguous along k) at half speed or
+    // worse (x·Wᵀ at 128×1024×512: 54 against 176 GFLOP/s), so it is copied row-major first
+    // when the product is large beside the copy. (Copying `a` instead and computing
+    // outᵀ = bᵀ·aᵀ measured slower still; a transposed left operand costs gemm little.)
+    if b.col_stride != 1 && m >= REPACK_MIN && k * n > 1 {
+        let copy = to_row_major(b, k, n, threads);
+        let b = MatRef { data: &copy, row_stride: n, col_stride: 1 };
+        return gemm_into(a, b, (m, k, n), out, (n, 1), threads);
+    }
+    gemm_into(a, b, (m, k, n), out, (n, 1), threads)
+}
+
+/// `out = a · b` through gemm, `out`'s (row, column) strides given.
+fn gemm_into<T: Float + Send + Sync>(
+    a: MatRef<T>,
+    b: MatRef<T>,
+    (m, k, n): (usize, usize, usize),
+    out: &mut [T],
+    (out_rs, out_cs): (usize, usize),
+    threads: bool,
+) {
     let parallelism = if threads && m * k * n >= PARALLEL_FLOPS {
         Parallelism::Rayon(rayon::current_num_threads())
     } else {
         Parallelism::None
     };
     // SAFETY: the slices outlive the call and the strides/sizes stay within them: `a` spans
-    // (m-1)·rs + (k-1)·cs < len, likewise `b`, and `out` is exactly m·n row-major.
+    // (m-1)·rs + (k-1)·cs < len, likewise `b`, and `out` holds m·n elements at its strides
+    // (row-major, or its transpose).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
             out.as_mut_ptr(),
-            1,
-            n as isize,
+            out_cs as isize,
+            out_rs as isize,
             false,
             a.data.as_ptr(),
             a.col_stride as isize,

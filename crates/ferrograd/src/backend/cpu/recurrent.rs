@@ -424,12 +424,14 @@ mod tests {
             let mask: Vec<bool> = (0..d.b * d.t).map(|i| i % d.t < d.t - i / d.t % 3).collect();
             let grad: Vec<f64> = (0..d.b * (d.t + 2) * d.h).map(|i| val(i, 11)).collect();
             let run = |threads: usize| {
-                rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| {
-                    let (y, saved) =
-                        recurrence_forward(cell, &xproj, &w, &h0, &c0, Some(&mask), d);
-                    let back = recurrence_backward(cell, &grad, &w, &saved, Some(&mask), d);
-                    (y, saved.gates, back)
-                })
+                rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(
+                    || {
+                        let (y, saved) =
+                            recurrence_forward(cell, &xproj, &w, &h0, &c0, Some(&mask), d);
+                        let back = recurrence_backward(cell, &grad, &w, &saved, Some(&mask), d);
+                        (y, saved.gates, back)
+                    },
+                )
             };
             let (one, two) = (run(1), run(2));
             assert_eq!(one.0, two.0, "{cell:?} outputs");
