@@ -128,17 +128,24 @@ pub fn max_pool<T: super::Float + Send + Sync>(x: &[T], g: &Window) -> (Vec<T>, 
             let (ki0, ki1, iy0) = taps(oy, g.sh, g.ph, g.kh, g.h);
             for ox in 0..g.ow {
                 let (kj0, kj1, ix0) = taps(ox, g.sw, g.pw, g.kw, g.w);
-                let mut best = (T::neg_infinity(), u32::MAX);
+                if ki1 == ki0 || kj1 == kj0 {
+                    (o[oy * g.ow + ox], a[oy * g.ow + ox]) = (T::neg_infinity(), u32::MAX);
+                    continue;
+                }
+                // Selects, not branches: which tap wins depends on the data, and mispredicted
+                // branches cost more than the comparisons.
+                let first = iy0 * g.w + ix0;
+                let (mut best, mut at) = (src[first], first as u32);
                 for iy in iy0..iy0 + (ki1 - ki0) {
                     let row = &src[iy * g.w..][ix0..ix0 + (kj1 - kj0)];
                     for (j, &v) in row.iter().enumerate() {
-                        if v > best.0 || best.1 == u32::MAX || v.is_nan() {
-                            best = (v, (iy * g.w + ix0 + j) as u32);
-                        }
+                        let take = v > best || v.is_nan();
+                        best = if take { v } else { best };
+                        at = if take { (iy * g.w + ix0 + j) as u32 } else { at };
                     }
                 }
-                o[oy * g.ow + ox] = best.0;
-                a[oy * g.ow + ox] = best.1;
+                o[oy * g.ow + ox] = best;
+                a[oy * g.ow + ox] = at;
             }
         }
     };
