@@ -5,6 +5,7 @@
 //!
 //! Legend: B batch, H heads, T queries, S keys, E head size, D = H·E.
 
+use super::reduce::{exp_shifted_sum, row_max};
 use super::{matmul, Float, MatRef};
 use rayon::prelude::*;
 
@@ -27,11 +28,33 @@ impl AttentionDims {
     fn scale<T: Float>(&self) -> T {
         T::from(1.0 / (self.head_size as f64).sqrt()).unwrap_or(T::one())
     }
-    /// Whether query i may see key j, given the sequence's key mask.
-    fn sees(&self, i: usize, j: usize, allowed: Option<&[bool]>) -> bool {
-        let visible = !self.causal || j <= i + self.keys.saturating_sub(self.queries);
-        visible && allowed.is_none_or(|a| a[j])
+    /// How many keys query i may see by position: all of them, or the causal prefix.
+    fn visible(&self, i: usize) -> usize {
+        if self.causal {
+            (i + 1 + self.keys.saturating_sub(self.queries)).min(self.keys)
+        } else {
+            self.keys
+        }
     }
+}
+
+/// Row i of raw scores, scaled in place, with −∞ for every key query i may not see (past
+/// the causal prefix, or masked out). Contiguous loops, so they vectorize.
+fn scale_and_mask<T: Float>(
+    row: &mut [T],
+    i: usize,
+    allowed: Option<&[bool]>,
+    d: &AttentionDims,
+    scale: T,
+) {
+    let (seen, hidden) = row.split_at_mut(d.visible(i));
+    seen.iter_mut().for_each(|x| *x = *x * scale);
+    if let Some(allowed) = allowed {
+        for (x, &ok) in seen.iter_mut().zip(allowed) {
+            *x = if ok { *x } else { T::neg_infinity() };
+        }
+    }
+    hidden.fill(T::neg_infinity());
 }
 
 /// Head `h` of sequence `b` of a (B, N, D) tensor as an (N, E) matrix, and transposed, (E, N).
@@ -59,23 +82,15 @@ fn scatter<T: Copy>(block: &mut [T], head: &[T], d: &AttentionDims, h: usize) {
 /// Scores (T × S, raw products) → probabilities in place; `lse` gets each row's
 /// log-normalizer (+∞ for a row that sees no key: its probabilities are all 0).
 fn softmax_rows<T: Float>(p: &mut [T], lse: &mut [T], allowed: Option<&[bool]>, d: &AttentionDims) {
-    let scale: T = d.scale();
     for (i, (row, l)) in p.chunks_mut(d.keys).zip(lse.iter_mut()).enumerate() {
-        let mut max = T::neg_infinity();
-        for (j, x) in row.iter_mut().enumerate() {
-            *x = if d.sees(i, j, allowed) { *x * scale } else { T::neg_infinity() };
-            max = max.max(*x);
-        }
+        scale_and_mask(row, i, allowed, d, d.scale());
+        let max = row_max(row);
         if max == T::neg_infinity() {
             row.iter_mut().for_each(|x| *x = T::zero());
             *l = T::infinity();
             continue;
         }
-        let mut sum = T::zero();
-        for x in row.iter_mut() {
-            *x = (*x - max).fast_exp();
-            sum += *x;
-        }
+        let sum = exp_shifted_sum(row, max);
         let inv = sum.recip();
         row.iter_mut().for_each(|x| *x = *x * inv);
         *l = max + sum.ln();
@@ -140,13 +155,10 @@ pub fn attention_backward<T: Float + Send + Sync>(
                 let lse = &lse[(b * d.heads + h) * t..(b * d.heads + h + 1) * t];
                 matmul(head(q, d, t, b, h), head_t(k, d, s, b, h), t, e, s, &mut p, false);
                 for (i, row) in p.chunks_mut(s).enumerate() {
-                    for (j, x) in row.iter_mut().enumerate() {
-                        *x = if d.sees(i, j, allowed) {
-                            (*x * scale - lse[i]).fast_exp()
-                        } else {
-                            T::zero()
-                        };
-                    }
+                    // e^(−∞) = 0 for hidden keys, and for every key of a row that sees none
+                    // (its log-normalizer is +∞).
+                    scale_and_mask(row, i, allowed, d, scale);
+                    row.iter_mut().for_each(|x| *x = (*x - lse[i]).fast_exp());
                 }
                 matmul(head(dout, d, t, b, h), head_t(v, d, s, b, h), t, e, s, &mut ds, false);
                 for i in 0..t {

@@ -43,38 +43,48 @@ pub fn extreme_dim<T: Float + Send + Sync>(
     pairs.into_iter().unzip()
 }
 
-/// Softmax (or log-softmax) along the middle dimension, max-shifted for stability.
-/// Softmax (or log-softmax) of one contiguous row: the strided loop below, with the max and the
-/// sum kept in `LANES` partial results so that the compiler vectorizes them.
-fn softmax_row<T: Float>(x: &[T], out: &mut [T], log: bool) {
-    const LANES: usize = 16;
-    let out = &mut out[..x.len()];
+/// Lanes of the partial maxima and sums below: independent accumulators the compiler keeps
+/// in vector registers (a single running sum would fix the order and stay scalar).
+const LANES: usize = 16;
+
+/// The largest element of a row (−∞ for an empty row; NaN is passed over).
+pub(super) fn row_max<T: Float>(x: &[T]) -> T {
     let bigger = |a: T, b: T| if b > a { b } else { a };
     let mut lanes = [T::neg_infinity(); LANES];
     let chunks = x.chunks_exact(LANES);
-    let mut max = chunks.remainder().iter().fold(T::neg_infinity(), |m, &v| bigger(m, v));
+    let max = chunks.remainder().iter().fold(T::neg_infinity(), |m, &v| bigger(m, v));
     for c in chunks {
         for j in 0..LANES {
             lanes[j] = bigger(lanes[j], c[j]);
         }
     }
-    max = lanes.iter().fold(max, |m, &v| bigger(m, v));
+    lanes.iter().fold(max, |m, &v| bigger(m, v))
+}
+
+/// `x ← e^(x − shift)` over a row, returning the sum of the results.
+pub(super) fn exp_shifted_sum<T: Float>(row: &mut [T], shift: T) -> T {
     let mut sums = [T::zero(); LANES];
-    let mut tail = T::zero();
-    let mut outs = out.chunks_exact_mut(LANES);
-    let mut xs = x.chunks_exact(LANES);
-    for (o, c) in (&mut outs).zip(&mut xs) {
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for c in &mut chunks {
         for j in 0..LANES {
-            let e = (c[j] - max).fast_exp();
-            o[j] = e;
-            sums[j] += e;
+            c[j] = (c[j] - shift).fast_exp();
+            sums[j] += c[j];
         }
     }
-    for (o, &v) in outs.into_remainder().iter_mut().zip(xs.remainder()) {
-        *o = (v - max).fast_exp();
-        tail += *o;
+    let mut tail = T::zero();
+    for v in chunks.into_remainder() {
+        *v = (*v - shift).fast_exp();
+        tail += *v;
     }
-    let sum = sums.iter().fold(tail, |s, &v| s + v);
+    sums.iter().fold(tail, |s, &v| s + v)
+}
+
+/// Softmax (or log-softmax) of one contiguous row, max-shifted for stability.
+fn softmax_row<T: Float>(x: &[T], out: &mut [T], log: bool) {
+    let out = &mut out[..x.len()];
+    out.copy_from_slice(x);
+    let max = row_max(x);
+    let sum = exp_shifted_sum(out, max);
     if log {
         let shift = max + sum.ln();
         for (o, &v) in out.iter_mut().zip(x) {
@@ -86,6 +96,7 @@ fn softmax_row<T: Float>(x: &[T], out: &mut [T], log: bool) {
     }
 }
 
+/// Softmax (or log-softmax) along the middle dimension, max-shifted for stability.
 pub fn softmax_dim<T: Float + Send + Sync>(
     x: &[T],
     outer: usize,
