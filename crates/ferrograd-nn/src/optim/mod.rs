@@ -12,6 +12,7 @@ pub use schedule::Schedule;
 pub use sgd::{Sgd, SgdConfig};
 
 use crate::Param;
+use ferrograd::backend::cpu::with_wide_vectors;
 use ferrograd::{DType, Error, Gradients, Result, Tensor};
 
 /// Updates parameters from their gradients.
@@ -242,22 +243,4 @@ fn update_chunks<T: Real, const S: usize>(
         w.chunks_mut(CHUNK).zip(g.chunks(CHUNK)).zip(chunked.iter_mut()).for_each(body);
     }
     Tensor::from_vec(w, p.dims())
-}
-
-/// Runs `f` compiled for AVX2 and FMA when the processor has them (the crate is built for the
-/// x86-64 baseline, whose 2-lane vectors make the optimizers' square roots and divisions slow).
-#[inline(always)]
-fn with_wide_vectors<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn wide<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the features were just detected on this processor.
-            return unsafe { wide(f) };
-        }
-    }
-    f()
 }

@@ -5,7 +5,7 @@
 //! orders them; tanh RNN 1). `xproj` is the input's projection for every step, (B, T, G·H),
 //! computed beforehand in one matrix product.
 
-use super::{matmul, to_row_major, Float, MatRef};
+use super::{matmul, to_row_major, with_wide_vectors, Float, MatRef};
 
 /// The cell a recurrence runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +137,7 @@ struct ForwardRows<'a, T> {
 fn forward_rows<T: Float + Send + Sync>(
     cell: Cell,
     w_t: &[T],
-    r: ForwardRows<T>,
+    mut r: ForwardRows<T>,
     d: Dims,
     threads: usize,
 ) {
@@ -202,49 +202,60 @@ fn forward_rows<T: Float + Send + Sync>(
             &mut z,
             false,
         );
-        for bi in 0..b {
-            let row = bi * t + step;
-            r.h_prev[row * h..(row + 1) * h].copy_from_slice(&r.hs[bi * h..(bi + 1) * h]);
+        with_wide_vectors(
+            #[inline(always)]
+            || step_cells(cell, &mut r, &mut z, step, d),
+        );
+    }
+}
+
+/// The cells of one step for every sequence of `r`: gates from `z` (U·h) plus the input's
+/// projection, then the new state and output; padded sequences keep their state.
+#[inline(always)]
+fn step_cells<T: Float>(cell: Cell, r: &mut ForwardRows<T>, z: &mut [T], step: usize, d: Dims) {
+    let (b, t, h, gh) = (d.b, d.t, d.h, cell.gates() * d.h);
+    for bi in 0..b {
+        let row = bi * t + step;
+        r.h_prev[row * h..(row + 1) * h].copy_from_slice(&r.hs[bi * h..(bi + 1) * h]);
+        if cell == Cell::Lstm {
+            r.c_prev[row * h..(row + 1) * h].copy_from_slice(&r.cs[bi * h..(bi + 1) * h]);
+        }
+        if r.mask.is_some_and(|m| !m[row]) {
             if cell == Cell::Lstm {
-                r.c_prev[row * h..(row + 1) * h].copy_from_slice(&r.cs[bi * h..(bi + 1) * h]);
+                r.c_next[row * h..(row + 1) * h].copy_from_slice(&r.cs[bi * h..(bi + 1) * h]);
             }
-            if r.mask.is_some_and(|m| !m[row]) {
-                if cell == Cell::Lstm {
-                    r.c_next[row * h..(row + 1) * h].copy_from_slice(&r.cs[bi * h..(bi + 1) * h]);
+            continue;
+        }
+        let pre = &r.xproj[row * gh..(row + 1) * gh];
+        let zr = &mut z[bi * gh..(bi + 1) * gh];
+        zr.iter_mut().zip(pre).for_each(|(z, &p)| *z += p);
+        let gates = &mut r.gates[row * gh..(row + 1) * gh];
+        let out = &mut r.packed[(bi * (t + 2) + step) * h..][..h];
+        let (hrow, crow) = (&mut r.hs[bi * h..(bi + 1) * h], &mut r.cs[bi * h..(bi + 1) * h]);
+        match cell {
+            Cell::Tanh => {
+                for j in 0..h {
+                    let v = tanh(zr[j]);
+                    (gates[j], hrow[j], out[j]) = (v, v, v);
                 }
-                continue;
             }
-            let pre = &r.xproj[row * gh..(row + 1) * gh];
-            let zr = &mut z[bi * gh..(bi + 1) * gh];
-            zr.iter_mut().zip(pre).for_each(|(z, &p)| *z += p);
-            let gates = &mut r.gates[row * gh..(row + 1) * gh];
-            let out = &mut r.packed[(bi * (t + 2) + step) * h..][..h];
-            let (hrow, crow) = (&mut r.hs[bi * h..(bi + 1) * h], &mut r.cs[bi * h..(bi + 1) * h]);
-            match cell {
-                Cell::Tanh => {
-                    for j in 0..h {
-                        let v = tanh(zr[j]);
-                        (gates[j], hrow[j], out[j]) = (v, v, v);
-                    }
-                }
-                Cell::Lstm => {
-                    // Activations gate by gate (contiguous, so they vectorize), then the state.
-                    let (zi, rest) = zr.split_at(h);
-                    let (zf, rest) = rest.split_at(h);
-                    let (zg, zo) = rest.split_at(h);
-                    let (gi, rest) = gates.split_at_mut(h);
-                    let (gf, rest) = rest.split_at_mut(h);
-                    let (gg, go) = rest.split_at_mut(h);
-                    gi.iter_mut().zip(zi).for_each(|(a, &z)| *a = sigmoid(z));
-                    gf.iter_mut().zip(zf).for_each(|(a, &z)| *a = sigmoid(z));
-                    gg.iter_mut().zip(zg).for_each(|(a, &z)| *a = tanh(z));
-                    go.iter_mut().zip(zo).for_each(|(a, &z)| *a = sigmoid(z));
-                    let cn = &mut r.c_next[row * h..(row + 1) * h];
-                    for j in 0..h {
-                        let c = gf[j] * crow[j] + gi[j] * gg[j];
-                        let hv = go[j] * tanh(c);
-                        (crow[j], cn[j], hrow[j], out[j]) = (c, c, hv, hv);
-                    }
+            Cell::Lstm => {
+                // Activations gate by gate (contiguous, so they vectorize), then the state.
+                let (zi, rest) = zr.split_at(h);
+                let (zf, rest) = rest.split_at(h);
+                let (zg, zo) = rest.split_at(h);
+                let (gi, rest) = gates.split_at_mut(h);
+                let (gf, rest) = rest.split_at_mut(h);
+                let (gg, go) = rest.split_at_mut(h);
+                gi.iter_mut().zip(zi).for_each(|(a, &z)| *a = sigmoid(z));
+                gf.iter_mut().zip(zf).for_each(|(a, &z)| *a = sigmoid(z));
+                gg.iter_mut().zip(zg).for_each(|(a, &z)| *a = tanh(z));
+                go.iter_mut().zip(zo).for_each(|(a, &z)| *a = sigmoid(z));
+                let cn = &mut r.c_next[row * h..(row + 1) * h];
+                for j in 0..h {
+                    let c = gf[j] * crow[j] + gi[j] * gg[j];
+                    let hv = go[j] * tanh(c);
+                    (crow[j], cn[j], hrow[j], out[j]) = (c, c, hv, hv);
                 }
             }
         }
@@ -294,6 +305,52 @@ pub fn recurrence_backward<T: Float + Send + Sync>(
     (dx, dw, dh, dc)
 }
 
+/// dz (the gradient of the cells' pre-activations) of one step for every sequence of `r`,
+/// from the hidden state's gradient `dh` and the output's; `dc` carried one step back.
+#[inline(always)]
+fn step_gradients<T: Float>(cell: Cell, r: &mut BackwardRows<T>, step: usize, d: Dims) {
+    let (b, t, h, gh) = (d.b, d.t, d.h, cell.gates() * d.h);
+    let one = T::one();
+    for bi in 0..b {
+        let row = bi * t + step;
+        if r.mask.is_some_and(|m| !m[row]) {
+            continue; // state carried through unchanged: its gradient passes straight back
+        }
+        let gates = &r.gates[row * gh..(row + 1) * gh];
+        let dz = &mut r.dx[row * gh..(row + 1) * gh];
+        let gout = &r.grad[(bi * (t + 2) + step) * h..][..h];
+        let (dh, dc) = (&r.dh[bi * h..(bi + 1) * h], &mut r.dc[bi * h..(bi + 1) * h]);
+        match cell {
+            Cell::Tanh => {
+                for j in 0..h {
+                    dz[j] = (dh[j] + gout[j]) * (one - gates[j] * gates[j]);
+                }
+            }
+            Cell::Lstm => {
+                // Every slice h long, so the loop runs without bounds tests and vectorizes.
+                let (gi, gf, gg, go) =
+                    (&gates[..h], &gates[h..2 * h], &gates[2 * h..3 * h], &gates[3 * h..4 * h]);
+                let (dzi, rest) = dz.split_at_mut(h);
+                let (dzf, rest) = rest.split_at_mut(h);
+                let (dzg, dzo) = rest.split_at_mut(h);
+                let (c_prev, c_next) =
+                    (&r.c_prev[row * h..(row + 1) * h], &r.c_next[row * h..(row + 1) * h]);
+                for j in 0..h {
+                    let (i, f, g, o) = (gi[j], gf[j], gg[j], go[j]);
+                    let dhv = dh[j] + gout[j];
+                    let tc = tanh(c_next[j]);
+                    let dcv = dc[j] + dhv * o * (one - tc * tc);
+                    dzi[j] = dcv * g * i * (one - i);
+                    dzf[j] = dcv * c_prev[j] * f * (one - f);
+                    dzg[j] = dcv * i * (one - g * g);
+                    dzo[j] = dhv * tc * o * (one - o);
+                    dc[j] = dcv * f;
+                }
+            }
+        }
+    }
+}
+
 /// One group of sequences' share of the backward buffers (all sequence-major).
 struct BackwardRows<'a, T> {
     grad: &'a [T],
@@ -312,7 +369,7 @@ struct BackwardRows<'a, T> {
 fn backward_rows<T: Float + Send + Sync>(
     cell: Cell,
     w_hh: &[T],
-    r: BackwardRows<T>,
+    mut r: BackwardRows<T>,
     d: Dims,
     threads: usize,
 ) {
@@ -357,36 +414,12 @@ fn backward_rows<T: Float + Send + Sync>(
         );
         return;
     }
-    let (dh, dc) = (r.dh, r.dc);
     let mut dh_prev = vec![T::zero(); b * h];
-    let one = T::one();
     for step in (0..t).rev() {
-        for bi in 0..b {
-            let row = bi * t + step;
-            if r.mask.is_some_and(|m| !m[row]) {
-                continue; // state carried through unchanged: its gradient passes straight back
-            }
-            let gates = &r.gates[row * gh..(row + 1) * gh];
-            let dz = &mut r.dx[row * gh..(row + 1) * gh];
-            let gout = &r.grad[(bi * (t + 2) + step) * h..][..h];
-            for j in 0..h {
-                let dhv = dh[bi * h + j] + gout[j];
-                match cell {
-                    Cell::Tanh => dz[j] = dhv * (one - gates[j] * gates[j]),
-                    Cell::Lstm => {
-                        let (i, f, gg, o) =
-                            (gates[j], gates[h + j], gates[2 * h + j], gates[3 * h + j]);
-                        let tc = tanh(r.c_next[row * h + j]);
-                        let dcv = dc[bi * h + j] + dhv * o * (one - tc * tc);
-                        dz[j] = dcv * gg * i * (one - i);
-                        dz[h + j] = dcv * r.c_prev[row * h + j] * f * (one - f);
-                        dz[2 * h + j] = dcv * i * (one - gg * gg);
-                        dz[3 * h + j] = dhv * tc * o * (one - o);
-                        dc[bi * h + j] = dcv * f;
-                    }
-                }
-            }
-        }
+        with_wide_vectors(
+            #[inline(always)]
+            || step_gradients(cell, &mut r, step, d),
+        );
         // dh entering this step: dz · W_hh for active sequences, unchanged for padded ones.
         matmul(
             MatRef { data: &r.dx[step * gh..], row_stride: t * gh, col_stride: 1 },
@@ -399,7 +432,7 @@ fn backward_rows<T: Float + Send + Sync>(
         );
         for bi in 0..b {
             if r.mask.is_none_or(|m| m[bi * t + step]) {
-                dh[bi * h..(bi + 1) * h].copy_from_slice(&dh_prev[bi * h..(bi + 1) * h]);
+                r.dh[bi * h..(bi + 1) * h].copy_from_slice(&dh_prev[bi * h..(bi + 1) * h]);
             }
         }
     }
