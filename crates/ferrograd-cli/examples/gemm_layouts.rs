@@ -35,6 +35,9 @@ fn main() {
         ("W5 FF up", 2048, 128, 512),
         ("W7 FF up", 1024, 128, 512),
         ("W7 FF down", 1024, 512, 128),
+        ("W7 head QKᵀ", 32, 32, 32),
+        ("W5 head QKᵀ", 128, 32, 128),
+        ("W5 head PV", 128, 128, 32),
     ];
     println!("{:12} {:>16}  {:>6} {:>6} {:>6} {:>6}", "", "m×k×n", "NN", "NT", "TN", "TT");
     for (name, m, k, n) in shapes {
@@ -45,7 +48,7 @@ fn main() {
         let mut row = String::new();
         for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
             let (am, bm) = (operand(&a, m, k, ta), operand(&b, k, n, tb));
-            let t = seconds_per_call(|| matmul(am, bm, m, k, n, &mut out, true));
+            let t = seconds_per_call(|| matmul(am, bm, m, k, n, &mut out, m * k * n > 1 << 20));
             row += &format!(" {:6.1}", flops / t / 1e9);
         }
         println!("{name:12} {:>16} {row}", format!("{m}×{k}×{n}"));

@@ -116,24 +116,57 @@ pub fn max_pool<T: super::Float + Send + Sync>(x: &[T], g: &Window) -> (Vec<T>, 
     let mut out = vec![T::default(); g.n * g.c * p];
     let mut arg = vec![0u32; g.n * g.c * p];
     // Each output's window clipped to the image once per row and column, so the taps run
-    // without bounds tests; the first tap seeds the maximum, and a NaN wins (the last one, as in PyTorch).
+    // without bounds tests; the first tap seeds the maximum, and a NaN wins (the last one, as
+    // in PyTorch).
     let taps = |o: usize, stride: usize, pad: usize, k: usize, size: usize| {
         let lo = pad.saturating_sub(o * stride).min(k);
         let hi = (size + pad).saturating_sub(o * stride).min(k).max(lo);
         (lo, hi, (o * stride + lo).saturating_sub(pad))
     };
+    // Outputs whose whole window row lies inside the image: ox in [inner_lo, inner_hi).
+    let inner_lo = g.pw.div_ceil(g.sw).min(g.ow);
+    let inner_hi = if g.w + g.pw >= g.kw { ((g.w + g.pw - g.kw) / g.sw + 1).min(g.ow) } else { 0 };
+    let inner_hi = inner_hi.max(inner_lo);
     let plane = |i: usize, (o, a): (&mut [T], &mut [u32])| {
         let src = &x[i * hw..(i + 1) * hw];
         for oy in 0..g.oh {
             let (ki0, ki1, iy0) = taps(oy, g.sh, g.ph, g.kh, g.h);
-            for ox in 0..g.ow {
+            let (o, a) = (&mut o[oy * g.ow..(oy + 1) * g.ow], &mut a[oy * g.ow..(oy + 1) * g.ow]);
+            if ki1 == ki0 {
+                o.fill(T::neg_infinity());
+                a.fill(u32::MAX);
+                continue;
+            }
+            // Inside: tap by tap across the whole row of outputs, in each window's row-major
+            // order (so ties and NaNs resolve as below), with no dependence from one output to
+            // the next. Selects, not branches: which tap wins depends on the data.
+            let (o_in, a_in) = (&mut o[inner_lo..inner_hi], &mut a[inner_lo..inner_hi]);
+            let start = |ox: usize, iy: usize, kj: usize| iy * g.w + ox * g.sw + kj - g.pw;
+            for (n, (b, at)) in o_in.iter_mut().zip(a_in.iter_mut()).enumerate() {
+                let s0 = start(inner_lo + n, iy0, 0);
+                (*b, *at) = (src[s0], s0 as u32);
+            }
+            for iy in iy0..iy0 + (ki1 - ki0) {
+                for kj in 0..g.kw {
+                    if iy == iy0 && kj == 0 {
+                        continue;
+                    }
+                    for (n, (b, at)) in o_in.iter_mut().zip(a_in.iter_mut()).enumerate() {
+                        let s = start(inner_lo + n, iy, kj);
+                        let v = src[s];
+                        let take = v > *b || v.is_nan();
+                        *b = if take { v } else { *b };
+                        *at = if take { s as u32 } else { *at };
+                    }
+                }
+            }
+            // The edges, window by window.
+            for ox in (0..inner_lo).chain(inner_hi..g.ow) {
                 let (kj0, kj1, ix0) = taps(ox, g.sw, g.pw, g.kw, g.w);
-                if ki1 == ki0 || kj1 == kj0 {
-                    (o[oy * g.ow + ox], a[oy * g.ow + ox]) = (T::neg_infinity(), u32::MAX);
+                if kj1 == kj0 {
+                    (o[ox], a[ox]) = (T::neg_infinity(), u32::MAX);
                     continue;
                 }
-                // Selects, not branches: which tap wins depends on the data, and mispredicted
-                // branches cost more than the comparisons.
                 let first = iy0 * g.w + ix0;
                 let (mut best, mut at) = (src[first], first as u32);
                 for iy in iy0..iy0 + (ki1 - ki0) {
@@ -144,8 +177,7 @@ pub fn max_pool<T: super::Float + Send + Sync>(x: &[T], g: &Window) -> (Vec<T>, 
                         at = if take { (iy * g.w + ix0 + j) as u32 } else { at };
                     }
                 }
-                o[oy * g.ow + ox] = best;
-                a[oy * g.ow + ox] = at;
+                (o[ox], a[ox]) = (best, at);
             }
         }
     };
