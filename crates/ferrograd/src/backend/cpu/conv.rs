@@ -5,6 +5,7 @@
 
 use super::PARALLEL_MIN;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// The sizes of one convolution or pooling: input, kernel, stride, padding and output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,30 +50,50 @@ impl Window {
 /// image n sees (zeros in the padding). Rows are copied a run of columns at a time.
 pub fn im2col<T: Copy + Default + Send + Sync>(x: &[T], g: &Window) -> Vec<T> {
     let (np, p, hw) = (g.n * g.p(), g.p(), g.h * g.w);
-    let mut cols = vec![T::default(); g.k() * np];
-    let fill = |r: usize, row: &mut [T]| {
+    // Every element is written once — the input's run, or zero where the window is outside
+    // the image — so the buffer is not zeroed first.
+    let fill = |r: usize, row: &mut [MaybeUninit<T>]| {
         let (c, ki, kj) = (r / (g.kh * g.kw), r / g.kw % g.kh, r % g.kw);
         let (lo, hi, ix0) = g.columns(kj);
+        let zero = |o: &mut [MaybeUninit<T>]| {
+            o.iter_mut().for_each(|o| {
+                o.write(T::default());
+            })
+        };
         for n in 0..g.n {
             let plane = &x[(n * g.c + c) * hw..(n * g.c + c + 1) * hw];
             for oy in 0..g.oh {
-                let Some(iy) = g.row(oy, ki) else { continue };
-                let out = &mut row[n * p + oy * g.ow..][lo..hi];
+                let out = &mut row[n * p + oy * g.ow..][..g.ow];
+                let Some(iy) = g.row(oy, ki) else {
+                    zero(out);
+                    continue;
+                };
+                let (left, rest) = out.split_at_mut(lo);
+                let (inside, right) = rest.split_at_mut(hi - lo);
+                zero(left);
+                zero(right);
                 let src = &plane[iy * g.w + ix0..];
                 if g.sw == 1 {
-                    out.copy_from_slice(&src[..hi - lo]);
+                    for (o, &v) in inside.iter_mut().zip(src) {
+                        o.write(v);
+                    }
                 } else {
-                    out.iter_mut().enumerate().for_each(|(k, o)| *o = src[k * g.sw]);
+                    for (k, o) in inside.iter_mut().enumerate() {
+                        o.write(src[k * g.sw]);
+                    }
                 }
             }
         }
     };
-    if cols.len() < PARALLEL_MIN {
-        cols.chunks_mut(np.max(1)).enumerate().for_each(|(r, row)| fill(r, row));
-    } else {
-        cols.par_chunks_mut(np.max(1)).enumerate().for_each(|(r, row)| fill(r, row));
-    }
-    cols
+    let fill_all = |cols: &mut [MaybeUninit<T>]| {
+        if cols.len() < PARALLEL_MIN {
+            cols.chunks_mut(np.max(1)).enumerate().for_each(|(r, row)| fill(r, row));
+        } else {
+            cols.par_chunks_mut(np.max(1)).enumerate().for_each(|(r, row)| fill(r, row));
+        }
+    };
+    // SAFETY: `fill` writes each of a row's N·OH·OW elements (zero, or the input's).
+    unsafe { super::filled_by(g.k() * np, fill_all) }
 }
 
 /// im2col's adjoint: (K, N·P) columns summed back into an (N, C, H, W) image.
@@ -241,16 +262,19 @@ pub fn conv2d<T: super::Float + Send + Sync>(
         let sub = Window { n: group.min(g.n - n0), ..*g };
         let np = sub.n * p;
         let cols = im2col(&x[n0 * chw..(n0 + sub.n) * chw], &sub);
-        let mut out_t = vec![T::zero(); o * np]; // (O, n·P)
-        super::matmul(
-            super::MatRef { data: w, row_stride: k, col_stride: 1 },
-            super::MatRef { data: &cols, row_stride: np, col_stride: 1 },
-            o,
-            k,
-            np,
-            &mut out_t,
-            true,
-        );
+        let product = |out: &mut [MaybeUninit<T>]| {
+            super::matmul_uninit(
+                super::MatRef { data: w, row_stride: k, col_stride: 1 },
+                super::MatRef { data: &cols, row_stride: np, col_stride: 1 },
+                o,
+                k,
+                np,
+                out,
+                true,
+            )
+        };
+        // SAFETY: the product writes all of its (O, n·P) output.
+        let out_t = unsafe { super::filled_by(o * np, product) };
         for img in 0..sub.n {
             for oc in 0..o {
                 let b = bias.map_or(T::zero(), |b| b[oc]);
@@ -307,16 +331,19 @@ pub fn conv2d_backward<T: super::Float + Send + Sync>(
         );
         dw_t.iter_mut().zip(&dw_part).for_each(|(d, &s)| *d += s);
         if let Some(dx) = dx.as_mut() {
-            let mut dcols = vec![T::zero(); k * np];
-            super::matmul(
-                super::MatRef { data: w, row_stride: 1, col_stride: k }, // wᵀ: (K, O)
-                super::MatRef { data: &grad_t, row_stride: np, col_stride: 1 },
-                k,
-                o,
-                np,
-                &mut dcols,
-                true,
-            );
+            let product = |out: &mut [MaybeUninit<T>]| {
+                super::matmul_uninit(
+                    super::MatRef { data: w, row_stride: 1, col_stride: k }, // wᵀ: (K, O)
+                    super::MatRef { data: &grad_t, row_stride: np, col_stride: 1 },
+                    k,
+                    o,
+                    np,
+                    out,
+                    true,
+                )
+            };
+            // SAFETY: the product writes all of its (K, n·P) output.
+            let dcols = unsafe { super::filled_by(k * np, product) };
             dx[n0 * chw..(n0 + sub.n) * chw].copy_from_slice(&col2im(&dcols, &sub));
         }
     }

@@ -4,6 +4,7 @@
 use super::Float;
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Products smaller than this (m·k·n) run on one thread.
 const PARALLEL_FLOPS: usize = 1 << 18;
@@ -117,12 +118,29 @@ pub fn matmul<T: Float + Send + Sync>(
     out: &mut [T],
     threads: bool,
 ) {
-    debug_assert_eq!(out.len(), m * n);
+    // SAFETY: T and MaybeUninit<T> have one layout, and only initialized values are written.
+    let out = unsafe { &mut *(out as *mut [T] as *mut [MaybeUninit<T>]) };
+    matmul_uninit(a, b, m, k, n, out, threads)
+}
+
+/// [`matmul`] into memory not yet initialized: every element of `out` is written.
+pub fn matmul_uninit<T: Float + Send + Sync>(
+    a: MatRef<T>,
+    b: MatRef<T>,
+    m: usize,
+    k: usize,
+    n: usize,
+    out: &mut [MaybeUninit<T>],
+    threads: bool,
+) {
+    assert_eq!(out.len(), m * n, "matmul: output of {} for {m}×{n}", out.len());
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
-        out.iter_mut().for_each(|o| *o = T::zero());
+        out.iter_mut().for_each(|o| {
+            o.write(T::zero());
+        });
         return;
     }
     // gemm reads a right operand that is transposed (contiguous along k) at half speed or
@@ -142,7 +160,7 @@ fn gemm_into<T: Float + Send + Sync>(
     a: MatRef<T>,
     b: MatRef<T>,
     (m, k, n): (usize, usize, usize),
-    out: &mut [T],
+    out: &mut [MaybeUninit<T>],
     (out_rs, out_cs): (usize, usize),
     threads: bool,
 ) {
@@ -153,13 +171,13 @@ fn gemm_into<T: Float + Send + Sync>(
     };
     // SAFETY: the slices outlive the call and the strides/sizes stay within them: `a` spans
     // (m-1)·rs + (k-1)·cs < len, likewise `b`, and `out` holds m·n elements at its strides
-    // (row-major, or its transpose).
+    // (row-major, or its transpose), which gemm writes without reading (`read_dst` false).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            out.as_mut_ptr(),
+            out.as_mut_ptr() as *mut T,
             out_cs as isize,
             out_rs as isize,
             false,
@@ -191,21 +209,23 @@ pub fn matmul_batched<T: Float + Send + Sync>(
     n: usize,
 ) -> Vec<T> {
     let batch = a_offsets.len();
-    let mut out = vec![T::zero(); batch * m * n];
     if m * n == 0 {
-        return out;
+        return Vec::new();
     }
-    let one = |i: usize, o: &mut [T], threads: bool| {
+    let one = |i: usize, o: &mut [MaybeUninit<T>], threads: bool| {
         let ai = MatRef { data: &a.data[a_offsets[i]..], ..a };
         let bi = MatRef { data: &b.data[b_offsets[i]..], ..b };
-        matmul(ai, bi, m, k, n, o, threads);
+        matmul_uninit(ai, bi, m, k, n, o, threads);
     };
-    if batch > 1 && m * k * n < 4 * PARALLEL_FLOPS {
-        out.par_chunks_mut(m * n).enumerate().for_each(|(i, o)| one(i, o, false));
-    } else {
-        out.chunks_mut(m * n).enumerate().for_each(|(i, o)| one(i, o, true));
-    }
-    out
+    let all = |out: &mut [MaybeUninit<T>]| {
+        if batch > 1 && m * k * n < 4 * PARALLEL_FLOPS {
+            out.par_chunks_mut(m * n).enumerate().for_each(|(i, o)| one(i, o, false));
+        } else {
+            out.chunks_mut(m * n).enumerate().for_each(|(i, o)| one(i, o, true));
+        }
+    };
+    // SAFETY: each product writes all of its m·n chunk, and the chunks cover the output.
+    unsafe { super::filled_by(batch * m * n, all) }
 }
 
 #[cfg(test)]
