@@ -1,18 +1,14 @@
 //! `ferrograd bench`: the workloads of WORKLOADS.md, steady state, all cores, f32. The PyTorch
 //! side is `bench/torch_workloads.py`, measured the same way (median of timed repetitions).
 
+use crate::CliResult;
 use ferrograd::{no_grad, DType, Rng, Tensor};
 use ferrograd_nn::optim::{Adam, AdamConfig, Optimizer};
 use ferrograd_nn::{models, Module, ParamStore};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub fn run(
-    workload: &str,
-    json: bool,
-    quick: bool,
-    data: Option<&Path>,
-) -> Result<(), Box<dyn std::error::Error>> {
+pub fn run(workload: &str, json: bool, quick: bool, data: Option<&Path>) -> CliResult<()> {
     let min_time = if quick { Duration::ZERO } else { Duration::from_millis(3000) };
     let results: Vec<(String, f64)> = match workload.to_ascii_uppercase().as_str() {
         "W1" => w1_matmul(min_time)?,
@@ -66,7 +62,7 @@ fn train_images_per_s(
     batch: usize,
     data: Option<&Path>,
     min_time: Duration,
-) -> Result<f64, Box<dyn std::error::Error>> {
+) -> CliResult<f64> {
     let (images, labels) = match data {
         Some(dir) => {
             let m = ferrograd_data::mnist::load(dir)?;
@@ -107,7 +103,7 @@ fn train_images_per_s(
 }
 
 /// The first 200,000 characters of a text as char ids, or random ids of a 65-symbol vocabulary.
-fn char_ids(data: Option<&Path>) -> Result<Vec<i64>, Box<dyn std::error::Error>> {
+fn char_ids(data: Option<&Path>) -> CliResult<Vec<i64>> {
     use ferrograd_data::CharTokenizer;
     Ok(match data {
         Some(path) => {
@@ -131,7 +127,7 @@ fn lm_step_seconds(
     batch: usize,
     context: usize,
     min_time: Duration,
-) -> Result<f64, Box<dyn std::error::Error>> {
+) -> CliResult<f64> {
     let batches = ferrograd_data::LmBatches::new(ids, batch, context)?;
     let mut rng = Rng::seed(2);
     let samples: Vec<(Tensor, Tensor)> =
@@ -154,10 +150,7 @@ fn lm_step_seconds(
 /// W5: a character Transformer LM (4 pre-norm blocks, d 128, 4 heads, FeedForward 512 GELU,
 /// learned positions, context 128, tied GenerateToken), batches of 16 × 128, AdamW 1e-3; then
 /// greedy generation of 127 tokens from one, batch 1, with the KV cache.
-fn w5_transformer_lm(
-    data: Option<&Path>,
-    min_time: Duration,
-) -> Result<Vec<(String, f64)>, Box<dyn std::error::Error>> {
+fn w5_transformer_lm(data: Option<&Path>, min_time: Duration) -> CliResult<Vec<(String, f64)>> {
     use ferrograd_nn::Sampling;
     let ids = char_ids(data)?;
     let vocab = (ids.iter().copied().max().unwrap_or(0) + 1).max(65) as usize;
@@ -182,7 +175,7 @@ fn w5_transformer_lm(
 /// W7: target tokens per second of training a Transformer encoder–decoder (2 + 2 layers, d 128,
 /// 4 heads, FeedForward 512, shared tied vocabulary of 1000) on batches of 32 random source and
 /// target sequences of 32 tokens, AdamW 1e-3.
-fn w7_seq2seq(min_time: Duration) -> Result<f64, Box<dyn std::error::Error>> {
+fn w7_seq2seq(min_time: Duration) -> CliResult<f64> {
     use ferrograd_nn::{Seq2SeqConfig, SequenceToSequence};
     let store = ParamStore::new(0);
     let config = Seq2SeqConfig::w7();
@@ -216,7 +209,7 @@ fn w7_seq2seq(min_time: Duration) -> Result<f64, Box<dyn std::error::Error>> {
 }
 
 /// W6: all-MiniLM-L6-v2 inference, batches of 32 sentences × 128 tokens, no padding.
-fn w6_bert(model: Option<&Path>, min_time: Duration) -> Result<f64, Box<dyn std::error::Error>> {
+fn w6_bert(model: Option<&Path>, min_time: Duration) -> CliResult<f64> {
     let dir = model.ok_or("W6 needs --data pointing at the all-MiniLM-L6-v2 directory")?;
     let store = ParamStore::new(0);
     let bert = ferrograd_nn::Bert::from_pretrained(dir, &store)?;
@@ -246,7 +239,7 @@ fn w6_bert(model: Option<&Path>, min_time: Duration) -> Result<f64, Box<dyn std:
 
 /// W4: an LSTM character language model, EmbedToken(65→64)·LSTM(64→256)·GenerateToken
 /// (untied, 256→65) at every position; batches of 32 × 64 tokens; Adam lr 2e-3.
-fn w4_lstm_lm(data: Option<&Path>, min_time: Duration) -> Result<f64, Box<dyn std::error::Error>> {
+fn w4_lstm_lm(data: Option<&Path>, min_time: Duration) -> CliResult<f64> {
     use ferrograd_nn::{EmbedToken, GenerateToken, LanguageModel, SequenceRNN, LSTM};
     let ids = char_ids(data)?;
     let vocab = (ids.iter().copied().max().unwrap_or(0) + 1).max(65) as usize;

@@ -1,6 +1,7 @@
 //! `ferrograd train classify`: the lecture's text classifier,
 //! `score = w · Collapse(SequenceModel^k(EmbedToken(x)))`, on label<TAB>text lines.
 
+use crate::CliResult;
 use clap::{Args, ValueEnum};
 use ferrograd::{no_grad, Rng, Tensor};
 use ferrograd_data::text::{pad_batch, read_labeled};
@@ -11,7 +12,6 @@ use ferrograd_nn::{
 };
 use std::path::PathBuf;
 
-type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
 /// Token ids, mask and label ids of a batch of texts.
 type Encoded = (Tensor, Tensor, Tensor);
 /// Turns labeled texts into a batch.

@@ -1,12 +1,11 @@
 //! `ferrograd embed`: sentence embeddings from a sentence-transformers BERT directory.
 
+use crate::CliResult;
 use clap::Args;
 use ferrograd::{no_grad, Tensor};
 use ferrograd_data::BertTokenizer;
 use ferrograd_nn::{Bert, ParamStore};
 use std::path::{Path, PathBuf};
-
-type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 #[derive(Args)]
 pub struct EmbedArgs {

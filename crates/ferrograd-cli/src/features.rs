@@ -2,6 +2,7 @@
 //!
 //! Dimension names: N images, C channels in, O filters (channels out), H × W pixels, K × K filter.
 
+use crate::CliResult;
 use ferrograd::{DType, Error, Tensor};
 use std::path::Path;
 
@@ -19,7 +20,7 @@ pub const MAX_SIDE: u32 = 4096;
 /// Reads a PNG or JPEG `image`, applies the [`FILTERS`] and writes one PNG per map into `out`:
 /// original.png, sharpen.png, edge_detect.png, strong_edge_detect.png, each as large as the
 /// image. The edge maps show |response| so edges of both signs are bright on black.
-pub fn run(image: &Path, out: &Path) -> Result<(), Box<dyn std::error::Error>> {
+pub fn run(image: &Path, out: &Path) -> CliResult<()> {
     let gray = read_gray(image)?; // (1, 1, H, W)
     std::fs::create_dir_all(out)
         .map_err(|e| Error::io("features", format!("cannot create {}: {e}", out.display())))?;
@@ -85,7 +86,7 @@ pub fn feature_maps(gray: &Tensor) -> ferrograd::Result<Vec<(&'static str, Tenso
 
 /// Writes an (H, W) or (1, H, W) tensor of gray levels as an 8-bit PNG: 0 black, 1 white,
 /// values outside [0, 1] clamped (NaN black).
-pub fn save_gray_png(t: &Tensor, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+pub fn save_gray_png(t: &Tensor, path: &Path) -> CliResult<()> {
     let (h, w) = match *t.dims() {
         [h, w] | [1, h, w] => (h, w),
         _ => {
@@ -103,11 +104,7 @@ pub fn save_gray_png(t: &Tensor, path: &Path) -> Result<(), Box<dyn std::error::
 /// Draws first-layer filters (O, 1, KH, KW) side by side in a near-square grid, each min-max
 /// normalized on its own (its lowest weight black, its highest white), `scale` pixels a weight,
 /// with 1-pixel white gaps between filters.
-pub fn save_filters_png(
-    weights: &Tensor,
-    path: &Path,
-    scale: u32,
-) -> Result<(), Box<dyn std::error::Error>> {
+pub fn save_filters_png(weights: &Tensor, path: &Path, scale: u32) -> CliResult<()> {
     const OP: &str = "save_filters_png";
     let (o, kh, kw) = match *weights.dims() {
         [o, 1, kh, kw] if o > 0 && kh > 0 && kw > 0 => (o, kh, kw),
@@ -141,12 +138,7 @@ pub fn save_filters_png(
     write_png(w, h, pixels, path)
 }
 
-fn write_png(
-    w: usize,
-    h: usize,
-    pixels: Vec<u8>,
-    path: &Path,
-) -> Result<(), Box<dyn std::error::Error>> {
+fn write_png(w: usize, h: usize, pixels: Vec<u8>, path: &Path) -> CliResult<()> {
     let img = image::GrayImage::from_raw(w as u32, h as u32, pixels)
         .ok_or_else(|| Error::shape("png", format!("{w}×{h} pixels do not fit the buffer")))?;
     img.save_with_format(path, image::ImageFormat::Png)

@@ -1,6 +1,7 @@
 //! Character language models from the command line: `train lm` and `generate`.
 
 use crate::plot::{line_chart, write_loss_csv, Series};
+use crate::CliResult;
 use clap::{Args, ValueEnum};
 use ferrograd::{no_grad, Rng};
 use ferrograd_data::{CharTokenizer, LmBatches, Vocab};
@@ -13,8 +14,6 @@ use ferrograd_nn::{
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
-
-type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 #[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -14,6 +14,9 @@ mod train;
 
 use clap::{Parser, Subcommand};
 
+/// What a command returns: its error is printed for the person, so any error will do.
+type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
+
 // Training allocates and frees the same large buffers (im2col columns, activations) every
 // step; glibc's malloc hands those back to the kernel each time and pays page faults to get
 // them again. mimalloc, told not to purge (below), keeps them.
@@ -109,7 +112,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn dispatch(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+fn dispatch(cli: Cli) -> CliResult<()> {
     match cli.command {
         Command::Tour { out } => tour::run(&out),
         Command::Bench { workload, json, quick, data } => {

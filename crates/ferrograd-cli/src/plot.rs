@@ -1,5 +1,6 @@
 //! Drawing results people would rather see than read: training curves, as SVG line charts.
 
+use crate::CliResult;
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -26,10 +27,7 @@ pub struct Series {
 /// there, a point left alone is a dot; an empty series keeps its legend entry; no points at all
 /// give empty unit axes.
 /// A `step,train_loss` CSV file of `(step, loss)` points.
-pub fn write_loss_csv(
-    path: &Path,
-    points: &[(f64, f64)],
-) -> Result<(), Box<dyn std::error::Error>> {
+pub fn write_loss_csv(path: &Path, points: &[(f64, f64)]) -> CliResult<()> {
     use std::io::Write;
     let mut f =
         std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -46,7 +44,7 @@ pub fn line_chart(
     x_label: &str,
     y_label: &str,
     series: &[Series],
-) -> Result<(), Box<dyn std::error::Error>> {
+) -> CliResult<()> {
     let finite = |&(x, y): &(f64, f64)| x.is_finite() && y.is_finite();
     let all = || series.iter().flat_map(|s| s.points.iter().copied().filter(finite));
     let x = span(all().map(|p| p.0), 0.0);

@@ -1,6 +1,7 @@
 //! Question answering from the command line: `train qa` fine-tunes a Hugging Face BERT with a
 //! span head on SQuAD-format JSON; `qa` answers a question about a context.
 
+use crate::CliResult;
 use clap::Args;
 use ferrograd::{no_grad, Rng, Tensor};
 use ferrograd_data::qa::{read_squad, QaExample};
@@ -11,8 +12,6 @@ use ferrograd_nn::{
 };
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 #[derive(Args)]
 pub struct TrainQaArgs {

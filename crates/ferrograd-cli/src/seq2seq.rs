@@ -2,6 +2,7 @@
 //! loop and the evaluation (exact match, token accuracy, BLEU) the tour uses too.
 
 use crate::plot::{line_chart, write_loss_csv, Series};
+use crate::CliResult;
 use clap::{Args, ValueEnum};
 use ferrograd::{no_grad, Rng, Tensor};
 use ferrograd_data::bleu::corpus_bleu;
@@ -14,8 +15,6 @@ use ferrograd_nn::{
 };
 use std::path::PathBuf;
 use std::time::Instant;
-
-type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// (source ids, target ids) pairs.
 pub type IdPairs = Vec<(Vec<i64>, Vec<i64>)>;

@@ -1,8 +1,9 @@
 //! `ferrograd summary`: a model in the lecture's notation with a table of its layers.
 
+use crate::CliResult;
 use ferrograd_nn::{models, summary, ParamStore};
 
-pub fn run(model: &str) -> Result<(), Box<dyn std::error::Error>> {
+pub fn run(model: &str) -> CliResult<()> {
     let store = ParamStore::new(0);
     let (net, input): (Box<dyn ferrograd_nn::Module>, Vec<usize>) = match model {
         "alexnet" => (

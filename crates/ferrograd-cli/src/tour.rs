@@ -1,6 +1,7 @@
 //! `ferrograd tour`: the lecture as a program, chapter by chapter, on built-in data.
 
 use crate::features::{feature_maps, save_filters_png, save_gray_png};
+use crate::CliResult;
 use ferrograd::{gradcheck, no_grad, DType, Result, Rng, Tensor};
 use ferrograd_data::synthetic::spirals;
 use ferrograd_data::{glyphs, Batches};
@@ -11,8 +12,6 @@ use ferrograd_nn::{
 };
 use std::path::Path;
 use std::time::Instant;
-
-type CliResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 pub fn run(out: &Path) -> CliResult<()> {
     let start = Instant::now();

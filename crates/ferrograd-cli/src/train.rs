@@ -2,6 +2,7 @@
 //! a plot of the curves, and checkpoints that resume exactly.
 
 use crate::plot::{line_chart, Series};
+use crate::CliResult;
 use clap::{Args, Subcommand, ValueEnum};
 use ferrograd::{no_grad, DType, Rng, Tensor};
 use ferrograd_data::{mnist, Batches};
@@ -13,8 +14,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 #[derive(Subcommand)]
 pub enum Task {
