@@ -1,6 +1,6 @@
 //! Element-wise kernels: maps of one tensor, and zips of two with NumPy broadcasting.
 
-use super::{CHUNK, PARALLEL_MIN};
+use super::{with_wide_vectors, CHUNK, PARALLEL_MIN};
 use rayon::prelude::*;
 
 /// `f` applied to every element.
@@ -9,7 +9,13 @@ pub fn map<T: Copy + Send + Sync, U: Copy + Send + Sync + Default>(
     f: impl Fn(T) -> U + Send + Sync,
 ) -> Vec<U> {
     let mut out = vec![U::default(); x.len()];
-    let run = |(o, i): (&mut [U], &[T])| o.iter_mut().zip(i).for_each(|(o, &i)| *o = f(i));
+    // Maps are mostly the compute-heavy functions (exp, tanh, GELU's erf): wide vectors.
+    let run = |(o, i): (&mut [U], &[T])| {
+        with_wide_vectors(
+            #[inline(always)]
+            || o.iter_mut().zip(i).for_each(|(o, &i)| *o = f(i)),
+        )
+    };
     if x.len() < PARALLEL_MIN {
         run((&mut out, x));
     } else {
@@ -114,9 +120,15 @@ pub fn zip3<T: Copy + Send + Sync, V: Copy + Send + Sync + Default>(
         // Equal lengths up front: no bounds checks in the loop, so it vectorizes.
         let n = o.len();
         let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
-        for i in 0..n {
-            o[i] = f(a[i], b[i], c[i]);
-        }
+        // The backward passes of those functions: wide vectors too.
+        with_wide_vectors(
+            #[inline(always)]
+            || {
+                for i in 0..n {
+                    o[i] = f(a[i], b[i], c[i]);
+                }
+            },
+        )
     };
     if a.len() < PARALLEL_MIN {
         run((((&mut out, a), b), c));
