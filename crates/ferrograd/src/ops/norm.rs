@@ -5,6 +5,22 @@ use crate::backend::cpu::{self, Float};
 use crate::storage::CpuStorage;
 use crate::{Error, Result, Tensor};
 
+/// Σ f(i) for i < n in 16 independent partial sums: the compiler keeps them in vector
+/// registers, where one running sum would stay scalar (a chain of dependent adds).
+#[inline(always)]
+fn lane_sum<T: Float>(n: usize, f: impl Fn(usize) -> T) -> T {
+    const LANES: usize = 16;
+    let mut lanes = [T::zero(); LANES];
+    let full = n / LANES * LANES;
+    for c in (0..full).step_by(LANES) {
+        for (j, acc) in lanes.iter_mut().enumerate() {
+            *acc += f(c + j);
+        }
+    }
+    let tail = (full..n).fold(T::zero(), |s, i| s + f(i));
+    lanes.iter().fold(tail, |s, &v| s + v)
+}
+
 /// Normalizes every row of `x` (rows of length `d`), returning y and the per-row (mean, 1/σ).
 fn forward<T: Float + Send + Sync>(
     x: &[T],
@@ -14,18 +30,30 @@ fn forward<T: Float + Send + Sync>(
     eps: f64,
 ) -> (Vec<T>, Vec<(T, T)>) {
     let rows = x.len() / d.max(1);
+    let (n, eps) = (T::from(d).unwrap_or(T::one()), T::from(eps).unwrap_or(T::zero()));
+    let (w, b) = (&w[..d], &b[..d]);
     let stats: Vec<(T, T)> = cpu::par_rows(rows, 1, |r, out: &mut [(T, T)]| {
         let row = &x[r * d..(r + 1) * d];
-        let n = T::from(d).unwrap_or(T::one());
-        let mean = row.iter().copied().sum::<T>() / n;
-        let var = row.iter().map(|&v| (v - mean) * (v - mean)).sum::<T>() / n;
-        out[0] = (mean, (var + T::from(eps).unwrap_or(T::zero())).sqrt().recip());
+        out[0] = cpu::with_wide_vectors(
+            #[inline(always)]
+            || {
+                let mean = lane_sum(d, |i| row[i]) / n;
+                let var = lane_sum(d, |i| (row[i] - mean) * (row[i] - mean)) / n;
+                (mean, (var + eps).sqrt().recip())
+            },
+        );
     });
     let y = cpu::par_rows(rows, d, |r, out: &mut [T]| {
         let (mean, rstd) = stats[r];
-        for (((o, &v), &w), &b) in out.iter_mut().zip(&x[r * d..(r + 1) * d]).zip(w).zip(b) {
-            *o = (v - mean) * rstd * w + b;
-        }
+        let row = &x[r * d..(r + 1) * d];
+        cpu::with_wide_vectors(
+            #[inline(always)]
+            || {
+                for i in 0..d {
+                    out[i] = (row[i] - mean) * rstd * w[i] + b[i];
+                }
+            },
+        )
     });
     (y, stats)
 }
@@ -40,28 +68,29 @@ fn backward<T: Float + Send + Sync>(
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let rows = stats.len();
     let n = T::from(d).unwrap_or(T::one());
+    let w = &w[..d];
     let dx = cpu::par_rows(rows, d, |r, out: &mut [T]| {
         let (mean, rstd) = stats[r];
         let (xr, gr) = (&x[r * d..(r + 1) * d], &dy[r * d..(r + 1) * d]);
-        // dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)), ĝ = dy ⊙ w
-        let (mut sum_g, mut sum_gx) = (T::zero(), T::zero());
-        for i in 0..d {
-            let g = gr[i] * w[i];
-            sum_g += g;
-            sum_gx += g * (xr[i] - mean) * rstd;
-        }
-        let (mg, mgx) = (sum_g / n, sum_gx / n);
-        for i in 0..d {
-            let xhat = (xr[i] - mean) * rstd;
-            out[i] = rstd * (gr[i] * w[i] - mg - xhat * mgx);
-        }
+        cpu::with_wide_vectors(
+            #[inline(always)]
+            || {
+                // dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)), ĝ = dy ⊙ w
+                let mg = lane_sum(d, |i| gr[i] * w[i]) / n;
+                let mgx = lane_sum(d, |i| gr[i] * w[i] * (xr[i] - mean) * rstd) / n;
+                for i in 0..d {
+                    let xhat = (xr[i] - mean) * rstd;
+                    out[i] = rstd * (gr[i] * w[i] - mg - xhat * mgx);
+                }
+            },
+        )
     });
     let (mut dw, mut db) = (vec![T::zero(); d], vec![T::zero(); d]);
-    for (r, &(mean, rstd)) in stats.iter().enumerate() {
+    for ((xr, gr), &(mean, rstd)) in x.chunks_exact(d).zip(dy.chunks_exact(d)).zip(stats) {
+        let (dw, db) = (&mut dw[..d], &mut db[..d]);
         for i in 0..d {
-            let g = dy[r * d + i];
-            dw[i] += g * (x[r * d + i] - mean) * rstd;
-            db[i] += g;
+            dw[i] += gr[i] * (xr[i] - mean) * rstd;
+            db[i] += gr[i];
         }
     }
     (dx, dw, db)
