@@ -6,7 +6,7 @@
 //! Legend: B batch, H heads, T queries, S keys, E head size, D = H·E.
 
 use super::reduce::{exp_shifted_sum, row_max};
-use super::{matmul, Float, MatRef};
+use super::{matmul, with_wide_vectors, Float, MatRef};
 use rayon::prelude::*;
 
 /// The sizes of one attention call; with `causal`, query i (at position S − T + i) sees keys
@@ -40,6 +40,7 @@ impl AttentionDims {
 
 /// Row i of raw scores, scaled in place, with −∞ for every key query i may not see (past
 /// the causal prefix, or masked out). Contiguous loops, so they vectorize.
+#[inline(always)]
 fn scale_and_mask<T: Float>(
     row: &mut [T],
     i: usize,
@@ -81,6 +82,7 @@ fn scatter<T: Copy>(block: &mut [T], head: &[T], d: &AttentionDims, h: usize) {
 
 /// Scores (T × S, raw products) → probabilities in place; `lse` gets each row's
 /// log-normalizer (+∞ for a row that sees no key: its probabilities are all 0).
+#[inline(always)]
 fn softmax_rows<T: Float>(p: &mut [T], lse: &mut [T], allowed: Option<&[bool]>, d: &AttentionDims) {
     for (i, (row, l)) in p.chunks_mut(d.keys).zip(lse.iter_mut()).enumerate() {
         scale_and_mask(row, i, allowed, d, d.scale());
@@ -115,7 +117,11 @@ pub fn attention_forward<T: Float + Send + Sync>(
             let allowed = allowed.map(|a| &a[b * s..(b + 1) * s]);
             for h in 0..d.heads {
                 matmul(head(q, d, t, b, h), head_t(k, d, s, b, h), t, e, s, &mut p, false);
-                softmax_rows(&mut p, &mut lse[h * t..(h + 1) * t], allowed, d);
+                let lse = &mut lse[h * t..(h + 1) * t];
+                with_wide_vectors(
+                    #[inline(always)]
+                    || softmax_rows(&mut p, lse, allowed, d),
+                );
                 matmul(dense(&p, s), head(v, d, s, b, h), t, s, e, &mut mixed, false);
                 scatter(block, &mixed, d, h);
             }
@@ -154,12 +160,18 @@ pub fn attention_backward<T: Float + Send + Sync>(
             for h in 0..d.heads {
                 let lse = &lse[(b * d.heads + h) * t..(b * d.heads + h + 1) * t];
                 matmul(head(q, d, t, b, h), head_t(k, d, s, b, h), t, e, s, &mut p, false);
-                for (i, row) in p.chunks_mut(s).enumerate() {
-                    // e^(−∞) = 0 for hidden keys, and for every key of a row that sees none
-                    // (its log-normalizer is +∞).
-                    scale_and_mask(row, i, allowed, d, scale);
-                    row.iter_mut().for_each(|x| *x = (*x - lse[i]).fast_exp());
-                }
+                // e^(−∞) = 0 for hidden keys, and for every key of a row that sees none (its
+                // log-normalizer is +∞).
+                let probabilities = |p: &mut [T]| {
+                    for (i, row) in p.chunks_mut(s).enumerate() {
+                        scale_and_mask(row, i, allowed, d, scale);
+                        row.iter_mut().for_each(|x| *x = (*x - lse[i]).fast_exp());
+                    }
+                };
+                with_wide_vectors(
+                    #[inline(always)]
+                    || probabilities(&mut p),
+                );
                 matmul(head(dout, d, t, b, h), head_t(v, d, s, b, h), t, e, s, &mut ds, false);
                 for i in 0..t {
                     let at = b * t * dm + i * dm + h * e;

@@ -48,6 +48,7 @@ pub fn extreme_dim<T: Float + Send + Sync>(
 const LANES: usize = 16;
 
 /// The largest element of a row (−∞ for an empty row; NaN is passed over).
+#[inline(always)]
 pub(super) fn row_max<T: Float>(x: &[T]) -> T {
     let bigger = |a: T, b: T| if b > a { b } else { a };
     let mut lanes = [T::neg_infinity(); LANES];
@@ -62,6 +63,7 @@ pub(super) fn row_max<T: Float>(x: &[T]) -> T {
 }
 
 /// `x ← e^(x − shift)` over a row, returning the sum of the results.
+#[inline(always)]
 pub(super) fn exp_shifted_sum<T: Float>(row: &mut [T], shift: T) -> T {
     let mut sums = [T::zero(); LANES];
     let mut chunks = row.chunks_exact_mut(LANES);
