@@ -60,18 +60,48 @@ fn tanh<T: Float>(x: T) -> T {
 /// step (B·H·G·H multiply-adds) one thread runs everything.
 const SPLIT_MIN: usize = 1 << 16;
 
-/// How many leading sequences of `b` go to the first of two halves, or None to stay on one
-/// thread: halves while each part still has sequences and threads to run on.
-fn split_rows(b: usize, work_per_step: usize, threads: usize) -> Option<usize> {
-    (threads > 1 && b > 1 && work_per_step >= SPLIT_MIN).then_some(b / 2)
+/// A group of sequences' share of a recurrence's buffers, which splits after its first `k`
+/// sequences into two independent groups.
+trait Split: Sized + Send {
+    fn split(self, k: usize, d: Dims, gh: usize) -> (Self, Self);
 }
 
-/// Splits every per-sequence buffer after the first `rows` sequences; `per` is each one's
-/// elements per sequence (0 for an unused buffer).
-macro_rules! split_at_rows {
-    ($rows:expr; $($buf:expr, $per:expr);+ $(;)?) => {
-        ($($buf.split_at_mut(($rows * $per).min($buf.len()))),+)
-    };
+/// Runs `run` on `rows` — in halves across threads while each half still has sequences,
+/// threads to run on and work enough per step, otherwise all on this thread.
+fn in_halves<R: Split>(
+    rows: R,
+    d: Dims,
+    gh: usize,
+    threads: usize,
+    run: &(impl Fn(R, Dims) + Sync),
+) {
+    if threads < 2 || d.b < 2 || d.b * d.h * gh < SPLIT_MIN {
+        return run(rows, d);
+    }
+    let k = d.b / 2;
+    let (first, second) = rows.split(k, d, gh);
+    let half = threads / 2;
+    rayon::join(
+        || in_halves(first, Dims { b: k, ..d }, gh, half, run),
+        || in_halves(second, Dims { b: d.b - k, ..d }, gh, threads - half, run),
+    );
+}
+
+/// Splits a mutable per-sequence buffer after `k` sequences of `per` elements each (an
+/// unused, empty buffer splits into two empty ones).
+fn split_mut<T>(buf: &mut [T], k: usize, per: usize) -> (&mut [T], &mut [T]) {
+    buf.split_at_mut((k * per).min(buf.len()))
+}
+
+/// The same for a shared buffer, and for an optional mask.
+fn split_ref<T>(buf: &[T], k: usize, per: usize) -> (&[T], &[T]) {
+    buf.split_at((k * per).min(buf.len()))
+}
+fn split_mask(mask: Option<&[bool]>, k: usize, t: usize) -> (Option<&[bool]>, Option<&[bool]>) {
+    match mask {
+        Some(m) => (Some(&m[..k * t]), Some(&m[k * t..])),
+        None => (None, None),
+    }
 }
 
 /// Runs the recurrence. Returns the packed (B, T+2, H) result — outputs for every step, then
@@ -112,7 +142,8 @@ pub fn recurrence_forward<T: Float + Send + Sync>(
         c_prev: &mut s.c_prev,
         c_next: &mut s.c_next,
     };
-    forward_rows(cell, &w_t, rows, Dims { b, t, h }, rayon::current_num_threads());
+    let run = |rows, d| forward_steps(cell, &w_t, rows, d);
+    in_halves(rows, Dims { b, t, h }, g * h, rayon::current_num_threads(), &run);
     for bi in 0..b {
         packed[(bi * (t + 2) + t) * h..][..h].copy_from_slice(&hs[bi * h..(bi + 1) * h]);
         packed[(bi * (t + 2) + t + 1) * h..][..h].copy_from_slice(&cs[bi * h..(bi + 1) * h]);
@@ -133,62 +164,45 @@ struct ForwardRows<'a, T> {
     c_next: &'a mut [T],
 }
 
-/// The recurrence for `d.b` sequences: split in halves across threads, or run step by step.
-fn forward_rows<T: Float + Send + Sync>(
-    cell: Cell,
-    w_t: &[T],
-    mut r: ForwardRows<T>,
-    d: Dims,
-    threads: usize,
-) {
-    let (t, h, gh) = (d.t, d.h, cell.gates() * d.h);
-    if let Some(k) = split_rows(d.b, d.b * h * gh, threads) {
-        let (xa, xb) = r.xproj.split_at(k * t * gh);
-        let (ma, mb) = match r.mask {
-            Some(m) => (Some(&m[..k * t]), Some(&m[k * t..])),
-            None => (None, None),
-        };
-        let (
-            (hs_a, hs_b),
-            (cs_a, cs_b),
-            (p_a, p_b),
-            (g_a, g_b),
-            (hp_a, hp_b),
-            (cp_a, cp_b),
-            (cn_a, cn_b),
-        ) = split_at_rows!(
-            k; r.hs, h; r.cs, h; r.packed, (t + 2) * h; r.gates, t * gh; r.h_prev, t * h;
-            r.c_prev, t * h; r.c_next, t * h
-        );
-        let first = ForwardRows {
-            xproj: xa,
-            mask: ma,
-            hs: hs_a,
-            cs: cs_a,
-            packed: p_a,
-            gates: g_a,
-            h_prev: hp_a,
-            c_prev: cp_a,
-            c_next: cn_a,
-        };
-        let second = ForwardRows {
-            xproj: xb,
-            mask: mb,
-            hs: hs_b,
-            cs: cs_b,
-            packed: p_b,
-            gates: g_b,
-            h_prev: hp_b,
-            c_prev: cp_b,
-            c_next: cn_b,
-        };
-        let half = threads / 2;
-        rayon::join(
-            || forward_rows(cell, w_t, first, Dims { b: k, ..d }, half),
-            || forward_rows(cell, w_t, second, Dims { b: d.b - k, ..d }, threads - half),
-        );
-        return;
+impl<T: Send + Sync> Split for ForwardRows<'_, T> {
+    fn split(self, k: usize, d: Dims, gh: usize) -> (Self, Self) {
+        let (t, h) = (d.t, d.h);
+        let (xproj, mask) = (split_ref(self.xproj, k, t * gh), split_mask(self.mask, k, t));
+        let (hs, cs) = (split_mut(self.hs, k, h), split_mut(self.cs, k, h));
+        let (packed, gates) =
+            (split_mut(self.packed, k, (t + 2) * h), split_mut(self.gates, k, t * gh));
+        let h_prev = split_mut(self.h_prev, k, t * h);
+        let (c_prev, c_next) = (split_mut(self.c_prev, k, t * h), split_mut(self.c_next, k, t * h));
+        (
+            ForwardRows {
+                xproj: xproj.0,
+                mask: mask.0,
+                hs: hs.0,
+                cs: cs.0,
+                packed: packed.0,
+                gates: gates.0,
+                h_prev: h_prev.0,
+                c_prev: c_prev.0,
+                c_next: c_next.0,
+            },
+            ForwardRows {
+                xproj: xproj.1,
+                mask: mask.1,
+                hs: hs.1,
+                cs: cs.1,
+                packed: packed.1,
+                gates: gates.1,
+                h_prev: h_prev.1,
+                c_prev: c_prev.1,
+                c_next: c_next.1,
+            },
+        )
     }
+}
+
+/// The recurrence for `d.b` sequences on this thread, step by step.
+fn forward_steps<T: Float + Send + Sync>(cell: Cell, w_t: &[T], mut r: ForwardRows<T>, d: Dims) {
+    let (t, h, gh) = (d.t, d.h, cell.gates() * d.h);
     let b = d.b;
     let mut z = vec![T::zero(); b * gh]; // this step's U·h, reused
     for step in 0..t {
@@ -290,7 +304,8 @@ pub fn recurrence_backward<T: Float + Send + Sync>(
         dh: &mut dh,
         dc: &mut dc,
     };
-    backward_rows(cell, w_hh, rows, d, rayon::current_num_threads());
+    let run = |rows, d| backward_steps(cell, w_hh, rows, d);
+    in_halves(rows, d, gh, rayon::current_num_threads(), &run);
     // dW_hh = Σ over (b, t) of dz ⊗ h_prev: one product, (G·H, B·T) · (B·T, H).
     let mut dw = vec![T::zero(); gh * h];
     matmul(
@@ -363,57 +378,45 @@ struct BackwardRows<'a, T> {
     dc: &'a mut [T],
 }
 
-/// Backward through time for `d.b` sequences: split in halves across threads, or run step by
-/// step. `dh` and `dc` hold the gradients of the final states and leave as those of the
-/// initial ones.
-fn backward_rows<T: Float + Send + Sync>(
-    cell: Cell,
-    w_hh: &[T],
-    mut r: BackwardRows<T>,
-    d: Dims,
-    threads: usize,
-) {
+impl<T: Send + Sync> Split for BackwardRows<'_, T> {
+    fn split(self, k: usize, d: Dims, gh: usize) -> (Self, Self) {
+        let (t, h) = (d.t, d.h);
+        let (grad, gates) =
+            (split_ref(self.grad, k, (t + 2) * h), split_ref(self.gates, k, t * gh));
+        let (c_prev, c_next) = (split_ref(self.c_prev, k, t * h), split_ref(self.c_next, k, t * h));
+        let mask = split_mask(self.mask, k, t);
+        let (dx, dh, dc) =
+            (split_mut(self.dx, k, t * gh), split_mut(self.dh, k, h), split_mut(self.dc, k, h));
+        (
+            BackwardRows {
+                grad: grad.0,
+                gates: gates.0,
+                c_prev: c_prev.0,
+                c_next: c_next.0,
+                mask: mask.0,
+                dx: dx.0,
+                dh: dh.0,
+                dc: dc.0,
+            },
+            BackwardRows {
+                grad: grad.1,
+                gates: gates.1,
+                c_prev: c_prev.1,
+                c_next: c_next.1,
+                mask: mask.1,
+                dx: dx.1,
+                dh: dh.1,
+                dc: dc.1,
+            },
+        )
+    }
+}
+
+/// Backward through time for `d.b` sequences on this thread, step by step. `dh` and `dc` hold
+/// the gradients of the final states and leave as those of the initial ones.
+fn backward_steps<T: Float + Send + Sync>(cell: Cell, w_hh: &[T], mut r: BackwardRows<T>, d: Dims) {
     let (b, t, h) = (d.b, d.t, d.h);
     let gh = cell.gates() * h;
-    if let Some(k) = split_rows(b, b * h * gh, threads) {
-        let lstm_rows = if r.c_prev.is_empty() { 0 } else { t * h };
-        let (ga, gb) = r.grad.split_at(k * (t + 2) * h);
-        let (za, zb) = r.gates.split_at(k * t * gh);
-        let (cpa, cpb) = r.c_prev.split_at(k * lstm_rows);
-        let (cna, cnb) = r.c_next.split_at(k * lstm_rows);
-        let (ma, mb) = match r.mask {
-            Some(m) => (Some(&m[..k * t]), Some(&m[k * t..])),
-            None => (None, None),
-        };
-        let ((dxa, dxb), (dha, dhb), (dca, dcb)) =
-            split_at_rows!(k; r.dx, t * gh; r.dh, h; r.dc, h);
-        let first = BackwardRows {
-            grad: ga,
-            gates: za,
-            c_prev: cpa,
-            c_next: cna,
-            mask: ma,
-            dx: dxa,
-            dh: dha,
-            dc: dca,
-        };
-        let second = BackwardRows {
-            grad: gb,
-            gates: zb,
-            c_prev: cpb,
-            c_next: cnb,
-            mask: mb,
-            dx: dxb,
-            dh: dhb,
-            dc: dcb,
-        };
-        let half = threads / 2;
-        rayon::join(
-            || backward_rows(cell, w_hh, first, Dims { b: k, ..d }, half),
-            || backward_rows(cell, w_hh, second, Dims { b: b - k, ..d }, threads - half),
-        );
-        return;
-    }
     let mut dh_prev = vec![T::zero(); b * h];
     for step in (0..t).rev() {
         with_wide_vectors(
@@ -448,7 +451,7 @@ mod tests {
         for cell in [Cell::Lstm, Cell::Tanh] {
             let d = Dims { b: 7, t: 5, h: 100 };
             let gh = cell.gates() * d.h;
-            assert!(split_rows(d.b, d.b * d.h * gh, 2).is_some(), "big enough to split");
+            assert!(d.b * d.h * gh >= SPLIT_MIN, "big enough to split");
             let val = |i: usize, s: usize| (((i * s) % 97) as f64 - 48.0) / 200.0;
             let xproj: Vec<f64> = (0..d.b * d.t * gh).map(|i| val(i, 7)).collect();
             let w: Vec<f64> = (0..gh * d.h).map(|i| val(i, 13) / 4.0).collect();
