@@ -1,8 +1,9 @@
 //! Adam (L2 weight decay folded into the gradient) and AdamW (decoupled weight decay), as
 //! PyTorch's `torch.optim.Adam` and `torch.optim.AdamW` compute them.
 
-use super::{fused_update, Optimizer, Real, Rule, Slots};
+use super::{fused_update, of, Optimizer, Rule, Slots};
 use crate::Param;
+use ferrograd::backend::cpu::Float;
 use ferrograd::{Error, Gradients, Result, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -102,10 +103,10 @@ struct AdamRule {
 
 impl Rule<2> for AdamRule {
     #[inline(always)]
-    fn apply<T: Real>(&self, w: &mut [T], g: &[T], [m, v]: [&mut [T]; 2]) {
+    fn apply<T: Float>(&self, w: &mut [T], g: &[T], [m, v]: [&mut [T]; 2]) {
         let [beta1, beta2, scale, eps_c2s, decay, l2] =
-            [self.beta1, self.beta2, self.scale, self.eps_c2s, self.decay, self.l2].map(T::of);
-        let (one_b1, one_b2) = (T::of(1.0 - self.beta1), T::of(1.0 - self.beta2));
+            [self.beta1, self.beta2, self.scale, self.eps_c2s, self.decay, self.l2].map(of::<T>);
+        let (one_b1, one_b2) = (of::<T>(1.0 - self.beta1), of::<T>(1.0 - self.beta2));
         let n = w.len();
         let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
         for i in 0..n {

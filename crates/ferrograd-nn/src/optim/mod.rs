@@ -12,7 +12,7 @@ pub use schedule::Schedule;
 pub use sgd::{Sgd, SgdConfig};
 
 use crate::Param;
-use ferrograd::backend::cpu::with_wide_vectors;
+use ferrograd::backend::cpu::{with_wide_vectors, Float};
 use ferrograd::{DType, Error, Gradients, Result, Tensor};
 
 /// Updates parameters from their gradients.
@@ -130,27 +130,17 @@ impl Slots {
     }
 }
 
-/// The float types parameters come in.
-pub(crate) trait Real: num_traits::Float + ferrograd::Element {
-    /// A hyperparameter (given in f64) in this type.
-    fn of(x: f64) -> Self;
-}
-impl Real for f32 {
-    fn of(x: f64) -> f32 {
-        x as f32
-    }
-}
-impl Real for f64 {
-    fn of(x: f64) -> f64 {
-        x
-    }
+/// A hyperparameter (given in f64) in a parameter's float type.
+#[inline(always)]
+pub(crate) fn of<T: Float>(x: f64) -> T {
+    T::from(x).unwrap_or_else(T::nan)
 }
 
 /// An optimizer's update of one chunk of a parameter: weights `w` updated in place from
 /// their gradients `g` and state slots, all slices of one length and the parameter's dtype.
 /// Implementations mark `apply` `#[inline(always)]` so that it compiles with wide vectors.
 pub(crate) trait Rule<const S: usize>: Sync {
-    fn apply<T: Real>(&self, w: &mut [T], g: &[T], slots: [&mut [T]; S]);
+    fn apply<T: Float>(&self, w: &mut [T], g: &[T], slots: [&mut [T]; S]);
 }
 
 /// One fused pass over a parameter: the rule on each chunk of elements (across threads),
@@ -201,7 +191,7 @@ pub(crate) fn fused_update<const S: usize>(
 }
 
 /// The rule over chunks of `CHUNK` elements, in parallel when there are several.
-fn update_chunks<T: Real, const S: usize>(
+fn update_chunks<T: Float + Send + Sync, const S: usize>(
     p: &Tensor,
     grad: &Tensor,
     slots: &mut [Vec<T>],

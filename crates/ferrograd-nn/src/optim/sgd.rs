@@ -1,8 +1,9 @@
 //! Stochastic gradient descent with momentum, Nesterov momentum and weight decay (PyTorch's
 //! `torch.optim.SGD`).
 
-use super::{fused_update, Optimizer, Real, Rule, SlotValues, Slots};
+use super::{fused_update, of, Optimizer, Rule, SlotValues, Slots};
 use crate::Param;
+use ferrograd::backend::cpu::Float;
 use ferrograd::{Error, Gradients, Result, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -90,16 +91,16 @@ struct SgdRule {
 
 impl Rule<0> for SgdRule {
     #[inline(always)]
-    fn apply<T: Real>(&self, w: &mut [T], g: &[T], []: [&mut [T]; 0]) {
-        let (lr, wd) = (T::of(self.lr), T::of(self.weight_decay));
+    fn apply<T: Float>(&self, w: &mut [T], g: &[T], []: [&mut [T]; 0]) {
+        let (lr, wd) = (of::<T>(self.lr), of::<T>(self.weight_decay));
         w.iter_mut().zip(g).for_each(|(w, &g)| *w = *w - lr * (g + wd * *w));
     }
 }
 
 impl Rule<1> for SgdRule {
     #[inline(always)]
-    fn apply<T: Real>(&self, w: &mut [T], g: &[T], [buf]: [&mut [T]; 1]) {
-        let (lr, wd, mom) = (T::of(self.lr), T::of(self.weight_decay), T::of(self.momentum));
+    fn apply<T: Float>(&self, w: &mut [T], g: &[T], [buf]: [&mut [T]; 1]) {
+        let (lr, wd, mom) = (of::<T>(self.lr), of::<T>(self.weight_decay), of::<T>(self.momentum));
         for ((w, &g), buf) in w.iter_mut().zip(g).zip(buf.iter_mut()) {
             let d = g + wd * *w;
             *buf = if self.first { d } else { mom * *buf + d };

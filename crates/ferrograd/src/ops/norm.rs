@@ -5,22 +5,6 @@ use crate::backend::cpu::{self, Float};
 use crate::storage::CpuStorage;
 use crate::{Error, Result, Tensor};
 
-/// Σ f(i) for i < n in 16 independent partial sums: the compiler keeps them in vector
-/// registers, where one running sum would stay scalar (a chain of dependent adds).
-#[inline(always)]
-fn lane_sum<T: Float>(n: usize, f: impl Fn(usize) -> T) -> T {
-    const LANES: usize = 16;
-    let mut lanes = [T::zero(); LANES];
-    let full = n / LANES * LANES;
-    for c in (0..full).step_by(LANES) {
-        for (j, acc) in lanes.iter_mut().enumerate() {
-            *acc += f(c + j);
-        }
-    }
-    let tail = (full..n).fold(T::zero(), |s, i| s + f(i));
-    lanes.iter().fold(tail, |s, &v| s + v)
-}
-
 /// Normalizes every row of `x` (rows of length `d`), returning y and the per-row (mean, 1/σ).
 fn forward<T: Float + Send + Sync>(
     x: &[T],
@@ -37,8 +21,8 @@ fn forward<T: Float + Send + Sync>(
         out[0] = cpu::with_wide_vectors(
             #[inline(always)]
             || {
-                let mean = lane_sum(d, |i| row[i]) / n;
-                let var = lane_sum(d, |i| (row[i] - mean) * (row[i] - mean)) / n;
+                let mean = cpu::lane_sum(d, |i| row[i]) / n;
+                let var = cpu::lane_sum(d, |i| (row[i] - mean) * (row[i] - mean)) / n;
                 (mean, (var + eps).sqrt().recip())
             },
         );
@@ -76,8 +60,8 @@ fn backward<T: Float + Send + Sync>(
             #[inline(always)]
             || {
                 // dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)), ĝ = dy ⊙ w
-                let mg = lane_sum(d, |i| gr[i] * w[i]) / n;
-                let mgx = lane_sum(d, |i| gr[i] * w[i] * (xr[i] - mean) * rstd) / n;
+                let mg = cpu::lane_sum(d, |i| gr[i] * w[i]) / n;
+                let mgx = cpu::lane_sum(d, |i| gr[i] * w[i] * (xr[i] - mean) * rstd) / n;
                 for i in 0..d {
                     let xhat = (xr[i] - mean) * rstd;
                     out[i] = rstd * (gr[i] * w[i] - mg - xhat * mgx);

@@ -84,8 +84,9 @@ fn scatter<T: Copy>(block: &mut [T], head: &[T], d: &AttentionDims, h: usize) {
 /// log-normalizer (+∞ for a row that sees no key: its probabilities are all 0).
 #[inline(always)]
 fn softmax_rows<T: Float>(p: &mut [T], lse: &mut [T], allowed: Option<&[bool]>, d: &AttentionDims) {
+    let scale: T = d.scale();
     for (i, (row, l)) in p.chunks_mut(d.keys).zip(lse.iter_mut()).enumerate() {
-        scale_and_mask(row, i, allowed, d, d.scale());
+        scale_and_mask(row, i, allowed, d, scale);
         let max = row_max(row);
         if max == T::neg_infinity() {
             row.iter_mut().for_each(|x| *x = T::zero());

@@ -174,10 +174,7 @@ pub fn max_pool<T: super::Float + Send + Sync>(x: &[T], g: &Window) -> (Vec<T>, 
                     }
                     for (n, (b, at)) in o_in.iter_mut().zip(a_in.iter_mut()).enumerate() {
                         let s = start(inner_lo + n, iy, kj);
-                        let v = src[s];
-                        let take = v > *b || v.is_nan();
-                        *b = if take { v } else { *b };
-                        *at = if take { s as u32 } else { *at };
+                        keep_max(b, at, src[s], s);
                     }
                 }
             }
@@ -193,9 +190,7 @@ pub fn max_pool<T: super::Float + Send + Sync>(x: &[T], g: &Window) -> (Vec<T>, 
                 for iy in iy0..iy0 + (ki1 - ki0) {
                     let row = &src[iy * g.w..][ix0..ix0 + (kj1 - kj0)];
                     for (j, &v) in row.iter().enumerate() {
-                        let take = v > best || v.is_nan();
-                        best = if take { v } else { best };
-                        at = if take { (iy * g.w + ix0 + j) as u32 } else { at };
+                        keep_max(&mut best, &mut at, v, iy * g.w + ix0 + j);
                     }
                 }
                 (o[ox], a[ox]) = (best, at);
@@ -214,6 +209,15 @@ pub fn max_pool<T: super::Float + Send + Sync>(x: &[T], g: &Window) -> (Vec<T>, 
             .for_each(|(i, oa)| plane(i, oa));
     }
     (out, arg)
+}
+
+/// One tap of a max-pool window: `v` (at plane index `i`) replaces the best so far when
+/// bigger, or when NaN (the last NaN wins, as in PyTorch). Selects, not branches.
+#[inline(always)]
+fn keep_max<T: super::Float>(best: &mut T, at: &mut u32, v: T, i: usize) {
+    let take = v > *best || v.is_nan();
+    *best = if take { v } else { *best };
+    *at = if take { i as u32 } else { *at };
 }
 
 /// Max pooling's backward: each output gradient added at its window's arg-max.
@@ -318,8 +322,8 @@ pub fn conv2d_backward<T: super::Float + Send + Sync>(
         for (oc, row) in grad_t.chunks(np.max(1)).enumerate().take(o) {
             db[oc] += row.iter().copied().sum();
         }
-        // dWᵀ = cols · gradᵀ, (K, n·P) · (n·P, O): gemm wants its right operand row-major, and
-        // gradᵀ is the smaller one to copy so (colsᵀ is K/O times bigger).
+        // dWᵀ = cols · gradᵀ, (K, n·P) · (n·P, O): gemm wants its right operand row-major, so
+        // the transposed one gets copied, and gradᵀ is K/O times smaller than colsᵀ.
         super::matmul(
             super::MatRef { data: cols, row_stride: np, col_stride: 1 },
             super::MatRef { data: &grad_t, row_stride: 1, col_stride: np }, // gradᵀ: (n·P, O)

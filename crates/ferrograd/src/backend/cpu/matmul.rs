@@ -9,13 +9,13 @@ use std::mem::MaybeUninit;
 /// Products smaller than this (m·k·n) run on one thread.
 const PARALLEL_FLOPS: usize = 1 << 18;
 
-/// A transposed operand is copied row-major when the other side of the product has at least
-/// this many rows or columns (so the copy costs at most 1/16 of the product's reads).
+/// A transposed right operand is copied row-major when the left one has at least this many
+/// rows (so the copy costs at most 1/16 of the product's reads of it).
 const REPACK_MIN: usize = 16;
 
 /// The (rows, cols) matrix `x` as a contiguous row-major copy. A transposed row-major matrix
-/// (row stride 1) is copied in 4×4 blocks that SSE transposes in registers (0.7 ns an element
-/// element by element; the blocks are several times faster), bands of rows across threads.
+/// (row stride 1) is copied in 4×4 blocks that SSE transposes in registers (several times
+/// faster than 0.7 ns an element one by one), bands of rows across threads.
 pub fn to_row_major<T: Float + Send + Sync>(
     x: MatRef<T>,
     rows: usize,
@@ -150,18 +150,17 @@ pub fn matmul_uninit<T: Float + Send + Sync>(
     if b.col_stride != 1 && m >= REPACK_MIN && k * n > 1 {
         let copy = to_row_major(b, k, n, threads);
         let b = MatRef { data: &copy, row_stride: n, col_stride: 1 };
-        return gemm_into(a, b, (m, k, n), out, (n, 1), threads);
+        return gemm_into(a, b, (m, k, n), out, threads);
     }
-    gemm_into(a, b, (m, k, n), out, (n, 1), threads)
+    gemm_into(a, b, (m, k, n), out, threads)
 }
 
-/// `out = a · b` through gemm, `out`'s (row, column) strides given.
+/// `out = a · b` through gemm, `out` row-major.
 fn gemm_into<T: Float + Send + Sync>(
     a: MatRef<T>,
     b: MatRef<T>,
     (m, k, n): (usize, usize, usize),
     out: &mut [MaybeUninit<T>],
-    (out_rs, out_cs): (usize, usize),
     threads: bool,
 ) {
     let parallelism = if threads && m * k * n >= PARALLEL_FLOPS {
@@ -170,16 +169,16 @@ fn gemm_into<T: Float + Send + Sync>(
         Parallelism::None
     };
     // SAFETY: the slices outlive the call and the strides/sizes stay within them: `a` spans
-    // (m-1)·rs + (k-1)·cs < len, likewise `b`, and `out` holds m·n elements at its strides
-    // (row-major, or its transpose), which gemm writes without reading (`read_dst` false).
+    // (m-1)·rs + (k-1)·cs < len, likewise `b`, and `out` holds m·n elements row-major, which
+    // gemm writes without reading (`read_dst` false).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
             out.as_mut_ptr() as *mut T,
-            out_cs as isize,
-            out_rs as isize,
+            1,
+            n as isize,
             false,
             a.data.as_ptr(),
             a.col_stride as isize,

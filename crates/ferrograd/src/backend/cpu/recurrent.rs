@@ -93,15 +93,9 @@ fn split_mut<T>(buf: &mut [T], k: usize, per: usize) -> (&mut [T], &mut [T]) {
     buf.split_at_mut((k * per).min(buf.len()))
 }
 
-/// The same for a shared buffer, and for an optional mask.
+/// The same for a shared buffer.
 fn split_ref<T>(buf: &[T], k: usize, per: usize) -> (&[T], &[T]) {
     buf.split_at((k * per).min(buf.len()))
-}
-fn split_mask(mask: Option<&[bool]>, k: usize, t: usize) -> (Option<&[bool]>, Option<&[bool]>) {
-    match mask {
-        Some(m) => (Some(&m[..k * t]), Some(&m[k * t..])),
-        None => (None, None),
-    }
 }
 
 /// Runs the recurrence. Returns the packed (B, T+2, H) result — outputs for every step, then
@@ -143,7 +137,7 @@ pub fn recurrence_forward<T: Float + Send + Sync>(
         c_next: &mut s.c_next,
     };
     let run = |rows, d| forward_steps(cell, &w_t, rows, d);
-    in_halves(rows, Dims { b, t, h }, g * h, rayon::current_num_threads(), &run);
+    in_halves(rows, d, gh, rayon::current_num_threads(), &run);
     for bi in 0..b {
         packed[(bi * (t + 2) + t) * h..][..h].copy_from_slice(&hs[bi * h..(bi + 1) * h]);
         packed[(bi * (t + 2) + t + 1) * h..][..h].copy_from_slice(&cs[bi * h..(bi + 1) * h]);
@@ -167,7 +161,8 @@ struct ForwardRows<'a, T> {
 impl<T: Send + Sync> Split for ForwardRows<'_, T> {
     fn split(self, k: usize, d: Dims, gh: usize) -> (Self, Self) {
         let (t, h) = (d.t, d.h);
-        let (xproj, mask) = (split_ref(self.xproj, k, t * gh), split_mask(self.mask, k, t));
+        let (xproj, mask) =
+            (split_ref(self.xproj, k, t * gh), self.mask.map(|m| m.split_at(k * t)).unzip());
         let (hs, cs) = (split_mut(self.hs, k, h), split_mut(self.cs, k, h));
         let (packed, gates) =
             (split_mut(self.packed, k, (t + 2) * h), split_mut(self.gates, k, t * gh));
@@ -384,7 +379,7 @@ impl<T: Send + Sync> Split for BackwardRows<'_, T> {
         let (grad, gates) =
             (split_ref(self.grad, k, (t + 2) * h), split_ref(self.gates, k, t * gh));
         let (c_prev, c_next) = (split_ref(self.c_prev, k, t * h), split_ref(self.c_next, k, t * h));
-        let mask = split_mask(self.mask, k, t);
+        let mask = self.mask.map(|m| m.split_at(k * t)).unzip();
         let (dx, dh, dc) =
             (split_mut(self.dx, k, t * gh), split_mut(self.dh, k, h), split_mut(self.dc, k, h));
         (

@@ -47,6 +47,20 @@ pub fn extreme_dim<T: Float + Send + Sync>(
 /// in vector registers (a single running sum would fix the order and stay scalar).
 const LANES: usize = 16;
 
+/// Σ f(i) for i < n in `LANES` partial sums (same reason).
+#[inline(always)]
+pub fn lane_sum<T: Float>(n: usize, f: impl Fn(usize) -> T) -> T {
+    let mut lanes = [T::zero(); LANES];
+    let full = n / LANES * LANES;
+    for c in (0..full).step_by(LANES) {
+        for (j, acc) in lanes.iter_mut().enumerate() {
+            *acc += f(c + j);
+        }
+    }
+    let tail = (full..n).fold(T::zero(), |s, i| s + f(i));
+    lanes.iter().fold(tail, |s, &v| s + v)
+}
+
 /// The largest element of a row (−∞ for an empty row; NaN is passed over).
 #[inline(always)]
 pub(super) fn row_max<T: Float>(x: &[T]) -> T {
