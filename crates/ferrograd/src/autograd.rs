@@ -2,6 +2,8 @@
 //! input needs a gradient; `backward` walks the graph once in reverse topological order, freeing
 //! each node's saved buffers as soon as it is past them.
 
+use crate::backend::cpu;
+use crate::storage::CpuStorage;
 use crate::{Error, Result, Tensor, TensorId};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
@@ -118,10 +120,40 @@ impl Gradients {
 
 fn add_into(map: &mut HashMap<TensorId, Tensor>, id: TensorId, g: Tensor) -> Result<()> {
     match map.remove(&id) {
-        Some(prev) => map.insert(id, prev.add(&g)?),
+        Some(prev) => map.insert(id, sum_reusing(prev, g)?),
         None => map.insert(id, g),
     };
     Ok(())
+}
+
+/// `a + b`, written into whichever of the two buffers nothing else holds (a gradient that is
+/// not shared with another input's), else into a new one: a sum without an allocation.
+fn sum_reusing(mut a: Tensor, mut b: Tensor) -> Result<Tensor> {
+    if a.shape() == b.shape() {
+        if add_in_place(&mut a, &b)? {
+            return Ok(a);
+        }
+        if add_in_place(&mut b, &a)? {
+            return Ok(b);
+        }
+    }
+    a.add(&b)
+}
+
+/// `dst += src` in `dst`'s own buffer, if it is unshared and of `src`'s float dtype.
+fn add_in_place(dst: &mut Tensor, src: &Tensor) -> Result<bool> {
+    let src = src.cpu("add")?;
+    Ok(match (dst.unique_data_mut(), src) {
+        (Some(CpuStorage::F32(d)), CpuStorage::F32(s)) => {
+            cpu::add_assign(d, s);
+            true
+        }
+        (Some(CpuStorage::F64(d)), CpuStorage::F64(s)) => {
+            cpu::add_assign(d, s);
+            true
+        }
+        _ => false,
+    })
 }
 
 impl Tensor {

@@ -227,6 +227,17 @@ impl Tensor {
     pub(crate) fn cpu(&self, op: &str) -> Result<&CpuStorage> {
         self.0.storage.cpu(op)
     }
+    /// The data to write in place, when this handle is the only one to it and it has no
+    /// history: nothing else can observe the change (gradient sums in backward).
+    pub(crate) fn unique_data_mut(&mut self) -> Option<&mut CpuStorage> {
+        let inner = Arc::get_mut(&mut self.0)?;
+        if inner.node.is_some() || inner.requires_grad {
+            return None;
+        }
+        match Arc::get_mut(&mut inner.storage)? {
+            Storage::Cpu(s) => Some(s),
+        }
+    }
     fn cpu_unchecked(&self) -> &CpuStorage {
         match &*self.0.storage {
             Storage::Cpu(s) => s,

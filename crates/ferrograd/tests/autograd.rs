@@ -25,6 +25,24 @@ fn gradients_accumulate_across_passes() {
 }
 
 #[test]
+fn sums_of_gradients_never_write_into_a_tensor_someone_still_holds() {
+    // Gradient sums reuse a buffer only when nothing else holds it: the copies kept here, the
+    // incoming gradient given to backward_with and a tensor used twice stay as they were.
+    let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3]).unwrap().requiring_grad();
+    let seed = Tensor::from_vec(vec![1.0f32, 10.0, 100.0], &[3]).unwrap();
+    let y = x.add(&x).unwrap().mul_scalar(2.0).unwrap();
+    let mut total = y.backward_with(&seed).unwrap();
+    assert_eq!(v(total.get(&x).unwrap()), vec![4.0, 40.0, 400.0]);
+    assert_eq!(v(&seed), vec![1.0, 10.0, 100.0]);
+    let kept = total.clone();
+    let held = total.get(&x).unwrap().clone();
+    total.accumulate(x.mul(&x).unwrap().sum_all().unwrap().backward().unwrap()).unwrap();
+    assert_eq!(v(total.get(&x).unwrap()), vec![6.0, 44.0, 406.0]);
+    assert_eq!(v(&held), vec![4.0, 40.0, 400.0]);
+    assert_eq!(v(kept.get(&x).unwrap()), vec![4.0, 40.0, 400.0]);
+}
+
+#[test]
 fn detach_stops_the_gradient_and_no_grad_records_nothing() {
     let x = Tensor::from_vec(vec![3.0f64], &[1]).unwrap().requiring_grad();
     let y = x.mul(&x.detach()).unwrap().sum_all().unwrap();

@@ -126,10 +126,10 @@ impl Tensor {
         }
         let m = self.numel() / in_f.max(1);
         let x2 = self.detach().reshape(&[m, in_f])?;
-        let mut y = product(&x2, false, &weight.detach(), true)?;
-        if let Some(b) = bias {
-            y = y.add(&b.detach())?;
-        }
+        let y = match bias {
+            None => product(&x2, false, weight, true)?,
+            Some(b) => affine(&x2, weight, b)?,
+        };
         let mut dims = self.dims().to_vec();
         *dims.last_mut().expect("rank checked above") = out_f;
         let y = y.reshape(&dims)?.detach();
@@ -151,4 +151,23 @@ impl Tensor {
             Ok(grads)
         }))
     }
+}
+
+/// `x · Wᵀ + b` for a 2-D `x` (m, in), in one product (gemm adds onto rows holding `b`); no
+/// history.
+fn affine(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    const OP: &str = "linear";
+    let (m, k, n) = (x.dims()[0], x.dims()[1], weight.dims()[0]);
+    let data = float_map2!(OP, x.cpu(OP)?, weight.cpu(OP)?, |xs, ws| {
+        let b = bias.as_slice(OP).map_err(|_| {
+            Error::dtype(
+                OP,
+                format!("bias must be {} like the input, got {}", x.dtype(), bias.dtype()),
+            )
+        })?;
+        let xm = MatRef { data: xs, row_stride: k, col_stride: 1 };
+        let wt = MatRef { data: ws, row_stride: 1, col_stride: k }; // Wᵀ, read transposed
+        cpu::affine(xm, wt, b, m, k)
+    });
+    Ok(Tensor::from_storage(data, Shape::new(&[m, n])?))
 }

@@ -134,13 +134,57 @@ pub fn matmul_uninit<T: Float + Send + Sync>(
     threads: bool,
 ) {
     assert_eq!(out.len(), m * n, "matmul: output of {} for {m}×{n}", out.len());
-    if m == 0 || n == 0 {
-        return;
-    }
     if k == 0 {
         out.iter_mut().for_each(|o| {
             o.write(T::zero());
         });
+        return;
+    }
+    product_into(a, b, (m, k, n), out.as_mut_ptr() as *mut T, false, threads)
+}
+
+/// `out += a · b`, `out` (m, n) row-major: for an affine map, the product added onto rows
+/// that already hold the bias, in the same pass over `out`.
+pub fn matmul_accumulate<T: Float + Send + Sync>(
+    a: MatRef<T>,
+    b: MatRef<T>,
+    m: usize,
+    k: usize,
+    n: usize,
+    out: &mut [T],
+    threads: bool,
+) {
+    assert_eq!(out.len(), m * n, "matmul: output of {} for {m}×{n}", out.len());
+    if k > 0 {
+        product_into(a, b, (m, k, n), out.as_mut_ptr(), true, threads)
+    }
+}
+
+/// `x · Wᵀ + bias` for an (m, k) `x`, a (k, n) `wt` (Wᵀ, usually a transposed view) and an
+/// (n,) bias: the bias is written into each row and the product added onto it.
+pub fn affine<T: Float + Send + Sync>(
+    x: MatRef<T>,
+    wt: MatRef<T>,
+    bias: &[T],
+    m: usize,
+    k: usize,
+) -> Vec<T> {
+    let mut out = bias.repeat(m);
+    matmul_accumulate(x, wt, m, k, bias.len(), &mut out, true);
+    out
+}
+
+/// `out (+)= a · b` for k > 0, adding onto `out` when `accumulate` (then initialized), else
+/// writing it without reading it.
+fn product_into<T: Float + Send + Sync>(
+    a: MatRef<T>,
+    b: MatRef<T>,
+    (m, k, n): (usize, usize, usize),
+    out: *mut T,
+    accumulate: bool,
+    threads: bool,
+) {
+    if m == 0 || n == 0 {
         return;
     }
     // gemm reads a right operand that is transposed (contiguous along k) at half speed or
@@ -150,17 +194,18 @@ pub fn matmul_uninit<T: Float + Send + Sync>(
     if b.col_stride != 1 && m >= REPACK_MIN && k * n > 1 {
         let copy = to_row_major(b, k, n, threads);
         let b = MatRef { data: &copy, row_stride: n, col_stride: 1 };
-        return gemm_into(a, b, (m, k, n), out, threads);
+        return gemm_into(a, b, (m, k, n), out, accumulate, threads);
     }
-    gemm_into(a, b, (m, k, n), out, threads)
+    gemm_into(a, b, (m, k, n), out, accumulate, threads)
 }
 
-/// `out = a · b` through gemm, `out` row-major.
+/// `out (+)= a · b` through gemm, `out` row-major with m·n elements.
 fn gemm_into<T: Float + Send + Sync>(
     a: MatRef<T>,
     b: MatRef<T>,
     (m, k, n): (usize, usize, usize),
-    out: &mut [MaybeUninit<T>],
+    out: *mut T,
+    accumulate: bool,
     threads: bool,
 ) {
     let parallelism = if threads && m * k * n >= PARALLEL_FLOPS {
@@ -168,25 +213,27 @@ fn gemm_into<T: Float + Send + Sync>(
     } else {
         Parallelism::None
     };
+    // gemm computes dst = alpha·dst + beta·a·b, reading dst only when told to.
+    let alpha = if accumulate { T::one() } else { T::zero() };
     // SAFETY: the slices outlive the call and the strides/sizes stay within them: `a` spans
-    // (m-1)·rs + (k-1)·cs < len, likewise `b`, and `out` holds m·n elements row-major, which
-    // gemm writes without reading (`read_dst` false).
+    // (m-1)·rs + (k-1)·cs < len, likewise `b`, and `out` holds m·n elements row-major (the
+    // callers assert it), initialized when gemm reads it (`accumulate`).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            out.as_mut_ptr() as *mut T,
+            out,
             1,
             n as isize,
-            false,
+            accumulate,
             a.data.as_ptr(),
             a.col_stride as isize,
             a.row_stride as isize,
             b.data.as_ptr(),
             b.col_stride as isize,
             b.row_stride as isize,
-            T::zero(),
+            alpha,
             T::one(),
             false,
             false,
@@ -293,6 +340,21 @@ mod tests {
                 // Small integers: every partial sum is exact in f32 as well.
                 assert_eq!(out32.iter().map(|&x| x as f64).collect::<Vec<_>>(), out);
             }
+        }
+    }
+
+    #[test]
+    fn affine_adds_the_product_onto_the_bias_rows() {
+        for (m, k, n) in [(3, 4, 5), (20, 33, 17), (64, 128, 96)] {
+            let x: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+            let w: Vec<f32> = (0..n * k).map(|i| ((i * 5) % 13) as f32 - 6.0).collect();
+            let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.5 - 3.0).collect();
+            let xm = MatRef { data: &x[..], row_stride: k, col_stride: 1 };
+            let wt = MatRef { data: &w[..], row_stride: 1, col_stride: k }; // Wᵀ, transposed view
+            let mut want = vec![0.0f32; m * n];
+            matmul(xm, wt, m, k, n, &mut want, true);
+            want.iter_mut().enumerate().for_each(|(i, v)| *v += bias[i % n]);
+            assert_eq!(affine(xm, wt, &bias, m, k), want, "{m}×{k}×{n}");
         }
     }
 }
