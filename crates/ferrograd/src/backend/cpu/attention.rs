@@ -6,7 +6,7 @@
 //! Legend: B batch, H heads, T queries, S keys, E head size, D = H·E.
 
 use super::reduce::{exp_shifted_sum, row_max};
-use super::{matmul, with_wide_vectors, Float, MatRef};
+use super::{matmul, matmul_accumulate, with_wide_vectors, Float, MatRef};
 use rayon::prelude::*;
 
 /// The sizes of one attention call; with `causal`, query i (at position S − T + i) sees keys
@@ -36,7 +36,21 @@ impl AttentionDims {
             self.keys
         }
     }
+    /// Query blocks as (first query, number of queries, keys they may see): one block of all
+    /// queries and keys without `causal`.
+    fn blocks(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        let size = if self.causal { QUERY_BLOCK } else { self.queries.max(1) };
+        (0..self.queries).step_by(size).map(move |i0| {
+            let n = size.min(self.queries - i0);
+            (i0, n, self.visible(i0 + n - 1))
+        })
+    }
 }
+
+/// Causal attention runs in blocks of this many queries, each against only the keys its last
+/// query sees: at T = S = 128 that is 62.5% of the products and exponentials of the whole
+/// (T × S) square.
+const QUERY_BLOCK: usize = 32;
 
 /// Row i of raw scores, scaled in place, with −∞ for every key query i may not see (past
 /// the causal prefix, or masked out). Contiguous loops, so they vectorize.
@@ -48,7 +62,7 @@ fn scale_and_mask<T: Float>(
     d: &AttentionDims,
     scale: T,
 ) {
-    let (seen, hidden) = row.split_at_mut(d.visible(i));
+    let (seen, hidden) = row.split_at_mut(d.visible(i).min(row.len()));
     seen.iter_mut().for_each(|x| *x = *x * scale);
     if let Some(allowed) = allowed {
         for (x, &ok) in seen.iter_mut().zip(allowed) {
@@ -58,9 +72,18 @@ fn scale_and_mask<T: Float>(
     hidden.fill(T::neg_infinity());
 }
 
-/// Head `h` of sequence `b` of a (B, N, D) tensor as an (N, E) matrix, and transposed, (E, N).
-fn head<'a, T>(x: &'a [T], d: &AttentionDims, n: usize, b: usize, h: usize) -> MatRef<'a, T> {
-    MatRef { data: &x[b * n * d.model() + h * d.head_size..], row_stride: d.model(), col_stride: 1 }
+/// Rows `from..` of head `h` of sequence `b` of a (B, N, D) tensor as an (N − from, E)
+/// matrix, and its first rows transposed, (E, N).
+fn head<'a, T>(
+    x: &'a [T],
+    d: &AttentionDims,
+    n: usize,
+    b: usize,
+    h: usize,
+    from: usize,
+) -> MatRef<'a, T> {
+    let at = (b * n + from) * d.model() + h * d.head_size;
+    MatRef { data: &x[at..], row_stride: d.model(), col_stride: 1 }
 }
 fn head_t<'a, T>(x: &'a [T], d: &AttentionDims, n: usize, b: usize, h: usize) -> MatRef<'a, T> {
     MatRef { data: &x[b * n * d.model() + h * d.head_size..], row_stride: 1, col_stride: d.model() }
@@ -72,21 +95,29 @@ fn dense_t<T>(x: &[T], cols: usize) -> MatRef<'_, T> {
     MatRef { data: x, row_stride: 1, col_stride: cols }
 }
 
-/// Writes an (N, E) head matrix into its columns of a sequence's (N, D) block.
-fn scatter<T: Copy>(block: &mut [T], head: &[T], d: &AttentionDims, h: usize) {
+/// Writes an (N, E) head matrix into its columns of rows `from..` of a sequence's (N, D) block.
+fn scatter<T: Copy>(block: &mut [T], head: &[T], d: &AttentionDims, h: usize, from: usize) {
     let (e, dm) = (d.head_size, d.model());
-    for (row, src) in block.chunks_mut(dm).zip(head.chunks(e)) {
+    for (row, src) in block[from * dm..].chunks_mut(dm).zip(head.chunks(e)) {
         row[h * e..(h + 1) * e].copy_from_slice(src);
     }
 }
 
-/// Scores (T × S, raw products) → probabilities in place; `lse` gets each row's
-/// log-normalizer (+∞ for a row that sees no key: its probabilities are all 0).
+/// Scores of queries `i0..` (rows of `keys` raw products each) → probabilities in place;
+/// `lse` gets each row's log-normalizer (+∞ for a row that sees no key: its probabilities are
+/// all 0).
 #[inline(always)]
-fn softmax_rows<T: Float>(p: &mut [T], lse: &mut [T], allowed: Option<&[bool]>, d: &AttentionDims) {
+fn softmax_rows<T: Float>(
+    p: &mut [T],
+    keys: usize,
+    i0: usize,
+    lse: &mut [T],
+    allowed: Option<&[bool]>,
+    d: &AttentionDims,
+) {
     let scale: T = d.scale();
-    for (i, (row, l)) in p.chunks_mut(d.keys).zip(lse.iter_mut()).enumerate() {
-        scale_and_mask(row, i, allowed, d, scale);
+    for (i, (row, l)) in p.chunks_mut(keys).zip(lse.iter_mut()).enumerate() {
+        scale_and_mask(row, i0 + i, allowed, d, scale);
         let max = row_max(row);
         if max == T::neg_infinity() {
             row.iter_mut().for_each(|x| *x = T::zero());
@@ -114,17 +145,21 @@ pub fn attention_forward<T: Float + Send + Sync>(
     let mut lse = vec![T::zero(); d.batch * d.heads * t];
     out.par_chunks_mut(t * dm).zip(lse.par_chunks_mut(d.heads * t)).enumerate().for_each(
         |(b, (block, lse))| {
-            let (mut p, mut mixed) = (vec![T::zero(); t * s], vec![T::zero(); t * e]);
+            let rows = if d.causal { QUERY_BLOCK.min(t) } else { t };
+            let (mut p, mut mixed) = (vec![T::zero(); rows * s], vec![T::zero(); rows * e]);
             let allowed = allowed.map(|a| &a[b * s..(b + 1) * s]);
             for h in 0..d.heads {
-                matmul(head(q, d, t, b, h), head_t(k, d, s, b, h), t, e, s, &mut p, false);
-                let lse = &mut lse[h * t..(h + 1) * t];
-                with_wide_vectors(
-                    #[inline(always)]
-                    || softmax_rows(&mut p, lse, allowed, d),
-                );
-                matmul(dense(&p, s), head(v, d, s, b, h), t, s, e, &mut mixed, false);
-                scatter(block, &mixed, d, h);
+                for (i0, n, seen) in d.blocks() {
+                    let (p, mixed) = (&mut p[..n * seen], &mut mixed[..n * e]);
+                    matmul(head(q, d, t, b, h, i0), head_t(k, d, s, b, h), n, e, seen, p, false);
+                    let lse = &mut lse[h * t + i0..h * t + i0 + n];
+                    with_wide_vectors(
+                        #[inline(always)]
+                        || softmax_rows(p, seen, i0, lse, allowed, d),
+                    );
+                    matmul(dense(p, seen), head(v, d, s, b, h, 0), n, seen, e, mixed, false);
+                    scatter(block, mixed, d, h, i0);
+                }
             }
         },
     );
@@ -154,40 +189,67 @@ pub fn attention_backward<T: Float + Send + Sync>(
         .zip(dv.par_chunks_mut(s * dm))
         .enumerate()
         .for_each(|(b, ((dq_block, dk_block), dv_block))| {
-            let (mut p, mut ds) = (vec![T::zero(); t * s], vec![T::zero(); t * s]);
+            let rows = if d.causal { QUERY_BLOCK.min(t) } else { t };
+            let (mut p, mut ds) = (vec![T::zero(); rows * s], vec![T::zero(); rows * s]);
             let (mut gq, mut gk, mut gv) =
-                (vec![T::zero(); t * e], vec![T::zero(); s * e], vec![T::zero(); s * e]);
+                (vec![T::zero(); rows * e], vec![T::zero(); s * e], vec![T::zero(); s * e]);
             let allowed = allowed.map(|a| &a[b * s..(b + 1) * s]);
             for h in 0..d.heads {
                 let lse = &lse[(b * d.heads + h) * t..(b * d.heads + h + 1) * t];
-                matmul(head(q, d, t, b, h), head_t(k, d, s, b, h), t, e, s, &mut p, false);
-                // e^(−∞) = 0 for hidden keys, and for every key of a row that sees none (its
-                // log-normalizer is +∞).
-                let probabilities = |p: &mut [T]| {
-                    for (i, row) in p.chunks_mut(s).enumerate() {
-                        scale_and_mask(row, i, allowed, d, scale);
-                        row.iter_mut().for_each(|x| *x = (*x - lse[i]).fast_exp());
+                // dK and dV sum over the query blocks.
+                gk.fill(T::zero());
+                gv.fill(T::zero());
+                for (i0, n, seen) in d.blocks() {
+                    let (p, ds, gq) = (&mut p[..n * seen], &mut ds[..n * seen], &mut gq[..n * e]);
+                    let (q_rows, dout_rows) = (head(q, d, t, b, h, i0), head(dout, d, t, b, h, i0));
+                    matmul(q_rows, head_t(k, d, s, b, h), n, e, seen, p, false);
+                    // e^(−∞) = 0 for hidden keys, and for every key of a row that sees none (its
+                    // log-normalizer is +∞).
+                    let probabilities = |p: &mut [T]| {
+                        for (i, row) in p.chunks_mut(seen).enumerate() {
+                            scale_and_mask(row, i0 + i, allowed, d, scale);
+                            let l = lse[i0 + i];
+                            row.iter_mut().for_each(|x| *x = (*x - l).fast_exp());
+                        }
+                    };
+                    with_wide_vectors(
+                        #[inline(always)]
+                        || probabilities(p),
+                    );
+                    matmul(dout_rows, head_t(v, d, s, b, h), n, e, seen, ds, false);
+                    for i in 0..n {
+                        let at = (b * t + i0 + i) * dm + h * e;
+                        let (go, o) = (&dout[at..at + e], &out[at..at + e]);
+                        let row_dot = go.iter().zip(o).fold(T::zero(), |acc, (&a, &c)| acc + a * c);
+                        let (ds_row, p_row) =
+                            (&mut ds[i * seen..(i + 1) * seen], &p[i * seen..(i + 1) * seen]);
+                        for (x, &pij) in ds_row.iter_mut().zip(p_row) {
+                            *x = pij * (*x - row_dot) * scale;
+                        }
                     }
-                };
-                with_wide_vectors(
-                    #[inline(always)]
-                    || probabilities(&mut p),
-                );
-                matmul(head(dout, d, t, b, h), head_t(v, d, s, b, h), t, e, s, &mut ds, false);
-                for i in 0..t {
-                    let at = b * t * dm + i * dm + h * e;
-                    let (go, o) = (&dout[at..at + e], &out[at..at + e]);
-                    let row_dot = go.iter().zip(o).fold(T::zero(), |acc, (&a, &c)| acc + a * c);
-                    for (x, &pij) in ds[i * s..(i + 1) * s].iter_mut().zip(&p[i * s..(i + 1) * s]) {
-                        *x = pij * (*x - row_dot) * scale;
-                    }
+                    matmul_accumulate(
+                        dense_t(p, seen),
+                        dout_rows,
+                        seen,
+                        n,
+                        e,
+                        &mut gv[..seen * e],
+                        false,
+                    );
+                    matmul(dense(ds, seen), head(k, d, s, b, h, 0), n, seen, e, gq, false);
+                    matmul_accumulate(
+                        dense_t(ds, seen),
+                        q_rows,
+                        seen,
+                        n,
+                        e,
+                        &mut gk[..seen * e],
+                        false,
+                    );
+                    scatter(dq_block, gq, d, h, i0);
                 }
-                matmul(dense_t(&p, s), head(dout, d, t, b, h), s, t, e, &mut gv, false);
-                matmul(dense(&ds, s), head(k, d, s, b, h), t, s, e, &mut gq, false);
-                matmul(dense_t(&ds, s), head(q, d, t, b, h), s, t, e, &mut gk, false);
-                scatter(dq_block, &gq, d, h);
-                scatter(dk_block, &gk, d, h);
-                scatter(dv_block, &gv, d, h);
+                scatter(dk_block, &gk, d, h, 0);
+                scatter(dv_block, &gv, d, h, 0);
             }
         });
     (dq, dk, dv)
