@@ -118,26 +118,34 @@ fn transformer_block_matches_pytorch_encoder_layer() {
 #[test]
 fn fused_layer_norm_equals_its_composed_twin_and_passes_gradcheck() {
     let store = ParamStore::with_dtype(3, DType::F64);
-    let ln = LayerNorm::new(store.sub("ln"), 6, 1e-5).unwrap();
     let mut rng = Rng::seed(7);
-    ln.weight.set(&Tensor::randn(&[6], 1.0, 0.3, DType::F64, &mut rng).unwrap()).unwrap();
-    ln.bias.set(&Tensor::randn(&[6], 0.0, 0.3, DType::F64, &mut rng).unwrap()).unwrap();
-    let x = Tensor::randn(&[3, 4, 6], 0.5, 2.0, DType::F64, &mut rng).unwrap().requiring_grad();
-    let r = Tensor::randn(&[3, 4, 6], 0.0, 1.0, DType::F64, &mut rng).unwrap();
-    let mut got = Vec::new();
-    for fused in [true, false] {
-        let y = if fused { ln.forward(&x) } else { ln.forward_composed(&x) }.unwrap();
-        let g = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-        got.push([
-            y,
-            g.get(&x).unwrap().clone(),
-            g.get(&ln.weight.get()).unwrap().clone(),
-            g.get(&ln.bias.get()).unwrap().clone(),
-        ]);
+    // Rows of 6 (shorter than the kernel's 16 lanes), and rows of 37 (two full lane chunks
+    // and a tail) in a tensor large enough to be split across threads.
+    let mut small = None; // the rows of 6, for the gradcheck
+    for (d, rows) in [(6, 4), (37, 300)] {
+        let ln = LayerNorm::new(store.sub(format!("ln{d}")), d, 1e-5).unwrap();
+        ln.weight.set(&Tensor::randn(&[d], 1.0, 0.3, DType::F64, &mut rng).unwrap()).unwrap();
+        ln.bias.set(&Tensor::randn(&[d], 0.0, 0.3, DType::F64, &mut rng).unwrap()).unwrap();
+        let shape = [3, rows, d];
+        let x = Tensor::randn(&shape, 0.5, 2.0, DType::F64, &mut rng).unwrap().requiring_grad();
+        let r = Tensor::randn(&shape, 0.0, 1.0, DType::F64, &mut rng).unwrap();
+        let mut got = Vec::new();
+        for fused in [true, false] {
+            let y = if fused { ln.forward(&x) } else { ln.forward_composed(&x) }.unwrap();
+            let g = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+            got.push([
+                y,
+                g.get(&x).unwrap().clone(),
+                g.get(&ln.weight.get()).unwrap().clone(),
+                g.get(&ln.bias.get()).unwrap().clone(),
+            ]);
+        }
+        for (a, b) in got[0].iter().zip(&got[1]) {
+            close(a, b, 1e-12, &format!("d {d}: fused vs composed"));
+        }
+        small.get_or_insert((ln, x));
     }
-    for (a, b) in got[0].iter().zip(&got[1]) {
-        close(a, b, 1e-12, "fused vs composed");
-    }
+    let (ln, x) = small.unwrap();
     let (w, b) = (ln.weight.get(), ln.bias.get());
     gradcheck(
         |v| v[0].layer_norm(&v[1], &v[2], 1e-5),

@@ -4,8 +4,17 @@
 use crate::backend::cpu::{self, Float};
 use crate::storage::CpuStorage;
 use crate::{Error, Result, Tensor};
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+/// Rows per parallel task: about `cpu::CHUNK` elements, whole rows.
+fn rows_per_task(d: usize) -> usize {
+    (cpu::CHUNK / d).max(1)
+}
 
 /// Normalizes every row of `x` (rows of length `d`), returning y and the per-row (mean, 1/σ).
+/// One pass per row while it is in L1: statistics, then y.
+#[allow(clippy::type_complexity)]
 fn forward<T: Float + Send + Sync>(
     x: &[T],
     w: &[T],
@@ -13,36 +22,45 @@ fn forward<T: Float + Send + Sync>(
     d: usize,
     eps: f64,
 ) -> (Vec<T>, Vec<(T, T)>) {
-    let rows = x.len() / d.max(1);
+    if d == 0 {
+        return (Vec::new(), Vec::new());
+    }
+    let rows = x.len() / d;
     let (n, eps) = (T::from(d).unwrap_or(T::one()), T::from(eps).unwrap_or(T::zero()));
     let (w, b) = (&w[..d], &b[..d]);
-    let stats: Vec<(T, T)> = cpu::par_rows(rows, 1, |r, out: &mut [(T, T)]| {
-        let row = &x[r * d..(r + 1) * d];
-        out[0] = cpu::with_wide_vectors(
-            #[inline(always)]
-            || {
-                let mean = cpu::lane_sum(d, |i| row[i]) / n;
-                let var = cpu::lane_sum(d, |i| (row[i] - mean) * (row[i] - mean)) / n;
-                (mean, (var + eps).sqrt().recip())
-            },
-        );
-    });
-    let y = cpu::par_rows(rows, d, |r, out: &mut [T]| {
-        let (mean, rstd) = stats[r];
-        let row = &x[r * d..(r + 1) * d];
+    let mut stats = vec![(T::zero(), T::zero()); rows];
+    let run = |((y, stats), x): ((&mut [MaybeUninit<T>], &mut [(T, T)]), &[T])| {
         cpu::with_wide_vectors(
             #[inline(always)]
             || {
-                for i in 0..d {
-                    out[i] = (row[i] - mean) * rstd * w[i] + b[i];
+                for ((yr, s), xr) in y.chunks_exact_mut(d).zip(stats).zip(x.chunks_exact(d)) {
+                    let mean = cpu::lane_sum(xr, xr, |x, _| x) / n;
+                    let var = cpu::lane_sum(xr, xr, |x, _| (x - mean) * (x - mean)) / n;
+                    let rstd = (var + eps).sqrt().recip();
+                    *s = (mean, rstd);
+                    for (((y, &x), &w), &b) in yr.iter_mut().zip(xr).zip(w).zip(b) {
+                        y.write((x - mean) * rstd * w + b);
+                    }
                 }
             },
         )
-    });
+    };
+    let per = rows_per_task(d);
+    let fill = |y: &mut [MaybeUninit<T>]| {
+        if x.len() < cpu::PARALLEL_MIN {
+            run(((y, &mut stats), x));
+        } else {
+            let tasks = y.par_chunks_mut(per * d).zip(stats.par_chunks_mut(per));
+            tasks.zip(x.par_chunks(per * d)).for_each(run);
+        }
+    };
+    // SAFETY: x and y hold `rows` whole rows each, and every element of every row is written.
+    let y = unsafe { cpu::filled_by(rows * d, fill) };
     (y, stats)
 }
 
 /// dx, dw, db from dy.
+#[allow(clippy::type_complexity)]
 fn backward<T: Float + Send + Sync>(
     dy: &[T],
     x: &[T],
@@ -50,33 +68,53 @@ fn backward<T: Float + Send + Sync>(
     stats: &[(T, T)],
     d: usize,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let rows = stats.len();
+    if d == 0 {
+        return (Vec::new(), Vec::new(), Vec::new());
+    }
     let n = T::from(d).unwrap_or(T::one());
     let w = &w[..d];
-    let dx = cpu::par_rows(rows, d, |r, out: &mut [T]| {
-        let (mean, rstd) = stats[r];
-        let (xr, gr) = (&x[r * d..(r + 1) * d], &dy[r * d..(r + 1) * d]);
+    let run = |(((dx, stats), x), dy): (((&mut [MaybeUninit<T>], &[(T, T)]), &[T]), &[T])| {
+        let mut gw = vec![T::zero(); d]; // ĝ = dy ⊙ w, one row
         cpu::with_wide_vectors(
             #[inline(always)]
             || {
-                // dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)), ĝ = dy ⊙ w
-                let mg = cpu::lane_sum(d, |i| gr[i] * w[i]) / n;
-                let mgx = cpu::lane_sum(d, |i| gr[i] * w[i] * (xr[i] - mean) * rstd) / n;
-                for i in 0..d {
-                    let xhat = (xr[i] - mean) * rstd;
-                    out[i] = rstd * (gr[i] * w[i] - mg - xhat * mgx);
+                let rows = dx.chunks_exact_mut(d).zip(stats).zip(x.chunks_exact(d));
+                for (((out, &(mean, rstd)), xr), gr) in rows.zip(dy.chunks_exact(d)) {
+                    gw.iter_mut().zip(gr).zip(w).for_each(|((o, &g), &w)| *o = g * w);
+                    // dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)), x̂ = (x − mean) · rstd
+                    let mg = cpu::lane_sum(&gw, &gw, |g, _| g) / n;
+                    let mgx = cpu::lane_sum(&gw, xr, |g, x| g * (x - mean)) * rstd / n;
+                    for ((o, &g), &x) in out.iter_mut().zip(&gw).zip(xr) {
+                        o.write(rstd * (g - mg - (x - mean) * rstd * mgx));
+                    }
                 }
             },
         )
-    });
-    let (mut dw, mut db) = (vec![T::zero(); d], vec![T::zero(); d]);
-    for ((xr, gr), &(mean, rstd)) in x.chunks_exact(d).zip(dy.chunks_exact(d)).zip(stats) {
-        let (dw, db) = (&mut dw[..d], &mut db[..d]);
-        for i in 0..d {
-            dw[i] += gr[i] * (xr[i] - mean) * rstd;
-            db[i] += gr[i];
+    };
+    let per = rows_per_task(d);
+    let fill = |dx: &mut [MaybeUninit<T>]| {
+        if x.len() < cpu::PARALLEL_MIN {
+            run((((dx, stats), x), dy));
+        } else {
+            let tasks = dx.par_chunks_mut(per * d).zip(stats.par_chunks(per));
+            tasks.zip(x.par_chunks(per * d)).zip(dy.par_chunks(per * d)).for_each(run);
         }
-    }
+    };
+    // SAFETY: dx, x and dy hold `stats.len()` whole rows each, and every element is written.
+    let dx = unsafe { cpu::filled_by(stats.len() * d, fill) };
+    // dw = Σ over rows of dy ⊙ x̂, db = Σ over rows of dy.
+    let (mut dw, mut db) = (vec![T::zero(); d], vec![T::zero(); d]);
+    cpu::with_wide_vectors(
+        #[inline(always)]
+        || {
+            for ((xr, gr), &(mean, rstd)) in x.chunks_exact(d).zip(dy.chunks_exact(d)).zip(stats) {
+                for (((dw, db), &x), &g) in dw.iter_mut().zip(db.iter_mut()).zip(xr).zip(gr) {
+                    *dw += g * (x - mean) * rstd;
+                    *db += g;
+                }
+            }
+        },
+    );
     (dx, dw, db)
 }
 
