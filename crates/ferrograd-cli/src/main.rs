@@ -100,7 +100,10 @@ fn main() -> ExitCode {
     // context switches per op; a sixth of W2's time in the kernel's scheduler, by perf).
     let pool = rayon::ThreadPoolBuilder::new().stack_size(64 << 20).build();
     let result = match pool {
-        Ok(pool) => pool.install(|| dispatch(cli).map_err(|e| e.to_string())),
+        Ok(pool) => pool.install(|| {
+            let _warm = ferrograd::KeepWarm::new();
+            dispatch(cli).map_err(|e| e.to_string())
+        }),
         Err(e) => Err(format!("cannot start worker threads: {e}")),
     };
     match result {

@@ -25,6 +25,7 @@ mod storage;
 mod tensor;
 
 pub use autograd::{is_grad_enabled, no_grad, Gradients, NoGradGuard};
+pub use backend::cpu::KeepWarm;
 pub use device::Device;
 pub use dtype::{DType, Element};
 pub use error::{Error, ErrorKind, Result};

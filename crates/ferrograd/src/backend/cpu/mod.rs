@@ -8,6 +8,7 @@ mod elementwise;
 mod matmul;
 mod recurrent;
 mod reduce;
+mod warm;
 
 pub use attention::{attention_backward, attention_forward, AttentionDims};
 pub use conv::*;
@@ -18,6 +19,7 @@ pub use recurrent::{
     recurrence_backward, recurrence_forward, Cell, Dims as RecurrentDims, Saved as RecurrentSaved,
 };
 pub use reduce::*;
+pub use warm::KeepWarm;
 
 use crate::Element;
 use std::mem::MaybeUninit;
