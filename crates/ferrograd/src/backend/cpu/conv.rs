@@ -96,13 +96,11 @@ pub fn im2col<T: Copy + Default + Send + Sync>(x: &[T], g: &Window) -> Vec<T> {
     unsafe { super::filled_by(g.k() * np, fill_all) }
 }
 
-/// im2col's adjoint: (K, N·P) columns summed back into an (N, C, H, W) image.
-pub fn col2im<T: Copy + Default + Send + Sync + std::ops::AddAssign>(
-    cols: &[T],
-    g: &Window,
-) -> Vec<T> {
+/// im2col's adjoint: (K, N·P) columns summed into the (N, C, H, W) image `x` (added to what
+/// it holds).
+pub fn col2im<T: Copy + Send + Sync + std::ops::AddAssign>(cols: &[T], g: &Window, x: &mut [T]) {
     let (np, p, hw) = (g.n * g.p(), g.p(), g.h * g.w);
-    let mut x = vec![T::default(); g.n * g.c * hw];
+    assert_eq!(x.len(), g.n * g.c * hw, "col2im: image of {} elements", x.len());
     let plane = |nc: usize, out: &mut [T]| {
         let (n, c) = (nc / g.c, nc % g.c);
         for ki in 0..g.kh {
@@ -127,7 +125,6 @@ pub fn col2im<T: Copy + Default + Send + Sync + std::ops::AddAssign>(
     } else {
         x.par_chunks_mut(hw.max(1)).enumerate().for_each(|(i, o)| plane(i, o));
     }
-    x
 }
 
 /// Max pooling of every (n, c) plane: the values and, for backward, the index within the
@@ -243,6 +240,11 @@ pub fn max_pool_backward<T: super::Float + Send + Sync>(
     dx
 }
 
+/// Planes of P elements per parallel task: about `CHUNK` elements.
+fn plane_tasks(p: usize) -> usize {
+    (super::CHUNK / p.max(1)).max(1)
+}
+
 /// Images per im2col buffer: about a million elements (4 MB in f32) — big enough for full-speed
 /// products, small enough to stay in cache and in the allocator's reuse.
 fn group_size(g: &Window) -> usize {
@@ -279,13 +281,13 @@ pub fn conv2d<T: super::Float + Send + Sync>(
         };
         // SAFETY: the product writes all of its (O, n·P) output.
         let out_t = unsafe { super::filled_by(o * np, product) };
-        for img in 0..sub.n {
-            for oc in 0..o {
-                let b = bias.map_or(T::zero(), |b| b[oc]);
-                let dst = &mut out[((n0 + img) * o + oc) * p..][..p];
-                dst.iter_mut().zip(&out_t[oc * np + img * p..][..p]).for_each(|(d, &s)| *d = s + b);
-            }
-        }
+        // (O, n·P) → (n, O, P), plus the bias: plane j is image j / O, channel j % O.
+        let planes = out[n0 * o * p..(n0 + sub.n) * o * p].par_chunks_mut(p.max(1));
+        planes.enumerate().with_min_len(plane_tasks(p)).for_each(|(j, dst)| {
+            let (img, oc) = (j / o, j % o);
+            let b = bias.map_or(T::zero(), |b| b[oc]);
+            dst.iter_mut().zip(&out_t[oc * np + img * p..][..p]).for_each(|(d, &s)| *d = s + b);
+        });
         saved.push(cols);
     }
     (out, saved)
@@ -306,34 +308,42 @@ pub fn conv2d_backward<T: super::Float + Send + Sync>(
     let mut dw_t = vec![T::zero(); k * o]; // (K, O)
     let mut db = vec![T::zero(); o];
     let mut dx = need_input.then(|| vec![T::zero(); g.n * chw]);
-    let mut dw_part = vec![T::zero(); o * k];
+    let mut row_sums = Vec::with_capacity(o);
     for (gi, cols) in saved.iter().enumerate() {
         let n0 = gi * group;
         let sub = Window { n: group.min(g.n - n0), ..*g };
         let np = sub.n * p;
-        // (n, O, P) → (O, n·P), the layout the products want.
-        let mut grad_t = vec![T::zero(); o * np];
-        for img in 0..sub.n {
-            for oc in 0..o {
-                grad_t[oc * np + img * p..][..p]
-                    .copy_from_slice(&grad[((n0 + img) * o + oc) * p..][..p]);
-            }
-        }
-        for (oc, row) in grad_t.chunks(np.max(1)).enumerate().take(o) {
-            db[oc] += row.iter().copied().sum();
-        }
-        // dWᵀ = cols · gradᵀ, (K, n·P) · (n·P, O): gemm wants its right operand row-major, so
-        // the transposed one gets copied, and gradᵀ is K/O times smaller than colsᵀ.
-        super::matmul(
+        // (n, O, P) → (O, n·P), the layout the products want; each channel's row sums to its
+        // share of db on the way.
+        let reorder = |grad_t: &mut [MaybeUninit<T>]| {
+            let rows = grad_t.par_chunks_mut(np.max(1)).enumerate();
+            let sums = rows.map(|(oc, row)| {
+                let mut sum = T::zero();
+                for (img, dst) in row.chunks_mut(p.max(1)).enumerate() {
+                    let src = &grad[((n0 + img) * o + oc) * p..][..p];
+                    dst.iter_mut().zip(src).for_each(|(d, &v)| {
+                        d.write(v);
+                        sum += v;
+                    });
+                }
+                sum
+            });
+            sums.collect_into_vec(&mut row_sums);
+        };
+        // SAFETY: each of the O rows is n whole planes of P, each copied from the gradient.
+        let grad_t = unsafe { super::filled_by(o * np, reorder) };
+        db.iter_mut().zip(&row_sums).for_each(|(d, &s)| *d += s);
+        // dWᵀ += cols · gradᵀ, (K, n·P) · (n·P, O): gemm wants its right operand row-major,
+        // so the transposed one gets copied, and gradᵀ is K/O times smaller than colsᵀ.
+        super::matmul_accumulate(
             super::MatRef { data: cols, row_stride: np, col_stride: 1 },
             super::MatRef { data: &grad_t, row_stride: 1, col_stride: np }, // gradᵀ: (n·P, O)
             k,
             np,
             o,
-            &mut dw_part,
+            &mut dw_t,
             true,
         );
-        dw_t.iter_mut().zip(&dw_part).for_each(|(d, &s)| *d += s);
         if let Some(dx) = dx.as_mut() {
             let product = |out: &mut [MaybeUninit<T>]| {
                 super::matmul_uninit(
@@ -348,7 +358,7 @@ pub fn conv2d_backward<T: super::Float + Send + Sync>(
             };
             // SAFETY: the product writes all of its (K, n·P) output.
             let dcols = unsafe { super::filled_by(k * np, product) };
-            dx[n0 * chw..(n0 + sub.n) * chw].copy_from_slice(&col2im(&dcols, &sub));
+            col2im(&dcols, &sub, &mut dx[n0 * chw..(n0 + sub.n) * chw]);
         }
     }
     let dw = super::to_row_major(
