@@ -194,9 +194,50 @@ fn product_into<T: Float + Send + Sync>(
     if b.col_stride != 1 && m >= REPACK_MIN && k * n > 1 {
         let copy = to_row_major(b, k, n, threads);
         let b = MatRef { data: &copy, row_stride: n, col_stride: 1 };
+        return split_k(a, b, (m, k, n), out, accumulate, threads);
+    }
+    split_k(a, b, (m, k, n), out, accumulate, threads)
+}
+
+/// A product with a small output and a long inner dimension (a convolution's filter gradient:
+/// 25×41,000×32) gives gemm, which splits only rows and columns, one block: one thread works
+/// while the others wait. Such a product is cut along k instead, one part per thread, and the
+/// partial products summed.
+fn split_k<T: Float + Send + Sync>(
+    a: MatRef<T>,
+    b: MatRef<T>,
+    (m, k, n): (usize, usize, usize),
+    out: *mut T,
+    accumulate: bool,
+    threads: bool,
+) {
+    const SMALL_OUTPUT: usize = 64 * 64;
+    const PART_MIN: usize = 2048;
+    let parts = rayon::current_num_threads().min(k / PART_MIN);
+    if !threads || m * n > SMALL_OUTPUT || parts < 2 {
         return gemm_into(a, b, (m, k, n), out, accumulate, threads);
     }
-    gemm_into(a, b, (m, k, n), out, accumulate, threads)
+    let per = k.div_ceil(parts);
+    let partials: Vec<Vec<T>> = (0..parts)
+        .into_par_iter()
+        .map(|i| {
+            let (k0, kk) = (i * per, per.min(k - i * per));
+            let a = MatRef { data: &a.data[k0 * a.col_stride..], ..a };
+            let b = MatRef { data: &b.data[k0 * b.row_stride..], ..b };
+            let mut part = vec![T::zero(); m * n];
+            gemm_into(a, b, (m, kk, n), part.as_mut_ptr(), false, false);
+            part
+        })
+        .collect();
+    // SAFETY: `out` holds m·n elements (the callers assert it), initialized when `accumulate`
+    // (so only then read).
+    let out = unsafe { std::slice::from_raw_parts_mut(out as *mut MaybeUninit<T>, m * n) };
+    for (i, o) in out.iter_mut().enumerate() {
+        let sum = partials.iter().fold(T::zero(), |s, p| s + p[i]);
+        // SAFETY: read only when initialized (above).
+        let before = if accumulate { unsafe { o.assume_init_read() } } else { T::zero() };
+        o.write(before + sum);
+    }
 }
 
 /// `out (+)= a · b` through gemm, `out` row-major with m·n elements.
@@ -339,6 +380,29 @@ mod tests {
                 matmul(a32m, b32m, m, k, n, &mut out32, true);
                 // Small integers: every partial sum is exact in f32 as well.
                 assert_eq!(out32.iter().map(|&x| x as f64).collect::<Vec<_>>(), out);
+            }
+        }
+    }
+
+    #[test]
+    fn products_cut_along_k_equal_the_naive_sum() {
+        // Small outputs, long inner dimensions: cut along k (on two threads or more).
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        for (m, k, n) in [(5, 5000, 7), (25, 9000, 32)] {
+            let a: Vec<f64> = (0..m * k).map(|i| ((i * 7) % 11) as f64 - 5.0).collect();
+            let b: Vec<f64> = (0..k * n).map(|i| ((i * 5) % 13) as f64 - 6.0).collect();
+            let am = MatRef { data: &a[..], row_stride: k, col_stride: 1 };
+            for bm in [
+                MatRef { data: &b[..], row_stride: n, col_stride: 1 },
+                MatRef { data: &b[..], row_stride: 1, col_stride: k }, // transposed
+            ] {
+                let want = naive(am, bm, m, k, n);
+                let mut out = vec![0.0; m * n];
+                pool.install(|| matmul(am, bm, m, k, n, &mut out, true));
+                assert_eq!(out, want, "{m}×{k}×{n}");
+                let mut acc = vec![1.0; m * n];
+                pool.install(|| matmul_accumulate(am, bm, m, k, n, &mut acc, true));
+                assert_eq!(acc, want.iter().map(|w| w + 1.0).collect::<Vec<_>>());
             }
         }
     }
