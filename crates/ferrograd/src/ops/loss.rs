@@ -149,9 +149,12 @@ fn nll_backward<T: Float + Send + Sync>(
     let s = T::from(scale).unwrap_or(T::zero());
     cpu::par_rows(kept.len(), c, |r, out: &mut [T]| {
         if let Some(t) = kept[r] {
-            for (j, o) in out.iter_mut().enumerate() {
-                *o = lp[r * c + j].fast_exp() * s;
-            }
+            // Zipped slices (no bounds tests) with wide vectors: the exponentials vectorize.
+            let row = &lp[r * c..(r + 1) * c];
+            cpu::with_wide_vectors(
+                #[inline(always)]
+                || out.iter_mut().zip(row).for_each(|(o, &l)| *o = l.fast_exp() * s),
+            );
             out[t] = out[t] - s;
         }
     })
