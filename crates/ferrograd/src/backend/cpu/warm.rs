@@ -73,10 +73,19 @@ fn poll(stop: Arc<AtomicBool>, owner: Option<usize>) {
     }
     POLLING.set(true);
     POLLERS.fetch_add(1, Ordering::AcqRel);
+    // After this many idle polls in a row (a pause in the computation, not a gap between two
+    // ops), each poll also offers the core to the OS: other processes get it when they want
+    // it, and the poll resumes at once when none does. (At 1,024, W7 measured 4% slower.)
+    const SPINS: u32 = 1 << 16;
+    let mut idle = 0u32;
     while !stop.load(Ordering::Acquire) {
         match rayon::yield_now() {
-            Some(Yield::Executed) => {}
-            Some(Yield::Idle) => std::hint::spin_loop(),
+            Some(Yield::Executed) => idle = 0,
+            Some(Yield::Idle) if idle < SPINS => {
+                idle += 1;
+                std::hint::spin_loop();
+            }
+            Some(Yield::Idle) => std::thread::yield_now(),
             None => break,
         }
     }
