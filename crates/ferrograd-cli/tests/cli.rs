@@ -8,7 +8,10 @@ fn ferrograd(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn tour_runs_to_the_end_and_learns() {
-    let out = ferrograd(&["tour"]);
+    // Pictures go to a scratch folder, not into the source tree.
+    let pictures = std::env::temp_dir().join(format!("ferrograd-tour-{}", std::process::id()));
+    let out = ferrograd(&["tour", "--out", pictures.to_str().expect("a UTF-8 temp path")]);
+    let _ = std::fs::remove_dir_all(&pictures);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "tour failed: {}\n{text}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("FeedForward^3"), "{text}");

@@ -120,8 +120,8 @@ pub fn zip_broadcast<T: Copy + Send + Sync, U: Copy + Send + Sync, V: Copy + Sen
                 .for_each(|(c, o)| run_rows(c * rows_per_chunk, o));
         }
     };
-    // SAFETY: n is a whole number of rows (row = the last dimension, n > 0 past the check
-    // below), and every row's `row` elements are written.
+    // SAFETY: n > 0 (checked above) is a whole number of rows of `row` elements (the last
+    // dimension), and every element of every row is written.
     unsafe { filled_by(n, all) }
 }
 

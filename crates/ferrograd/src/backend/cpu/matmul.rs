@@ -24,8 +24,10 @@ pub fn to_row_major<T: Float + Send + Sync>(
 ) -> Vec<T> {
     // Bands of 64 rows: the 64 output lines a band is writing stay in L1 until complete.
     const BAND: usize = 64;
-    let mut out = vec![T::zero(); rows * cols];
-    let band = |r0: usize, dst: &mut [T]| {
+    if rows == 0 || cols == 0 {
+        return Vec::new();
+    }
+    let band = |r0: usize, dst: &mut [MaybeUninit<T>]| {
         for (i, dst) in dst.chunks_mut(BAND * cols).enumerate() {
             let (r, band_rows) = (r0 + i * BAND, dst.len() / cols);
             let src = &x.data[r * x.row_stride..];
@@ -34,7 +36,7 @@ pub fn to_row_major<T: Float + Send + Sync>(
             }
             for c in 0..cols {
                 for r in 0..band_rows {
-                    dst[r * cols + c] = src[r * x.row_stride + c * x.col_stride];
+                    dst[r * cols + c].write(src[r * x.row_stride + c * x.col_stride]);
                 }
             }
         }
@@ -42,12 +44,16 @@ pub fn to_row_major<T: Float + Send + Sync>(
     // A few bands per thread: enough to balance, few enough that hand-offs cost nothing.
     let per_task = (rows / (4 * rayon::current_num_threads())).next_multiple_of(BAND).max(BAND);
     let chunk = per_task * cols;
-    if threads && rows * cols >= super::PARALLEL_MIN {
-        out.par_chunks_mut(chunk).enumerate().for_each(|(i, d)| band(i * per_task, d));
-    } else {
-        band(0, &mut out);
-    }
-    out
+    let fill = |out: &mut [MaybeUninit<T>]| {
+        if threads && rows * cols >= super::PARALLEL_MIN {
+            out.par_chunks_mut(chunk).enumerate().for_each(|(i, d)| band(i * per_task, d));
+        } else {
+            band(0, out);
+        }
+    };
+    // SAFETY: the bands are whole rows covering the output, and every (row, column) of each is
+    // written, by the 4×4 blocks and their edges or by the loop.
+    unsafe { super::filled_by(rows * cols, fill) }
 }
 
 /// `dst[r·cols + c] = src[c·stride + r]` for an f32 `T` on x86-64 (false, doing nothing,
@@ -55,7 +61,7 @@ pub fn to_row_major<T: Float + Send + Sync>(
 fn transpose_f32<T: Float>(
     src: &[T],
     stride: usize,
-    dst: &mut [T],
+    dst: &mut [MaybeUninit<T>],
     rows: usize,
     cols: usize,
 ) -> bool {
