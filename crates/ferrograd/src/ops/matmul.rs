@@ -20,26 +20,46 @@ impl Tensor {
     /// assert_eq!(err, "matmul: [2, 2] × [3, 5]: inner dimensions differ (2 vs 3)");
     /// ```
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
-        let out = product(self, false, rhs, false)?;
+        let out = product(self, false, rhs, false, true)?;
         let (a, b) = (self.clone(), rhs.clone());
         Ok(out.with_history("matmul", &[self, rhs], move |g| {
-            let ga = if a.requires_grad() {
-                Some(product(g, false, &b, true)?.sum_to_shape(a.shape())?)
-            } else {
-                None
-            };
-            let gb = if b.requires_grad() {
-                Some(product(&a, true, g, false)?.sum_to_shape(b.shape())?)
-            } else {
-                None
-            };
+            let (ga, gb) = side_by_side(
+                a.requires_grad(),
+                |threads| product(g, false, &b, true, threads)?.sum_to_shape(a.shape()),
+                b.requires_grad(),
+                |threads| product(&a, true, g, false, threads)?.sum_to_shape(b.shape()),
+            )?;
             Ok(vec![ga, gb])
         }))
     }
 }
 
-/// `op(a) · op(b)` where `op` transposes the last two dimensions when asked; no history.
-fn product(a: &Tensor, a_t: bool, b: &Tensor, b_t: bool) -> Result<Tensor> {
+/// The two gradients of a product, each only when `needed`. When both are, they run side by
+/// side, each on its share of the threads: two products of equal work balance better than
+/// gemm's split of each (whose blocks leave a thread waiting at 128-wide outputs: W7's
+/// projections used two threads at 70–85%).
+fn side_by_side(
+    a_needed: bool,
+    a: impl FnOnce(bool) -> Result<Tensor> + Send,
+    b_needed: bool,
+    b: impl FnOnce(bool) -> Result<Tensor> + Send,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    match (a_needed, b_needed) {
+        (true, true) => {
+            // Two threads: one each. More: each product may still split.
+            let threads = rayon::current_num_threads() > 2;
+            let (ga, gb) = rayon::join(|| a(threads), || b(threads));
+            Ok((Some(ga?), Some(gb?)))
+        }
+        (true, false) => Ok((Some(a(true)?), None)),
+        (false, true) => Ok((None, Some(b(true)?))),
+        (false, false) => Ok((None, None)),
+    }
+}
+
+/// `op(a) · op(b)` where `op` transposes the last two dimensions when asked, on all threads
+/// or only this one; no history.
+fn product(a: &Tensor, a_t: bool, b: &Tensor, b_t: bool, threads: bool) -> Result<Tensor> {
     if a.rank() < 2 || b.rank() < 2 {
         return Err(Error::shape(
             "matmul",
@@ -87,7 +107,7 @@ fn product(a: &Tensor, a_t: bool, b: &Tensor, b_t: bool) -> Result<Tensor> {
     let data = float_map2!("matmul", a.cpu("matmul")?, b.cpu("matmul")?, |x, y| {
         let ma = MatRef { data: x, row_stride: a_rs, col_stride: a_cs };
         let mb = MatRef { data: y, row_stride: b_rs, col_stride: b_cs };
-        cpu::matmul_batched(ma, &oa, mb, &ob, m, k, n)
+        cpu::matmul_batched(ma, &oa, mb, &ob, (m, k, n), threads)
     });
     let mut dims = batch.dims().to_vec();
     dims.extend([m, n]);
@@ -127,7 +147,7 @@ impl Tensor {
         let m = self.numel() / in_f.max(1);
         let x2 = self.detach().reshape(&[m, in_f])?;
         let y = match bias {
-            None => product(&x2, false, weight, true)?,
+            None => product(&x2, false, weight, true, true)?,
             Some(b) => affine(&x2, weight, b)?,
         };
         let mut dims = self.dims().to_vec();
@@ -140,12 +160,12 @@ impl Tensor {
         let x_shape = self.shape().clone();
         Ok(y.with_history(OP, &inputs, move |g| {
             let g2 = g.reshape(&[m, out_f])?;
-            let dx = if x_needs {
-                Some(product(&g2, false, &w, false)?.reshape(x_shape.dims())?)
-            } else {
-                None
-            };
-            let dw = if w_needs { Some(product(&g2, true, &x2, false)?) } else { None };
+            let (dx, dw) = side_by_side(
+                x_needs,
+                |threads| product(&g2, false, &w, false, threads)?.reshape(x_shape.dims()),
+                w_needs,
+                |threads| product(&g2, true, &x2, false, threads),
+            )?;
             let mut grads = vec![dx, dw, Some(g2.sum(&[0], false)?)];
             grads.truncate(n_inputs);
             Ok(grads)

@@ -290,16 +290,16 @@ fn gemm_into<T: Float + Send + Sync>(
     }
 }
 
-/// A batch of products; `a_offsets[i]`, `b_offsets[i]` locate the i-th operands. Many small
-/// products run one per thread; few large ones each use all threads.
+/// A batch of products; `a_offsets[i]`, `b_offsets[i]` locate the i-th operands. With
+/// `threads`, many small products run one per thread and few large ones each use all threads;
+/// without, all run on this thread.
 pub fn matmul_batched<T: Float + Send + Sync>(
     a: MatRef<T>,
     a_offsets: &[usize],
     b: MatRef<T>,
     b_offsets: &[usize],
-    m: usize,
-    k: usize,
-    n: usize,
+    (m, k, n): (usize, usize, usize),
+    threads: bool,
 ) -> Vec<T> {
     let batch = a_offsets.len();
     if m * n == 0 {
@@ -311,10 +311,10 @@ pub fn matmul_batched<T: Float + Send + Sync>(
         matmul_uninit(ai, bi, m, k, n, o, threads);
     };
     let all = |out: &mut [MaybeUninit<T>]| {
-        if batch > 1 && m * k * n < 4 * PARALLEL_FLOPS {
+        if threads && batch > 1 && m * k * n < 4 * PARALLEL_FLOPS {
             out.par_chunks_mut(m * n).enumerate().for_each(|(i, o)| one(i, o, false));
         } else {
-            out.chunks_mut(m * n).enumerate().for_each(|(i, o)| one(i, o, true));
+            out.chunks_mut(m * n).enumerate().for_each(|(i, o)| one(i, o, threads));
         }
     };
     // SAFETY: each product writes all of its m·n chunk, and the chunks cover the output.
