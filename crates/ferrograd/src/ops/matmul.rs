@@ -48,7 +48,7 @@ fn side_by_side(
         (true, true) => {
             // Two threads: one each. More: each product may still split.
             let threads = rayon::current_num_threads() > 2;
-            let (ga, gb) = rayon::join(|| a(threads), || b(threads));
+            let (ga, gb) = cpu::join_polling(|| a(threads), || b(threads));
             Ok((Some(ga?), Some(gb?)))
         }
         (true, false) => Ok((Some(a(true)?), None)),

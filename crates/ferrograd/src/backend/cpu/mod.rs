@@ -19,7 +19,7 @@ pub use recurrent::{
     recurrence_backward, recurrence_forward, Cell, Dims as RecurrentDims, Saved as RecurrentSaved,
 };
 pub use reduce::*;
-pub use warm::KeepWarm;
+pub use warm::{join_polling, KeepWarm};
 
 use crate::Element;
 use std::mem::MaybeUninit;
