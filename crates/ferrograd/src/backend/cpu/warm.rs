@@ -148,9 +148,9 @@ mod tests {
         });
         // A half that panics: the panic reaches the caller instead of the wait spinning on.
         let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        let caught = std::panic::catch_unwind(|| {
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             one.install(|| join_polling(|| 1, || -> u32 { panic!("b failed") }))
-        });
+        }));
         assert!(caught.is_err());
     }
 
