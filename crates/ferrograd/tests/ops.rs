@@ -155,6 +155,18 @@ fn fused_attention_passes_gradcheck_with_masks_and_causality() {
             .unwrap_or_else(|e| panic!("causal {causal}, mask {}: {e}", m.is_some()));
         }
     }
+    // No keys: every query gets 0 and no gradient flows; no queries: empty output, zero dK, dV.
+    let (none, no_queries) = (randn(&[2, 0, 4]), randn(&[2, 0, 4]));
+    let out = q.requiring_grad().attention(&none, &none, 2, None, false).unwrap();
+    assert_eq!(out.to_vec::<f64>().unwrap(), vec![0.0; 24]);
+    let qg = q.requiring_grad();
+    let g = qg.attention(&none, &none, 2, None, false).unwrap().sum_all().unwrap().backward();
+    assert_eq!(g.unwrap().get(&qg).unwrap().to_vec::<f64>().unwrap(), vec![0.0; 24]);
+    let (kg, vg) = (k.requiring_grad(), v.requiring_grad());
+    let out = no_queries.attention(&kg, &vg, 2, None, true).unwrap();
+    assert_eq!(out.dims(), [2, 0, 4]);
+    let g = out.sum_all().unwrap().backward().unwrap();
+    assert_eq!(g.get(&kg).unwrap().to_vec::<f64>().unwrap(), vec![0.0; 32]);
     let e = q.attention(&k, &v, 3, None, false).unwrap_err().to_string();
     assert!(e.contains("3 heads cannot split D = 4"), "{e}");
     let e = q.attention(&k, &v, 2, Some(&mask.narrow(1, 0, 3).unwrap()), false).unwrap_err();

@@ -6,7 +6,7 @@
 //! Legend: B batch, H heads, T queries, S keys, E head size, D = H·E.
 
 use super::reduce::{exp_shifted_sum, row_max};
-use super::{matmul, matmul_accumulate, with_wide_vectors, Float, MatRef};
+use super::{matmul, matmul_accumulate, with_wide_vectors, zeroed, Float, MatRef};
 use rayon::prelude::*;
 
 /// The sizes of one attention call; with `causal`, query i (at position S − T + i) sees keys
@@ -141,10 +141,21 @@ pub fn attention_forward<T: Float + Send + Sync>(
     d: &AttentionDims,
 ) -> (Vec<T>, Vec<T>) {
     let (t, s, e, dm) = (d.queries, d.keys, d.head_size, d.model());
-    let mut out = vec![T::zero(); d.batch * t * dm];
-    let mut lse = vec![T::zero(); d.batch * d.heads * t];
-    out.par_chunks_mut(t * dm).zip(lse.par_chunks_mut(d.heads * t)).enumerate().for_each(
-        |(b, (block, lse))| {
+    let (n_out, n_lse) = (d.batch * t * dm, d.batch * d.heads * t);
+    if t == 0 || s == 0 || e == 0 {
+        // No queries, no keys (every query gets 0, its normalizer +∞) or empty heads.
+        let l = if s == 0 { T::infinity() } else { T::zero() };
+        return (vec![T::zero(); n_out], vec![l; n_lse]);
+    }
+    let (mut out, mut lse) = (Vec::with_capacity(n_out), Vec::with_capacity(n_lse));
+    let (out_parts, lse_parts) =
+        (&mut out.spare_capacity_mut()[..n_out], &mut lse.spare_capacity_mut()[..n_lse]);
+    out_parts
+        .par_chunks_mut(t * dm)
+        .zip(lse_parts.par_chunks_mut(d.heads * t))
+        .enumerate()
+        .for_each(|(b, (block, lse))| {
+            let (block, lse) = (zeroed(block), zeroed(lse));
             let rows = if d.causal { QUERY_BLOCK.min(t) } else { t };
             let (mut p, mut mixed) = (vec![T::zero(); rows * s], vec![T::zero(); rows * e]);
             let allowed = allowed.map(|a| &a[b * s..(b + 1) * s]);
@@ -161,8 +172,12 @@ pub fn attention_forward<T: Float + Send + Sync>(
                     scatter(block, mixed, d, h, i0);
                 }
             }
-        },
-    );
+        });
+    // SAFETY: the chunks cover both outputs (one per sequence), and each was zeroed.
+    unsafe {
+        out.set_len(n_out);
+        lse.set_len(n_lse);
+    }
     (out, lse)
 }
 
@@ -182,13 +197,21 @@ pub fn attention_backward<T: Float + Send + Sync>(
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let (t, s, e, dm) = (d.queries, d.keys, d.head_size, d.model());
     let scale: T = d.scale();
-    let mut dq = vec![T::zero(); d.batch * t * dm];
-    let (mut dk, mut dv) = (vec![T::zero(); d.batch * s * dm], vec![T::zero(); d.batch * s * dm]);
-    dq.par_chunks_mut(t * dm)
-        .zip(dk.par_chunks_mut(s * dm))
-        .zip(dv.par_chunks_mut(s * dm))
+    let (n_q, n_kv) = (d.batch * t * dm, d.batch * s * dm);
+    if t == 0 || s == 0 || e == 0 {
+        // Nothing flows: no queries, no keys (the output is constantly 0) or empty heads.
+        return (vec![T::zero(); n_q], vec![T::zero(); n_kv], vec![T::zero(); n_kv]);
+    }
+    let mut dq = Vec::with_capacity(n_q);
+    let (mut dk, mut dv) = (Vec::with_capacity(n_kv), Vec::with_capacity(n_kv));
+    dq.spare_capacity_mut()[..n_q]
+        .par_chunks_mut(t * dm)
+        .zip(dk.spare_capacity_mut()[..n_kv].par_chunks_mut(s * dm))
+        .zip(dv.spare_capacity_mut()[..n_kv].par_chunks_mut(s * dm))
         .enumerate()
         .for_each(|(b, ((dq_block, dk_block), dv_block))| {
+            let (dq_block, dk_block, dv_block) =
+                (zeroed(dq_block), zeroed(dk_block), zeroed(dv_block));
             let rows = if d.causal { QUERY_BLOCK.min(t) } else { t };
             let (mut p, mut ds) = (vec![T::zero(); rows * s], vec![T::zero(); rows * s]);
             let (mut gq, mut gk, mut gv) =
@@ -252,5 +275,11 @@ pub fn attention_backward<T: Float + Send + Sync>(
                 scatter(dv_block, &gv, d, h, 0);
             }
         });
+    // SAFETY: the chunks cover the three outputs (one per sequence), and each was zeroed.
+    unsafe {
+        dq.set_len(n_q);
+        dk.set_len(n_kv);
+        dv.set_len(n_kv);
+    }
     (dq, dk, dv)
 }

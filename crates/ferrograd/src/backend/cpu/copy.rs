@@ -3,6 +3,7 @@
 
 use super::PARALLEL_MIN;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// A contiguous tensor of shape `dims` whose element at index `i` is `x[Σ i_d · strides_d]`:
 /// a permutation when `strides` are permuted, a broadcast when some are 0.
@@ -160,20 +161,24 @@ pub fn scatter_add_dim<T: Copy + std::ops::AddAssign>(
     }
 }
 
-/// Parallel fill of a fresh buffer by rows, for kernels whose rows are independent.
-pub fn par_rows<T: Send + Default + Clone>(
+/// Parallel fill of a fresh buffer by rows, for kernels whose rows are independent; each row
+/// reaches `f` zeroed (by the task that fills it, not by a serial memset beforehand).
+pub fn par_rows<T: Send + Default>(
     rows: usize,
     row_len: usize,
     f: impl Fn(usize, &mut [T]) + Send + Sync,
 ) -> Vec<T> {
-    let mut out = vec![T::default(); rows * row_len];
-    if row_len == 0 {
-        return out;
-    }
-    if rows * row_len < PARALLEL_MIN {
-        out.chunks_mut(row_len).enumerate().for_each(|(r, o)| f(r, o));
-    } else {
-        out.par_chunks_mut(row_len).enumerate().for_each(|(r, o)| f(r, o));
-    }
-    out
+    let fill = |out: &mut [MaybeUninit<T>]| {
+        if row_len == 0 {
+            return;
+        }
+        let row = |(r, o): (usize, &mut [MaybeUninit<T>])| f(r, super::zeroed(o));
+        if rows * row_len < PARALLEL_MIN {
+            out.chunks_mut(row_len).enumerate().for_each(row);
+        } else {
+            out.par_chunks_mut(row_len).enumerate().for_each(row);
+        }
+    };
+    // SAFETY: the rows cover the output, and each is zeroed before `f` sees it.
+    unsafe { super::filled_by(rows * row_len, fill) }
 }

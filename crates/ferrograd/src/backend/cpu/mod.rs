@@ -142,6 +142,17 @@ pub fn with_wide_vectors<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// `x` set to `T::default()` (zero), as initialized memory: for outputs allocated uninitialized
+/// and zeroed by the parallel tasks that then fill them. A serial `vec![0; n]` of a large output
+/// is a memset the other threads wait through (a W7 step zeroed about 12 MB so).
+pub fn zeroed<T: Default>(x: &mut [MaybeUninit<T>]) -> &mut [T] {
+    x.iter_mut().for_each(|v| {
+        v.write(T::default());
+    });
+    // SAFETY: every element was just written, and MaybeUninit<T> has T's layout.
+    unsafe { &mut *(x as *mut [MaybeUninit<T>] as *mut [T]) }
+}
+
 /// A vector of `n` elements written by `fill` without being zeroed first: for the large
 /// outputs a kernel overwrites completely (im2col columns, products), where zeroing wrote every
 /// byte twice (a twelfth of W3's time in memset, by perf).
