@@ -103,36 +103,44 @@ fn gradcheck_catches_a_wrong_gradient() {
 
 #[test]
 fn convolution_in_image_groups_equals_one_image_at_a_time() {
-    // K·P = 1,600 · 1,024 exceeds the im2col group budget, so every image is its own group.
     use ferrograd::{DType, Rng, Tensor};
     let mut rng = Rng::seed(4);
-    let x =
-        Tensor::randn(&[3, 64, 32, 32], 0.0, 1.0, DType::F64, &mut rng).unwrap().requiring_grad();
-    let w = Tensor::randn(&[2, 64, 5, 5], 0.0, 0.1, DType::F64, &mut rng).unwrap().requiring_grad();
-    let y = x.conv2d(&w, None, (1, 1), (2, 2)).unwrap();
-    let g = y.sum_all().unwrap().backward().unwrap();
-    let mut dw = Tensor::zeros(&[2, 64, 5, 5], DType::F64).unwrap();
-    for n in 0..3 {
-        let xi = x.detach().narrow(0, n, 1).unwrap().requiring_grad();
-        let wi = w.detach().requiring_grad();
-        let yi = xi.conv2d(&wi, None, (1, 1), (2, 2)).unwrap();
-        let gi = yi.sum_all().unwrap().backward().unwrap();
+    // (input, filters, stride, padding): K·P = 1,600 · 1,024 is over the im2col group budget,
+    // so every image is its own group; 8·9 · 8·8 lets groups of several images form, and 11
+    // images split into uneven parts across threads. Both are large enough for parts.
+    let cases: [([usize; 4], [usize; 4], usize, usize); 2] =
+        [([3, 64, 32, 32], [2, 64, 5, 5], 1, 2), ([11, 8, 16, 16], [16, 8, 3, 3], 2, 1)];
+    for (xs, ws, s, p) in cases {
+        let x = Tensor::randn(&xs, 0.0, 1.0, DType::F64, &mut rng).unwrap().requiring_grad();
+        let w = Tensor::randn(&ws, 0.0, 0.1, DType::F64, &mut rng).unwrap().requiring_grad();
+        let b = Tensor::randn(&[ws[0]], 0.0, 1.0, DType::F64, &mut rng).unwrap().requiring_grad();
+        let y = x.conv2d(&w, Some(&b), (s, s), (p, p)).unwrap();
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let (mut dw, mut db) = (Tensor::zeros(&ws, DType::F64).unwrap(), 0.0);
         let close = |a: Vec<f64>, b: Vec<f64>| a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-9);
+        for n in 0..xs[0] {
+            let xi = x.detach().narrow(0, n, 1).unwrap().requiring_grad();
+            let (wi, bi) = (w.detach().requiring_grad(), b.detach().requiring_grad());
+            let yi = xi.conv2d(&wi, Some(&bi), (s, s), (p, p)).unwrap();
+            let gi = yi.sum_all().unwrap().backward().unwrap();
+            assert!(
+                close(yi.to_vec().unwrap(), y.narrow(0, n, 1).unwrap().to_vec().unwrap()),
+                "{xs:?}: output of image {n}"
+            );
+            assert!(close(
+                gi.get(&xi).unwrap().to_vec().unwrap(),
+                g.get(&x).unwrap().narrow(0, n, 1).unwrap().to_vec().unwrap()
+            ));
+            dw = dw.add(gi.get(&wi).unwrap()).unwrap();
+            db += gi.get(&bi).unwrap().to_vec::<f64>().unwrap()[0];
+        }
+        let (a, want) = (dw.to_vec::<f64>().unwrap(), g.get(&w).unwrap().to_vec::<f64>().unwrap());
         assert!(
-            close(yi.to_vec().unwrap(), y.narrow(0, n, 1).unwrap().to_vec().unwrap()),
-            "output of image {n}"
+            a.iter().zip(&want).all(|(x, y)| (x - y).abs() < 1e-8),
+            "{xs:?}: filter gradient summed over groups"
         );
-        assert!(close(
-            gi.get(&xi).unwrap().to_vec().unwrap(),
-            g.get(&x).unwrap().narrow(0, n, 1).unwrap().to_vec().unwrap()
-        ));
-        dw = dw.add(gi.get(&wi).unwrap()).unwrap();
+        assert!((g.get(&b).unwrap().to_vec::<f64>().unwrap()[0] - db).abs() < 1e-8);
     }
-    let (a, b) = (dw.to_vec::<f64>().unwrap(), g.get(&w).unwrap().to_vec::<f64>().unwrap());
-    assert!(
-        a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-8),
-        "filter gradient summed over groups"
-    );
 }
 
 #[test]

@@ -121,8 +121,8 @@ impl Tensor {
                 let backward: Backward = Box::new(move |grad: &Tensor, w: &Tensor| {
                     let (dx, dw, db) = cpu::conv2d_backward(
                         grad.as_slice::<$ty>(OP)?,
-                        w.as_slice::<$ty>(OP)?,
                         &cols,
+                        w.as_slice::<$ty>(OP)?,
                         o,
                         &g,
                         x_needs,

@@ -3,7 +3,7 @@
 //! Legend: N batch, C input channels, O output channels, H×W input size, KH×KW kernel,
 //! OH×OW output size, K = C·KH·KW (one column of im2col), P = OH·OW.
 
-use super::PARALLEL_MIN;
+use super::{MatRef, PARALLEL_MIN};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -48,7 +48,7 @@ impl Window {
 
 /// (N, C, H, W) → (K, N·P): column `n·P + oy·OW + ox` holds the K inputs output (oy, ox) of
 /// image n sees (zeros in the padding). Rows are copied a run of columns at a time.
-pub fn im2col<T: Copy + Default + Send + Sync>(x: &[T], g: &Window) -> Vec<T> {
+pub fn im2col<T: Copy + Default + Send + Sync>(x: &[T], g: &Window, threads: bool) -> Vec<T> {
     let (np, p, hw) = (g.n * g.p(), g.p(), g.h * g.w);
     // Every element is written once — the input's run, or zero where the window is outside
     // the image — so the buffer is not zeroed first.
@@ -86,7 +86,7 @@ pub fn im2col<T: Copy + Default + Send + Sync>(x: &[T], g: &Window) -> Vec<T> {
         }
     };
     let fill_all = |cols: &mut [MaybeUninit<T>]| {
-        if cols.len() < PARALLEL_MIN {
+        if !threads || cols.len() < PARALLEL_MIN {
             cols.chunks_mut(np.max(1)).enumerate().for_each(|(r, row)| fill(r, row));
         } else {
             cols.par_chunks_mut(np.max(1)).enumerate().for_each(|(r, row)| fill(r, row));
@@ -98,7 +98,12 @@ pub fn im2col<T: Copy + Default + Send + Sync>(x: &[T], g: &Window) -> Vec<T> {
 
 /// im2col's adjoint: (K, N·P) columns summed into the (N, C, H, W) image `x` (added to what
 /// it holds).
-pub fn col2im<T: Copy + Send + Sync + std::ops::AddAssign>(cols: &[T], g: &Window, x: &mut [T]) {
+pub fn col2im<T: Copy + Send + Sync + std::ops::AddAssign>(
+    cols: &[T],
+    g: &Window,
+    x: &mut [T],
+    threads: bool,
+) {
     let (np, p, hw) = (g.n * g.p(), g.p(), g.h * g.w);
     assert_eq!(x.len(), g.n * g.c * hw, "col2im: image of {} elements", x.len());
     let plane = |nc: usize, out: &mut [T]| {
@@ -120,7 +125,7 @@ pub fn col2im<T: Copy + Send + Sync + std::ops::AddAssign>(cols: &[T], g: &Windo
             }
         }
     };
-    if x.len() < PARALLEL_MIN {
+    if !threads || x.len() < PARALLEL_MIN {
         x.chunks_mut(hw.max(1)).enumerate().for_each(|(i, o)| plane(i, o));
     } else {
         x.par_chunks_mut(hw.max(1)).enumerate().for_each(|(i, o)| plane(i, o));
@@ -224,19 +229,19 @@ pub fn max_pool_backward<T: super::Float + Send + Sync>(
     dx
 }
 
-/// Planes of P elements per parallel task: about `CHUNK` elements.
-fn plane_tasks(p: usize) -> usize {
-    (super::CHUNK / p.max(1)).max(1)
-}
-
-/// Images per im2col buffer: about a million elements (4 MB in f32) — big enough for full-speed
-/// products, small enough to stay in cache and in the allocator's reuse.
-fn group_size(g: &Window) -> usize {
-    ((1 << 20) / (g.k() * g.p()).max(1)).clamp(1, g.n.max(1))
+/// Images per group: im2col columns of about 256k elements (1 MB in f32), so that a group's
+/// columns are still in L2 cache when its products read them, and at most `most` images.
+fn group_size(g: &Window, most: usize) -> usize {
+    ((1 << 18) / (g.k() * g.p()).max(1)).min(most).max(1)
 }
 
 /// Convolution forward: (N, C, H, W) input, (O, K) filters, optional (O,) bias → the (N, O, P)
-/// output and, per group of images, the im2col columns backward needs.
+/// output and each group's im2col columns, which backward needs.
+///
+/// Groups of images run as parallel tasks, each from its columns to its slice of the output
+/// while the columns are in cache. (Columns for many images, a gemm across threads, then a
+/// reordering pass of the whole output left a thread waiting through serial steps: W3's worker
+/// idled 18% of a step.)
 pub fn conv2d<T: super::Float + Send + Sync>(
     x: &[T],
     w: &[T],
@@ -245,113 +250,141 @@ pub fn conv2d<T: super::Float + Send + Sync>(
     g: &Window,
 ) -> (Vec<T>, Vec<Vec<T>>) {
     let (k, p, chw) = (g.k(), g.p(), g.c * g.h * g.w);
-    let group = group_size(g);
-    let mut out = vec![T::zero(); g.n * o * p];
-    let mut saved = Vec::with_capacity(g.n.div_ceil(group));
-    for n0 in (0..g.n).step_by(group) {
-        let sub = Window { n: group.min(g.n - n0), ..*g };
-        let np = sub.n * p;
-        let cols = im2col(&x[n0 * chw..(n0 + sub.n) * chw], &sub);
-        let product = |out: &mut [MaybeUninit<T>]| {
-            super::matmul_uninit(
-                super::MatRef { data: w, row_stride: k, col_stride: 1 },
-                super::MatRef { data: &cols, row_stride: np, col_stride: 1 },
-                o,
-                k,
-                np,
-                out,
-                true,
-            )
+    let group = conv_group(g, o);
+    // With fewer groups than threads (one large image), each group's work is split instead.
+    let inner = g.n.div_ceil(group) < rayon::current_num_threads();
+    let task = |gi: usize, out: &mut [MaybeUninit<T>]| -> Vec<T> {
+        let sub = Window { n: out.len() / (o * p).max(1), ..*g };
+        let (n0, np) = (gi * group, sub.n * p);
+        let cols = im2col(&x[n0 * chw..(n0 + sub.n) * chw], &sub, inner);
+        let product = |prod: &mut [MaybeUninit<T>]| {
+            let (wm, cm) = (dense(w, k), dense(&cols, np));
+            super::matmul_uninit(wm, cm, o, k, np, prod, inner)
         };
         // SAFETY: the product writes all of its (O, n·P) output.
-        let out_t = unsafe { super::filled_by(o * np, product) };
+        let prod = unsafe { super::filled_by(o * np, product) };
         // (O, n·P) → (n, O, P), plus the bias: plane j is image j / O, channel j % O.
-        let planes = out[n0 * o * p..(n0 + sub.n) * o * p].par_chunks_mut(p.max(1));
-        planes.enumerate().with_min_len(plane_tasks(p)).for_each(|(j, dst)| {
+        for (j, dst) in out.chunks_mut(p.max(1)).enumerate() {
             let (img, oc) = (j / o, j % o);
             let b = bias.map_or(T::zero(), |b| b[oc]);
-            dst.iter_mut().zip(&out_t[oc * np + img * p..][..p]).for_each(|(d, &s)| *d = s + b);
-        });
-        saved.push(cols);
-    }
+            dst.iter_mut().zip(&prod[oc * np + img * p..][..p]).for_each(|(d, &s)| {
+                d.write(s + b);
+            });
+        }
+        cols
+    };
+    let mut saved = Vec::new();
+    let all = |out: &mut [MaybeUninit<T>]| {
+        let chunks = out.par_chunks_mut((group * o * p).max(1)).enumerate();
+        chunks.map(|(gi, out)| task(gi, out)).collect_into_vec(&mut saved);
+    };
+    // SAFETY: the tasks' chunks cover the output, and each writes all n·O·P of its elements.
+    let out = unsafe { super::filled_by(g.n * o * p, all) };
     (out, saved)
 }
 
-/// Convolution backward from the (N, O, P) output gradient: gradients of the input (when
-/// asked), of the (O, K) filters and of the (O,) bias.
+/// Images per group, in forward and backward alike (backward reads forward's columns by
+/// group): four groups per thread when the batch allows, so that the threads finish together;
+/// a small convolution, not worth threads, in as few groups as the cache allows.
+fn conv_group(g: &Window, o: usize) -> usize {
+    let most = if small(g, o) { g.n } else { g.n.div_ceil(4 * rayon::current_num_threads()) };
+    group_size(g, most)
+}
+
+/// Whether a convolution is too small (N·K·P·O multiply-adds) to be worth threads.
+fn small(g: &Window, o: usize) -> bool {
+    g.n * g.k() * g.p() * o < 1 << 20
+}
+
+/// Convolution backward from the (N, O, P) output gradient and forward's columns: gradients of
+/// the input (when asked), of the (O, K) filters and of the (O,) bias.
+///
+/// The batch is cut into one contiguous part per thread; each part goes through its groups of
+/// images (the input gradient's columns used while in cache) and sums its own filter and bias
+/// gradients, and the parts' sums are added in a fixed order, so the result does not depend on
+/// which thread ran what.
 pub fn conv2d_backward<T: super::Float + Send + Sync>(
     grad: &[T],
-    w: &[T],
     saved: &[Vec<T>],
+    w: &[T],
     o: usize,
     g: &Window,
     need_input: bool,
 ) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
     let (k, p, chw) = (g.k(), g.p(), g.c * g.h * g.w);
-    let group = group_size(g);
-    let mut dw_t = vec![T::zero(); k * o]; // (K, O)
-    let mut db = vec![T::zero(); o];
-    let mut dx = need_input.then(|| vec![T::zero(); g.n * chw]);
-    let mut row_sums = Vec::with_capacity(o);
-    for (gi, cols) in saved.iter().enumerate() {
-        let n0 = gi * group;
-        let sub = Window { n: group.min(g.n - n0), ..*g };
-        let np = sub.n * p;
-        // (n, O, P) → (O, n·P), the layout the products want; each channel's row sums to its
-        // share of db on the way.
-        let reorder = |grad_t: &mut [MaybeUninit<T>]| {
-            let rows = grad_t.par_chunks_mut(np.max(1)).enumerate();
-            let sums = rows.map(|(oc, row)| {
-                let mut sum = T::zero();
-                for (img, dst) in row.chunks_mut(p.max(1)).enumerate() {
-                    let src = &grad[((n0 + img) * o + oc) * p..][..p];
-                    dst.iter_mut().zip(src).for_each(|(d, &v)| {
-                        d.write(v);
-                        sum += v;
-                    });
+    let threads = rayon::current_num_threads();
+    let ways = if small(g, o) { 1 } else { threads };
+    let group = conv_group(g, o);
+    let per_part = g.n.div_ceil(ways).next_multiple_of(group).max(1);
+    let parts = g.n.div_ceil(per_part);
+    let inner = parts < threads;
+    // One part: its images' filter gradient (transposed, (K, O)) and bias gradient, writing
+    // their input gradient (zeroed here first) into `dx` when asked.
+    let part = |pi: usize, dx: Option<&mut [MaybeUninit<T>]>| -> (Vec<T>, Vec<T>) {
+        let (mut dw_t, mut db) = (vec![T::zero(); k * o], vec![T::zero(); o]);
+        let mut dx = dx.map(super::zeroed);
+        let (first, last) = (pi * per_part, ((pi + 1) * per_part).min(g.n));
+        for n0 in (first..last).step_by(group) {
+            let sub = Window { n: group.min(last - n0), ..*g };
+            let np = sub.n * p;
+            let cols = &saved[n0 / group];
+            // (n, O, P) → (O, n·P), the layout the products want; each channel's row adds to
+            // db on the way.
+            let reorder = |grad_t: &mut [MaybeUninit<T>]| {
+                for (oc, (row, db)) in grad_t.chunks_mut(np.max(1)).zip(&mut db).enumerate() {
+                    for (img, dst) in row.chunks_mut(p.max(1)).enumerate() {
+                        let src = &grad[((n0 + img) * o + oc) * p..][..p];
+                        dst.iter_mut().zip(src).for_each(|(d, &v)| {
+                            d.write(v);
+                        });
+                        *db += super::lane_sum(src, src, |v, _| v);
+                    }
                 }
-                sum
-            });
-            sums.collect_into_vec(&mut row_sums);
-        };
-        // SAFETY: each of the O rows is n whole planes of P, each copied from the gradient.
-        let grad_t = unsafe { super::filled_by(o * np, reorder) };
-        db.iter_mut().zip(&row_sums).for_each(|(d, &s)| *d += s);
-        // dWᵀ += cols · gradᵀ, (K, n·P) · (n·P, O): gemm wants its right operand row-major,
-        // so the transposed one gets copied, and gradᵀ is K/O times smaller than colsᵀ.
-        super::matmul_accumulate(
-            super::MatRef { data: cols, row_stride: np, col_stride: 1 },
-            super::MatRef { data: &grad_t, row_stride: 1, col_stride: np }, // gradᵀ: (n·P, O)
-            k,
-            np,
-            o,
-            &mut dw_t,
-            true,
-        );
-        if let Some(dx) = dx.as_mut() {
-            let product = |out: &mut [MaybeUninit<T>]| {
-                super::matmul_uninit(
-                    super::MatRef { data: w, row_stride: 1, col_stride: k }, // wᵀ: (K, O)
-                    super::MatRef { data: &grad_t, row_stride: np, col_stride: 1 },
-                    k,
-                    o,
-                    np,
-                    out,
-                    true,
-                )
             };
-            // SAFETY: the product writes all of its (K, n·P) output.
-            let dcols = unsafe { super::filled_by(k * np, product) };
-            col2im(&dcols, &sub, &mut dx[n0 * chw..(n0 + sub.n) * chw]);
+            // SAFETY: each of the O rows is n whole planes of P, each copied from the gradient.
+            let grad_t = unsafe { super::filled_by(o * np, reorder) };
+            // dWᵀ += cols · gradᵀ, (K, n·P) · (n·P, O).
+            let grad_tt = MatRef { data: &grad_t, row_stride: 1, col_stride: np };
+            super::matmul_accumulate(dense(cols, np), grad_tt, k, np, o, &mut dw_t, inner);
+            if let Some(dx) = dx.as_mut() {
+                let product = |out: &mut [MaybeUninit<T>]| {
+                    let w_t = MatRef { data: w, row_stride: 1, col_stride: k }; // (K, O)
+                    super::matmul_uninit(w_t, dense(&grad_t, np), k, o, np, out, inner)
+                };
+                // SAFETY: the product writes all of its (K, n·P) output.
+                let dcols = unsafe { super::filled_by(k * np, product) };
+                let dx = &mut dx[(n0 - first) * chw..(n0 - first + sub.n) * chw];
+                col2im(&dcols, &sub, dx, inner);
+            }
         }
+        (dw_t, db)
+    };
+    let mut dx = need_input.then(|| Vec::<T>::with_capacity(g.n * chw));
+    let dx_parts: Vec<Option<&mut [MaybeUninit<T>]>> = match dx.as_mut() {
+        Some(v) if chw > 0 => {
+            v.spare_capacity_mut()[..g.n * chw].chunks_mut(per_part * chw).map(Some).collect()
+        }
+        _ => (0..parts).map(|_| None).collect(),
+    };
+    let sums: Vec<(Vec<T>, Vec<T>)> =
+        dx_parts.into_par_iter().enumerate().map(|(pi, dx)| part(pi, dx)).collect();
+    if let Some(dx) = dx.as_mut() {
+        // SAFETY: the parts' chunks cover dx (empty when chw = 0), and each part zeroed its
+        // chunk before adding into it.
+        unsafe { dx.set_len(g.n * chw) };
     }
-    let dw = super::to_row_major(
-        super::MatRef { data: &dw_t, row_stride: 1, col_stride: o },
-        o,
-        k,
-        false,
-    );
+    let (mut dw_t, mut db) = (vec![T::zero(); k * o], vec![T::zero(); o]);
+    for (part_dw, part_db) in &sums {
+        dw_t.iter_mut().zip(part_dw).for_each(|(d, &v)| *d += v);
+        db.iter_mut().zip(part_db).for_each(|(d, &v)| *d += v);
+    }
+    let dw = super::to_row_major(MatRef { data: &dw_t, row_stride: 1, col_stride: o }, o, k, false);
     (dx, dw, db)
+}
+
+/// A row-major (rows, `cols`) matrix.
+fn dense<T>(data: &[T], cols: usize) -> MatRef<'_, T> {
+    MatRef { data, row_stride: cols, col_stride: 1 }
 }
 
 #[cfg(test)]
