@@ -146,8 +146,12 @@ pub fn max_pool<T: super::Float + Send + Sync>(x: &[T], g: &Window) -> (Vec<T>, 
         let hi = (size + pad).saturating_sub(o * stride).min(k).max(lo);
         (lo, hi, (o * stride + lo).saturating_sub(pad))
     };
+    // Each output column's window, clipped to the image: the same for every row and plane.
+    let columns: Vec<_> = (0..g.ow).map(|ox| taps(ox, g.sw, g.pw, g.kw, g.w)).collect();
     let plane = |i: usize, (o, a): (&mut [T], &mut [u32])| {
         let src = &x[i * hw..(i + 1) * hw];
+        // NaNs are rare: a plane without any takes the loop that does not look for them.
+        let has_nan = src.iter().fold(false, |seen, v| seen | v.is_nan());
         for oy in 0..g.oh {
             let (ki0, ki1, iy0) = taps(oy, g.sh, g.ph, g.kh, g.h);
             let (o, a) = (&mut o[oy * g.ow..(oy + 1) * g.ow], &mut a[oy * g.ow..(oy + 1) * g.ow]);
@@ -159,23 +163,17 @@ pub fn max_pool<T: super::Float + Send + Sync>(x: &[T], g: &Window) -> (Vec<T>, 
             // Window by window, the running maximum in registers (in memory, the compiler
             // branched on each comparison: mispredicted on random data, 5 ms for W3's first
             // pool).
-            for ox in 0..g.ow {
-                let (kj0, kj1, ix0) = taps(ox, g.sw, g.pw, g.kw, g.w);
+            for (ox, &(kj0, kj1, ix0)) in columns.iter().enumerate() {
                 if kj1 == kj0 {
                     (o[ox], a[ox]) = (T::neg_infinity(), u32::MAX);
                     continue;
                 }
-                let first = iy0 * g.w + ix0;
-                let (mut best, mut at, mut nan_at) = (src[first], first as u32, u32::MAX);
-                for iy in iy0..iy0 + (ki1 - ki0) {
-                    let row = &src[iy * g.w..][ix0..ix0 + (kj1 - kj0)];
-                    for (j, &v) in row.iter().enumerate() {
-                        keep_max(&mut best, &mut at, &mut nan_at, v, iy * g.w + ix0 + j);
-                    }
-                }
-                (o[ox], a[ox]) = match nan_at {
-                    u32::MAX => (best, at),
-                    nan_at => (src[nan_at as usize], nan_at),
+                let at = iy0 * g.w + ix0;
+                // The common full windows as literal sizes, so that their taps unroll.
+                (o[ox], a[ox]) = match (ki1 - ki0, kj1 - kj0, has_nan) {
+                    (2, 2, false) => window_max(src, g.w, at, 2, 2, false),
+                    (3, 3, false) => window_max(src, g.w, at, 3, 3, false),
+                    (rows, cols, nan) => window_max(src, g.w, at, rows, cols, nan),
                 };
             }
         }
@@ -194,16 +192,46 @@ pub fn max_pool<T: super::Float + Send + Sync>(x: &[T], g: &Window) -> (Vec<T>, 
     (out, arg)
 }
 
+/// The maximum of the (rows, cols) window at plane index `at` of a plane `w` wide, and the
+/// plane index of its first occurrence; with `nan`, a NaN wins (the last one, as in PyTorch).
+#[inline(always)]
+fn window_max<T: super::Float>(
+    src: &[T],
+    w: usize,
+    at: usize,
+    rows: usize,
+    cols: usize,
+    nan: bool,
+) -> (T, u32) {
+    let (mut best, mut best_at, mut nan_at) = (src[at], at as u32, u32::MAX);
+    for r in 0..rows {
+        let row = &src[at + r * w..][..cols];
+        for (j, &v) in row.iter().enumerate() {
+            let i = (at + r * w + j) as u32;
+            if nan {
+                keep_max(&mut best, &mut best_at, &mut nan_at, v, i);
+            } else {
+                best_at = if v > best { i } else { best_at };
+                best = best.max(v);
+            }
+        }
+    }
+    match nan_at {
+        u32::MAX => (best, best_at),
+        nan_at => (src[nan_at as usize], nan_at),
+    }
+}
+
 /// One tap of a max-pool window: `v` (at plane index `i`) replaces the best so far when
 /// bigger (the first of equal maxima stays), and a NaN wins (the last one, as in PyTorch).
 /// Without branches: which tap wins depends on the data, and branches on it were mispredicted
 /// half the time (5 ms for W3's first pool). The value goes through `max` (one instruction),
 /// the indices through integer selects, and NaNs are tracked on the side.
 #[inline(always)]
-fn keep_max<T: super::Float>(best: &mut T, at: &mut u32, nan_at: &mut u32, v: T, i: usize) {
-    *at = if v > *best { i as u32 } else { *at };
+fn keep_max<T: super::Float>(best: &mut T, at: &mut u32, nan_at: &mut u32, v: T, i: u32) {
+    *at = if v > *best { i } else { *at };
     *best = best.max(v);
-    *nan_at = if v.is_nan() { i as u32 } else { *nan_at };
+    *nan_at = if v.is_nan() { i } else { *nan_at };
 }
 
 /// Max pooling's backward: each output gradient added at its window's arg-max.
