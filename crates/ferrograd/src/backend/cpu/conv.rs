@@ -136,8 +136,8 @@ pub fn col2im<T: Copy + Send + Sync + std::ops::AddAssign>(
 /// plane of each window's (first) maximum. Padding never wins.
 pub fn max_pool<T: super::Float + Send + Sync>(x: &[T], g: &Window) -> (Vec<T>, Vec<u32>) {
     let (hw, p) = (g.h * g.w, g.p());
-    let mut out = vec![T::default(); g.n * g.c * p];
-    let mut arg = vec![0u32; g.n * g.c * p];
+    let n_out = g.n * g.c * p;
+    let (mut out, mut arg) = (Vec::with_capacity(n_out), Vec::with_capacity(n_out));
     // Each output's window clipped to the image once per row and column, so the taps run
     // without bounds tests; the first tap seeds the maximum, and a NaN wins (the last one, as
     // in PyTorch).
@@ -178,16 +178,25 @@ pub fn max_pool<T: super::Float + Send + Sync>(x: &[T], g: &Window) -> (Vec<T>, 
             }
         }
     };
-    if out.len() < PARALLEL_MIN {
-        out.chunks_mut(p.max(1))
-            .zip(arg.chunks_mut(p.max(1)))
-            .enumerate()
-            .for_each(|(i, oa)| plane(i, oa));
+    // Planes zeroed by the tasks that fill them (not by serial memsets first).
+    let (out_planes, arg_planes) = (
+        &mut out.spare_capacity_mut()[..n_out],
+        &mut arg.spare_capacity_mut()[..n_out],
+    );
+    let task = |(i, (o, a)): (usize, (&mut [MaybeUninit<T>], &mut [MaybeUninit<u32>]))| {
+        plane(i, (super::zeroed(o), super::zeroed(a)))
+    };
+    if n_out < PARALLEL_MIN {
+        let planes = out_planes.chunks_mut(p.max(1)).zip(arg_planes.chunks_mut(p.max(1)));
+        planes.enumerate().for_each(task);
     } else {
-        out.par_chunks_mut(p.max(1))
-            .zip(arg.par_chunks_mut(p.max(1)))
-            .enumerate()
-            .for_each(|(i, oa)| plane(i, oa));
+        let planes = out_planes.par_chunks_mut(p.max(1)).zip(arg_planes.par_chunks_mut(p.max(1)));
+        planes.enumerate().for_each(task);
+    }
+    // SAFETY: the planes (P ≥ 1 elements each) cover both outputs, and each was zeroed.
+    unsafe {
+        out.set_len(n_out);
+        arg.set_len(n_out);
     }
     (out, arg)
 }
@@ -241,20 +250,14 @@ pub fn max_pool_backward<T: super::Float + Send + Sync>(
     g: &Window,
 ) -> Vec<T> {
     let (hw, p) = (g.h * g.w, g.p());
-    let mut dx = vec![T::default(); g.n * g.c * hw];
-    let plane = |i: usize, d: &mut [T]| {
+    // Each plane zeroed by the task that then adds into it (not by a serial memset first).
+    super::par_rows(g.n * g.c, hw, |i, d: &mut [T]| {
         for (gv, &a) in grad[i * p..(i + 1) * p].iter().zip(&arg[i * p..(i + 1) * p]) {
             if a != u32::MAX {
                 d[a as usize] += *gv;
             }
         }
-    };
-    if dx.len() < PARALLEL_MIN {
-        dx.chunks_mut(hw.max(1)).enumerate().for_each(|(i, d)| plane(i, d));
-    } else {
-        dx.par_chunks_mut(hw.max(1)).enumerate().for_each(|(i, d)| plane(i, d));
-    }
-    dx
+    })
 }
 
 /// Images per group: im2col columns of about 256k elements (1 MB in f32), so that a group's
