@@ -288,19 +288,15 @@ pub fn conv2d<T: super::Float + Send + Sync>(
         let sub = Window { n: out.len() / (o * p).max(1), ..*g };
         let (n0, np) = (gi * group, sub.n * p);
         let cols = im2col(&x[n0 * chw..(n0 + sub.n) * chw], &sub, inner);
-        let product = |prod: &mut [MaybeUninit<T>]| {
-            let (wm, cm) = (dense(w, k), dense(&cols, np));
-            super::matmul_uninit(wm, cm, o, k, np, prod, inner)
-        };
-        // SAFETY: the product writes all of its (O, n·P) output.
-        let prod = unsafe { super::filled_by(o * np, product) };
-        // (O, n·P) → (n, O, P), plus the bias: plane j is image j / O, channel j % O.
-        for (j, dst) in out.chunks_mut(p.max(1)).enumerate() {
-            let (img, oc) = (j / o, j % o);
-            let b = bias.map_or(T::zero(), |b| b[oc]);
-            dst.iter_mut().zip(&prod[oc * np + img * p..][..p]).for_each(|(d, &s)| {
-                d.write(s + b);
-            });
+        // Each image's (O, P) output is its own product, W · its P columns, added onto rows
+        // holding the bias: no (O, n·P) product to reorder afterwards.
+        for (img, out) in out.chunks_mut((o * p).max(1)).enumerate() {
+            let out = super::zeroed(out);
+            if let Some(bias) = bias {
+                out.chunks_mut(p.max(1)).zip(bias).for_each(|(row, &b)| row.fill(b));
+            }
+            let cm = MatRef { data: &cols[img * p..], row_stride: np, col_stride: 1 };
+            super::matmul_accumulate(dense(w, k), cm, o, k, p, out, inner);
         }
         cols
     };
