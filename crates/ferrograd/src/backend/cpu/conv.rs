@@ -187,15 +187,15 @@ pub fn max_pool<T: super::Float + Send + Sync>(x: &[T], g: &Window) -> (Vec<T>, 
     // Planes zeroed by the tasks that fill them (not by serial memsets first).
     let (out_planes, arg_planes) =
         (&mut out.spare_capacity_mut()[..n_out], &mut arg.spare_capacity_mut()[..n_out]);
-    let task = |(i, (o, a)): (usize, (&mut [MaybeUninit<T>], &mut [MaybeUninit<u32>]))| {
+    let task = |i: usize, o: &mut [MaybeUninit<T>], a: &mut [MaybeUninit<u32>]| {
         plane(i, (super::zeroed(o), super::zeroed(a)))
     };
     if n_out < PARALLEL_MIN {
         let planes = out_planes.chunks_mut(p.max(1)).zip(arg_planes.chunks_mut(p.max(1)));
-        planes.enumerate().for_each(task);
+        planes.enumerate().for_each(|(i, (o, a))| task(i, o, a));
     } else {
         let planes = out_planes.par_chunks_mut(p.max(1)).zip(arg_planes.par_chunks_mut(p.max(1)));
-        planes.enumerate().for_each(task);
+        planes.enumerate().for_each(|(i, (o, a))| task(i, o, a));
     }
     // SAFETY: the planes (P ≥ 1 elements each) cover both outputs, and each was zeroed.
     unsafe {
