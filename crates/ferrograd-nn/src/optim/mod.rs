@@ -12,8 +12,9 @@ pub use schedule::Schedule;
 pub use sgd::{Sgd, SgdConfig};
 
 use crate::Param;
-use ferrograd::backend::cpu::{with_wide_vectors, Float};
+use ferrograd::backend::cpu::{copied, with_wide_vectors, Float};
 use ferrograd::{DType, Error, Gradients, Result, Tensor};
+use std::mem::MaybeUninit;
 
 /// Updates parameters from their gradients.
 pub trait Optimizer {
@@ -203,7 +204,10 @@ fn update_chunks<T: Float + Send + Sync, const S: usize>(
     if slots.len() != S || slots.iter().any(|s| s.len() != n) {
         return Err(Error::value("optimizer", "state slots do not fit"));
     }
-    let mut w = p.to_vec::<T>()?;
+    // The new values are written chunk by chunk, each chunk copied from the old ones by the
+    // task that then updates it (a serial copy of every parameter first left threads idle).
+    let old = p.as_slice::<T>("optimizer")?;
+    let mut w: Vec<T> = Vec::with_capacity(n);
     let g = grad.as_slice::<T>("optimizer")?;
     // Per chunk: the slot slices of that chunk, split off each slot vector in step.
     let mut rests: Vec<&mut [T]> = slots.iter_mut().map(|v| v.as_mut_slice()).collect();
@@ -220,17 +224,24 @@ fn update_chunks<T: Float + Send + Sync, const S: usize>(
             .collect();
         chunked.push(parts.try_into().unwrap_or_else(|_| unreachable!("S parts")));
     }
-    type Piece<'a, 'b, T, const S: usize> = ((&'a mut [T], &'a [T]), &'a mut [&'b mut [T]; S]);
-    let body = |((w, g), sl): Piece<T, S>| {
+    type Piece<'a, 'b, T, const S: usize> =
+        (((&'a mut [MaybeUninit<T>], &'a [T]), &'a [T]), &'a mut [&'b mut [T]; S]);
+    let body = |(((w, old), g), sl): Piece<T, S>| {
+        let w = copied(w, old);
         with_wide_vectors(
             #[inline(always)]
             || rule.apply(w, g, sl.each_mut().map(|s| &mut **s)),
         )
     };
+    let new = &mut w.spare_capacity_mut()[..n];
     if n >= 2 * CHUNK {
-        w.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(chunked.par_iter_mut()).for_each(body);
+        let pieces = new.par_chunks_mut(CHUNK).zip(old.par_chunks(CHUNK)).zip(g.par_chunks(CHUNK));
+        pieces.zip(chunked.par_iter_mut()).for_each(body);
     } else {
-        w.chunks_mut(CHUNK).zip(g.chunks(CHUNK)).zip(chunked.iter_mut()).for_each(body);
+        let pieces = new.chunks_mut(CHUNK).zip(old.chunks(CHUNK)).zip(g.chunks(CHUNK));
+        pieces.zip(chunked.iter_mut()).for_each(body);
     }
+    // SAFETY: the chunks cover all n elements, and each was copied from the old values.
+    unsafe { w.set_len(n) };
     Tensor::from_vec(w, p.dims())
 }

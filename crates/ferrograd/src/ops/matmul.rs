@@ -38,12 +38,12 @@ impl Tensor {
 /// side, each on its share of the threads: two products of equal work balance better than
 /// gemm's split of each (whose blocks leave a thread waiting at 128-wide outputs: W7's
 /// projections used two threads at 70–85%).
-fn side_by_side(
+fn side_by_side<A: Send, B: Send>(
     a_needed: bool,
-    a: impl FnOnce(bool) -> Result<Tensor> + Send,
+    a: impl FnOnce(bool) -> Result<A> + Send,
     b_needed: bool,
-    b: impl FnOnce(bool) -> Result<Tensor> + Send,
-) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    b: impl FnOnce(bool) -> Result<B> + Send,
+) -> Result<(Option<A>, Option<B>)> {
     match (a_needed, b_needed) {
         (true, true) => {
             // Two threads: one each. More: each product may still split.
@@ -154,19 +154,26 @@ impl Tensor {
         *dims.last_mut().expect("rank checked above") = out_f;
         let y = y.reshape(&dims)?.detach();
         let (w, x_needs, w_needs) = (weight.detach(), self.requires_grad(), weight.requires_grad());
+        let has_bias = bias.is_some();
         let mut inputs = vec![self, weight];
         inputs.extend(bias);
         let n_inputs = inputs.len();
         let x_shape = self.shape().clone();
         Ok(y.with_history(OP, &inputs, move |g| {
             let g2 = g.reshape(&[m, out_f])?;
-            let (dx, dw) = side_by_side(
+            // The bias gradient, a sum over rows on one thread, goes beside the input's.
+            let (dx, dw_db) = side_by_side(
                 x_needs,
                 |threads| product(&g2, false, &w, false, threads)?.reshape(x_shape.dims()),
-                w_needs,
-                |threads| product(&g2, true, &x2, false, threads),
+                w_needs || has_bias,
+                |threads| {
+                    let dw =
+                        w_needs.then(|| product(&g2, true, &x2, false, threads)).transpose()?;
+                    Ok((dw, has_bias.then(|| g2.sum(&[0], false)).transpose()?))
+                },
             )?;
-            let mut grads = vec![dx, dw, Some(g2.sum(&[0], false)?)];
+            let (dw, db) = dw_db.unwrap_or((None, None));
+            let mut grads = vec![dx, dw, db];
             grads.truncate(n_inputs);
             Ok(grads)
         }))

@@ -172,6 +172,18 @@ pub fn zeroed<T: Default>(x: &mut [MaybeUninit<T>]) -> &mut [T] {
     unsafe { &mut *(x as *mut [MaybeUninit<T>] as *mut [T]) }
 }
 
+/// `x` set to a copy of `src` (as long), as initialized memory: like [`zeroed`], for outputs
+/// whose tasks start from a copy.
+pub fn copied<'a, T: Copy>(x: &'a mut [MaybeUninit<T>], src: &[T]) -> &'a mut [T] {
+    assert_eq!(x.len(), src.len(), "copied: {} elements into {}", src.len(), x.len());
+    x.iter_mut().zip(src).for_each(|(v, &s)| {
+        v.write(s);
+    });
+    // SAFETY: every element was just written (the lengths are equal), and MaybeUninit<T> has
+    // T's layout.
+    unsafe { &mut *(x as *mut [MaybeUninit<T>] as *mut [T]) }
+}
+
 /// A vector of `n` elements written by `fill` without being zeroed first: for the large
 /// outputs a kernel overwrites completely (im2col columns, products), where zeroing wrote every
 /// byte twice (a twelfth of W3's time in memset, by perf).
