@@ -98,6 +98,7 @@ pub(super) fn exp_shifted_sum<T: Float>(row: &mut [T], shift: T) -> T {
 }
 
 /// Softmax (or log-softmax) of one contiguous row, max-shifted for stability.
+#[inline(always)]
 fn softmax_row<T: Float>(x: &[T], out: &mut [T], log: bool) {
     let out = &mut out[..x.len()];
     out.copy_from_slice(x);
@@ -125,7 +126,10 @@ pub fn softmax_dim<T: Float + Send + Sync>(
     let mut out = par_rows(outer, n * inner, |o, out: &mut [T]| {
         let block = &x[o * n * inner..(o + 1) * n * inner];
         if inner == 1 {
-            return softmax_row(block, out, log);
+            return super::with_wide_vectors(
+                #[inline(always)]
+                || softmax_row(block, out, log),
+            );
         }
         for i in 0..inner {
             let mut max = T::neg_infinity();
