@@ -144,6 +144,30 @@ fn convolution_in_image_groups_equals_one_image_at_a_time() {
 }
 
 #[test]
+fn convolution_backward_in_another_thread_pool_than_forward() {
+    // Forward's image groups depend on the pool's threads; backward reads them off its columns.
+    use ferrograd::{DType, Rng, Tensor};
+    let mut rng = Rng::seed(5);
+    let x = Tensor::randn(&[16, 8, 16, 16], 0.0, 1.0, DType::F64, &mut rng).unwrap();
+    let w = Tensor::randn(&[16, 8, 3, 3], 0.0, 0.1, DType::F64, &mut rng).unwrap();
+    let run = |forward_threads: usize, backward_threads: usize| {
+        let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+        let (x, w) = (x.requiring_grad(), w.requiring_grad());
+        let loss = pool(forward_threads)
+            .install(|| x.conv2d(&w, None, (1, 1), (1, 1)).unwrap().sum_all().unwrap());
+        let g = pool(backward_threads).install(|| loss.backward().unwrap());
+        let grad = |t: &Tensor| g.get(t).unwrap().to_vec::<f64>().unwrap();
+        (grad(&x), grad(&w))
+    };
+    let (dx, dw) = run(2, 2);
+    for (f, b) in [(1, 3), (4, 1)] {
+        let (dx2, dw2) = run(f, b);
+        let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9);
+        assert!(close(&dx, &dx2) && close(&dw, &dw2), "forward on {f} threads, backward on {b}");
+    }
+}
+
+#[test]
 fn fused_attention_passes_gradcheck_with_masks_and_causality() {
     let mut rng = ferrograd::Rng::seed(17);
     let mut randn = |dims: &[usize]| {

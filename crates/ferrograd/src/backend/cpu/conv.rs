@@ -314,9 +314,9 @@ pub fn conv2d<T: super::Float + Send + Sync>(
     (out, saved)
 }
 
-/// Images per group, in forward and backward alike (backward reads forward's columns by
-/// group): four groups per thread when the batch allows, so that the threads finish together;
-/// a small convolution, not worth threads, in as few groups as the cache allows.
+/// Images per group in forward (backward reads its columns by group): four groups per thread
+/// when the batch allows, so that the threads finish together; a small convolution, not worth
+/// threads, in as few groups as the cache allows.
 fn conv_group(g: &Window, o: usize) -> usize {
     let most = if small(g, o) { g.n } else { g.n.div_ceil(4 * rayon::current_num_threads()) };
     group_size(g, most)
@@ -345,7 +345,12 @@ pub fn conv2d_backward<T: super::Float + Send + Sync>(
     let (k, p, chw) = (g.k(), g.p(), g.c * g.h * g.w);
     let threads = rayon::current_num_threads();
     let ways = if small(g, o) { 1 } else { threads };
-    let group = conv_group(g, o);
+    // Forward's group size, read off its columns: backward may run in another thread pool,
+    // where conv_group would differ.
+    let group = match saved.first() {
+        Some(cols) if k * p > 0 => (cols.len() / (k * p)).max(1),
+        _ => conv_group(g, o),
+    };
     let per_part = g.n.div_ceil(ways).next_multiple_of(group).max(1);
     let parts = g.n.div_ceil(per_part);
     let inner = parts < threads;
