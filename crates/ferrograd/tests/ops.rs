@@ -144,6 +144,18 @@ fn convolution_in_image_groups_equals_one_image_at_a_time() {
 }
 
 #[test]
+fn convolution_with_no_filters_has_an_empty_output_and_zero_input_gradient() {
+    use ferrograd::{DType, Tensor};
+    let x = Tensor::ones(&[3, 2, 5, 5], DType::F32).unwrap().requiring_grad();
+    let w = Tensor::ones(&[0, 2, 3, 3], DType::F32).unwrap().requiring_grad();
+    let y = x.conv2d(&w, None, (1, 1), (1, 1)).unwrap();
+    assert_eq!(y.dims(), [3, 0, 5, 5]);
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(g.get(&x).unwrap().to_vec::<f32>().unwrap(), vec![0.0; 150]);
+    assert_eq!(g.get(&w).unwrap().dims(), [0, 2, 3, 3]);
+}
+
+#[test]
 fn convolution_backward_in_another_thread_pool_than_forward() {
     // Forward's image groups depend on the pool's threads; backward reads them off its columns.
     use ferrograd::{DType, Rng, Tensor};

@@ -46,9 +46,17 @@ fn side_by_side<A: Send, B: Send>(
 ) -> Result<(Option<A>, Option<B>)> {
     match (a_needed, b_needed) {
         (true, true) => {
-            // Two threads: one each. More: each product may still split.
+            // Two threads: one each. More: each product may still split. The other thread
+            // records a graph, or not, as this one does.
             let threads = rayon::current_num_threads() > 2;
-            let (ga, gb) = cpu::join_polling(|| a(threads), || b(threads));
+            let recording = crate::is_grad_enabled();
+            let (ga, gb) = cpu::join_polling(
+                || a(threads),
+                || {
+                    let _off = (!recording).then(crate::no_grad);
+                    b(threads)
+                },
+            );
             Ok((Some(ga?), Some(gb?)))
         }
         (true, false) => Ok((Some(a(true)?), None)),

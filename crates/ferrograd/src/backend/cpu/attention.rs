@@ -6,7 +6,7 @@
 //! Legend: B batch, H heads, T queries, S keys, E head size, D = H·E.
 
 use super::reduce::{exp_shifted_sum, row_max};
-use super::{matmul, matmul_accumulate, with_wide_vectors, zeroed, Float, MatRef};
+use super::{dense, matmul, matmul_accumulate, with_wide_vectors, zeroed, Float, MatRef};
 use rayon::prelude::*;
 
 /// The sizes of one attention call; with `causal`, query i (at position S − T + i) sees keys
@@ -87,9 +87,6 @@ fn head<'a, T>(
 }
 fn head_t<'a, T>(x: &'a [T], d: &AttentionDims, n: usize, b: usize, h: usize) -> MatRef<'a, T> {
     MatRef { data: &x[b * n * d.model() + h * d.head_size..], row_stride: 1, col_stride: d.model() }
-}
-fn dense<T>(x: &[T], cols: usize) -> MatRef<'_, T> {
-    MatRef { data: x, row_stride: cols, col_stride: 1 }
 }
 fn dense_t<T>(x: &[T], cols: usize) -> MatRef<'_, T> {
     MatRef { data: x, row_stride: 1, col_stride: cols }

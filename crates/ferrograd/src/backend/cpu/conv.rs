@@ -3,7 +3,7 @@
 //! Legend: N batch, C input channels, O output channels, H×W input size, KH×KW kernel,
 //! OH×OW output size, K = C·KH·KW (one column of im2col), P = OH·OW.
 
-use super::{MatRef, PARALLEL_MIN};
+use super::{dense, MatRef, PARALLEL_MIN};
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
@@ -343,6 +343,11 @@ pub fn conv2d_backward<T: super::Float + Send + Sync>(
     need_input: bool,
 ) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
     let (k, p, chw) = (g.k(), g.p(), g.c * g.h * g.w);
+    if o == 0 {
+        // No filters: an empty output, through which no gradient flows (forward ran no
+        // groups, so there are no columns to read).
+        return (need_input.then(|| vec![T::zero(); g.n * chw]), Vec::new(), Vec::new());
+    }
     let threads = rayon::current_num_threads();
     let ways = if small(g, o) { 1 } else { threads };
     // Forward's group size, read off its columns: backward may run in another thread pool,
@@ -416,11 +421,6 @@ pub fn conv2d_backward<T: super::Float + Send + Sync>(
     }
     let dw = super::to_row_major(MatRef { data: &dw_t, row_stride: 1, col_stride: o }, o, k, false);
     (dx, dw, db)
-}
-
-/// A row-major (rows, `cols`) matrix.
-fn dense<T>(data: &[T], cols: usize) -> MatRef<'_, T> {
-    MatRef { data, row_stride: cols, col_stride: 1 }
 }
 
 #[cfg(test)]

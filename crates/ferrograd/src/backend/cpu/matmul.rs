@@ -114,6 +114,11 @@ pub struct MatRef<'a, T> {
     pub col_stride: usize,
 }
 
+/// A row-major (rows, `cols`) matrix.
+pub fn dense<T>(data: &[T], cols: usize) -> MatRef<'_, T> {
+    MatRef { data, row_stride: cols, col_stride: 1 }
+}
+
 /// `out = a · b` for an (m, k) `a` and a (k, n) `b`; `out` is (m, n) row-major.
 pub fn matmul<T: Float + Send + Sync>(
     a: MatRef<T>,
