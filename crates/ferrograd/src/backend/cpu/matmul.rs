@@ -30,15 +30,8 @@ pub fn to_row_major<T: Float + Send + Sync>(
     let band = |r0: usize, dst: &mut [MaybeUninit<T>]| {
         for (i, dst) in dst.chunks_mut(BAND * cols).enumerate() {
             let (r, band_rows) = (r0 + i * BAND, dst.len() / cols);
-            let src = &x.data[r * x.row_stride..];
-            if x.row_stride == 1 && transpose_f32(src, x.col_stride, dst, band_rows, cols) {
-                continue;
-            }
-            for c in 0..cols {
-                for r in 0..band_rows {
-                    dst[r * cols + c].write(src[r * x.row_stride + c * x.col_stride]);
-                }
-            }
+            let src = MatRef { data: &x.data[r * x.row_stride..], ..x };
+            copy_row_major(src, band_rows, cols, dst);
         }
     };
     // A few bands per thread: enough to balance, few enough that hand-offs cost nothing.
@@ -54,6 +47,24 @@ pub fn to_row_major<T: Float + Send + Sync>(
     // SAFETY: the bands are whole rows covering the output, and every (row, column) of each is
     // written, by the 4×4 blocks and their edges or by the loop.
     unsafe { super::filled_by(rows * cols, fill) }
+}
+
+/// The (rows, cols) matrix `x` written row-major into `dst` (all of its rows·cols elements),
+/// on this thread: [`to_row_major`]'s work for one band of rows.
+pub fn copy_row_major<T: Float>(
+    x: MatRef<T>,
+    rows: usize,
+    cols: usize,
+    dst: &mut [MaybeUninit<T>],
+) {
+    if x.row_stride == 1 && transpose_f32(x.data, x.col_stride, dst, rows, cols) {
+        return;
+    }
+    for c in 0..cols {
+        for r in 0..rows {
+            dst[r * cols + c].write(x.data[r * x.row_stride + c * x.col_stride]);
+        }
+    }
 }
 
 /// `dst[r·cols + c] = src[c·stride + r]` for an f32 `T` on x86-64 (false, doing nothing,
@@ -112,6 +123,13 @@ pub struct MatRef<'a, T> {
     pub data: &'a [T],
     pub row_stride: usize,
     pub col_stride: usize,
+}
+
+impl<'a, T> MatRef<'a, T> {
+    /// The transpose, as a view.
+    pub fn t(self) -> MatRef<'a, T> {
+        MatRef { data: self.data, row_stride: self.col_stride, col_stride: self.row_stride }
+    }
 }
 
 /// A row-major (rows, `cols`) matrix.
