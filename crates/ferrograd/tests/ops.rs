@@ -157,7 +157,7 @@ fn convolution_with_no_filters_has_an_empty_output_and_zero_input_gradient() {
 
 #[test]
 fn convolution_backward_in_another_thread_pool_than_forward() {
-    // Forward's image groups depend on the pool's threads; backward reads them off its columns.
+    // Image groups and parts depend on the pool's threads: the gradients must not.
     use ferrograd::{DType, Rng, Tensor};
     let mut rng = Rng::seed(5);
     let x = Tensor::randn(&[16, 8, 16, 16], 0.0, 1.0, DType::F64, &mut rng).unwrap();

@@ -117,11 +117,14 @@ impl Tensor {
                 let w = weight.as_slice::<$ty>(OP).map_err(|_| dtype_err(weight))?;
                 let b =
                     bias.map(|b| b.as_slice::<$ty>(OP).map_err(|_| dtype_err(b))).transpose()?;
-                let (y, cols) = cpu::conv2d(x, w, b, o, &g);
+                let y = cpu::conv2d(x, w, b, o, &g);
+                // Backward makes im2col's columns again from the input (cheaper than keeping
+                // them: cpu::conv2d).
+                let input = self.detach();
                 let backward: Backward = Box::new(move |grad: &Tensor, w: &Tensor| {
                     let (dx, dw, db) = cpu::conv2d_backward(
                         grad.as_slice::<$ty>(OP)?,
-                        &cols,
+                        input.as_slice::<$ty>(OP)?,
                         w.as_slice::<$ty>(OP)?,
                         o,
                         &g,

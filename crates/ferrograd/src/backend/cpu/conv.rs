@@ -332,19 +332,21 @@ fn group_size(g: &Window, most: usize) -> usize {
 }
 
 /// Convolution forward: (N, C, H, W) input, (O, K) filters, optional (O,) bias → the (N, O, P)
-/// output and each group's im2col columns, which backward needs.
+/// output.
 ///
 /// Groups of images run as parallel tasks, each from its columns to its slice of the output
 /// while the columns are in cache. (Columns for many images, a gemm across threads, then a
 /// reordering pass of the whole output left a thread waiting through serial steps: W3's worker
-/// idled 18% of a step.)
+/// idled 18% of a step.) The columns are not kept: backward makes them again, which costs less
+/// than writing them out to memory here and reading them back there (W3 +8%; its second
+/// convolution's columns are 40 MB a step).
 pub fn conv2d<T: super::Float + Send + Sync>(
     x: &[T],
     w: &[T],
     bias: Option<&[T]>,
     o: usize,
     g: &Window,
-) -> (Vec<T>, Vec<Vec<T>>) {
+) -> Vec<T> {
     let (k, p, chw) = (g.k(), g.p(), g.c * g.h * g.w);
     let group = conv_group(g, o);
     // With fewer groups than threads (one large image), each group's work is split instead.
@@ -354,7 +356,7 @@ pub fn conv2d<T: super::Float + Send + Sync>(
     // transpose of the (P, O) result after it included.
     let transposed = k >= TRANSPOSED_MIN_K;
     let w_t = transposed.then(|| super::to_row_major(dense(w, k).t(), k, o, false));
-    let task = |gi: usize, out: &mut [MaybeUninit<T>]| -> Vec<T> {
+    let task = |gi: usize, out: &mut [MaybeUninit<T>]| {
         let sub = Window { n: out.len() / (o * p).max(1), ..*g };
         let (n0, np) = (gi * group, sub.n * p);
         let cols = im2col(&x[n0 * chw..(n0 + sub.n) * chw], &sub, inner);
@@ -388,23 +390,19 @@ pub fn conv2d<T: super::Float + Send + Sync>(
                 }
             }
         }
-        cols
     };
-    let mut saved = Vec::new();
     let all = |out: &mut [MaybeUninit<T>]| {
         let chunks = out.par_chunks_mut((group * o * p).max(1)).enumerate();
-        chunks.map(|(gi, out)| task(gi, out)).collect_into_vec(&mut saved);
+        chunks.for_each(|(gi, out)| task(gi, out));
     };
     // SAFETY: the tasks' chunks cover the output, and each writes all n·O·P of its elements.
-    let out = unsafe { super::filled_by(g.n * o * p, all) };
-    (out, saved)
+    unsafe { super::filled_by(g.n * o * p, all) }
 }
 
 /// Filter sizes (K) from which forward multiplies transposed: [`conv2d`].
 const TRANSPOSED_MIN_K: usize = 64;
 
-/// Images per group in forward (backward reads its columns by group): four groups per thread
-/// when the batch allows, so that the threads finish together; a small convolution, not worth
+/// Images per group: four groups per thread when the batch allows, so that the threads finish together; a small convolution, not worth
 /// threads, in as few groups as the cache allows.
 fn conv_group(g: &Window, o: usize) -> usize {
     let most = if small(g, o) { g.n } else { g.n.div_ceil(4 * rayon::current_num_threads()) };
@@ -416,16 +414,16 @@ fn small(g: &Window, o: usize) -> bool {
     g.n * g.k() * g.p() * o < 1 << 20
 }
 
-/// Convolution backward from the (N, O, P) output gradient and forward's columns: gradients of
-/// the input (when asked), of the (O, K) filters and of the (O,) bias.
+/// Convolution backward from the (N, O, P) output gradient and forward's (N, C, H, W) input:
+/// gradients of the input (when asked), of the (O, K) filters and of the (O,) bias.
 ///
 /// The batch is cut into one contiguous part per thread; each part goes through its groups of
-/// images (the input gradient's columns used while in cache) and sums its own filter and bias
-/// gradients, and the parts' sums are added in a fixed order, so the result does not depend on
-/// which thread ran what.
+/// images (each group's im2col columns, and its input gradient's, used while in cache) and
+/// sums its own filter and bias gradients, and the parts' sums are added in a fixed order, so
+/// the result does not depend on which thread ran what.
 pub fn conv2d_backward<T: super::Float + Send + Sync>(
     grad: &[T],
-    saved: &[Vec<T>],
+    x: &[T],
     w: &[T],
     o: usize,
     g: &Window,
@@ -433,18 +431,12 @@ pub fn conv2d_backward<T: super::Float + Send + Sync>(
 ) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
     let (k, p, chw) = (g.k(), g.p(), g.c * g.h * g.w);
     if o == 0 {
-        // No filters: an empty output, through which no gradient flows (forward ran no
-        // groups, so there are no columns to read).
+        // No filters: an empty output, through which no gradient flows.
         return (need_input.then(|| vec![T::zero(); g.n * chw]), Vec::new(), Vec::new());
     }
     let threads = rayon::current_num_threads();
     let ways = if small(g, o) { 1 } else { threads };
-    // Forward's group size, read off its columns: backward may run in another thread pool,
-    // where conv_group would differ.
-    let group = match saved.first() {
-        Some(cols) if k * p > 0 => (cols.len() / (k * p)).max(1),
-        _ => conv_group(g, o),
-    };
+    let group = conv_group(g, o);
     // Wᵀ, (K, O), once: gemm multiplies a row-major left operand faster (194 against 201 µs
     // an image for W3's second convolution's input gradient).
     let w_t = match need_input {
@@ -463,7 +455,7 @@ pub fn conv2d_backward<T: super::Float + Send + Sync>(
         for n0 in (first..last).step_by(group) {
             let sub = Window { n: group.min(last - n0), ..*g };
             let np = sub.n * p;
-            let cols = &saved[n0 / group];
+            let cols = im2col(&x[n0 * chw..(n0 + sub.n) * chw], &sub, inner);
             // (n, O, P) → (O, n·P), the layout the products want; each channel's row adds to
             // db on the way.
             let reorder = |grad_t: &mut [MaybeUninit<T>]| {
@@ -481,7 +473,7 @@ pub fn conv2d_backward<T: super::Float + Send + Sync>(
             let grad_t = unsafe { super::filled_by(o * np, reorder) };
             // dWᵀ += cols · gradᵀ, (K, n·P) · (n·P, O).
             let grad_tt = MatRef { data: &grad_t, row_stride: 1, col_stride: np };
-            super::matmul_accumulate(dense(cols, np), grad_tt, k, np, o, &mut dw_t, inner);
+            super::matmul_accumulate(dense(&cols, np), grad_tt, k, np, o, &mut dw_t, inner);
             if let Some(dx) = dx.as_mut() {
                 let product = |out: &mut [MaybeUninit<T>]| {
                     super::matmul_uninit(dense(&w_t, o), dense(&grad_t, np), k, o, np, out, inner)
@@ -534,7 +526,7 @@ mod tests {
             let x: Vec<f64> = (0..n * c * h * w).map(|i| ((i * 37) % 23) as f64 - 11.0).collect();
             let f: Vec<f64> = (0..o * g.k()).map(|i| ((i * 13) % 7) as f64 / 4.0 - 0.8).collect();
             let b: Vec<f64> = (0..o).map(|i| i as f64 - 1.5).collect();
-            let (y, _) = conv2d(&x, &f, Some(&b), o, &g);
+            let y = conv2d(&x, &f, Some(&b), o, &g);
             for (i, &got) in y.iter().enumerate() {
                 let (img, oc, oy, ox) = (i / (o * oh * ow), i / (oh * ow) % o, i / ow % oh, i % ow);
                 let mut want = b[oc];
