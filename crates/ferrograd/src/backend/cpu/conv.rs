@@ -67,7 +67,21 @@ fn padded<'a, T: Copy + Default>(x: &'a [T], g: &Window) -> Cow<'a, [T]> {
 /// image n sees (zeros in the padding). Each row is copied from the padded images, a window
 /// row at a time (clipping each run against the border, 14-element runs in W3, cost 3 times
 /// as much).
-pub fn im2col<T: Copy + Default + Send + Sync>(x: &[T], g: &Window, threads: bool) -> Vec<T> {
+pub fn im2col<T: Copy + Default + Send + Sync + 'static>(
+    x: &[T],
+    g: &Window,
+    threads: bool,
+) -> Vec<T> {
+    im2col_with(x, g, threads, simd::<T>())
+}
+
+/// [`im2col`], with AVX-512 for its stride-1 runs or not.
+fn im2col_with<T: Copy + Default + Send + Sync + 'static>(
+    x: &[T],
+    g: &Window,
+    threads: bool,
+    simd: bool,
+) -> Vec<T> {
     let (np, p) = (g.n * g.p(), g.p());
     let (hp, wp) = (g.h + 2 * g.ph, g.w + 2 * g.pw);
     let x = padded(x, g);
@@ -76,7 +90,7 @@ pub fn im2col<T: Copy + Default + Send + Sync>(x: &[T], g: &Window, threads: boo
         for n in 0..g.n {
             let plane = &x[(n * g.c + c) * hp * wp..][..hp * wp];
             if g.sw == 1 && g.sh == 1 {
-                copy_runs(&mut row[n * p..(n + 1) * p], &plane[ki * wp + kj..], g.ow, wp);
+                copy_runs(&mut row[n * p..(n + 1) * p], &plane[ki * wp + kj..], g.ow, wp, simd);
                 continue;
             }
             for (oy, out) in row[n * p..(n + 1) * p].chunks_mut(g.ow.max(1)).enumerate() {
@@ -106,16 +120,39 @@ pub fn im2col<T: Copy + Default + Send + Sync>(x: &[T], g: &Window, threads: boo
     unsafe { super::filled_by(g.k() * np, fill_all) }
 }
 
-/// `dst`'s runs of `run` elements copied from `src`'s runs `stride` apart. Runs of 8 to 16
-/// elements (14 in W3) are copied as two blocks of 8, the second one overlapping: a call to
-/// memmove for each (which a loop of blocks also becomes) cost 3 ns; im2col of W3's second
-/// convolution took 38 µs an image, 26 µs so.
+/// Whether the AVX-512 twins of the stride-1 loops run here for `T` (f32 on a processor with
+/// AVX-512F).
+fn simd<T: 'static>() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return super::conv_avx512::usable::<T>();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `dst`'s runs of `run` elements copied from `src`'s runs `stride` apart (with `simd`,
+/// through AVX-512). Runs of 8 to 16 elements (14 in W3) are copied as two blocks of 8, the
+/// second one overlapping: a call to memmove for each (which a loop of blocks also becomes)
+/// cost 3 ns; im2col of W3's second convolution took 38 µs an image, 26 µs so.
 #[inline(always)]
-fn copy_runs<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T], run: usize, stride: usize) {
+fn copy_runs<T: Copy>(
+    dst: &mut [MaybeUninit<T>],
+    src: &[T],
+    run: usize,
+    stride: usize,
+    simd: bool,
+) {
     const BLOCK: usize = 8;
     let runs = dst.len() / run.max(1);
     assert!(runs == 0 || (runs - 1) * stride + run <= src.len(), "copy_runs: source too short");
     let (s, d) = (src.as_ptr(), dst.as_mut_ptr() as *mut T);
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: `simd` is set only when T is f32 and AVX-512F is present; the sizes are
+        // asserted above.
+        unsafe { super::conv_avx512::copy_runs(d as *mut f32, s as *const f32, runs, run, stride) };
+        return;
+    }
+    let _ = simd;
     for i in 0..runs {
         // SAFETY: run i reads src[i·stride .. i·stride + run] (within src, asserted) and
         // writes dst[i·run .. (i + 1)·run] (within dst); the blocks lie inside the run.
@@ -133,16 +170,40 @@ fn copy_runs<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T], run: usize, stride:
 
 /// im2col's adjoint: (K, N·P) columns summed into the (N, C, H, W) image `x` (added to what
 /// it holds).
-pub fn col2im<T: Copy + Send + Sync + std::ops::AddAssign>(
+pub fn col2im<T: Copy + Send + Sync + std::ops::AddAssign + 'static>(
     cols: &[T],
     g: &Window,
     x: &mut [T],
     threads: bool,
 ) {
+    col2im_with(cols, g, x, threads, simd::<T>())
+}
+
+/// [`col2im`], with AVX-512 for stride 1 or not.
+fn col2im_with<T: Copy + Send + Sync + std::ops::AddAssign + 'static>(
+    cols: &[T],
+    g: &Window,
+    x: &mut [T],
+    threads: bool,
+    simd: bool,
+) {
     let (np, p, hw) = (g.n * g.p(), g.p(), g.h * g.w);
     assert_eq!(x.len(), g.n * g.c * hw, "col2im: image of {} elements", x.len());
+    assert_eq!(cols.len(), g.k() * np, "col2im: {} columns for {}×{np}", cols.len(), g.k());
     let plane = |nc: usize, out: &mut [T]| {
         let (n, c) = (nc / g.c, nc % g.c);
+        #[cfg(target_arch = "x86_64")]
+        if simd && g.sh == 1 && g.sw == 1 {
+            let first_tap = &cols[c * g.kh * g.kw * np + n * p..];
+            // SAFETY: `simd` is set only when T is f32 and AVX-512F is present; the plane's
+            // tap rows lie within `cols` (its length is asserted), and `out` is one H×W plane.
+            unsafe {
+                let (taps, out) = (first_tap.as_ptr() as *const f32, out.as_mut_ptr() as *mut f32);
+                super::conv_avx512::col2im_plane(taps, np, g, out);
+            }
+            return;
+        }
+        let _ = simd;
         for ki in 0..g.kh {
             for kj in 0..g.kw {
                 let (lo, hi, ix0) = g.columns(kj);
@@ -512,6 +573,34 @@ pub fn conv2d_backward<T: super::Float + Send + Sync>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The AVX-512 twins of im2col's and col2im's stride-1 loops against the portable ones
+    /// (where the processor has AVX-512), across widths under, at and over 16 lanes, paddings
+    /// and kernel sizes. Integer values keep the sums exact in any order.
+    #[test]
+    fn avx512_im2col_and_col2im_equal_the_portable_loops() {
+        if !simd::<f32>() {
+            eprintln!("no AVX-512F here: only the portable loops run");
+            return;
+        }
+        let shapes =
+            [(2, 3, 14, 14, 5, 5, 2, 2), (1, 2, 28, 28, 5, 5, 2, 2), (3, 2, 9, 37, 3, 4, 1, 0)];
+        let more =
+            [(2, 1, 16, 16, 1, 1, 0, 0), (1, 4, 7, 5, 3, 3, 2, 1), (2, 2, 6, 17, 2, 5, 0, 2)];
+        for (n, c, h, w, kh, kw, ph, pw) in shapes.into_iter().chain(more) {
+            let (oh, ow) = (h + 2 * ph - kh + 1, w + 2 * pw - kw + 1);
+            let g = Window { n, c, h, w, kh, kw, sh: 1, sw: 1, ph, pw, oh, ow };
+            let x: Vec<f32> = (0..n * c * h * w).map(|i| ((i * 37) % 23) as f32 - 11.0).collect();
+            let cols = im2col_with(&x, &g, false, true);
+            assert_eq!(cols, im2col_with(&x, &g, false, false), "im2col {g:?}");
+            let dcols: Vec<f32> = (0..cols.len()).map(|i| ((i * 13) % 17) as f32 - 8.0).collect();
+            let start: Vec<f32> = (0..x.len()).map(|i| (i % 5) as f32).collect();
+            let (mut fast, mut portable) = (start.clone(), start);
+            col2im_with(&dcols, &g, &mut fast, false, true);
+            col2im_with(&dcols, &g, &mut portable, false, false);
+            assert_eq!(fast, portable, "col2im {g:?}");
+        }
+    }
 
     /// Forward against the convolution's defining sum, on both sides of TRANSPOSED_MIN_K,
     /// with strides, padding, bias and batches that form groups of several images.

@@ -3,6 +3,8 @@
 
 mod attention;
 mod conv;
+#[cfg(target_arch = "x86_64")]
+mod conv_avx512;
 mod copy;
 mod elementwise;
 mod matmul;
