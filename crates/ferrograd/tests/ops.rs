@@ -144,6 +144,43 @@ fn convolution_in_image_groups_equals_one_image_at_a_time() {
 }
 
 #[test]
+fn conv2d_relu_equals_conv2d_then_relu_and_passes_gradcheck() {
+    use ferrograd::{DType, Rng, Tensor};
+    let mut rng = Rng::seed(6);
+    // (input, filters, stride, padding, bias): filter sizes K = 27 and 144 (both sides of the
+    // transposed-product threshold), one with stride 2 and no bias.
+    type Case = ([usize; 4], [usize; 4], usize, usize, bool);
+    let cases: [Case; 3] = [
+        ([2, 3, 9, 8], [4, 3, 3, 3], 1, 1, true),
+        ([3, 16, 8, 8], [5, 16, 3, 3], 1, 1, true),
+        ([2, 4, 9, 9], [3, 4, 5, 5], 2, 2, false),
+    ];
+    for (xs, ws, s, p, with_bias) in cases {
+        let x = Tensor::randn(&xs, 0.0, 1.0, DType::F64, &mut rng).unwrap().requiring_grad();
+        let w = Tensor::randn(&ws, 0.0, 0.3, DType::F64, &mut rng).unwrap().requiring_grad();
+        let b = Tensor::randn(&[ws[0]], 0.0, 0.5, DType::F64, &mut rng).unwrap().requiring_grad();
+        let bias = with_bias.then_some(&b);
+        let fused = x.conv2d_relu(&w, bias, (s, s), (p, p)).unwrap();
+        let composed = x.conv2d(&w, bias, (s, s), (p, p)).unwrap().relu().unwrap();
+        assert_eq!(fused.to_vec::<f64>().unwrap(), composed.to_vec::<f64>().unwrap(), "{xs:?}");
+        let up = Tensor::randn(fused.dims(), 0.0, 1.0, DType::F64, &mut rng).unwrap();
+        let g1 = fused.mul(&up).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = composed.mul(&up).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut leaves = vec![&x, &w];
+        leaves.extend(bias);
+        for t in leaves {
+            let (a, want) = (g1.get(t).unwrap().to_vec::<f64>().unwrap(), g2.get(t).unwrap());
+            let want = want.to_vec::<f64>().unwrap();
+            assert!(a.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-12), "{xs:?} gradient");
+        }
+        let mut inputs = vec![x.detach(), w.detach()];
+        inputs.extend(bias.map(|b| b.detach()));
+        let f = |t: &[Tensor]| t[0].conv2d_relu(&t[1], t.get(2), (s, s), (p, p));
+        ferrograd::gradcheck(f, &inputs, 1e-6, 1e-5).unwrap_or_else(|e| panic!("{xs:?}: {e}"));
+    }
+}
+
+#[test]
 fn convolution_with_no_filters_has_an_empty_output_and_zero_input_gradient() {
     use ferrograd::{DType, Tensor};
     let x = Tensor::ones(&[3, 2, 5, 5], DType::F32).unwrap().requiring_grad();

@@ -56,13 +56,12 @@ impl Conv {
 impl Module for Conv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (s, p) = (self.options.stride, self.options.padding);
-        let bias = self.bias.as_ref().map(|b| b.get());
-        self.options.activation.apply(&x.conv2d(
-            &self.weight.get(),
-            bias.as_ref(),
-            (s, s),
-            (p, p),
-        )?)
+        let (weight, bias) = (self.weight.get(), self.bias.as_ref().map(|b| b.get()));
+        match self.options.activation {
+            // One op: the ReLU applied as the output is written.
+            Activation::Relu => x.conv2d_relu(&weight, bias.as_ref(), (s, s), (p, p)),
+            act => act.apply(&x.conv2d(&weight, bias.as_ref(), (s, s), (p, p))?),
+        }
     }
     fn describe(&self) -> String {
         let d = self.weight.get();

@@ -407,6 +407,7 @@ pub fn conv2d<T: super::Float + Send + Sync>(
     bias: Option<&[T]>,
     o: usize,
     g: &Window,
+    relu: bool,
 ) -> Vec<T> {
     let (k, p, chw) = (g.k(), g.p(), g.c * g.h * g.w);
     let group = conv_group(g, o);
@@ -435,10 +436,13 @@ pub fn conv2d<T: super::Float + Send + Sync>(
                     super::copy_row_major(dense(scratch, o).t(), o, p, out);
                     // SAFETY: copy_row_major wrote all O·P elements.
                     let out = unsafe { &mut *(out as *mut [MaybeUninit<T>] as *mut [T]) };
-                    if let Some(bias) = bias {
-                        out.chunks_mut(p.max(1)).zip(bias).for_each(|(row, &b)| {
-                            row.iter_mut().for_each(|v| *v += b);
-                        });
+                    let bias = |oc: usize| bias.map_or(T::zero(), |b| b[oc]);
+                    for (oc, row) in out.chunks_mut(p.max(1)).enumerate() {
+                        let b = bias(oc);
+                        match relu {
+                            true => row.iter_mut().for_each(|v| *v = rectified(*v + b)),
+                            false => row.iter_mut().for_each(|v| *v += b),
+                        }
                     }
                 }
                 None => {
@@ -448,6 +452,9 @@ pub fn conv2d<T: super::Float + Send + Sync>(
                         out.chunks_mut(p.max(1)).zip(bias).for_each(|(row, &b)| row.fill(b));
                     }
                     super::matmul_accumulate(dense(w, k), cm, o, k, p, out, inner);
+                    if relu {
+                        out.iter_mut().for_each(|v| *v = rectified(*v));
+                    }
                 }
             }
         }
@@ -458,6 +465,16 @@ pub fn conv2d<T: super::Float + Send + Sync>(
     };
     // SAFETY: the tasks' chunks cover the output, and each writes all n·O·P of its elements.
     unsafe { super::filled_by(g.n * o * p, all) }
+}
+
+/// ReLU, as `Tensor::relu` computes it (NaN → 0).
+#[inline(always)]
+fn rectified<T: super::Float>(v: T) -> T {
+    if v > T::zero() {
+        v
+    } else {
+        T::zero()
+    }
 }
 
 /// Filter sizes (K) from which forward multiplies transposed: [`conv2d`].
@@ -489,6 +506,7 @@ pub fn conv2d_backward<T: super::Float + Send + Sync>(
     o: usize,
     g: &Window,
     need_input: bool,
+    relu_out: Option<&[T]>,
 ) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
     let (k, p, chw) = (g.k(), g.p(), g.c * g.h * g.w);
     if o == 0 {
@@ -522,11 +540,21 @@ pub fn conv2d_backward<T: super::Float + Send + Sync>(
             let reorder = |grad_t: &mut [MaybeUninit<T>]| {
                 for (oc, (row, db)) in grad_t.chunks_mut(np.max(1)).zip(&mut db).enumerate() {
                     for (img, dst) in row.chunks_mut(p.max(1)).enumerate() {
-                        let src = &grad[((n0 + img) * o + oc) * p..][..p];
-                        dst.iter_mut().zip(src).for_each(|(d, &v)| {
-                            d.write(v);
-                        });
-                        *db += super::lane_sum(src, src, |v, _| v);
+                        let at = ((n0 + img) * o + oc) * p;
+                        let src = &grad[at..][..p];
+                        let dst = match relu_out {
+                            // Through the ReLU first: the gradient where its output is positive.
+                            Some(y) => {
+                                let y = &y[at..][..p];
+                                dst.iter_mut().zip(src).zip(y).for_each(|((d, &v), &y)| {
+                                    d.write(if y > T::zero() { v } else { T::zero() });
+                                });
+                                // SAFETY: every element was just written.
+                                unsafe { &*(dst as *const [MaybeUninit<T>] as *const [T]) }
+                            }
+                            None => &*super::copied(dst, src),
+                        };
+                        *db += super::lane_sum(dst, dst, |v, _| v);
                     }
                 }
             };
@@ -615,7 +643,7 @@ mod tests {
             let x: Vec<f64> = (0..n * c * h * w).map(|i| ((i * 37) % 23) as f64 - 11.0).collect();
             let f: Vec<f64> = (0..o * g.k()).map(|i| ((i * 13) % 7) as f64 / 4.0 - 0.8).collect();
             let b: Vec<f64> = (0..o).map(|i| i as f64 - 1.5).collect();
-            let y = conv2d(&x, &f, Some(&b), o, &g);
+            let y = conv2d(&x, &f, Some(&b), o, &g, false);
             for (i, &got) in y.iter().enumerate() {
                 let (img, oc, oy, ox) = (i / (o * oh * ow), i / (oh * ow) % o, i / ow % oh, i % ow);
                 let mut want = b[oc];
