@@ -393,13 +393,13 @@ fn group_size(g: &Window, most: usize) -> usize {
 }
 
 /// Convolution forward: (N, C, H, W) input, (O, K) filters, optional (O,) bias → the (N, O, P)
-/// output.
+/// output, through a ReLU as it is written when `relu`.
 ///
 /// Groups of images run as parallel tasks, each from its columns to its slice of the output
 /// while the columns are in cache. (Columns for many images, a gemm across threads, then a
 /// reordering pass of the whole output left a thread waiting through serial steps: W3's worker
 /// idled 18% of a step.) The columns are not kept: backward makes them again, which costs less
-/// than writing them out to memory here and reading them back there (W3 +8%; its second
+/// than writing them out to memory here and reading them back there (W3 +5%; its second
 /// convolution's columns are 40 MB a step).
 pub fn conv2d<T: super::Float + Send + Sync>(
     x: &[T],
@@ -480,8 +480,8 @@ fn rectified<T: super::Float>(v: T) -> T {
 /// Filter sizes (K) from which forward multiplies transposed: [`conv2d`].
 const TRANSPOSED_MIN_K: usize = 64;
 
-/// Images per group: four groups per thread when the batch allows, so that the threads finish together; a small convolution, not worth
-/// threads, in as few groups as the cache allows.
+/// Images per group: four groups per thread when the batch allows, so that the threads finish
+/// together; a small convolution, not worth threads, in as few groups as the cache allows.
 fn conv_group(g: &Window, o: usize) -> usize {
     let most = if small(g, o) { g.n } else { g.n.div_ceil(4 * rayon::current_num_threads()) };
     group_size(g, most)
@@ -493,7 +493,8 @@ fn small(g: &Window, o: usize) -> bool {
 }
 
 /// Convolution backward from the (N, O, P) output gradient and forward's (N, C, H, W) input:
-/// gradients of the input (when asked), of the (O, K) filters and of the (O,) bias.
+/// gradients of the input (when asked), of the (O, K) filters and of the (O,) bias. With
+/// `relu_out`, forward's output went through a ReLU, and the gradient is masked by it first.
 ///
 /// The batch is cut into one contiguous part per thread; each part goes through its groups of
 /// images (each group's im2col columns, and its input gradient's, used while in cache) and
@@ -509,6 +510,9 @@ pub fn conv2d_backward<T: super::Float + Send + Sync>(
     relu_out: Option<&[T]>,
 ) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
     let (k, p, chw) = (g.k(), g.p(), g.c * g.h * g.w);
+    if let Some(y) = relu_out {
+        assert_eq!(y.len(), grad.len(), "conv backward: ReLU output and gradient differ");
+    }
     if o == 0 {
         // No filters: an empty output, through which no gradient flows.
         return (need_input.then(|| vec![T::zero(); g.n * chw]), Vec::new(), Vec::new());
