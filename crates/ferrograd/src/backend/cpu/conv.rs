@@ -75,12 +75,12 @@ pub fn im2col<T: Copy + Default + Send + Sync + 'static>(
     im2col_with(x, g, threads, simd::<T>())
 }
 
-/// [`im2col`], with AVX-512 for its stride-1 runs or not.
+/// [`im2col`], with the given vector loops for its stride-1 runs.
 fn im2col_with<T: Copy + Default + Send + Sync + 'static>(
     x: &[T],
     g: &Window,
     threads: bool,
-    simd: bool,
+    simd: Simd,
 ) -> Vec<T> {
     let (np, p) = (g.n * g.p(), g.p());
     let (hp, wp) = (g.h + 2 * g.ph, g.w + 2 * g.pw);
@@ -120,17 +120,24 @@ fn im2col_with<T: Copy + Default + Send + Sync + 'static>(
     unsafe { super::filled_by(g.k() * np, fill_all) }
 }
 
-/// Whether the AVX-512 twins of the stride-1 loops run here for `T` (f32 on a processor with
-/// AVX-512F).
-fn simd<T: 'static>() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return super::conv_avx512::usable::<T>();
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+/// Which vector twins of im2col's and col2im's stride-1 loops run ([`super::conv_x86`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Simd {
+    Portable,
+    Avx2,
+    Avx512,
 }
 
-/// `dst`'s runs of `run` elements copied from `src`'s runs `stride` apart (with `simd`,
-/// through AVX-512). Runs of 8 to 16 elements (14 in W3) are copied as two blocks of 8, the
+/// The widest twins that run here for `T` (f32 on x86-64 with AVX2 or AVX-512F).
+fn simd<T: 'static>() -> Simd {
+    #[cfg(target_arch = "x86_64")]
+    return super::conv_x86::best::<T>();
+    #[cfg(not(target_arch = "x86_64"))]
+    Simd::Portable
+}
+
+/// `dst`'s runs of `run` elements copied from `src`'s runs `stride` apart (through AVX-512
+/// when `simd` says so; AMD's AVX2 masked stores are slow, so AVX2 takes the portable loop). Runs of 8 to 16 elements (14 in W3) are copied as two blocks of 8, the
 /// second one overlapping: a call to memmove for each (which a loop of blocks also becomes)
 /// cost 3 ns; im2col of W3's second convolution took 38 µs an image, 26 µs so.
 #[inline(always)]
@@ -139,17 +146,17 @@ fn copy_runs<T: Copy>(
     src: &[T],
     run: usize,
     stride: usize,
-    simd: bool,
+    simd: Simd,
 ) {
     const BLOCK: usize = 8;
     let runs = dst.len() / run.max(1);
     assert!(runs == 0 || (runs - 1) * stride + run <= src.len(), "copy_runs: source too short");
     let (s, d) = (src.as_ptr(), dst.as_mut_ptr() as *mut T);
     #[cfg(target_arch = "x86_64")]
-    if simd {
-        // SAFETY: `simd` is set only when T is f32 and AVX-512F is present; the sizes are
+    if simd == Simd::Avx512 {
+        // SAFETY: Avx512 is chosen only when T is f32 and AVX-512F is present; the sizes are
         // asserted above.
-        unsafe { super::conv_avx512::copy_runs(d as *mut f32, s as *const f32, runs, run, stride) };
+        unsafe { super::conv_x86::copy_runs(d as *mut f32, s as *const f32, runs, run, stride) };
         return;
     }
     let _ = simd;
@@ -179,13 +186,13 @@ pub fn col2im<T: Copy + Send + Sync + std::ops::AddAssign + 'static>(
     col2im_with(cols, g, x, threads, simd::<T>())
 }
 
-/// [`col2im`], with AVX-512 for stride 1 or not.
+/// [`col2im`], with the given vector loops for stride 1.
 fn col2im_with<T: Copy + Send + Sync + std::ops::AddAssign + 'static>(
     cols: &[T],
     g: &Window,
     x: &mut [T],
     threads: bool,
-    simd: bool,
+    simd: Simd,
 ) {
     let (np, p, hw) = (g.n * g.p(), g.p(), g.h * g.w);
     assert_eq!(x.len(), g.n * g.c * hw, "col2im: image of {} elements", x.len());
@@ -193,13 +200,17 @@ fn col2im_with<T: Copy + Send + Sync + std::ops::AddAssign + 'static>(
     let plane = |nc: usize, out: &mut [T]| {
         let (n, c) = (nc / g.c, nc % g.c);
         #[cfg(target_arch = "x86_64")]
-        if simd && g.sh == 1 && g.sw == 1 {
+        if simd != Simd::Portable && g.sh == 1 && g.sw == 1 {
             let first_tap = &cols[c * g.kh * g.kw * np + n * p..];
-            // SAFETY: `simd` is set only when T is f32 and AVX-512F is present; the plane's
-            // tap rows lie within `cols` (its length is asserted), and `out` is one H×W plane.
+            let (taps, out) = (first_tap.as_ptr() as *const f32, out.as_mut_ptr() as *mut f32);
+            // SAFETY: Avx2 and Avx512 are chosen only when T is f32 and the processor has
+            // them; the plane's tap rows lie within `cols` (its length is asserted), and `out`
+            // is one H×W plane.
             unsafe {
-                let (taps, out) = (first_tap.as_ptr() as *const f32, out.as_mut_ptr() as *mut f32);
-                super::conv_avx512::col2im_plane(taps, np, g, out);
+                match simd {
+                    Simd::Avx512 => super::conv_x86::col2im_plane(taps, np, g, out),
+                    _ => super::conv_x86::col2im_plane_avx2(taps, np, g, out),
+                }
             }
             return;
         }
@@ -606,14 +617,23 @@ pub fn conv2d_backward<T: super::Float + Send + Sync>(
 mod tests {
     use super::*;
 
-    /// The AVX-512 twins of im2col's and col2im's stride-1 loops against the portable ones
-    /// (where the processor has AVX-512), across widths under, at and over 16 lanes, paddings
-    /// and kernel sizes. Integer values keep the sums exact in any order.
+    /// The AVX2 and AVX-512 twins of im2col's and col2im's stride-1 loops against the portable
+    /// ones (each where the processor has it), across widths under, at and over 8 and 16
+    /// lanes, paddings and kernel sizes. Integer values keep the sums exact in any order.
     #[test]
-    fn avx512_im2col_and_col2im_equal_the_portable_loops() {
-        if !simd::<f32>() {
-            eprintln!("no AVX-512F here: only the portable loops run");
-            return;
+    fn vector_im2col_and_col2im_equal_the_portable_loops() {
+        let mut levels = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                levels.push(Simd::Avx2);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                levels.push(Simd::Avx512);
+            }
+        }
+        if levels.is_empty() {
+            eprintln!("no AVX2 or AVX-512F here: only the portable loops run");
         }
         let shapes =
             [(2, 3, 14, 14, 5, 5, 2, 2), (1, 2, 28, 28, 5, 5, 2, 2), (3, 2, 9, 37, 3, 4, 1, 0)];
@@ -623,14 +643,17 @@ mod tests {
             let (oh, ow) = (h + 2 * ph - kh + 1, w + 2 * pw - kw + 1);
             let g = Window { n, c, h, w, kh, kw, sh: 1, sw: 1, ph, pw, oh, ow };
             let x: Vec<f32> = (0..n * c * h * w).map(|i| ((i * 37) % 23) as f32 - 11.0).collect();
-            let cols = im2col_with(&x, &g, false, true);
-            assert_eq!(cols, im2col_with(&x, &g, false, false), "im2col {g:?}");
+            let cols = im2col_with(&x, &g, false, Simd::Portable);
             let dcols: Vec<f32> = (0..cols.len()).map(|i| ((i * 13) % 17) as f32 - 8.0).collect();
             let start: Vec<f32> = (0..x.len()).map(|i| (i % 5) as f32).collect();
-            let (mut fast, mut portable) = (start.clone(), start);
-            col2im_with(&dcols, &g, &mut fast, false, true);
-            col2im_with(&dcols, &g, &mut portable, false, false);
-            assert_eq!(fast, portable, "col2im {g:?}");
+            let mut portable = start.clone();
+            col2im_with(&dcols, &g, &mut portable, false, Simd::Portable);
+            for &level in &levels {
+                assert_eq!(cols, im2col_with(&x, &g, false, level), "{level:?} im2col {g:?}");
+                let mut fast = start.clone();
+                col2im_with(&dcols, &g, &mut fast, false, level);
+                assert_eq!(fast, portable, "{level:?} col2im {g:?}");
+            }
         }
     }
 

@@ -4,7 +4,7 @@
 mod attention;
 mod conv;
 #[cfg(target_arch = "x86_64")]
-mod conv_avx512;
+mod conv_x86;
 mod copy;
 mod elementwise;
 mod matmul;

@@ -1,15 +1,24 @@
-//! im2col's and col2im's stride-1 loops for f32 with AVX-512's masked loads and stores, where
-//! the processor has them: a run of up to 16 elements (W3's are 12 to 14) is one instruction,
-//! with no ragged edge. [`super::conv`]'s portable loops are their twins, and the tests check
-//! the two against each other.
+//! im2col's and col2im's stride-1 loops for f32 with x86 vector instructions, where the
+//! processor has them: AVX-512's masked loads and stores make a run of up to 16 elements (W3's
+//! are 12 to 14) one instruction, with no ragged edge; AVX2's col2im does the same 8 lanes at a
+//! time. [`super::conv`]'s portable loops are their twins, and the tests check each against
+//! them.
 
-use super::conv::Window;
+use super::conv::{Simd, Window};
 use std::any::TypeId;
 use std::arch::x86_64::*;
 
-/// Whether these loops run here, for element type `T`.
-pub fn usable<T: 'static>() -> bool {
-    TypeId::of::<T>() == TypeId::of::<f32>() && std::arch::is_x86_feature_detected!("avx512f")
+/// The widest of these loops that runs here for element type `T`.
+pub fn best<T: 'static>() -> Simd {
+    if TypeId::of::<T>() != TypeId::of::<f32>() {
+        Simd::Portable
+    } else if std::arch::is_x86_feature_detected!("avx512f") {
+        Simd::Avx512
+    } else if std::arch::is_x86_feature_detected!("avx2") {
+        Simd::Avx2
+    } else {
+        Simd::Portable
+    }
 }
 
 /// The lanes `[lo, hi)` of 16 (hi ≤ 16).
@@ -78,6 +87,51 @@ pub unsafe fn col2im_plane(cols: *const f32, np: usize, g: &Window, out: *mut f3
             }
             let (mask, d) = (lanes(0, width), out.add(iy * g.w + x0));
             _mm512_mask_storeu_ps(d, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, d), sum));
+        }
+    }
+}
+
+/// [`col2im_plane`] with AVX2, 8 lanes at a time: masked loads (which, like AVX-512's, never
+/// touch masked-off lanes); a plain store where all 8 lanes are in the row.
+///
+/// # Safety
+/// AVX2 is available; otherwise as [`col2im_plane`].
+#[target_feature(enable = "avx2")]
+pub unsafe fn col2im_plane_avx2(cols: *const f32, np: usize, g: &Window, out: *mut f32) {
+    let lanes = |lo: usize, hi: usize| {
+        let lane = |i: i32| if (lo as i32..hi as i32).contains(&i) { -1 } else { 0 };
+        _mm256_setr_epi32(lane(0), lane(1), lane(2), lane(3), lane(4), lane(5), lane(6), lane(7))
+    };
+    for x0 in (0..g.w).step_by(8) {
+        let width = (g.w - x0).min(8);
+        let taps: Vec<(isize, __m256i)> = (0..g.kw)
+            .map(|kj| {
+                let first = (x0 + g.pw) as isize - kj as isize;
+                let lo = (-first).clamp(0, width as isize) as usize;
+                let hi = (g.ow as isize - first).clamp(lo as isize, width as isize) as usize;
+                (first, lanes(lo, hi))
+            })
+            .collect();
+        let row_mask = lanes(0, width);
+        for iy in 0..g.h {
+            let mut sum = _mm256_setzero_ps();
+            for ki in 0..g.kh {
+                let Some(oy) = (iy + g.ph).checked_sub(ki).filter(|&oy| oy < g.oh) else {
+                    continue;
+                };
+                let rows = cols.add(ki * g.kw * np + oy * g.ow);
+                for (kj, &(first, mask)) in taps.iter().enumerate() {
+                    let v = _mm256_maskload_ps(rows.add(kj * np).wrapping_offset(first), mask);
+                    sum = _mm256_add_ps(sum, v);
+                }
+            }
+            let d = out.add(iy * g.w + x0);
+            if width == 8 {
+                _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), sum));
+            } else {
+                let total = _mm256_add_ps(_mm256_maskload_ps(d, row_mask), sum);
+                _mm256_maskstore_ps(d, row_mask, total);
+            }
         }
     }
 }
