@@ -144,16 +144,30 @@ pub trait Float:
 impl Float for f32 {}
 impl Float for f64 {}
 
-/// Runs `f` compiled for AVX2 and FMA when the processor has them: the crates are built for
-/// the x86-64 baseline, whose 4-lane f32 vectors halve the speed of exponentials, square roots
-/// and divisions. `f`, and what it calls, must be `#[inline(always)]` to be compiled so.
+/// Runs `f` compiled for AVX-512 (or else AVX2 and FMA) when the processor has it: the crates
+/// are built for the x86-64 baseline, whose 4-lane f32 vectors halve the speed of
+/// exponentials, square roots and divisions. (AVX-512 over AVX2: W7 +1.8–2.7%, W5 +1.3%, with
+/// the same results, since neither reorders or fuses floating-point operations.) `f`, and what
+/// it calls, must be `#[inline(always)]` to be compiled so.
 #[inline(always)]
 pub fn with_wide_vectors<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+        unsafe fn widest<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
         #[target_feature(enable = "avx2,fma")]
         unsafe fn wide<R>(f: impl FnOnce() -> R) -> R {
             f()
+        }
+        let avx512 = is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512dq");
+        if avx512 {
+            // SAFETY: the features were just detected on this processor.
+            return unsafe { widest(f) };
         }
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             // SAFETY: the features were just detected on this processor.
