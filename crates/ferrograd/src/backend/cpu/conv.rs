@@ -3,7 +3,7 @@
 //! Legend: N batch, C input channels, O output channels, H×W input size, KH×KW kernel,
 //! OH×OW output size, K = C·KH·KW (one column of im2col), P = OH·OW.
 
-use super::{dense, MatRef, PARALLEL_MIN};
+use super::{dense, PARALLEL_MIN};
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
@@ -437,7 +437,7 @@ pub fn conv2d<T: super::Float + Send + Sync>(
         // Each image's (O, P) output is its own product of W and its P columns, with the bias
         // added: no (O, n·P) product to reorder afterwards.
         for (img, out) in out.chunks_mut((o * p).max(1)).enumerate() {
-            let cm = MatRef { data: &cols[img * p..], row_stride: np, col_stride: 1 };
+            let cm = dense(&cols[img * p..], np);
             match &w_t {
                 Some(w_t) => {
                     let scratch = &mut scratch.spare_capacity_mut()[..p * o];
@@ -533,10 +533,8 @@ pub fn conv2d_backward<T: super::Float + Send + Sync>(
     let group = conv_group(g, o);
     // Wᵀ, (K, O), once: gemm multiplies a row-major left operand faster (194 against 201 µs
     // an image for W3's second convolution's input gradient).
-    let w_t = match need_input {
-        true => super::to_row_major(dense(w, k).t(), k, o, false),
-        false => Vec::new(),
-    };
+    let w_t =
+        if need_input { super::to_row_major(dense(w, k).t(), k, o, false) } else { Vec::new() };
     let per_part = g.n.div_ceil(ways).next_multiple_of(group).max(1);
     let parts = g.n.div_ceil(per_part);
     let inner = parts < threads;
@@ -576,7 +574,7 @@ pub fn conv2d_backward<T: super::Float + Send + Sync>(
             // SAFETY: each of the O rows is n whole planes of P, each copied from the gradient.
             let grad_t = unsafe { super::filled_by(o * np, reorder) };
             // dWᵀ += cols · gradᵀ, (K, n·P) · (n·P, O).
-            let grad_tt = MatRef { data: &grad_t, row_stride: 1, col_stride: np };
+            let grad_tt = dense(&grad_t, np).t();
             super::matmul_accumulate(dense(&cols, np), grad_tt, k, np, o, &mut dw_t, inner);
             if let Some(dx) = dx.as_mut() {
                 let product = |out: &mut [MaybeUninit<T>]| {
@@ -609,7 +607,7 @@ pub fn conv2d_backward<T: super::Float + Send + Sync>(
         dw_t.iter_mut().zip(part_dw).for_each(|(d, &v)| *d += v);
         db.iter_mut().zip(part_db).for_each(|(d, &v)| *d += v);
     }
-    let dw = super::to_row_major(MatRef { data: &dw_t, row_stride: 1, col_stride: o }, o, k, false);
+    let dw = super::to_row_major(dense(&dw_t, o).t(), o, k, false);
     (dx, dw, db)
 }
 
