@@ -5,8 +5,11 @@
 //!
 //! Legend: B batch, H heads, T queries, S keys, E head size, D = H·E.
 
-use super::reduce::{exp_shifted_sum, row_max};
-use super::{dense, matmul, matmul_accumulate, with_wide_vectors, zeroed, Float, MatRef};
+use super::reduce::{exp_shifted_sum, lane_sum, row_max};
+use super::{
+    dense, matmul, matmul_rows, matmul_rows_accumulate, with_wide_vectors, write_row_major, zeroed,
+    Float, MatRef,
+};
 use rayon::prelude::*;
 
 /// The sizes of one attention call; with `causal`, query i (at position S − T + i) sees keys
@@ -52,18 +55,12 @@ impl AttentionDims {
 /// (T × S) square.
 const QUERY_BLOCK: usize = 32;
 
-/// Row i of raw scores, scaled in place, with −∞ for every key query i may not see (past
-/// the causal prefix, or masked out). Contiguous loops, so they vectorize.
+/// Row i of raw scores with −∞ for every key query i may not see (past the causal prefix, or
+/// masked out); the scale is left to the exponentials, a pass fewer. Contiguous loops, so they
+/// vectorize.
 #[inline(always)]
-fn scale_and_mask<T: Float>(
-    row: &mut [T],
-    i: usize,
-    allowed: Option<&[bool]>,
-    d: &AttentionDims,
-    scale: T,
-) {
+fn mask<T: Float>(row: &mut [T], i: usize, allowed: Option<&[bool]>, d: &AttentionDims) {
     let (seen, hidden) = row.split_at_mut(d.visible(i).min(row.len()));
-    seen.iter_mut().for_each(|x| *x = *x * scale);
     if let Some(allowed) = allowed {
         for (x, &ok) in seen.iter_mut().zip(allowed) {
             *x = if ok { *x } else { T::neg_infinity() };
@@ -92,12 +89,19 @@ fn dense_t<T>(x: &[T], cols: usize) -> MatRef<'_, T> {
     MatRef { data: x, row_stride: 1, col_stride: cols }
 }
 
-/// Writes an (N, E) head matrix into its columns of rows `from..` of a sequence's (N, D) block.
-fn scatter<T: Copy>(block: &mut [T], head: &[T], d: &AttentionDims, h: usize, from: usize) {
-    let (e, dm) = (d.head_size, d.model());
-    for (row, src) in block[from * dm..].chunks_mut(dm).zip(head.chunks(e)) {
-        row[h * e..(h + 1) * e].copy_from_slice(src);
-    }
+/// Head `h` of sequence `b` (N keys) transposed into `dst`, (E, N) row-major, once per head:
+/// the score products read it along rows. (Read in place, transposed, every product copied it
+/// first, into a new allocation: a tenth of W7's attention.)
+fn transposed_head<'a, T: Float>(
+    x: &[T],
+    d: &AttentionDims,
+    n: usize,
+    b: usize,
+    h: usize,
+    dst: &'a mut [T],
+) -> MatRef<'a, T> {
+    write_row_major(head_t(x, d, n, b, h), d.head_size, n, dst);
+    dense(dst, n)
 }
 
 /// Scores of queries `i0..` (rows of `keys` raw products each) → probabilities in place;
@@ -114,17 +118,18 @@ fn softmax_rows<T: Float>(
 ) {
     let scale: T = d.scale();
     for (i, (row, l)) in p.chunks_mut(keys).zip(lse.iter_mut()).enumerate() {
-        scale_and_mask(row, i0 + i, allowed, d, scale);
+        mask(row, i0 + i, allowed, d);
+        // The largest raw score is the largest scaled one (the scale is positive).
         let max = row_max(row);
         if max == T::neg_infinity() {
             row.iter_mut().for_each(|x| *x = T::zero());
             *l = T::infinity();
             continue;
         }
-        let sum = exp_shifted_sum(row, max);
+        let sum = exp_shifted_sum(row, max, scale);
         let inv = sum.recip();
         row.iter_mut().for_each(|x| *x = *x * inv);
-        *l = max + sum.ln();
+        *l = max * scale + sum.ln();
     }
 }
 
@@ -152,25 +157,28 @@ pub fn attention_forward<T: Float + Send + Sync>(
         .zip(lse_parts.par_chunks_mut(d.heads * t))
         .enumerate()
         .for_each(|(b, (block, lse))| {
-            let (block, lse) = (zeroed(block), zeroed(lse));
+            let lse = zeroed(lse);
             let rows = if d.causal { QUERY_BLOCK.min(t) } else { t };
-            let (mut p, mut mixed) = (vec![T::zero(); rows * s], vec![T::zero(); rows * e]);
+            let (mut p, mut kt) = (vec![T::zero(); rows * s], vec![T::zero(); e * s]);
             let allowed = allowed.map(|a| &a[b * s..(b + 1) * s]);
             for h in 0..d.heads {
+                let kt = transposed_head(k, d, s, b, h, &mut kt);
                 for (i0, n, seen) in d.blocks() {
-                    let (p, mixed) = (&mut p[..n * seen], &mut mixed[..n * e]);
-                    matmul(head(q, d, t, b, h, i0), head_t(k, d, s, b, h), n, e, seen, p, false);
+                    let p = &mut p[..n * seen];
+                    matmul(head(q, d, t, b, h, i0), kt, n, e, seen, p, false);
                     let lse = &mut lse[h * t + i0..h * t + i0 + n];
                     with_wide_vectors(
                         #[inline(always)]
                         || softmax_rows(p, seen, i0, lse, allowed, d),
                     );
-                    matmul(dense(p, seen), head(v, d, s, b, h, 0), n, seen, e, mixed, false);
-                    scatter(block, mixed, d, h, i0);
+                    // Straight into this head's columns of the query block's rows.
+                    let (mix, at) = ((n, seen, e), i0 * dm + h * e);
+                    matmul_rows(dense(p, seen), head(v, d, s, b, h, 0), mix, &mut block[at..], dm);
                 }
             }
         });
-    // SAFETY: the chunks cover both outputs (one per sequence), and each was zeroed.
+    // SAFETY: each sequence's block has every head's columns of every row written (the query
+    // blocks cover the rows), and each normalizer chunk was zeroed.
     unsafe {
         out.set_len(n_out);
         lse.set_len(n_lse);
@@ -207,72 +215,64 @@ pub fn attention_backward<T: Float + Send + Sync>(
         .zip(dv.spare_capacity_mut()[..n_kv].par_chunks_mut(s * dm))
         .enumerate()
         .for_each(|(b, ((dq_block, dk_block), dv_block))| {
-            let (dq_block, dk_block, dv_block) =
-                (zeroed(dq_block), zeroed(dk_block), zeroed(dv_block));
+            // dQ's rows come from their query block alone; dK and dV sum over the blocks.
+            let (dk_block, dv_block) = (zeroed(dk_block), zeroed(dv_block));
             let rows = if d.causal { QUERY_BLOCK.min(t) } else { t };
             let (mut p, mut ds) = (vec![T::zero(); rows * s], vec![T::zero(); rows * s]);
-            let (mut gq, mut gk, mut gv) =
-                (vec![T::zero(); rows * e], vec![T::zero(); s * e], vec![T::zero(); s * e]);
+            let (mut kt, mut vt) = (vec![T::zero(); e * s], vec![T::zero(); e * s]);
             let allowed = allowed.map(|a| &a[b * s..(b + 1) * s]);
             for h in 0..d.heads {
                 let lse = &lse[(b * d.heads + h) * t..(b * d.heads + h + 1) * t];
-                // dK and dV sum over the query blocks.
-                gk.fill(T::zero());
-                gv.fill(T::zero());
+                let kt = transposed_head(k, d, s, b, h, &mut kt);
+                let vt = transposed_head(v, d, s, b, h, &mut vt);
                 for (i0, n, seen) in d.blocks() {
-                    let (p, ds, gq) = (&mut p[..n * seen], &mut ds[..n * seen], &mut gq[..n * e]);
+                    let (p, ds) = (&mut p[..n * seen], &mut ds[..n * seen]);
                     let (q_rows, dout_rows) = (head(q, d, t, b, h, i0), head(dout, d, t, b, h, i0));
-                    matmul(q_rows, head_t(k, d, s, b, h), n, e, seen, p, false);
+                    matmul(q_rows, kt, n, e, seen, p, false);
+                    matmul(dout_rows, vt, n, e, seen, ds, false);
+                    let at = |i: usize| (b * t + i0 + i) * dm + h * e;
                     // e^(−∞) = 0 for hidden keys, and for every key of a row that sees none (its
-                    // log-normalizer is +∞).
-                    let probabilities = |p: &mut [T]| {
-                        for (i, row) in p.chunks_mut(seen).enumerate() {
-                            scale_and_mask(row, i0 + i, allowed, d, scale);
-                            let l = lse[i0 + i];
-                            row.iter_mut().for_each(|x| *x = (*x - l).fast_exp());
-                        }
-                    };
+                    // log-normalizer is +∞). One closure, inlined whole, so that all of it is
+                    // compiled for wide vectors.
                     with_wide_vectors(
                         #[inline(always)]
-                        || probabilities(p),
+                        || {
+                            let rows = p.chunks_mut(seen).zip(ds.chunks_mut(seen));
+                            for (i, (p_row, ds_row)) in rows.enumerate() {
+                                mask(p_row, i0 + i, allowed, d);
+                                let l = lse[i0 + i];
+                                p_row.iter_mut().for_each(|x| *x = (*x * scale - l).fast_exp());
+                                let (go, o) = (&dout[at(i)..at(i) + e], &out[at(i)..at(i) + e]);
+                                let row_dot = lane_sum(go, o, |a, c| a * c);
+                                for (x, &pij) in ds_row.iter_mut().zip(p_row.iter()) {
+                                    *x = pij * (*x - row_dot) * scale;
+                                }
+                            }
+                        },
                     );
-                    matmul(dout_rows, head_t(v, d, s, b, h), n, e, seen, ds, false);
-                    for i in 0..n {
-                        let at = (b * t + i0 + i) * dm + h * e;
-                        let (go, o) = (&dout[at..at + e], &out[at..at + e]);
-                        let row_dot = go.iter().zip(o).fold(T::zero(), |acc, (&a, &c)| acc + a * c);
-                        let (ds_row, p_row) =
-                            (&mut ds[i * seen..(i + 1) * seen], &p[i * seen..(i + 1) * seen]);
-                        for (x, &pij) in ds_row.iter_mut().zip(p_row) {
-                            *x = pij * (*x - row_dot) * scale;
-                        }
-                    }
-                    matmul_accumulate(
+                    // Straight into this head's columns: dV += Pᵀ dO, dK += dSᵀ Q, dQ = dS K.
+                    let (kv, at_q) = ((seen, n, e), i0 * dm + h * e);
+                    matmul_rows_accumulate(
                         dense_t(p, seen),
                         dout_rows,
-                        seen,
-                        n,
-                        e,
-                        &mut gv[..seen * e],
-                        false,
+                        kv,
+                        &mut dv_block[h * e..],
+                        dm,
                     );
-                    matmul(dense(ds, seen), head(k, d, s, b, h, 0), n, seen, e, gq, false);
-                    matmul_accumulate(
+                    matmul_rows_accumulate(
                         dense_t(ds, seen),
                         q_rows,
-                        seen,
-                        n,
-                        e,
-                        &mut gk[..seen * e],
-                        false,
+                        kv,
+                        &mut dk_block[h * e..],
+                        dm,
                     );
-                    scatter(dq_block, gq, d, h, i0);
+                    let k_rows = head(k, d, s, b, h, 0);
+                    matmul_rows(dense(ds, seen), k_rows, (n, seen, e), &mut dq_block[at_q..], dm);
                 }
-                scatter(dk_block, &gk, d, h, 0);
-                scatter(dv_block, &gv, d, h, 0);
             }
         });
-    // SAFETY: the chunks cover the three outputs (one per sequence), and each was zeroed.
+    // SAFETY: dK and dV were zeroed, and dQ has every head's columns of every row written (the
+    // query blocks cover the rows).
     unsafe {
         dq.set_len(n_q);
         dk.set_len(n_kv);

@@ -67,6 +67,14 @@ pub fn copy_row_major<T: Float>(
     }
 }
 
+/// [`copy_row_major`] into initialized memory (a scratch buffer used again and again).
+pub fn write_row_major<T: Float>(x: MatRef<T>, rows: usize, cols: usize, dst: &mut [T]) {
+    assert!(dst.len() >= rows * cols, "write_row_major: {rows}×{cols} into {}", dst.len());
+    // SAFETY: MaybeUninit<T> has T's layout, and copy_row_major writes only values of T.
+    let dst = unsafe { &mut *(dst as *mut [T] as *mut [MaybeUninit<T>]) };
+    copy_row_major(x, rows, cols, dst)
+}
+
 /// `dst[r·cols + c] = src[c·stride + r]` for an f32 `T` on x86-64 (false, doing nothing,
 /// otherwise): 4×4 blocks through SSE (x86-64's baseline), the ragged edges one by one.
 fn transpose_f32<T: Float>(
@@ -189,6 +197,52 @@ pub fn matmul_accumulate<T: Float + Send + Sync>(
     }
 }
 
+/// `out = a · b` on this thread, into the (m, n) matrix whose rows lie `row_stride` apart in
+/// `out`: the columns of a wider matrix (one head's of attention's (T, D) output), written in
+/// place instead of into a scratch matrix and copied over.
+pub fn matmul_rows<T: Float + Send + Sync>(
+    a: MatRef<T>,
+    b: MatRef<T>,
+    (m, k, n): (usize, usize, usize),
+    out: &mut [MaybeUninit<T>],
+    row_stride: usize,
+) {
+    check_rows(m, n, out.len(), row_stride);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        out.chunks_mut(row_stride).take(m).for_each(|row| {
+            row[..n].iter_mut().for_each(|o| {
+                o.write(T::zero());
+            })
+        });
+        return;
+    }
+    gemm_rows(a, b, (m, k, n), out.as_mut_ptr() as *mut T, row_stride, false, false)
+}
+
+/// `out += a · b` on this thread, `out` as in [`matmul_rows`].
+pub fn matmul_rows_accumulate<T: Float + Send + Sync>(
+    a: MatRef<T>,
+    b: MatRef<T>,
+    (m, k, n): (usize, usize, usize),
+    out: &mut [T],
+    row_stride: usize,
+) {
+    check_rows(m, n, out.len(), row_stride);
+    if m > 0 && n > 0 && k > 0 {
+        gemm_rows(a, b, (m, k, n), out.as_mut_ptr(), row_stride, true, false)
+    }
+}
+
+fn check_rows(m: usize, n: usize, len: usize, row_stride: usize) {
+    assert!(
+        m == 0 || (n <= row_stride && (m - 1) * row_stride + n <= len),
+        "matmul: {m}×{n} rows {row_stride} apart do not fit {len} elements"
+    );
+}
+
 /// `x · Wᵀ + bias` for an (m, k) `x`, a (k, n) `wt` (Wᵀ, usually a transposed view) and an
 /// (n,) bias: the bias is written into each row and the product added onto it.
 pub fn affine<T: Float + Send + Sync>(
@@ -296,6 +350,19 @@ fn gemm_into<T: Float + Send + Sync>(
     accumulate: bool,
     threads: bool,
 ) {
+    gemm_rows(a, b, (m, k, n), out, n, accumulate, threads)
+}
+
+/// [`gemm_into`] with the rows of `out` `row_stride` apart.
+fn gemm_rows<T: Float + Send + Sync>(
+    a: MatRef<T>,
+    b: MatRef<T>,
+    (m, k, n): (usize, usize, usize),
+    out: *mut T,
+    row_stride: usize,
+    accumulate: bool,
+    threads: bool,
+) {
     let parallelism = if threads && m * k * n >= PARALLEL_FLOPS {
         Parallelism::Rayon(rayon::current_num_threads())
     } else {
@@ -304,8 +371,8 @@ fn gemm_into<T: Float + Send + Sync>(
     // gemm computes dst = alpha·dst + beta·a·b, reading dst only when told to.
     let alpha = if accumulate { T::one() } else { T::zero() };
     // SAFETY: the slices outlive the call and the strides/sizes stay within them: `a` spans
-    // (m-1)·rs + (k-1)·cs < len, likewise `b`, and `out` holds m·n elements row-major (the
-    // callers assert it), initialized when gemm reads it (`accumulate`).
+    // (m-1)·rs + (k-1)·cs < len, likewise `b`, and `out` holds (m-1)·row_stride + n elements
+    // (the callers assert it), initialized when gemm reads it (`accumulate`).
     unsafe {
         gemm::gemm(
             m,
@@ -313,7 +380,7 @@ fn gemm_into<T: Float + Send + Sync>(
             k,
             out,
             1,
-            n as isize,
+            row_stride as isize,
             accumulate,
             a.data.as_ptr(),
             a.col_stride as isize,
