@@ -117,19 +117,36 @@ fn softmax_rows<T: Float>(
     d: &AttentionDims,
 ) {
     let scale: T = d.scale();
+    // Each step over all rows before the next: a row's steps depend on each other, rows do not,
+    // so the processor overlaps rows (one row at a time waited on each step's latency).
+    // The largest raw score is the largest scaled one (the scale is positive); `lse` holds
+    // each row's maximum, then its sum, then its log-normalizer.
     for (i, (row, l)) in p.chunks_mut(keys).zip(lse.iter_mut()).enumerate() {
         mask(row, i0 + i, allowed, d);
-        // The largest raw score is the largest scaled one (the scale is positive).
-        let max = row_max(row);
-        if max == T::neg_infinity() {
-            row.iter_mut().for_each(|x| *x = T::zero());
-            *l = T::infinity();
-            continue;
+        *l = row_max(row);
+    }
+    let mut maxima = [T::zero(); QUERY_BLOCK];
+    for (rows, lse) in p.chunks_mut(keys * QUERY_BLOCK).zip(lse.chunks_mut(QUERY_BLOCK)) {
+        let maxima = &mut maxima[..lse.len()];
+        maxima.copy_from_slice(lse);
+        for ((row, l), &max) in rows.chunks_mut(keys).zip(lse.iter_mut()).zip(maxima.iter()) {
+            *l = if max == T::neg_infinity() {
+                row.iter_mut().for_each(|x| *x = T::zero());
+                T::zero()
+            } else {
+                exp_shifted_sum(row, max, scale)
+            };
         }
-        let sum = exp_shifted_sum(row, max, scale);
-        let inv = sum.recip();
-        row.iter_mut().for_each(|x| *x = *x * inv);
-        *l = max * scale + sum.ln();
+        for ((row, l), &max) in rows.chunks_mut(keys).zip(lse.iter_mut()).zip(maxima.iter()) {
+            let sum = *l;
+            if sum == T::zero() {
+                *l = T::infinity();
+                continue;
+            }
+            let inv = sum.recip();
+            row.iter_mut().for_each(|x| *x = *x * inv);
+            *l = max * scale + sum.ln();
+        }
     }
 }
 
@@ -237,14 +254,17 @@ pub fn attention_backward<T: Float + Send + Sync>(
                     with_wide_vectors(
                         #[inline(always)]
                         || {
-                            let rows = p.chunks_mut(seen).zip(ds.chunks_mut(seen));
-                            for (i, (p_row, ds_row)) in rows.enumerate() {
+                            // Row by row, one step at a time (as in `softmax_rows`).
+                            for (i, p_row) in p.chunks_mut(seen).enumerate() {
                                 mask(p_row, i0 + i, allowed, d);
                                 let l = lse[i0 + i];
                                 p_row.iter_mut().for_each(|x| *x = (*x * scale - l).fast_exp());
+                            }
+                            let rows = p.chunks(seen).zip(ds.chunks_mut(seen));
+                            for (i, (p_row, ds_row)) in rows.enumerate() {
                                 let (go, o) = (&dout[at(i)..at(i) + e], &out[at(i)..at(i) + e]);
                                 let row_dot = lane_sum(go, o, |a, c| a * c);
-                                for (x, &pij) in ds_row.iter_mut().zip(p_row.iter()) {
+                                for (x, &pij) in ds_row.iter_mut().zip(p_row) {
                                     *x = pij * (*x - row_dot) * scale;
                                 }
                             }
