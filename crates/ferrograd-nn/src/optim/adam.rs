@@ -5,6 +5,7 @@ use super::{fused_update, of, Optimizer, Rule, Slots};
 use crate::Param;
 use ferrograd::backend::cpu::Float;
 use ferrograd::{Error, Gradients, Result, Tensor};
+use rayon::prelude::*;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamConfig {
@@ -59,18 +60,21 @@ impl Optimizer for Adam {
         self.steps += 1;
         let t = self.steps as i32;
         let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
-        for (p, slots) in self.params.iter().zip(self.slots.values.iter_mut()) {
-            let Some(g) = grads.get(&p.get()) else { continue };
-            // PyTorch's step · m / (√v / √c2 + eps), with one division instead of two.
-            let c2s = c2.sqrt();
-            let (scale, eps_c2s) = (lr / c1 * c2s, eps * c2s);
-            // AdamW decays the weights first; Adam adds the decay to the gradient instead.
-            let (decay, l2) =
-                if decoupled { (1.0 - lr * weight_decay, 0.0) } else { (1.0, weight_decay) };
-            let rule = AdamRule { beta1, beta2, scale, eps_c2s, decay, l2 };
-            fused_update(p, g, slots, &rule)?;
-        }
-        Ok(())
+        // PyTorch's step · m / (√v / √c2 + eps), with one division instead of two.
+        let c2s = c2.sqrt();
+        let (scale, eps_c2s) = (lr / c1 * c2s, eps * c2s);
+        // AdamW decays the weights first; Adam adds the decay to the gradient instead.
+        let (decay, l2) =
+            if decoupled { (1.0 - lr * weight_decay, 0.0) } else { (1.0, weight_decay) };
+        let rule = AdamRule { beta1, beta2, scale, eps_c2s, decay, l2 };
+        // The parameters side by side, not one after another: a parameter of one chunk (each
+        // of W7's 128×128 weights) was updated by one thread while the others waited.
+        self.params.par_iter().zip(self.slots.values.par_iter_mut()).try_for_each(|(p, slots)| {
+            match grads.get(&p.get()) {
+                Some(g) => fused_update(p, g, slots, &rule),
+                None => Ok(()),
+            }
+        })
     }
     fn lr(&self) -> f64 {
         self.config.lr
