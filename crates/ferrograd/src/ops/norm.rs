@@ -73,8 +73,12 @@ fn backward<T: Float + Send + Sync>(
     }
     let n = T::from(d).unwrap_or(T::one());
     let w = &w[..d];
+    // Each task's rows give dx and their share of dw = Σ dy ⊙ x̂ and db = Σ dy, summed after:
+    // one pass over the rows, on every thread (the sums over all rows on one thread after dx
+    // kept the others waiting).
     let run = |(((dx, stats), x), dy): (((&mut [MaybeUninit<T>], &[(T, T)]), &[T]), &[T])| {
         let mut gw = vec![T::zero(); d]; // ĝ = dy ⊙ w, one row
+        let (mut dw, mut db) = (vec![T::zero(); d], vec![T::zero(); d]);
         cpu::with_wide_vectors(
             #[inline(always)]
             || {
@@ -87,34 +91,32 @@ fn backward<T: Float + Send + Sync>(
                     for ((o, &g), &x) in out.iter_mut().zip(&gw).zip(xr) {
                         o.write(rstd * (g - mg - (x - mean) * rstd * mgx));
                     }
+                    for (((dw, db), &x), &g) in dw.iter_mut().zip(db.iter_mut()).zip(xr).zip(gr) {
+                        *dw += g * (x - mean) * rstd;
+                        *db += g;
+                    }
                 }
             },
-        )
+        );
+        (dw, db)
     };
     let per = rows_per_task(d);
+    let mut shares = Vec::new();
     let fill = |dx: &mut [MaybeUninit<T>]| {
-        if x.len() < cpu::PARALLEL_MIN {
-            run((((dx, stats), x), dy));
+        shares = if x.len() < cpu::PARALLEL_MIN {
+            vec![run((((dx, stats), x), dy))]
         } else {
             let tasks = dx.par_chunks_mut(per * d).zip(stats.par_chunks(per));
-            tasks.zip(x.par_chunks(per * d)).zip(dy.par_chunks(per * d)).for_each(run);
-        }
+            tasks.zip(x.par_chunks(per * d)).zip(dy.par_chunks(per * d)).map(run).collect()
+        };
     };
     // SAFETY: dx, x and dy hold `stats.len()` whole rows each, and every element is written.
     let dx = unsafe { cpu::filled_by(stats.len() * d, fill) };
-    // dw = Σ over rows of dy ⊙ x̂, db = Σ over rows of dy.
     let (mut dw, mut db) = (vec![T::zero(); d], vec![T::zero(); d]);
-    cpu::with_wide_vectors(
-        #[inline(always)]
-        || {
-            for ((xr, gr), &(mean, rstd)) in x.chunks_exact(d).zip(dy.chunks_exact(d)).zip(stats) {
-                for (((dw, db), &x), &g) in dw.iter_mut().zip(db.iter_mut()).zip(xr).zip(gr) {
-                    *dw += g * (x - mean) * rstd;
-                    *db += g;
-                }
-            }
-        },
-    );
+    for (share_w, share_b) in shares {
+        dw.iter_mut().zip(share_w).for_each(|(s, v)| *s += v);
+        db.iter_mut().zip(share_b).for_each(|(s, v)| *s += v);
+    }
     (dx, dw, db)
 }
 
