@@ -363,6 +363,17 @@ fn gemm_rows<T: Float + Send + Sync>(
     accumulate: bool,
     threads: bool,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if !threads
+        && b.col_stride == 1
+        && m * k * n <= super::small_x86::SMALL_PRODUCT
+        && super::small_x86::available::<T>()
+    {
+        // SAFETY: the kernel is available for T here, and the spans are as for gemm below.
+        return unsafe {
+            super::small_x86::small_product(a, b, (m, k, n), out, row_stride, accumulate)
+        };
+    }
     let parallelism = if threads && m * k * n >= PARALLEL_FLOPS {
         Parallelism::Rayon(rayon::current_num_threads())
     } else {

@@ -10,6 +10,8 @@ mod elementwise;
 mod matmul;
 mod recurrent;
 mod reduce;
+#[cfg(target_arch = "x86_64")]
+mod small_x86;
 mod warm;
 
 pub use attention::{attention_backward, attention_forward, AttentionDims};
