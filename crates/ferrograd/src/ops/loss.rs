@@ -1,7 +1,7 @@
 //! The softmax family and the losses: cross-entropy (fused log-softmax + NLL) and mean
 //! squared error.
 
-use super::float_map;
+use super::{float_map, float_map2};
 use crate::backend::cpu::{self, Float};
 use crate::storage::CpuStorage;
 use crate::{Error, Result, Shape, Tensor};
@@ -84,22 +84,26 @@ impl Tensor {
             })
             .collect::<Result<Vec<_>>>()?;
         let count = kept.iter().filter(|k| k.is_some()).count();
-        let (loss, log_probs) = match self.cpu(OP)? {
+        let (loss, lse) = match self.cpu(OP)? {
             CpuStorage::F32(v) => {
-                let (l, lp) = nll_forward(v, n, c, &kept, count);
-                (CpuStorage::F32(vec![l]), CpuStorage::F32(lp))
+                let (l, lse) = nll_forward(v, c, &kept, count);
+                (CpuStorage::F32(vec![l]), CpuStorage::F32(lse))
             }
             CpuStorage::F64(v) => {
-                let (l, lp) = nll_forward(v, n, c, &kept, count);
-                (CpuStorage::F64(vec![l]), CpuStorage::F64(lp))
+                let (l, lse) = nll_forward(v, c, &kept, count);
+                (CpuStorage::F64(vec![l]), CpuStorage::F64(lse))
             }
             CpuStorage::I64(_) => return Err(Error::dtype(OP, "scores must be float, got i64")),
         };
-        let log_probs = Tensor::from_storage(log_probs, self.shape().clone());
+        // Backward recomputes the probabilities from the scores and each row's log-normalizer:
+        // forward writes nothing of (N, C) size.
+        let (scores, lse) = (self.detach(), Tensor::from_storage(lse, Shape::new(&[n])?));
         Ok(Tensor::from_op(loss, Shape::scalar(), OP, &[self], move |g| {
             let scale = g.item()? / count.max(1) as f64;
-            let data = float_map!(OP, log_probs.cpu(OP)?, |lp| nll_backward(lp, c, &kept, scale));
-            Ok(vec![Some(Tensor::from_storage(data, log_probs.shape().clone()))])
+            let data = float_map2!(OP, scores.cpu(OP)?, lse.cpu(OP)?, |x, l| {
+                nll_backward(x, l, c, &kept, scale)
+            });
+            Ok(vec![Some(Tensor::from_storage(data, scores.shape().clone()))])
         }))
     }
 
@@ -120,42 +124,55 @@ impl Tensor {
     }
 }
 
-/// Mean negative log-likelihood over kept rows, and the log-probabilities backward needs.
+/// Mean negative log-likelihood over kept rows, and each row's log-normalizer
+/// `ln Σ exp(x)`, which backward needs.
 fn nll_forward<T: Float + Send + Sync>(
     x: &[T],
-    n: usize,
     c: usize,
     kept: &[Option<usize>],
     count: usize,
 ) -> (T, Vec<T>) {
-    let lp = cpu::softmax_dim(x, n, c, 1, true);
+    let lse = cpu::log_sum_exp_rows(x, c);
     let total: f64 = kept
         .iter()
         .enumerate()
-        .filter_map(|(r, k)| k.map(|t| lp[r * c + t].to_f64().unwrap_or(0.0)))
+        .filter_map(|(r, k)| k.map(|t| (x[r * c + t] - lse[r]).to_f64().unwrap_or(0.0)))
         .sum();
     // No kept rows gives NaN, as in PyTorch (0/0).
     let mean = if count == 0 { f64::NAN } else { -total / count as f64 };
-    (T::from(mean).unwrap_or(T::nan()), lp)
+    (T::from(mean).unwrap_or(T::nan()), lse)
 }
 
-/// `scale · (softmax − onehot)` for kept rows, zero for ignored ones.
+/// `scale · (softmax − onehot)` for kept rows, zero for ignored ones; the softmax from the
+/// scores `x` and their rows' log-normalizers.
 fn nll_backward<T: Float + Send + Sync>(
-    lp: &[T],
+    x: &[T],
+    lse: &[T],
     c: usize,
     kept: &[Option<usize>],
     scale: f64,
 ) -> Vec<T> {
     let s = T::from(scale).unwrap_or(T::zero());
-    cpu::par_rows(kept.len(), c, |r, out: &mut [T]| {
-        if let Some(t) = kept[r] {
-            // Zipped slices (no bounds tests) with wide vectors: the exponentials vectorize.
-            let row = &lp[r * c..(r + 1) * c];
-            cpu::with_wide_vectors(
-                #[inline(always)]
-                || out.iter_mut().zip(row).for_each(|(o, &l)| *o = l.fast_exp() * s),
-            );
-            out[t] = out[t] - s;
+    let row = |r: usize, out: &mut [std::mem::MaybeUninit<T>]| {
+        let (row, l) = (&x[r * c..(r + 1) * c], lse[r]);
+        match kept[r] {
+            Some(t) => {
+                // Zipped slices (no bounds tests) with wide vectors: the exponentials vectorize.
+                cpu::with_wide_vectors(
+                    #[inline(always)]
+                    || {
+                        out.iter_mut().zip(row).for_each(|(o, &v)| {
+                            o.write((v - l).fast_exp() * s);
+                        })
+                    },
+                );
+                out[t].write((row[t] - l).fast_exp() * s - s);
+            }
+            None => out.iter_mut().for_each(|o| {
+                o.write(T::zero());
+            }),
         }
-    })
+    };
+    // SAFETY: `row` writes every element of its row, kept or not.
+    unsafe { cpu::rows_written(kept.len(), c, row) }
 }

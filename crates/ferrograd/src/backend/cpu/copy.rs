@@ -161,6 +161,30 @@ pub fn scatter_add_dim<T: Copy + std::ops::AddAssign>(
     }
 }
 
+/// [`par_rows`] for kernels that write every element of their rows: no zeroing first.
+///
+/// # Safety
+/// `f` must write all of the row it is given (the buffer is returned as initialized).
+pub(crate) unsafe fn rows_written<T: Send>(
+    rows: usize,
+    row_len: usize,
+    f: impl Fn(usize, &mut [MaybeUninit<T>]) + Send + Sync,
+) -> Vec<T> {
+    let fill = |out: &mut [MaybeUninit<T>]| {
+        if row_len == 0 {
+            return;
+        }
+        if rows * row_len < PARALLEL_MIN {
+            out.chunks_mut(row_len).enumerate().for_each(|(r, o)| f(r, o));
+        } else {
+            out.par_chunks_mut(row_len).enumerate().for_each(|(r, o)| f(r, o));
+        }
+    };
+    // SAFETY: the rows cover the output, and `f` writes every element of each (the caller's
+    // promise).
+    unsafe { super::filled_by(rows * row_len, fill) }
+}
+
 /// Parallel fill of a fresh buffer by rows, for kernels whose rows are independent; each row
 /// reaches `f` zeroed (by the task that fills it, not by a serial memset beforehand).
 pub fn par_rows<T: Send + Default>(

@@ -1,7 +1,8 @@
 //! Reductions over the middle dimension of an (outer, n, inner) view, and the row-wise
 //! softmax family built on them.
 
-use super::{par_rows, Float};
+use super::{par_rows, Float, PARALLEL_MIN};
+use rayon::prelude::*;
 
 /// `out[o, i] = Σ_k x[o, k, i]`.
 pub fn sum_dim<T: Float + Send + Sync>(x: &[T], outer: usize, n: usize, inner: usize) -> Vec<T> {
@@ -110,6 +111,39 @@ pub(super) fn exp_shifted_sum<T: Float>(row: &mut [T], shift: T, scale: T) -> T 
         tail += *v;
     }
     tail + fold_lanes(sums, |x, y| x + y)
+}
+
+/// `ln Σ exp(x)` of each row of `row_len` elements, max-shifted for stability, rows across
+/// threads; reads `x` only (cross-entropy keeps these instead of (N, C) log-probabilities).
+pub fn log_sum_exp_rows<T: Float + Send + Sync>(x: &[T], row_len: usize) -> Vec<T> {
+    if row_len == 0 {
+        return Vec::new();
+    }
+    let one = |row: &[T]| {
+        super::with_wide_vectors(
+            #[inline(always)]
+            || {
+                let max = row_max(row);
+                if max == T::neg_infinity() {
+                    return max;
+                }
+                let (chunks, mut lanes) = (row.chunks_exact(LANES), [T::zero(); LANES]);
+                let tail =
+                    chunks.remainder().iter().fold(T::zero(), |s, &v| s + (v - max).fast_exp());
+                for c in chunks {
+                    for j in 0..LANES {
+                        lanes[j] += (c[j] - max).fast_exp();
+                    }
+                }
+                max + (tail + fold_lanes(lanes, |a, b| a + b)).ln()
+            },
+        )
+    };
+    if x.len() < PARALLEL_MIN {
+        x.chunks(row_len).map(one).collect()
+    } else {
+        x.par_chunks(row_len).map(one).collect()
+    }
 }
 
 /// Softmax (or log-softmax) of one contiguous row, max-shifted for stability.
