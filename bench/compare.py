@@ -1,10 +1,18 @@
 """Runs workloads on both sides, one after the other on this machine, and prints the README
 table: ferrograd, PyTorch, and their ratio for every key.
 
-    python3 bench/compare.py W1 [W2 ... W7]  # builds ferrograd in release mode first
+    python3 bench/compare.py W1 [W2 ... W7]              # builds ferrograd in release mode first
+    python3 bench/compare.py --rounds 1 W7               # one pair of runs instead of three
+
+Each round runs every workload on our side and then on PyTorch's; the table gives each side's
+median over the rounds, their ratio, and the lowest and highest ratio of a single round. This
+machine's speed changes by a fifth from one minute to the next (another tenant's load), so a
+single pair of runs can catch one side in a slow minute and the other in a fast one; rounds
+interleaved in time give both sides the same minutes.
 """
 import json
 import pathlib
+import statistics
 import subprocess
 import sys
 
@@ -16,30 +24,48 @@ def run_json(cmd):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def ours_command(w):
+    cmd = [str(ROOT / "target/release/ferrograd"), "bench", w, "--json"]
+    mnist = ROOT.parent / "shared" / "data" / "mnist"
+    text = ROOT.parent / "shared" / "data" / "text" / "tinyshakespeare.txt"
+    if w in ("W2", "W3") and mnist.exists():
+        cmd += ["--data", str(mnist)]
+    if w in ("W4", "W5") and text.exists():
+        cmd += ["--data", str(text)]
+    if w == "W6":
+        cmd += ["--data", str(ROOT.parent / "shared" / "models" / "all-MiniLM-L6-v2")]
+    # W1 and W7 (random matrices; random token ids) take no --data.
+    return cmd
+
+
 def main():
-    workloads = [w.upper() for w in sys.argv[1:]] or ["W1"]
+    args, rounds = sys.argv[1:], 3
+    if "--rounds" in args:
+        i = args.index("--rounds")
+        rounds = int(args[i + 1])
+        del args[i : i + 2]
+    workloads = [w.upper() for w in args] or ["W1"]
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "ferrograd-cli"], cwd=ROOT, check=True)
-    rows = []
-    for w in workloads:
-        cmd = [str(ROOT / "target/release/ferrograd"), "bench", w, "--json"]
-        mnist = ROOT.parent / "shared" / "data" / "mnist"
-        text = ROOT.parent / "shared" / "data" / "text" / "tinyshakespeare.txt"
-        if w in ("W2", "W3") and mnist.exists():
-            cmd += ["--data", str(mnist)]
-        if w in ("W4", "W5") and text.exists():
-            cmd += ["--data", str(text)]
-        if w == "W6":
-            cmd += ["--data", str(ROOT.parent / "shared" / "models" / "all-MiniLM-L6-v2")]
-        # W1 and W7 (random matrices; random token ids) take no --data.
-        ours = run_json(cmd)
-        theirs = run_json([sys.executable, str(ROOT / "bench/torch_workloads.py"), w, "--json"])
-        for key, value in ours.items():
-            ref = theirs.get(key)
-            ratio = f"{value / ref:.2f}×" if ref else "n/a"
-            rows.append(f"| {w} | `{key}` | {value:,.1f} | {ref:,.1f} | {ratio} |")
-    print("| workload | key | ferrograd | PyTorch | ferrograd / PyTorch |")
-    print("| --- | --- | --- | --- | --- |")
-    print("\n".join(rows))
+    ours, theirs = {}, {}
+    for _ in range(rounds):
+        for w in workloads:
+            for key, value in run_json(ours_command(w)).items():
+                ours.setdefault((w, key), []).append(value)
+            torch = [sys.executable, str(ROOT / "bench/torch_workloads.py"), w, "--json"]
+            for key, value in run_json(torch).items():
+                theirs.setdefault((w, key), []).append(value)
+    print("| workload | key | ferrograd | PyTorch | ferrograd / PyTorch | rounds (lowest–highest) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for (w, key), values in ours.items():
+        mine = statistics.median(values)
+        refs = theirs.get((w, key))
+        if not refs:
+            print(f"| {w} | `{key}` | {mine:,.1f} | n/a | n/a | {len(values)} |")
+            continue
+        ref = statistics.median(refs)
+        each = [a / b for a, b in zip(values, refs)]
+        spread = f"{len(each)} ({min(each):.2f}–{max(each):.2f}×)"
+        print(f"| {w} | `{key}` | {mine:,.1f} | {ref:,.1f} | {mine / ref:.2f}× | {spread} |")
 
 
 if __name__ == "__main__":
