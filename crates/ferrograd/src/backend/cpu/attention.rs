@@ -91,7 +91,7 @@ fn dense_t<T>(x: &[T], cols: usize) -> MatRef<'_, T> {
 
 /// Head `h` of sequence `b` (N keys) transposed into `dst`, (E, N) row-major, once per head:
 /// the score products read it along rows. (Read in place, transposed, every product copied it
-/// first, into a new allocation: a tenth of W7's attention.)
+/// first, into a new allocation of its own.)
 fn transposed_head<'a, T: Float>(
     x: &[T],
     d: &AttentionDims,

