@@ -192,17 +192,6 @@ pub fn par_rows<T: Send + Default>(
     row_len: usize,
     f: impl Fn(usize, &mut [T]) + Send + Sync,
 ) -> Vec<T> {
-    let fill = |out: &mut [MaybeUninit<T>]| {
-        if row_len == 0 {
-            return;
-        }
-        let row = |(r, o): (usize, &mut [MaybeUninit<T>])| f(r, super::zeroed(o));
-        if rows * row_len < PARALLEL_MIN {
-            out.chunks_mut(row_len).enumerate().for_each(row);
-        } else {
-            out.par_chunks_mut(row_len).enumerate().for_each(row);
-        }
-    };
-    // SAFETY: the rows cover the output, and each is zeroed before `f` sees it.
-    unsafe { super::filled_by(rows * row_len, fill) }
+    // SAFETY: each row is zeroed whole before `f` sees it.
+    unsafe { rows_written(rows, row_len, |r, o| f(r, super::zeroed(o))) }
 }

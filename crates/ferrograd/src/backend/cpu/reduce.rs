@@ -127,15 +127,7 @@ pub fn log_sum_exp_rows<T: Float + Send + Sync>(x: &[T], row_len: usize) -> Vec<
                 if max == T::neg_infinity() {
                     return max;
                 }
-                let (chunks, mut lanes) = (row.chunks_exact(LANES), [T::zero(); LANES]);
-                let tail =
-                    chunks.remainder().iter().fold(T::zero(), |s, &v| s + (v - max).fast_exp());
-                for c in chunks {
-                    for j in 0..LANES {
-                        lanes[j] += (c[j] - max).fast_exp();
-                    }
-                }
-                max + (tail + fold_lanes(lanes, |a, b| a + b)).ln()
+                max + lane_sum(row, row, |v, _| (v - max).fast_exp()).ln()
             },
         )
     };
