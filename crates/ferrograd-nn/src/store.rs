@@ -1,7 +1,7 @@
 //! Parameters and where they live: a store of named, trainable tensors shared by the modules
 //! of one model, with its train/eval mode and its random generator.
 
-use ferrograd::{DType, Error, Result, Rng, Tensor};
+use ferrograd::{DType, Error, Result, Rng, Tensor, Update};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -60,6 +60,14 @@ impl Param {
     }
     pub fn numel(&self) -> usize {
         self.get().numel()
+    }
+    /// One optimizer step of the value in place ([`Tensor::update`]); errors name the
+    /// parameter.
+    pub fn update(&self, grad: &Tensor, slots: &mut [Tensor], rule: &Update) -> Result<()> {
+        let mut value = self.value.write().unwrap_or_else(|e| e.into_inner());
+        value.update(grad, slots, rule).map_err(|e| {
+            Error::new(e.kind, "optimizer", format!("{}: {}: {}", self.name, e.op, e.message))
+        })
     }
 }
 

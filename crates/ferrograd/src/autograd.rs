@@ -2,9 +2,8 @@
 //! input needs a gradient; `backward` walks the graph once in reverse topological order, freeing
 //! each node's saved buffers as soon as it is past them.
 
-use crate::backend::cpu;
-use crate::storage::CpuStorage;
-use crate::{Error, Result, Tensor, TensorId};
+use crate::backend::BackendStorage;
+use crate::{DType, Error, Result, Shape, Tensor, TensorId};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -84,10 +83,40 @@ pub fn no_grad() -> NoGradGuard {
     NoGradGuard { previous }
 }
 
+/// One leaf's place in a flat gradient buffer.
+#[derive(Clone, Debug)]
+struct Slot {
+    id: TensorId,
+    start: usize,
+    shape: Shape,
+    /// Whether a gradient reached it (an absent one is zeros and has no entry).
+    present: bool,
+}
+
 /// The gradients one backward pass produced, for each leaf tensor that requires a gradient.
+///
+/// They live in a flat store: one contiguous buffer per dtype (a bucket), each leaf's gradient
+/// a view into it, laid out in a fixed order — the order given to [`Tensor::backward_for`]
+/// (a model's parameters in creation order), then any other leaves by creation. A model's
+/// whole gradient can so be reduced in a few large pieces ([`Gradients::buckets`]) and
+/// rewritten in place ([`Gradients::with_buckets_mut`]).
+///
+/// ```
+/// use ferrograd::Tensor;
+/// let a = Tensor::from_vec(vec![1.0f32, 2.0], &[2]).unwrap().requiring_grad();
+/// let b = Tensor::from_vec(vec![3.0f32], &[1]).unwrap().requiring_grad();
+/// let loss = a.sum_all().unwrap().mul(&b.sum_all().unwrap()).unwrap();
+/// let grads = loss.backward_for(&[b.clone(), a.clone()]).unwrap();
+/// assert_eq!(grads.buckets()[0].to_vec::<f32>().unwrap(), vec![3.0, 3.0, 3.0]); // b, then a
+/// assert!(grads.get(&a).unwrap().shares_memory(&grads.buckets()[0]));
+/// ```
 #[derive(Default, Clone, Debug)]
 pub struct Gradients {
+    /// Views into the buckets, and gradients given by `set` for leaves without a slot.
     map: HashMap<TensorId, Tensor>,
+    /// One flat 1-D buffer per dtype, and the slots laid out in it.
+    buckets: Vec<Tensor>,
+    layout: Vec<Vec<Slot>>,
 }
 
 impl Gradients {
@@ -95,11 +124,38 @@ impl Gradients {
     pub fn get(&self, t: &Tensor) -> Option<&Tensor> {
         self.map.get(&t.id())
     }
-    /// Replaces the gradient of `t` (as gradient clipping does).
+    /// Replaces the gradient of `t` (as gradient clipping does); written into `t`'s place in
+    /// the flat store when it has one and `grad` fits it.
     pub fn set(&mut self, t: &Tensor, grad: Tensor) {
-        self.map.insert(t.id(), grad);
+        let at = self.slot_of(t.id()).filter(|&(b, i)| {
+            let slot = &self.layout[b][i];
+            slot.shape == *grad.shape() && self.buckets[b].dtype() == grad.dtype()
+        });
+        let written = at.is_some_and(|(b, i)| {
+            let start = self.layout[b][i].start;
+            self.with_buckets_mut(|buckets| {
+                buckets[b].storage_for_update("Gradients::set")?.write_at(
+                    start,
+                    grad.storage(),
+                    false,
+                )
+            })
+            .is_ok()
+        });
+        match (written, at) {
+            (true, Some((b, i))) => {
+                self.layout[b][i].present = true;
+                self.refresh_views();
+            }
+            _ => {
+                self.map.insert(t.id(), grad);
+            }
+        }
     }
     pub fn remove(&mut self, t: &Tensor) -> Option<Tensor> {
+        if let Some((b, i)) = self.slot_of(t.id()) {
+            self.layout[b][i].present = false;
+        }
         self.map.remove(&t.id())
     }
     pub fn len(&self) -> usize {
@@ -108,13 +164,119 @@ impl Gradients {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
-    /// Adds `other`'s gradients to these (`+=`), as over several backward passes.
+
+    /// The flat buffers, one per dtype, each a 1-D tensor holding every slot's gradient.
+    pub fn buckets(&self) -> &[Tensor] {
+        &self.buckets
+    }
+
+    /// Which bucket holds the gradient of `t`, and its range of elements there.
+    pub fn bucket_range(&self, t: &Tensor) -> Option<(usize, std::ops::Range<usize>)> {
+        let (b, i) = self.slot_of(t.id())?;
+        let slot = &self.layout[b][i];
+        Some((b, slot.start..slot.start + slot.shape.numel()))
+    }
+
+    /// Runs `f` on the buckets to rewrite them in place (a reduction across processes, a
+    /// scaling); every gradient seen through [`Gradients::get`] afterwards shows the change.
+    /// A view someone else still holds keeps the old values (its memory is copied first).
+    pub fn with_buckets_mut<R>(&mut self, f: impl FnOnce(&mut [Tensor]) -> Result<R>) -> Result<R> {
+        // Our own views go first, so the buckets' memory is theirs alone and is written in place.
+        for slot in self.layout.iter().flatten() {
+            self.map.remove(&slot.id);
+        }
+        let result = f(&mut self.buckets);
+        self.refresh_views();
+        result
+    }
+
+    /// Adds `other`'s gradients to these (`+=`), as over several backward passes: bucket by
+    /// bucket when both were laid out alike.
     pub fn accumulate(&mut self, other: Gradients) -> Result<()> {
         let _g = no_grad();
-        for (id, g) in other.map {
-            add_into(&mut self.map, id, g)?;
+        if self.map.is_empty() && self.buckets.is_empty() {
+            *self = other;
+            return Ok(());
+        }
+        let alike = |a: &[Vec<Slot>], b: &[Vec<Slot>]| {
+            a.len() == b.len()
+                && a.iter().zip(b).all(|(x, y)| {
+                    x.len() == y.len()
+                        && x.iter().zip(y).all(|(s, t)| s.id == t.id && s.shape == t.shape)
+                })
+        };
+        let same_dtypes =
+            self.buckets.iter().zip(&other.buckets).all(|(a, b)| a.dtype() == b.dtype());
+        let loose: Vec<(TensorId, Tensor)> = if alike(&self.layout, &other.layout) && same_dtypes {
+            let slotted: HashSet<TensorId> = other.layout.iter().flatten().map(|s| s.id).collect();
+            let loose = other.map.into_iter().filter(|(id, _)| !slotted.contains(id)).collect();
+            self.with_buckets_mut(|buckets| {
+                for (mine, theirs) in buckets.iter_mut().zip(&other.buckets) {
+                    mine.storage_for_update("accumulate")?.add_assign(theirs.storage())?;
+                }
+                Ok(())
+            })?;
+            for (mine, theirs) in self.layout.iter_mut().zip(&other.layout) {
+                for (s, t) in mine.iter_mut().zip(theirs) {
+                    s.present |= t.present;
+                }
+            }
+            self.refresh_views();
+            loose
+        } else {
+            other.map.into_iter().collect()
+        };
+        for (id, g) in loose {
+            let g = match self.map.remove(&id) {
+                Some(prev) => sum_reusing(prev.detach(), g)?,
+                None => g,
+            };
+            self.insert_by_id(id, g);
         }
         Ok(())
+    }
+
+    /// A gradient for the leaf `id`: into its slot when it has one, else beside the buckets.
+    fn insert_by_id(&mut self, id: TensorId, g: Tensor) {
+        match self.slot_of(id) {
+            Some((b, i)) if self.layout[b][i].shape == *g.shape() => {
+                let start = self.layout[b][i].start;
+                let ok = self
+                    .with_buckets_mut(|buckets| {
+                        buckets[b].storage_for_update("accumulate")?.write_at(
+                            start,
+                            g.storage(),
+                            false,
+                        )
+                    })
+                    .is_ok();
+                if ok {
+                    self.layout[b][i].present = true;
+                    self.refresh_views();
+                    return;
+                }
+                self.map.insert(id, g);
+            }
+            _ => {
+                self.map.insert(id, g);
+            }
+        }
+    }
+
+    fn slot_of(&self, id: TensorId) -> Option<(usize, usize)> {
+        self.layout
+            .iter()
+            .enumerate()
+            .find_map(|(b, slots)| slots.iter().position(|s| s.id == id).map(|i| (b, i)))
+    }
+
+    /// Every present slot's entry made a view of its bucket again.
+    fn refresh_views(&mut self) {
+        for (bucket, slots) in self.buckets.iter().zip(&self.layout) {
+            for slot in slots.iter().filter(|s| s.present) {
+                self.map.insert(slot.id, bucket.view(slot.start, slot.shape.clone()));
+            }
+        }
     }
 }
 
@@ -142,18 +304,13 @@ fn sum_reusing(mut a: Tensor, mut b: Tensor) -> Result<Tensor> {
 
 /// `dst += src` in `dst`'s own buffer, if it is unshared and of `src`'s float dtype.
 fn add_in_place(dst: &mut Tensor, src: &Tensor) -> Result<bool> {
-    let src = src.cpu("add")?;
-    Ok(match (dst.unique_data_mut(), src) {
-        (Some(CpuStorage::F32(d)), CpuStorage::F32(s)) => {
-            cpu::add_assign(d, s);
-            true
-        }
-        (Some(CpuStorage::F64(d)), CpuStorage::F64(s)) => {
-            cpu::add_assign(d, s);
-            true
-        }
-        _ => false,
-    })
+    if dst.dtype() != src.dtype() || !dst.dtype().is_float() {
+        return Ok(false);
+    }
+    match dst.unique_storage_mut() {
+        Some(d) if d.is_unique() => d.add_assign(src.storage()).map(|()| true),
+        _ => Ok(false),
+    }
 }
 
 impl Tensor {
@@ -180,8 +337,22 @@ impl Tensor {
         self.backward_with(&Tensor::ones(self.dims(), self.dtype())?)
     }
 
+    /// [`Tensor::backward`] with the flat store laid out in the order of `leaves` (a model's
+    /// parameters, in creation order); leaves not listed come after, by creation. A listed
+    /// tensor the loss does not depend on keeps its (zero) place but has no entry.
+    pub fn backward_for(&self, leaves: &[Tensor]) -> Result<Gradients> {
+        if self.numel() != 1 {
+            return self.backward();
+        }
+        self.backward_into(&Tensor::ones(self.dims(), self.dtype())?, leaves)
+    }
+
     /// Backward from this tensor with `grad` as its incoming gradient (same shape).
     pub fn backward_with(&self, grad: &Tensor) -> Result<Gradients> {
+        self.backward_into(grad, &[])
+    }
+
+    fn backward_into(&self, grad: &Tensor, order: &[Tensor]) -> Result<Gradients> {
         if !self.requires_grad() {
             return Err(Error::autograd(
                 "backward",
@@ -201,11 +372,15 @@ impl Tensor {
             ));
         }
         let _g = no_grad();
-        let order = topological_order(self)?;
+        let (nodes, leaves) = topological_order(self)?;
+        let mut flat = FlatStore::new(order, leaves)?;
         let mut grads: HashMap<TensorId, Tensor> = HashMap::new();
         grads.insert(self.id(), grad.detach());
-        let mut leaves = HashSet::new();
-        for t in order.into_iter().rev() {
+        if self.node().is_none() {
+            // The root is itself a leaf: its gradient is the one given.
+            flat.add(self, &grad.detach())?;
+        }
+        for t in nodes.into_iter().rev() {
             let node = t.node().expect("topological_order keeps only tensors with a node");
             let edges = node
                 .edges
@@ -222,19 +397,95 @@ impl Tensor {
                 }
                 debug_assert_eq!(ig.shape(), input.shape(), "gradient shape of {}", node.op);
                 if input.node().is_none() {
-                    leaves.insert(input.id());
+                    flat.add(&input, &ig)?;
+                } else {
+                    add_into(&mut grads, input.id(), ig)?;
                 }
-                add_into(&mut grads, input.id(), ig)?;
             }
         }
-        grads.retain(|id, _| leaves.contains(id));
-        Ok(Gradients { map: grads })
+        Ok(flat.finish())
     }
 }
 
-/// Non-leaf tensors reachable from `root`, each after all of its inputs.
-fn topological_order(root: &Tensor) -> Result<Vec<Tensor>> {
+/// The flat store as backward fills it: each leaf's gradient written into its slot as it
+/// arrives (added when one is there), so no per-leaf gradient outlives its arrival.
+struct FlatStore {
+    buckets: Vec<Tensor>,
+    layout: Vec<Vec<Slot>>,
+    /// Leaf id → (bucket, slot).
+    place: HashMap<TensorId, (usize, usize)>,
+}
+
+impl FlatStore {
+    fn new(order: &[Tensor], leaves: Vec<Tensor>) -> Result<FlatStore> {
+        let listed: HashSet<TensorId> = order.iter().map(|t| t.id()).collect();
+        let mut rest: Vec<Tensor> =
+            leaves.into_iter().filter(|t| !listed.contains(&t.id())).collect();
+        rest.sort_by_key(|t| t.id());
+        let mut seen = HashSet::new();
+        let all = order.iter().chain(&rest).filter(|t| t.requires_grad() && t.node().is_none());
+        let (mut dtypes, mut layout, mut samples): (Vec<DType>, Vec<Vec<Slot>>, Vec<Tensor>) =
+            Default::default();
+        let mut place = HashMap::new();
+        let mut sizes: Vec<usize> = Vec::new();
+        for t in all.filter(|t| seen.insert(t.id())) {
+            let b = match dtypes.iter().position(|&d| d == t.dtype()) {
+                Some(b) => b,
+                None => {
+                    dtypes.push(t.dtype());
+                    layout.push(Vec::new());
+                    samples.push(t.clone());
+                    sizes.push(0);
+                    dtypes.len() - 1
+                }
+            };
+            place.insert(t.id(), (b, layout[b].len()));
+            let shape: Shape = t.shape().clone();
+            layout[b].push(Slot { id: t.id(), start: sizes[b], shape, present: false });
+            sizes[b] += t.numel();
+        }
+        let buckets = samples
+            .iter()
+            .zip(&sizes)
+            .map(|(t, &n)| {
+                let zeros = t.storage().zeros(n, t.dtype())?;
+                Ok(Tensor::from_storage(zeros, Shape::from_vec(vec![n])))
+            })
+            .collect::<Result<_>>()?;
+        Ok(FlatStore { buckets, layout, place })
+    }
+
+    /// `g` into `leaf`'s slot: copied the first time, added after.
+    fn add(&mut self, leaf: &Tensor, g: &Tensor) -> Result<()> {
+        let &(b, i) = self.place.get(&leaf.id()).ok_or_else(|| {
+            Error::autograd("backward", "a gradient reached a leaf outside the graph")
+        })?;
+        let slot = &mut self.layout[b][i];
+        if g.dtype() != self.buckets[b].dtype() {
+            return Err(Error::dtype(
+                "backward",
+                format!("a {} gradient for a {} leaf", g.dtype(), self.buckets[b].dtype()),
+            ));
+        }
+        let storage = self.buckets[b].storage_for_update("backward")?;
+        storage.write_at(slot.start, g.storage(), slot.present)?;
+        slot.present = true;
+        Ok(())
+    }
+
+    fn finish(self) -> Gradients {
+        let mut grads =
+            Gradients { map: HashMap::new(), buckets: self.buckets, layout: self.layout };
+        grads.refresh_views();
+        grads
+    }
+}
+
+/// Non-leaf tensors reachable from `root`, each after all of its inputs, and the leaves that
+/// need a gradient.
+fn topological_order(root: &Tensor) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
     let mut order = Vec::new();
+    let mut leaves = Vec::new();
     let mut seen = HashSet::new();
     // Iterative post-order DFS: deep graphs (long RNN unrolls) must not overflow the stack.
     let mut stack: Vec<(Tensor, bool)> = vec![(root.clone(), false)];
@@ -246,7 +497,12 @@ fn topological_order(root: &Tensor) -> Result<Vec<Tensor>> {
         if !seen.insert(t.id()) {
             continue;
         }
-        let Some(node) = t.node() else { continue };
+        let Some(node) = t.node() else {
+            if t.requires_grad() {
+                leaves.push(t);
+            }
+            continue;
+        };
         let edges =
             node.edges.lock().map_err(|_| Error::autograd(node.op, "graph lock poisoned"))?;
         let Some((inputs, _)) = edges.as_ref() else {
@@ -267,5 +523,5 @@ fn topological_order(root: &Tensor) -> Result<Vec<Tensor>> {
             }
         }
     }
-    Ok(order)
+    Ok((order, leaves))
 }

@@ -1,6 +1,6 @@
 //! Element types: f32 (the default), f64 (gradcheck and science) and i64 (ids, labels, masks).
 
-use crate::storage::CpuStorage;
+use crate::backend::cpu::{Buffer, CpuStorage};
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,8 +35,12 @@ impl fmt::Display for DType {
 /// A Rust type that can be a tensor's element.
 pub trait Element: Copy + Send + Sync + 'static {
     const DTYPE: DType;
+    #[doc(hidden)]
     fn into_storage(v: Vec<Self>) -> CpuStorage;
+    #[doc(hidden)]
     fn from_storage(s: &CpuStorage) -> Option<&[Self]>;
+    #[doc(hidden)]
+    fn buffer_mut(s: &mut CpuStorage) -> Option<&mut Buffer<Self>>;
 }
 
 macro_rules! element {
@@ -44,9 +48,15 @@ macro_rules! element {
         impl Element for $t {
             const DTYPE: DType = DType::$variant;
             fn into_storage(v: Vec<Self>) -> CpuStorage {
-                CpuStorage::$variant(v)
+                CpuStorage::$variant(v.into())
             }
             fn from_storage(s: &CpuStorage) -> Option<&[Self]> {
+                match s {
+                    CpuStorage::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn buffer_mut(s: &mut CpuStorage) -> Option<&mut Buffer<Self>> {
                 match s {
                     CpuStorage::$variant(v) => Some(v),
                     _ => None,

@@ -1,7 +1,7 @@
 //! safetensors files: named tensors plus string metadata, written atomically so that a crash
 //! mid-write never leaves a half-written file where a good one was.
 
-use crate::storage::CpuStorage;
+use crate::backend::cpu::CpuStorage;
 use crate::{Error, Result, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::{BTreeMap, HashMap};

@@ -12,13 +12,14 @@
 //! ```
 
 mod autograd;
-pub mod backend;
+mod backend;
 mod device;
 mod dtype;
 mod error;
 mod gradcheck;
 pub mod io;
 mod ops;
+mod optim;
 mod rng;
 mod shape;
 mod storage;
@@ -31,6 +32,7 @@ pub use dtype::{DType, Element};
 pub use error::{Error, ErrorKind, Result};
 pub use gradcheck::{gradcheck, GradcheckReport};
 pub use ops::recurrent::{Recurrence, RecurrentCell};
+pub use optim::Update;
 pub use rng::Rng;
 pub use shape::{broadcast_shapes, Shape};
 pub use storage::live_bytes;

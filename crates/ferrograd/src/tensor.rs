@@ -2,7 +2,9 @@
 //! computed from inputs that need gradients) the node that records how.
 
 use crate::autograd::{is_grad_enabled, BackwardFn, Node};
-use crate::storage::{CpuStorage, Storage};
+use crate::backend::cpu::CpuStorage;
+use crate::backend::BackendStorage;
+use crate::storage::Storage;
 use crate::{DType, Device, Element, Error, Result, Rng, Shape};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,15 +46,20 @@ impl Tensor {
     }
 
     /// A tensor without history from data a kernel produced (length already checked).
-    pub(crate) fn from_storage(data: CpuStorage, shape: Shape) -> Tensor {
+    pub(crate) fn from_storage(data: Storage, shape: Shape) -> Tensor {
         debug_assert_eq!(data.len(), shape.numel());
-        Tensor::build(Arc::new(Storage::new(data)), shape, false, None)
+        Tensor::build(Arc::new(data), shape, false, None)
+    }
+
+    /// A tensor without history from host data.
+    fn from_host(data: CpuStorage, shape: Shape) -> Tensor {
+        Tensor::from_storage(Storage::Cpu(data), shape)
     }
 
     /// The result of an op: records `backward` when recording is on and an input needs a
     /// gradient; `backward` gets the output's gradient and returns one per input, in order.
     pub(crate) fn from_op(
-        data: CpuStorage,
+        data: Storage,
         shape: Shape,
         op: &'static str,
         inputs: &[&Tensor],
@@ -97,7 +104,7 @@ impl Tensor {
                 ),
             ));
         }
-        Ok(Tensor::from_storage(T::into_storage(data), shape))
+        Ok(Tensor::from_host(T::into_storage(data), shape))
     }
 
     pub fn from_slice<T: Element>(data: &[T], shape: &[usize]) -> Result<Tensor> {
@@ -106,7 +113,7 @@ impl Tensor {
 
     /// A rank-0 tensor holding one value.
     pub fn scalar<T: Element>(value: T) -> Tensor {
-        Tensor::from_storage(T::into_storage(vec![value]), Shape::scalar())
+        Tensor::from_host(T::into_storage(vec![value]), Shape::scalar())
     }
 
     /// A tensor of `shape` with every element `value` (cast to `dtype`).
@@ -114,11 +121,11 @@ impl Tensor {
         let shape = Shape::new(shape)?;
         let n = shape.numel();
         let data = match dtype {
-            DType::F32 => CpuStorage::F32(vec![value as f32; n]),
-            DType::F64 => CpuStorage::F64(vec![value; n]),
-            DType::I64 => CpuStorage::I64(vec![value as i64; n]),
+            DType::F32 => CpuStorage::from_vec(vec![value as f32; n]),
+            DType::F64 => CpuStorage::from_vec(vec![value; n]),
+            DType::I64 => CpuStorage::from_vec(vec![value as i64; n]),
         };
-        Ok(Tensor::from_storage(data, shape))
+        Ok(Tensor::from_host(data, shape))
     }
 
     pub fn zeros(shape: &[usize], dtype: DType) -> Result<Tensor> {
@@ -206,7 +213,7 @@ impl Tensor {
         self.0.shape.numel()
     }
     pub fn dtype(&self) -> DType {
-        self.cpu_unchecked().dtype()
+        self.0.storage.dtype()
     }
     pub fn device(&self) -> Device {
         self.0.storage.device()
@@ -224,24 +231,50 @@ impl Tensor {
         let mut inner = Arc::try_unwrap(self.0).ok()?;
         inner.node.as_mut()?.take_inputs()
     }
+    /// The data, for ops to hand to the backend.
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.0.storage
+    }
+    /// The host data, for reading out (a device tensor answers with an error naming `op`).
     pub(crate) fn cpu(&self, op: &str) -> Result<&CpuStorage> {
         self.0.storage.cpu(op)
     }
     /// The data to write in place, when this handle is the only one to it and it has no
     /// history: nothing else can observe the change (gradient sums in backward).
-    pub(crate) fn unique_data_mut(&mut self) -> Option<&mut CpuStorage> {
+    pub(crate) fn unique_storage_mut(&mut self) -> Option<&mut Storage> {
         let inner = Arc::get_mut(&mut self.0)?;
         if inner.node.is_some() || inner.requires_grad {
             return None;
         }
-        match Arc::get_mut(&mut inner.storage)? {
-            Storage::Cpu(s) => Some(s),
-        }
+        Arc::get_mut(&mut inner.storage)
     }
-    fn cpu_unchecked(&self) -> &CpuStorage {
-        match &*self.0.storage {
-            Storage::Cpu(s) => s,
+    /// The data to update in place (an optimizer step on a leaf without history): this
+    /// handle's own when nothing else holds it, else a copy first, so no other handle sees
+    /// the change. Keeps the tensor's id and whether it requires a gradient.
+    pub(crate) fn storage_for_update(&mut self, op: &str) -> Result<&mut Storage> {
+        if self.node().is_some() {
+            return Err(Error::autograd(op, "cannot update a computed tensor in place"));
         }
+        let unique = Arc::get_mut(&mut self.0)
+            .and_then(|inner| Arc::get_mut(&mut inner.storage))
+            .is_some_and(|s| s.is_unique());
+        if !unique {
+            let copy = Arc::new(self.0.storage.try_clone()?);
+            let inner = Inner {
+                id: self.0.id,
+                storage: copy,
+                shape: self.0.shape.clone(),
+                requires_grad: self.0.requires_grad,
+                node: None,
+            };
+            *self = Tensor(Arc::new(inner));
+        }
+        let inner = Arc::get_mut(&mut self.0).expect("just made unique");
+        Ok(Arc::get_mut(&mut inner.storage).expect("just made unique"))
+    }
+    /// Whether the two tensors' data are the same memory (one a view of the other's buffer).
+    pub fn shares_memory(&self, other: &Tensor) -> bool {
+        self.0.storage.shares_memory(&other.0.storage)
     }
     /// Resolves a possibly negative dimension of this tensor.
     pub fn dim(&self, op: &str, d: isize) -> Result<usize> {
@@ -263,6 +296,12 @@ impl Tensor {
         Tensor::build(self.0.storage.clone(), shape, false, None)
     }
 
+    /// Elements `start..start + shape.numel()` of this tensor's buffer under `shape`, sharing
+    /// the memory (a gradient in the flat store); no history.
+    pub(crate) fn view(&self, start: usize, shape: Shape) -> Tensor {
+        Tensor::build(Arc::new(self.0.storage.view(start, shape.numel())), shape, false, None)
+    }
+
     // ---- reading it out -----------------------------------------------------------------
 
     /// The elements in row-major order; `T` must be this tensor's dtype.
@@ -281,7 +320,7 @@ impl Tensor {
     pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
         Ok(match self.cpu("to_vec_f64")? {
             CpuStorage::F32(v) => v.iter().map(|&x| x as f64).collect(),
-            CpuStorage::F64(v) => v.clone(),
+            CpuStorage::F64(v) => v.to_vec(),
             CpuStorage::I64(v) => v.iter().map(|&x| x as f64).collect(),
         })
     }

@@ -1,10 +1,9 @@
 //! Adam (L2 weight decay folded into the gradient) and AdamW (decoupled weight decay), as
 //! PyTorch's `torch.optim.Adam` and `torch.optim.AdamW` compute them.
 
-use super::{fused_update, of, Optimizer, Rule, Slots};
+use super::{update, Optimizer, Slots};
 use crate::Param;
-use ferrograd::backend::cpu::Float;
-use ferrograd::{Error, Gradients, Result, Tensor};
+use ferrograd::{Error, Gradients, Result, Tensor, Update};
 use rayon::prelude::*;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -66,12 +65,13 @@ impl Optimizer for Adam {
         // AdamW decays the weights first; Adam adds the decay to the gradient instead.
         let (decay, l2) =
             if decoupled { (1.0 - lr * weight_decay, 0.0) } else { (1.0, weight_decay) };
-        let rule = AdamRule { beta1, beta2, scale, eps_c2s, decay, l2 };
+        let rule = Update::Adam { beta1, beta2, scale, eps_c2s, decay, l2 };
         // The parameters side by side, not one after another: a parameter of one chunk (each
         // of W7's 128×128 weights) was updated by one thread while the others waited.
         self.params.par_iter().zip(self.slots.values.par_iter_mut()).try_for_each(|(p, slots)| {
-            match grads.get(&p.get()) {
-                Some(g) => fused_update(p, g, slots, &rule),
+            let g = grads.get(&p.get());
+            match g {
+                Some(g) => update(p, g, slots, &rule),
                 None => Ok(()),
             }
         })
@@ -92,33 +92,5 @@ impl Optimizer for Adam {
         self.slots.import(&self.params, tensors, steps > 0)?;
         self.steps = steps;
         Ok(())
-    }
-}
-
-/// Adam's update with this step's constants.
-struct AdamRule {
-    beta1: f64,
-    beta2: f64,
-    scale: f64,
-    eps_c2s: f64,
-    decay: f64,
-    l2: f64,
-}
-
-impl Rule<2> for AdamRule {
-    #[inline(always)]
-    fn apply<T: Float>(&self, w: &mut [T], g: &[T], [m, v]: [&mut [T]; 2]) {
-        let [beta1, beta2, scale, eps_c2s, decay, l2] =
-            [self.beta1, self.beta2, self.scale, self.eps_c2s, self.decay, self.l2].map(of::<T>);
-        let (one_b1, one_b2) = (of::<T>(1.0 - self.beta1), of::<T>(1.0 - self.beta2));
-        let n = w.len();
-        let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
-        for i in 0..n {
-            let wi = w[i] * decay;
-            let gi = g[i] + l2 * wi;
-            m[i] = beta1 * m[i] + one_b1 * gi;
-            v[i] = beta2 * v[i] + one_b2 * gi * gi;
-            w[i] = wi - scale * m[i] / (v[i].sqrt() + eps_c2s);
-        }
     }
 }

@@ -1,7 +1,7 @@
 //! Gradient clipping: by the global norm of all gradients, or element-wise by value.
 
 use crate::Param;
-use ferrograd::{Error, Gradients, Result};
+use ferrograd::{Error, Gradients, Result, Tensor};
 
 /// Scales every gradient by `max_norm / total_norm` when the global L2 norm exceeds
 /// `max_norm` (PyTorch's `clip_grad_norm_`); returns the norm before clipping.
@@ -12,20 +12,31 @@ pub fn clip_grad_norm(grads: &mut Gradients, params: &[Param], max_norm: f64) ->
             format!("max_norm must be positive, got {max_norm}"),
         ));
     }
-    let mut sq = 0.0;
-    for p in params {
-        if let Some(g) = grads.get(&p.get()) {
-            sq += g.to_vec_f64()?.iter().map(|x| x * x).sum::<f64>();
-        }
-    }
+    let with_grad: Vec<Tensor> =
+        params.iter().map(|p| p.get()).filter(|t| grads.get(t).is_some()).collect();
+    // When these parameters' gradients are all the store holds, the norm and the scaling are
+    // one pass over each flat bucket (absent slots hold zeros).
+    let whole =
+        with_grad.len() == grads.len() && with_grad.iter().all(|t| grads.bucket_range(t).is_some());
+    let sq: f64 = if whole {
+        grads.buckets().iter().map(|b| b.sum_squares()).sum::<Result<f64>>()?
+    } else {
+        with_grad
+            .iter()
+            .map(|t| grads.get(t).map_or(Ok(0.0), |g| g.sum_squares()))
+            .sum::<Result<f64>>()?
+    };
     let norm = sq.sqrt();
     let scale = max_norm / (norm + 1e-6);
     if scale < 1.0 {
-        for p in params {
-            let t = p.get();
-            if let Some(g) = grads.get(&t) {
-                let clipped = g.mul_scalar(scale)?;
-                grads.set(&t, clipped);
+        if whole {
+            grads.with_buckets_mut(|b| b.iter_mut().try_for_each(|t| t.scale_in_place(scale)))?;
+        } else {
+            for t in &with_grad {
+                if let Some(g) = grads.get(t) {
+                    let clipped = g.mul_scalar(scale)?;
+                    grads.set(t, clipped);
+                }
             }
         }
     }

@@ -1,10 +1,9 @@
 //! Stochastic gradient descent with momentum, Nesterov momentum and weight decay (PyTorch's
 //! `torch.optim.SGD`).
 
-use super::{fused_update, of, Optimizer, Rule, SlotValues, Slots};
+use super::{update, Optimizer, Slots};
 use crate::Param;
-use ferrograd::backend::cpu::Float;
-use ferrograd::{Error, Gradients, Result, Tensor};
+use ferrograd::{Error, Gradients, Result, Tensor, Update};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SgdConfig {
@@ -47,15 +46,16 @@ impl Optimizer for Sgd {
     fn step(&mut self, grads: &Gradients) -> Result<()> {
         let SgdConfig { lr, momentum, nesterov, weight_decay } = self.config;
         for (p, slots) in self.params.iter().zip(self.slots.values.iter_mut()) {
-            let Some(g) = grads.get(&p.get()) else { continue };
-            let first = slots.is_empty();
-            let rule = SgdRule { lr, momentum, nesterov, weight_decay, first };
-            if momentum == 0.0 {
+            let g = grads.get(&p.get());
+            let Some(g) = g else { continue };
+            let rule = if momentum == 0.0 {
                 // Plain SGD keeps no state.
-                fused_update::<0>(p, g, &mut SlotValues::Empty, &rule)?;
+                Update::Sgd { lr, weight_decay }
             } else {
-                fused_update::<1>(p, g, slots, &rule)?;
-            }
+                let first = slots.is_empty();
+                Update::Momentum { lr, momentum, nesterov, weight_decay, first }
+            };
+            update(p, g, slots, &rule)?;
         }
         self.steps += 1;
         Ok(())
@@ -76,35 +76,5 @@ impl Optimizer for Sgd {
         self.slots.import(&self.params, tensors, steps > 0 && self.config.momentum != 0.0)?;
         self.steps = steps;
         Ok(())
-    }
-}
-
-/// SGD's update, with a momentum buffer (`Rule<1>`) or without (`Rule<0>`).
-struct SgdRule {
-    lr: f64,
-    momentum: f64,
-    nesterov: bool,
-    weight_decay: f64,
-    /// The buffer starts as the first step's gradient, as PyTorch's does.
-    first: bool,
-}
-
-impl Rule<0> for SgdRule {
-    #[inline(always)]
-    fn apply<T: Float>(&self, w: &mut [T], g: &[T], []: [&mut [T]; 0]) {
-        let (lr, wd) = (of::<T>(self.lr), of::<T>(self.weight_decay));
-        w.iter_mut().zip(g).for_each(|(w, &g)| *w = *w - lr * (g + wd * *w));
-    }
-}
-
-impl Rule<1> for SgdRule {
-    #[inline(always)]
-    fn apply<T: Float>(&self, w: &mut [T], g: &[T], [buf]: [&mut [T]; 1]) {
-        let (lr, wd, mom) = (of::<T>(self.lr), of::<T>(self.weight_decay), of::<T>(self.momentum));
-        for ((w, &g), buf) in w.iter_mut().zip(g).zip(buf.iter_mut()) {
-            let d = g + wd * *w;
-            *buf = if self.first { d } else { mom * *buf + d };
-            *w = *w - lr * if self.nesterov { d + mom * *buf } else { *buf };
-        }
     }
 }

@@ -2,8 +2,7 @@
 //! twin (matmul, softmax and masks, each differentiated on its own, in ferrograd-nn's
 //! `Attention::weights` path) is the tests' reference.
 
-use crate::backend::cpu::{self, AttentionDims};
-use crate::storage::CpuStorage;
+use crate::backend::{AttentionDims, BackendStorage};
 use crate::{Error, Result, Tensor};
 
 impl Tensor {
@@ -57,59 +56,31 @@ impl Tensor {
         if heads == 0 || !dm.is_multiple_of(heads) {
             return Err(Error::value(OP, format!("{heads} heads cannot split D = {dm}")));
         }
-        let allowed: Option<Vec<bool>> = match key_mask {
-            None => None,
-            Some(m) if m.dims() != [b, s] => {
-                return Err(Error::shape(
-                    OP,
-                    format!("key mask must be ({b}, {s}), got {}", m.shape()),
-                ))
-            }
-            Some(m) => Some(m.to_vec_f64()?.iter().map(|&x| x != 0.0).collect()),
-        };
+        if let Some(m) = key_mask.filter(|m| m.dims() != [b, s]) {
+            return Err(Error::shape(
+                OP,
+                format!("key mask must be ({b}, {s}), got {}", m.shape()),
+            ));
+        }
+        if super::float_dtype(OP, &[q, k, v]).is_err() {
+            return Err(Error::dtype(OP, "queries, keys and values must share one float dtype"));
+        }
         let dims =
             AttentionDims { batch: b, heads, queries: t, keys: s, head_size: dm / heads, causal };
-        type Backward = Box<dyn FnOnce(&Tensor) -> Result<[CpuStorage; 3]> + Send + Sync>;
-        macro_rules! run {
-            ($ty:ty, $variant:ident) => {{
-                let dtype_err =
-                    || Error::dtype(OP, "queries, keys and values must share one float dtype");
-                let (qs, ks, vs) = (
-                    q.as_slice::<$ty>(OP)?,
-                    k.as_slice::<$ty>(OP).map_err(|_| dtype_err())?,
-                    v.as_slice::<$ty>(OP).map_err(|_| dtype_err())?,
-                );
-                let (out, lse) = cpu::attention_forward(qs, ks, vs, allowed.as_deref(), &dims);
-                let out = Tensor::from_storage(CpuStorage::$variant(out), q.shape().clone());
-                let (qd, kd, vd, od) = (q.detach(), k.detach(), v.detach(), out.detach());
-                let back: Backward = Box::new(move |g: &Tensor| {
-                    let (dq, dk, dv) = cpu::attention_backward(
-                        g.as_slice::<$ty>(OP)?,
-                        qd.as_slice::<$ty>(OP)?,
-                        kd.as_slice::<$ty>(OP)?,
-                        vd.as_slice::<$ty>(OP)?,
-                        od.as_slice::<$ty>(OP)?,
-                        &lse,
-                        allowed.as_deref(),
-                        &dims,
-                    );
-                    Ok([
-                        CpuStorage::$variant(dq),
-                        CpuStorage::$variant(dk),
-                        CpuStorage::$variant(dv),
-                    ])
-                });
-                (out, back)
-            }};
-        }
-        let (out, back) = match q.cpu(OP)? {
-            CpuStorage::F32(_) => run!(f32, F32),
-            CpuStorage::F64(_) => run!(f64, F64),
-            CpuStorage::I64(_) => return Err(Error::dtype(OP, "takes float input, got i64")),
-        };
+        let mask = key_mask.map(|m| m.storage());
+        let (out, saved) = q.storage().attention(k.storage(), v.storage(), mask, &dims)?;
+        let out = Tensor::from_storage(out, q.shape().clone());
+        let (qd, kd, vd, od) = (q.detach(), k.detach(), v.detach(), out.detach());
         let (q_shape, k_shape) = (q.shape().clone(), k.shape().clone());
         Ok(out.with_history(OP, &[q, k, v], move |g| {
-            let [dq, dk, dv] = back(g)?;
+            let (dq, dk, dv) = g.storage().attention_backward(
+                qd.storage(),
+                kd.storage(),
+                vd.storage(),
+                od.storage(),
+                &saved,
+                &dims,
+            )?;
             Ok(vec![
                 Some(Tensor::from_storage(dq, q_shape)),
                 Some(Tensor::from_storage(dk, k_shape.clone())),

@@ -1,39 +1,21 @@
 //! Element-wise functions of two tensors with NumPy broadcasting, comparisons and selection.
 //! The gradient of a broadcast input is summed back to that input's shape.
 
-use super::{any_map, float_map2};
-use crate::backend::cpu;
-use crate::shape::{broadcast_shapes, broadcast_strides};
-use crate::storage::CpuStorage;
-use crate::{DType, Error, Result, Shape, Tensor};
-
-/// The kernel shared by all broadcasting binary ops: same shapes take the plain zip.
-fn zip_kernel<T: Copy + Send + Sync, U: Copy + Send + Sync, V: Copy + Send + Sync + Default>(
-    a: &[T],
-    a_shape: &Shape,
-    b: &[U],
-    b_shape: &Shape,
-    out: &Shape,
-    f: impl Fn(T, U) -> V + Send + Sync,
-) -> Vec<V> {
-    if a_shape == b_shape {
-        cpu::zip(a, b, f)
-    } else {
-        let (sa, sb) = (broadcast_strides(a_shape, out), broadcast_strides(b_shape, out));
-        cpu::zip_broadcast(a, &sa, b, &sb, out.dims(), f)
-    }
-}
+use super::float_dtype;
+use crate::backend::{BackendStorage, Binary, Broadcast, Compare};
+use crate::shape::broadcast_shapes;
+use crate::{DType, Error, Result, Tensor};
 
 macro_rules! arithmetic {
-    ($( $(#[$doc:meta])* $name:ident: |$x:ident, $y:ident| $fwd:expr,
+    ($( $(#[$doc:meta])* $name:ident: $op:expr,
         grad |$g:ident, $a:ident, $b:ident| ($ga:expr, $gb:expr); )*) => { $(
         $(#[$doc])*
         pub fn $name(&self, rhs: &Tensor) -> Result<Tensor> {
             const OP: &str = stringify!($name);
             let out = broadcast_shapes(OP, self.shape(), rhs.shape())?;
-            let data = float_map2!(OP, self.cpu(OP)?, rhs.cpu(OP)?, |x, y| {
-                zip_kernel(x, self.shape(), y, rhs.shape(), &out, |$x, $y| $fwd)
-            });
+            float_dtype(OP, &[self, rhs])?;
+            let shapes = Broadcast { lhs: self.shape(), rhs: rhs.shape(), out: &out };
+            let data = self.storage().binary($op, rhs.storage(), &shapes)?;
             let ($a, $b) = (self.clone(), rhs.clone());
             Ok(Tensor::from_op(data, out, OP, &[self, rhs], move |$g| {
                 let ga = if $a.requires_grad() { Some($ga?.sum_to_shape($a.shape())?) } else { None };
@@ -45,19 +27,17 @@ macro_rules! arithmetic {
 }
 
 macro_rules! comparisons {
-    ($( $(#[$doc:meta])* $name:ident: $cmp:tt; )*) => { $(
+    ($( $(#[$doc:meta])* $name:ident: $op:expr; )*) => { $(
         $(#[$doc])*
         pub fn $name(&self, rhs: &Tensor) -> Result<Tensor> {
             const OP: &str = stringify!($name);
             let out = broadcast_shapes(OP, self.shape(), rhs.shape())?;
-            let (sa, sb) = (self.shape(), rhs.shape());
-            let data = match (self.cpu(OP)?, rhs.cpu(OP)?) {
-                (CpuStorage::F32(x), CpuStorage::F32(y)) => zip_kernel(x, sa, y, sb, &out, |x, y| (x $cmp y) as i64),
-                (CpuStorage::F64(x), CpuStorage::F64(y)) => zip_kernel(x, sa, y, sb, &out, |x, y| (x $cmp y) as i64),
-                (CpuStorage::I64(x), CpuStorage::I64(y)) => zip_kernel(x, sa, y, sb, &out, |x, y| (x $cmp y) as i64),
-                (a, b) => return Err(Error::dtype(OP, format!("both tensors must have one dtype, got {} and {}", a.dtype(), b.dtype()))),
-            };
-            Ok(Tensor::from_storage(CpuStorage::I64(data), out))
+            if self.dtype() != rhs.dtype() {
+                return Err(Error::dtype(OP, format!("both tensors must have one dtype, got {} and {}", self.dtype(), rhs.dtype())));
+            }
+            let shapes = Broadcast { lhs: self.shape(), rhs: rhs.shape(), out: &out };
+            let data = self.storage().compare($op, rhs.storage(), &shapes)?;
+            Ok(Tensor::from_storage(data, out))
         }
     )* };
 }
@@ -65,28 +45,28 @@ macro_rules! comparisons {
 impl Tensor {
     arithmetic! {
         /// `a + b`, broadcasting.
-        add: |x, y| x + y, grad |g, a, b| (Ok::<_, Error>(g.clone()), Ok::<_, Error>(g.clone()));
+        add: Binary::Add, grad |g, a, b| (Ok::<_, Error>(g.clone()), Ok::<_, Error>(g.clone()));
         /// `a - b`, broadcasting.
-        sub: |x, y| x - y, grad |g, a, b| (Ok::<_, Error>(g.clone()), g.neg());
+        sub: Binary::Sub, grad |g, a, b| (Ok::<_, Error>(g.clone()), g.neg());
         /// `a * b` element-wise, broadcasting.
-        mul: |x, y| x * y, grad |g, a, b| (g.mul(&b), g.mul(&a));
+        mul: Binary::Mul, grad |g, a, b| (g.mul(&b), g.mul(&a));
         /// `a / b` element-wise, broadcasting.
-        div: |x, y| x / y, grad |g, a, b| (g.div(&b), g.mul(&a)?.div(&b.mul(&b)?)?.neg());
+        div: Binary::Div, grad |g, a, b| (g.div(&b), g.mul(&a)?.div(&b.mul(&b)?)?.neg());
     }
 
     comparisons! {
         /// `a == b` as 1/0 in an i64 tensor, broadcasting.
-        eq: ==;
+        eq: Compare::Eq;
         /// `a != b` as 1/0.
-        ne: !=;
+        ne: Compare::Ne;
         /// `a < b` as 1/0.
-        lt: <;
+        lt: Compare::Lt;
         /// `a <= b` as 1/0.
-        le: <=;
+        le: Compare::Le;
         /// `a > b` as 1/0.
-        gt: >;
+        gt: Compare::Gt;
         /// `a >= b` as 1/0.
-        ge: >=;
+        ge: Compare::Ge;
     }
 
     /// Element-wise `if cond { a } else { b }`, all three broadcast together; `cond` is any
@@ -102,26 +82,15 @@ impl Tensor {
     pub fn where_cond(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         const OP: &str = "where_cond";
         let out = broadcast_shapes(OP, &broadcast_shapes(OP, self.shape(), a.shape())?, b.shape())?;
-        let cond: Vec<bool> = match self.broadcast_to(out.dims())?.cpu(OP)? {
-            CpuStorage::F32(v) => v.iter().map(|&c| c != 0.0).collect(),
-            CpuStorage::F64(v) => v.iter().map(|&c| c != 0.0).collect(),
-            CpuStorage::I64(v) => v.iter().map(|&c| c != 0).collect(),
-        };
+        if a.dtype() != b.dtype() {
+            return Err(Error::dtype(
+                OP,
+                format!("both branches must have one dtype, got {} and {}", a.dtype(), b.dtype()),
+            ));
+        }
+        let cond = self.detach().broadcast_to(out.dims())?;
         let (ab, bb) = (a.detach().broadcast_to(out.dims())?, b.detach().broadcast_to(out.dims())?);
-        let data = match (ab.cpu(OP)?, bb.cpu(OP)?) {
-            (CpuStorage::I64(x), CpuStorage::I64(y)) => CpuStorage::I64(
-                cond.iter()
-                    .zip(x.iter().zip(y))
-                    .map(|(&c, (&x, &y))| if c { x } else { y })
-                    .collect(),
-            ),
-            (x, y) => float_map2!(OP, x, y, |x, y| {
-                cond.iter()
-                    .zip(x.iter().zip(y))
-                    .map(|(&c, (&x, &y))| if c { x } else { y })
-                    .collect()
-            }),
-        };
+        let data = cond.storage().where_cond(ab.storage(), bb.storage())?;
         let (mask, a_shape, b_shape) = (self.detach(), a.shape().clone(), b.shape().clone());
         Ok(Tensor::from_op(data, out, OP, &[self, a, b], move |g| {
             let zero = Tensor::zeros(&[], g.dtype())?;
@@ -154,15 +123,7 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let data = match (self.cpu("to_dtype")?, dtype) {
-            (CpuStorage::F32(v), DType::F64) => CpuStorage::F64(cpu::map(v, |x| x as f64)),
-            (CpuStorage::F32(v), DType::I64) => CpuStorage::I64(cpu::map(v, |x| x as i64)),
-            (CpuStorage::F64(v), DType::F32) => CpuStorage::F32(cpu::map(v, |x| x as f32)),
-            (CpuStorage::F64(v), DType::I64) => CpuStorage::I64(cpu::map(v, |x| x as i64)),
-            (CpuStorage::I64(v), DType::F32) => CpuStorage::F32(cpu::map(v, |x| x as f32)),
-            (CpuStorage::I64(v), DType::F64) => CpuStorage::F64(cpu::map(v, |x| x as f64)),
-            (s, _) => any_map!(s, |v| v.clone()),
-        };
+        let data = self.storage().to_dtype(dtype)?;
         let from = self.dtype();
         if !(from.is_float() && dtype.is_float()) {
             return Ok(Tensor::from_storage(data, self.shape().clone()));

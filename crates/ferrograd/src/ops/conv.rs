@@ -1,7 +1,6 @@
 //! Convolution and max pooling over (N, C, H, W) images, forward and backward.
 
-use crate::backend::cpu::{self, Window};
-use crate::storage::CpuStorage;
+use crate::backend::{BackendStorage, Window};
 use crate::{Error, Result, Shape, Tensor};
 
 /// Output size along one axis, or an error naming the axis when the window does not fit.
@@ -127,65 +126,40 @@ impl Tensor {
                 ));
             }
         }
-        let dtype_err = |t: &Tensor| {
-            Error::dtype(OP, format!("expects {} like the input, got {}", self.dtype(), t.dtype()))
-        };
-        let x_needs = self.requires_grad();
-        // (output gradient, filters, the output when it went through the ReLU).
-        type Backward = Box<
-            dyn FnOnce(
-                    &Tensor,
-                    &Tensor,
-                    Option<&Tensor>,
-                ) -> Result<(Option<CpuStorage>, CpuStorage, CpuStorage)>
-                + Send
-                + Sync,
-        >;
-        macro_rules! forward {
-            ($ty:ty, $variant:ident) => {{
-                let x = self.as_slice::<$ty>(OP)?;
-                let w = weight.as_slice::<$ty>(OP).map_err(|_| dtype_err(weight))?;
-                let b =
-                    bias.map(|b| b.as_slice::<$ty>(OP).map_err(|_| dtype_err(b))).transpose()?;
-                let y = cpu::conv2d(x, w, b, o, &g, relu);
-                // Backward makes im2col's columns again from the input (cheaper than keeping
-                // them: cpu::conv2d).
-                let input = self.detach();
-                let backward: Backward = Box::new(move |grad, w, y| {
-                    let (dx, dw, db) = cpu::conv2d_backward(
-                        grad.as_slice::<$ty>(OP)?,
-                        input.as_slice::<$ty>(OP)?,
-                        w.as_slice::<$ty>(OP)?,
-                        o,
-                        &g,
-                        x_needs,
-                        y.map(|y| y.as_slice::<$ty>(OP)).transpose()?,
-                    );
-                    Ok((
-                        dx.map(CpuStorage::$variant),
-                        CpuStorage::$variant(dw),
-                        CpuStorage::$variant(db),
-                    ))
-                });
-                (CpuStorage::$variant(y), backward)
-            }};
+        if !self.dtype().is_float() {
+            return Err(Error::dtype(OP, format!("takes float images, got {}", self.dtype())));
         }
-        let (out, backward) = match self.cpu(OP)? {
-            CpuStorage::F32(_) => forward!(f32, F32),
-            CpuStorage::F64(_) => forward!(f64, F64),
-            CpuStorage::I64(_) => return Err(Error::dtype(OP, "takes float images, got i64")),
-        };
-        let (w, w_shape) = (weight.detach(), weight.shape().clone());
+        if let Some(t) =
+            [Some(weight), bias].into_iter().flatten().find(|t| t.dtype() != self.dtype())
+        {
+            return Err(Error::dtype(
+                OP,
+                format!("expects {} like the input, got {}", self.dtype(), t.dtype()),
+            ));
+        }
+        let x_needs = self.requires_grad();
+        let out =
+            self.storage().conv2d(weight.storage(), bias.map(|b| b.storage()), o, &g, relu)?;
+        let y = Tensor::from_storage(out, Shape::from_vec(vec![g.n, o, g.oh, g.ow]));
+        // Backward makes im2col's columns again from the input (cheaper than keeping them: the
+        // CPU backend's conv2d).
+        let (x, w, w_shape) = (self.detach(), weight.detach(), weight.shape().clone());
+        let rectified = relu.then(|| y.detach());
         let mut inputs = vec![self, weight];
         inputs.extend(bias);
         let n_inputs = inputs.len();
-        let in_shape = self.shape().clone();
-        let y = Tensor::from_storage(out, Shape::from_vec(vec![g.n, o, g.oh, g.ow]));
-        let rectified = relu.then(|| y.detach());
         Ok(y.with_history(OP, &inputs, move |grad| {
-            let (dx, dw, db) = backward(grad, &w, rectified.as_ref())?;
+            let relu_out = rectified.as_ref().map(|y| y.storage());
+            let (dx, dw, db) = grad.storage().conv2d_backward(
+                x.storage(),
+                w.storage(),
+                o,
+                &g,
+                x_needs,
+                relu_out,
+            )?;
             let mut grads = vec![
-                dx.map(|d| Tensor::from_storage(d, in_shape)),
+                dx.map(|d| Tensor::from_storage(d, x.shape().clone())),
                 Some(Tensor::from_storage(dw, w_shape)),
                 Some(Tensor::from_storage(db, Shape::from_vec(vec![o]))),
             ];
@@ -219,31 +193,15 @@ impl Tensor {
                 format!("padding {padding:?} must be at most half the kernel {kernel:?}"),
             ));
         }
-        let (out, arg) = match self.cpu(OP)? {
-            CpuStorage::F32(x) => {
-                let (y, a) = cpu::max_pool(x, &g);
-                (CpuStorage::F32(y), a)
-            }
-            CpuStorage::F64(x) => {
-                let (y, a) = cpu::max_pool(x, &g);
-                (CpuStorage::F64(y), a)
-            }
-            CpuStorage::I64(_) => return Err(Error::dtype(OP, "takes float images, got i64")),
-        };
+        if !self.dtype().is_float() {
+            return Err(Error::dtype(OP, format!("takes float images, got {}", self.dtype())));
+        }
+        let (out, saved) = self.storage().max_pool(&g)?;
         let in_shape = self.shape().clone();
-        Ok(Tensor::from_op(
-            out,
-            Shape::from_vec(vec![g.n, g.c, g.oh, g.ow]),
-            OP,
-            &[self],
-            move |grad| {
-                let dx = match grad.cpu(OP)? {
-                    CpuStorage::F32(gr) => CpuStorage::F32(cpu::max_pool_backward(gr, &arg, &g)),
-                    CpuStorage::F64(gr) => CpuStorage::F64(cpu::max_pool_backward(gr, &arg, &g)),
-                    CpuStorage::I64(_) => unreachable!("max_pool: gradients are float"),
-                };
-                Ok(vec![Some(Tensor::from_storage(dx, in_shape))])
-            },
-        ))
+        let out_shape = Shape::from_vec(vec![g.n, g.c, g.oh, g.ow]);
+        Ok(Tensor::from_op(out, out_shape, OP, &[self], move |grad| {
+            let dx = grad.storage().max_pool_backward(&saved, &g)?;
+            Ok(vec![Some(Tensor::from_storage(dx, in_shape))])
+        }))
     }
 }

@@ -1,8 +1,9 @@
 //! Matrix products: 2-D and batched, batch dimensions broadcast. Backward passes read their
 //! operands transposed through strides, with no copy.
 
-use super::float_map2;
-use crate::backend::cpu::{self, MatRef};
+use super::float_dtype;
+use crate::backend::cpu;
+use crate::backend::{BackendStorage, Products};
 use crate::shape::{broadcast_shapes, broadcast_strides};
 use crate::{Error, Result, Shape, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,12 +113,18 @@ fn product(a: &Tensor, a_t: bool, b: &Tensor, b_t: bool, threads: bool) -> Resul
             })
             .collect()
     };
-    let (oa, ob) = (offsets(&batch_a, m * k), offsets(&batch_b, k * n));
-    let data = float_map2!("matmul", a.cpu("matmul")?, b.cpu("matmul")?, |x, y| {
-        let ma = MatRef { data: x, row_stride: a_rs, col_stride: a_cs };
-        let mb = MatRef { data: y, row_stride: b_rs, col_stride: b_cs };
-        cpu::matmul_batched(ma, &oa, mb, &ob, (m, k, n), threads)
-    });
+    float_dtype("matmul", &[a, b])?;
+    let products = Products {
+        m,
+        k,
+        n,
+        a_strides: (a_rs, a_cs),
+        b_strides: (b_rs, b_cs),
+        a_offsets: offsets(&batch_a, m * k),
+        b_offsets: offsets(&batch_b, k * n),
+        threads,
+    };
+    let data = a.storage().matmul(b.storage(), &products)?;
     let mut dims = batch.dims().to_vec();
     dims.extend([m, n]);
     Ok(Tensor::from_storage(data, Shape::new(&dims)?))
@@ -206,16 +213,7 @@ impl Tensor {
 fn affine(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
     const OP: &str = "linear";
     let (m, k, n) = (x.dims()[0], x.dims()[1], weight.dims()[0]);
-    let data = float_map2!(OP, x.cpu(OP)?, weight.cpu(OP)?, |xs, ws| {
-        let b = bias.as_slice(OP).map_err(|_| {
-            Error::dtype(
-                OP,
-                format!("bias must be {} like the input, got {}", x.dtype(), bias.dtype()),
-            )
-        })?;
-        let xm = MatRef { data: xs, row_stride: k, col_stride: 1 };
-        let wt = MatRef { data: ws, row_stride: 1, col_stride: k }; // Wᵀ, read transposed
-        cpu::affine(xm, wt, b, m, k)
-    });
+    float_dtype(OP, &[x, weight, bias])?;
+    let data = x.storage().affine(weight.storage(), bias.storage(), m, k)?;
     Ok(Tensor::from_storage(data, Shape::new(&[m, n])?))
 }

@@ -11,80 +11,36 @@ pub(crate) mod recurrent;
 mod reduce;
 mod unary;
 
-/// Runs `$body` with `$v` bound to the float data of `$s` and wraps the result in the same
-/// dtype; an i64 tensor gets a clear error.
-macro_rules! float_map {
-    ($op:expr, $s:expr, |$v:ident| $body:expr) => {
-        match $s {
-            $crate::storage::CpuStorage::F32($v) => $crate::storage::CpuStorage::F32($body),
-            $crate::storage::CpuStorage::F64($v) => $crate::storage::CpuStorage::F64($body),
-            $crate::storage::CpuStorage::I64(_) => {
-                return Err($crate::Error::dtype(
-                    $op,
-                    "takes a float tensor (f32 or f64), got i64; convert it with to_dtype",
-                ))
-            }
-        }
-    };
-}
+use crate::{DType, Error, Result, Tensor};
 
-/// Like `float_map!` for two tensors that must share a float dtype.
-macro_rules! float_map2 {
-    ($op:expr, $a:expr, $b:expr, |$x:ident, $y:ident| $body:expr) => {
-        match ($a, $b) {
-            ($crate::storage::CpuStorage::F32($x), $crate::storage::CpuStorage::F32($y)) => {
-                $crate::storage::CpuStorage::F32($body)
-            }
-            ($crate::storage::CpuStorage::F64($x), $crate::storage::CpuStorage::F64($y)) => {
-                $crate::storage::CpuStorage::F64($body)
-            }
-            (a, b) => return Err($crate::ops::dtype_pair_error($op, a.dtype(), b.dtype())),
-        }
-    };
-}
-
-/// Runs `$body` with `$v` bound to the data of `$s`, whatever its dtype, and wraps the result
-/// in the same dtype: for ops that only move elements.
-macro_rules! any_map {
-    ($s:expr, |$v:ident| $body:expr) => {
-        match $s {
-            $crate::storage::CpuStorage::F32($v) => $crate::storage::CpuStorage::F32($body),
-            $crate::storage::CpuStorage::F64($v) => $crate::storage::CpuStorage::F64($body),
-            $crate::storage::CpuStorage::I64($v) => $crate::storage::CpuStorage::I64($body),
-        }
-    };
-}
-
-pub(crate) use {any_map, float_map, float_map2};
-
-use crate::{DType, Error};
-
-pub(crate) fn dtype_pair_error(op: &str, a: DType, b: DType) -> Error {
-    if a == b {
-        Error::dtype(
+/// The one float dtype `tensors` share, or an error naming `op` and what it was given.
+pub(crate) fn float_dtype(op: &str, tensors: &[&Tensor]) -> Result<DType> {
+    let first = tensors.first().map_or(DType::F32, |t| t.dtype());
+    if let Some(t) = tensors.iter().find(|t| t.dtype() != first) {
+        return Err(Error::dtype(
             op,
-            format!("takes float tensors (f32 or f64), got {a}; convert with to_dtype"),
-        )
-    } else {
-        Error::dtype(op, format!("both tensors must have one dtype, got {a} and {b}"))
+            format!("all tensors must have one dtype, got {first} and {}", t.dtype()),
+        ));
     }
+    if !first.is_float() {
+        return Err(Error::dtype(
+            op,
+            format!("takes float tensors (f32 or f64), got {first}; convert with to_dtype"),
+        ));
+    }
+    Ok(first)
 }
 
-/// Checks that `t` is an i64 tensor of indices in `[0, n)` and returns them as usize.
-pub(crate) fn checked_indices(op: &str, t: &crate::Tensor, n: usize) -> crate::Result<Vec<usize>> {
+/// Checks that `t` is an i64 tensor of indices in `[0, n)`. (Read on the host: indices are
+/// small next to the data they pick, and a device kernel could not report the bad one.)
+pub(crate) fn check_indices(op: &str, t: &Tensor, n: usize) -> Result<()> {
     let ids = t.as_slice::<i64>(op).map_err(|_| {
         Error::dtype(op, format!("indices must be an i64 tensor, got {}", t.dtype()))
     })?;
-    ids.iter()
-        .map(|&i| {
-            if i < 0 || i as usize >= n {
-                Err(Error::index(
-                    op,
-                    format!("index {i} is out of range for a dimension of size {n}"),
-                ))
-            } else {
-                Ok(i as usize)
-            }
-        })
-        .collect()
+    match ids.iter().find(|&&i| i < 0 || i as usize >= n) {
+        Some(i) => {
+            Err(Error::index(op, format!("index {i} is out of range for a dimension of size {n}")))
+        }
+        None => Ok(()),
+    }
 }

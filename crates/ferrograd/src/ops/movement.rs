@@ -1,10 +1,10 @@
 //! Ops that move elements without arithmetic: reshape, permute, narrow, concat, stack,
 //! broadcast, and the index-driven gathers and scatters.
 
-use super::{any_map, checked_indices, float_map};
-use crate::backend::cpu;
+use super::{check_indices, float_dtype};
+use crate::backend::{around, Around, BackendStorage};
 use crate::shape::broadcast_strides;
-use crate::storage::CpuStorage;
+use crate::storage::Storage;
 use crate::{Error, Result, Shape, Tensor};
 
 impl Tensor {
@@ -46,7 +46,7 @@ impl Tensor {
         let strides = self.shape().strides();
         let dims: Vec<usize> = perm.iter().map(|&p| self.dims()[p]).collect();
         let pstrides: Vec<usize> = perm.iter().map(|&p| strides[p]).collect();
-        let data = any_map!(self.cpu("permute")?, |v| cpu::gather_strided(v, &dims, &pstrides));
+        let data = self.storage().strided(&dims, &pstrides)?;
         let mut inverse = vec![0; rank];
         for (i, &p) in perm.iter().enumerate() {
             inverse[p] = i;
@@ -104,7 +104,8 @@ impl Tensor {
     /// `len` entries of dimension `dim` starting at `start`.
     pub fn narrow(&self, dim: isize, start: usize, len: usize) -> Result<Tensor> {
         let d = self.dim("narrow", dim)?;
-        let (outer, n, inner) = self.shape().split_at_dim(d);
+        let at = around(self.shape(), d);
+        let n = at.n;
         if start.checked_add(len).is_none_or(|end| end > n) {
             return Err(Error::index(
                 "narrow",
@@ -114,16 +115,12 @@ impl Tensor {
                 ),
             ));
         }
-        let data = any_map!(self.cpu("narrow")?, |v| cpu::narrow(v, outer, n, inner, start, len));
+        let data = self.storage().narrow(at, start, len)?;
         let mut dims = self.dims().to_vec();
         dims[d] = len;
         let in_shape = self.shape().clone();
         Ok(Tensor::from_op(data, Shape::from_vec(dims), "narrow", &[self], move |g| {
-            let data = float_map!("narrow", g.cpu("narrow")?, |gv| {
-                let mut base = vec![Default::default(); in_shape.numel()];
-                cpu::copy_block(gv, &mut base, outer, len, n, inner, start);
-                base
-            });
+            let data = g.storage().pad(at, start, len)?;
             Ok(vec![Some(Tensor::from_storage(data, in_shape))])
         }))
     }
@@ -164,24 +161,8 @@ impl Tensor {
         dims[d] = total;
         let (outer, _, inner) = first.shape().split_at_dim(d);
         let out_shape = Shape::new(&dims)?;
-        let mut data =
-            any_map!(first.cpu("concat")?, |_v| vec![Default::default(); out_shape.numel()]);
-        let mut offset = 0;
-        for (t, &n) in tensors.iter().zip(&sizes) {
-            match (&mut data, t.cpu("concat")?) {
-                (CpuStorage::F32(o), CpuStorage::F32(s)) => {
-                    cpu::copy_block(s, o, outer, n, total, inner, offset)
-                }
-                (CpuStorage::F64(o), CpuStorage::F64(s)) => {
-                    cpu::copy_block(s, o, outer, n, total, inner, offset)
-                }
-                (CpuStorage::I64(o), CpuStorage::I64(s)) => {
-                    cpu::copy_block(s, o, outer, n, total, inner, offset)
-                }
-                _ => unreachable!("dtypes checked above"),
-            }
-            offset += n;
-        }
+        let parts: Vec<&Storage> = tensors.iter().map(|t| t.storage()).collect();
+        let data = Storage::concat(&parts, outer, &sizes, inner)?;
         let inputs: Vec<&Tensor> = tensors.iter().collect();
         Ok(Tensor::from_op(data, out_shape, "concat", &inputs, move |g| {
             let mut start = 0;
@@ -231,11 +212,7 @@ impl Tensor {
             ));
         }
         let strides = broadcast_strides(self.shape(), &target);
-        let data = any_map!(self.cpu("broadcast_to")?, |v| cpu::gather_strided(
-            v,
-            target.dims(),
-            &strides
-        ));
+        let data = self.storage().strided(target.dims(), &strides)?;
         let from = self.shape().clone();
         Ok(Tensor::from_op(data, target, "broadcast_to", &[self], move |g| {
             Ok(vec![Some(g.sum_to_shape(&from)?)])
@@ -259,17 +236,14 @@ impl Tensor {
                 format!("indices must be 1-D, got shape {}", ids.shape()),
             ));
         }
-        let (outer, n, inner) = self.shape().split_at_dim(d);
-        let idx = checked_indices("index_select", ids, n)?;
-        let data =
-            any_map!(self.cpu("index_select")?, |v| cpu::index_select(v, outer, n, inner, &idx));
+        let at = around(self.shape(), d);
+        check_indices("index_select", ids, at.n)?;
+        let data = self.storage().index_select(ids.storage(), at)?;
         let mut dims = self.dims().to_vec();
-        dims[d] = idx.len();
-        let in_shape = self.shape().clone();
+        dims[d] = ids.numel();
+        let (in_shape, ids) = (self.shape().clone(), ids.detach());
         Ok(Tensor::from_op(data, Shape::from_vec(dims), "index_select", &[self], move |g| {
-            let data = float_map!("index_select", g.cpu("index_select")?, |gv| cpu::index_add(
-                gv, outer, n, inner, &idx
-            ));
+            let data = g.storage().index_add(ids.storage(), at)?;
             Ok(vec![Some(Tensor::from_storage(data, in_shape))])
         }))
     }
@@ -277,15 +251,12 @@ impl Tensor {
     /// `out[.., j, ..] = self[.., index[.., j, ..], ..]` along `dim`; `index` has self's rank
     /// and self's sizes in every other dimension (as PyTorch's gather, without its subsetting).
     pub fn gather(&self, dim: isize, index: &Tensor) -> Result<Tensor> {
-        let (_, outer, n, inner, m, idx) = self.index_args("gather", dim, index)?;
-        let data = any_map!(self.cpu("gather")?, |v| cpu::gather_dim(v, outer, n, inner, m, &idx));
-        let in_shape = self.shape().clone();
+        let (_, at, m) = self.index_args("gather", dim, index)?;
+        let data = self.storage().gather(index.storage(), at, m)?;
+        let (in_shape, ids) = (self.shape().clone(), index.detach());
         Ok(Tensor::from_op(data, index.shape().clone(), "gather", &[self], move |g| {
-            let data = float_map!("gather", g.cpu("gather")?, |gv| {
-                let mut base = vec![Default::default(); in_shape.numel()];
-                cpu::scatter_add_dim(&mut base, outer, n, inner, m, &idx, gv);
-                base
-            });
+            let base = g.storage().zeros(in_shape.numel(), g.dtype())?;
+            let data = base.scatter_add(ids.storage(), g.storage(), at, m)?;
             Ok(vec![Some(Tensor::from_storage(data, in_shape))])
         }))
     }
@@ -303,18 +274,9 @@ impl Tensor {
                 ),
             ));
         }
-        let (d, outer, n, inner, m, idx) = self.index_args("scatter_add", dim, index)?;
-        let data = float_map!("scatter_add", self.cpu("scatter_add")?, |v| {
-            let mut base = v.clone();
-            let s = src.as_slice("scatter_add").map_err(|_| {
-                Error::dtype(
-                    "scatter_add",
-                    format!("src is {}, the tensor is {}", src.dtype(), self.dtype()),
-                )
-            })?;
-            cpu::scatter_add_dim(&mut base, outer, n, inner, m, &idx, s);
-            base
-        });
+        let (d, at, m) = self.index_args("scatter_add", dim, index)?;
+        float_dtype("scatter_add", &[self, src])?;
+        let data = self.storage().scatter_add(index.storage(), src.storage(), at, m)?;
         let index = index.clone();
         Ok(Tensor::from_op(data, self.shape().clone(), "scatter_add", &[self, src], move |g| {
             Ok(vec![Some(g.clone()), Some(g.gather(d as isize, &index)?)])
@@ -322,13 +284,7 @@ impl Tensor {
     }
 
     /// Checks an index tensor for gather/scatter along `dim` and splits the shapes.
-    #[allow(clippy::type_complexity)]
-    fn index_args(
-        &self,
-        op: &str,
-        dim: isize,
-        index: &Tensor,
-    ) -> Result<(usize, usize, usize, usize, usize, Vec<usize>)> {
+    fn index_args(&self, op: &str, dim: isize, index: &Tensor) -> Result<(usize, Around, usize)> {
         let d = self.dim(op, dim)?;
         let same_rest = index.rank() == self.rank()
             && index.dims().iter().zip(self.dims()).enumerate().all(|(j, (a, b))| j == d || a == b);
@@ -342,8 +298,8 @@ impl Tensor {
                 ),
             ));
         }
-        let (outer, n, inner) = self.shape().split_at_dim(d);
-        let idx = checked_indices(op, index, n)?;
-        Ok((d, outer, n, inner, index.dims()[d], idx))
+        let at = around(self.shape(), d);
+        check_indices(op, index, at.n)?;
+        Ok((d, at, index.dims()[d]))
     }
 }

@@ -2,11 +2,10 @@
 //! fused kernels. Its composed twin — the same cell written step by step with primitive ops —
 //! lives in ferrograd-nn and the tests hold the two together.
 
-use crate::backend::cpu::{self, RecurrentDims};
-use crate::storage::CpuStorage;
+use crate::backend::{BackendStorage, RecurrentDims};
 use crate::{Error, Result, Shape, Tensor};
 
-pub use crate::backend::cpu::Cell as RecurrentCell;
+pub use crate::backend::Cell as RecurrentCell;
 
 /// A recurrence's results: outputs for every step, and the final states.
 #[derive(Debug, Clone)]
@@ -59,64 +58,22 @@ impl Tensor {
                 ));
             }
         }
-        let mask: Option<Vec<bool>> = match mask {
-            None => None,
-            Some(m) if m.dims() != [b, t] => {
-                return Err(Error::shape(
-                    OP,
-                    format!(
-                        "mask must be ({b}, {t}) for input {}, got {}",
-                        self.shape(),
-                        m.shape()
-                    ),
-                ))
-            }
-            Some(m) => Some(m.to_vec_f64()?.iter().map(|&v| v != 0.0).collect()),
-        };
-        let d = RecurrentDims { b, t, h };
-        let dtype_err =
-            || Error::dtype(OP, "projections, weights and states must share one float dtype");
-        macro_rules! forward {
-            ($ty:ty, $variant:ident) => {{
-                let (x, w) = (
-                    self.as_slice::<$ty>(OP).map_err(|_| dtype_err())?,
-                    w_hh.as_slice::<$ty>(OP).map_err(|_| dtype_err())?,
-                );
-                let (h0s, c0s) = (
-                    h0.as_slice::<$ty>(OP).map_err(|_| dtype_err())?,
-                    c0.as_slice::<$ty>(OP).map_err(|_| dtype_err())?,
-                );
-                let (packed, saved) =
-                    cpu::recurrence_forward(cell, x, w, h0s, c0s, mask.as_deref(), d);
-                (
-                    CpuStorage::$variant(packed),
-                    Box::new(move |grad: &Tensor, w: &Tensor| -> Result<[CpuStorage; 4]> {
-                        let (dx, dw, dh, dc) = cpu::recurrence_backward(
-                            cell,
-                            grad.as_slice::<$ty>(OP)?,
-                            w.as_slice::<$ty>(OP)?,
-                            &saved,
-                            mask.as_deref(),
-                            d,
-                        );
-                        Ok([
-                            CpuStorage::$variant(dx),
-                            CpuStorage::$variant(dw),
-                            CpuStorage::$variant(dh),
-                            CpuStorage::$variant(dc),
-                        ])
-                    })
-                        as Box<
-                            dyn FnOnce(&Tensor, &Tensor) -> Result<[CpuStorage; 4]> + Send + Sync,
-                        >,
-                )
-            }};
+        if let Some(m) = mask.filter(|m| m.dims() != [b, t]) {
+            return Err(Error::shape(
+                OP,
+                format!("mask must be ({b}, {t}) for input {}, got {}", self.shape(), m.shape()),
+            ));
         }
-        let (packed, backward) = match self.cpu(OP)? {
-            CpuStorage::F32(_) => forward!(f32, F32),
-            CpuStorage::F64(_) => forward!(f64, F64),
-            CpuStorage::I64(_) => return Err(Error::dtype(OP, "takes float projections, got i64")),
-        };
+        if super::float_dtype(OP, &[self, w_hh, h0, c0]).is_err() {
+            return Err(Error::dtype(
+                OP,
+                "projections, weights and states must share one float dtype",
+            ));
+        }
+        let d = RecurrentDims { b, t, h };
+        let mask = mask.map(|m| m.storage());
+        let (packed, saved) =
+            self.storage().recurrence(cell, w_hh.storage(), h0.storage(), c0.storage(), mask, d)?;
         let (x_shape, w_shape, w) = (self.shape().clone(), w_hh.shape().clone(), w_hh.detach());
         let packed = Tensor::from_op(
             packed,
@@ -124,7 +81,8 @@ impl Tensor {
             OP,
             &[self, w_hh, h0, c0],
             move |grad| {
-                let [dx, dw, dh, dc] = backward(grad, &w)?;
+                let (dx, dw, dh, dc) =
+                    grad.storage().recurrence_backward(cell, w.storage(), &saved, d)?;
                 Ok(vec![
                     Some(Tensor::from_storage(dx, x_shape)),
                     Some(Tensor::from_storage(dw, w_shape)),

@@ -1,8 +1,7 @@
 //! Reductions: sum, mean, max, min over chosen dimensions, and argmax/argmin.
 
-use super::float_map;
-use crate::backend::cpu;
-use crate::storage::CpuStorage;
+use super::float_dtype;
+use crate::backend::{around, BackendStorage};
 use crate::{Error, Result, Shape, Tensor};
 
 impl Tensor {
@@ -19,19 +18,19 @@ impl Tensor {
         for &d in &dims {
             kept[d] = 1;
         }
+        float_dtype("sum", &[self])?;
         let mut data = None;
         let mut shape = self.shape().clone();
         for &d in &dims {
-            let (outer, n, inner) = shape.split_at_dim(d);
-            let src = data.as_ref().unwrap_or(self.cpu("sum")?);
-            data = Some(float_map!("sum", src, |v| cpu::sum_dim(v, outer, n, inner)));
+            let src = data.as_ref().unwrap_or(self.storage());
+            data = Some(src.sum(around(&shape, d))?);
             let mut next = shape.dims().to_vec();
             next[d] = 1;
             shape = Shape::from_vec(next);
         }
         let data = match data {
             Some(d) => d,
-            None => float_map!("sum", self.cpu("sum")?, |v| v.clone()),
+            None => self.storage().try_clone()?,
         };
         let kept = Shape::from_vec(kept);
         let out_shape = if keepdim { kept.clone() } else { squeeze_dims(&kept, &dims) };
@@ -94,17 +93,17 @@ impl Tensor {
         largest: bool,
     ) -> Result<Tensor> {
         let d = self.dim(op, dim)?;
-        let (outer, n, inner) = self.shape().split_at_dim(d);
-        if n == 0 {
+        let at = around(self.shape(), d);
+        if at.n == 0 {
             return Err(Error::value(
                 op,
                 format!("dimension {dim} of shape {} is empty", self.shape()),
             ));
         }
         let x = self.to_dtype(crate::DType::F64)?.detach();
-        let (_, idx) = cpu::extreme_dim(x.as_slice::<f64>(op)?, outer, n, inner, largest);
+        let (_, idx) = x.storage().extreme(at, largest)?;
         let shape = reduced_shape(self.shape(), d, keepdim);
-        Ok(Tensor::from_storage(CpuStorage::I64(idx), shape))
+        Ok(Tensor::from_storage(idx, shape))
     }
 
     /// Max or min over several dimensions, one at a time (each routes its gradient).
@@ -131,28 +130,21 @@ impl Tensor {
         keepdim: bool,
         largest: bool,
     ) -> Result<Tensor> {
-        let (outer, n, inner) = self.shape().split_at_dim(d);
-        if n == 0 {
+        let at = around(self.shape(), d);
+        if at.n == 0 {
             return Err(Error::value(
                 op,
                 format!("dimension {d} of shape {} is empty", self.shape()),
             ));
         }
-        let mut arg: Vec<i64> = Vec::new();
-        let data = float_map!(op, self.cpu(op)?, |v| {
-            let (values, idx) = cpu::extreme_dim(v, outer, n, inner, largest);
-            arg.extend(idx);
-            values
-        });
+        float_dtype(op, &[self])?;
+        let (data, arg) = self.storage().extreme(at, largest)?;
         let in_shape = self.shape().clone();
-        Ok(Tensor::from_op(data, reduced_shape(self.shape(), d, keepdim), op, &[self], move |g| {
-            let idx: Vec<usize> = arg.iter().map(|&i| i as usize).collect();
-            let data = float_map!(op, g.cpu(op)?, |gv| {
-                let mut base = vec![Default::default(); in_shape.numel()];
-                cpu::scatter_add_dim(&mut base, outer, n, inner, 1, &idx, gv);
-                base
-            });
-            Ok(vec![Some(Tensor::from_storage(data, in_shape))])
+        let out_shape = reduced_shape(self.shape(), d, keepdim);
+        Ok(Tensor::from_op(data, out_shape, op, &[self], move |g| {
+            let base = g.storage().zeros(in_shape.numel(), g.dtype())?;
+            let scattered = base.scatter_add(&arg, g.storage(), at, 1)?;
+            Ok(vec![Some(Tensor::from_storage(scattered, in_shape))])
         }))
     }
 

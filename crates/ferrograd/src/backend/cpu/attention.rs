@@ -10,19 +10,8 @@ use super::{
     dense, matmul, matmul_rows, matmul_rows_accumulate, with_wide_vectors, write_row_major, zeroed,
     Float, MatRef,
 };
+use crate::backend::AttentionDims;
 use rayon::prelude::*;
-
-/// The sizes of one attention call; with `causal`, query i (at position S − T + i) sees keys
-/// 0..=S − T + i.
-#[derive(Clone, Copy, Debug)]
-pub struct AttentionDims {
-    pub batch: usize,
-    pub heads: usize,
-    pub queries: usize,
-    pub keys: usize,
-    pub head_size: usize,
-    pub causal: bool,
-}
 
 impl AttentionDims {
     fn model(&self) -> usize {

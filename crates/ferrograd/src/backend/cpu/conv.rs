@@ -4,26 +4,10 @@
 //! OH×OW output size, K = C·KH·KW (one column of im2col), P = OH·OW.
 
 use super::{dense, PARALLEL_MIN};
+use crate::backend::Window;
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
-
-/// The sizes of one convolution or pooling: input, kernel, stride, padding and output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    pub n: usize,
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub sh: usize,
-    pub sw: usize,
-    pub ph: usize,
-    pub pw: usize,
-    pub oh: usize,
-    pub ow: usize,
-}
 
 impl Window {
     /// Rows of im2col (K) and columns per image (P).

@@ -4,7 +4,8 @@
 //! time. [`super::conv`]'s portable loops are their twins, and the tests check each against
 //! them.
 
-use super::conv::{Simd, Window};
+use super::conv::Simd;
+use crate::backend::Window;
 use std::any::TypeId;
 use std::arch::x86_64::*;
 

@@ -1,5 +1,6 @@
-//! CPU kernels over plain slices: element-wise maps, strided copies, reductions and matmul.
-//! Large work is split across threads with rayon; small work stays on the calling thread.
+//! The CPU backend: host memory (`storage.rs`, which implements the backend interface) and
+//! kernels over plain slices. Large work is split across threads with rayon; small work stays
+//! on the calling thread.
 
 mod attention;
 mod conv;
@@ -7,22 +8,26 @@ mod conv;
 mod conv_x86;
 mod copy;
 mod elementwise;
+mod loss;
 mod matmul;
+mod norm;
+mod optim;
 mod recurrent;
 mod reduce;
 #[cfg(target_arch = "x86_64")]
 mod small_x86;
+mod storage;
+mod unary;
 mod warm;
 
-pub use attention::{attention_backward, attention_forward, AttentionDims};
-pub use conv::*;
-pub use copy::*;
-pub use elementwise::*;
-pub use matmul::*;
-pub use recurrent::{
-    recurrence_backward, recurrence_forward, Cell, Dims as RecurrentDims, Saved as RecurrentSaved,
-};
-pub use reduce::*;
+pub(crate) use attention::{attention_backward, attention_forward};
+pub(crate) use conv::*;
+pub(crate) use copy::*;
+pub(crate) use elementwise::*;
+pub(crate) use matmul::*;
+pub(crate) use recurrent::{recurrence_backward, recurrence_forward, Saved as RecurrentSaved};
+pub(crate) use reduce::*;
+pub(crate) use storage::{Buffer, CpuStorage};
 pub use warm::{join_polling, KeepWarm};
 
 use crate::Element;

@@ -6,32 +6,7 @@
 //! computed beforehand in one matrix product.
 
 use super::{matmul, to_row_major, with_wide_vectors, Float, MatRef};
-
-/// The cell a recurrence runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cell {
-    /// `h = tanh(W x + U h)` (PyTorch's `nn.RNN`).
-    Tanh,
-    /// Long short-term memory (PyTorch's `nn.LSTM`).
-    Lstm,
-}
-
-impl Cell {
-    pub fn gates(self) -> usize {
-        match self {
-            Cell::Tanh => 1,
-            Cell::Lstm => 4,
-        }
-    }
-}
-
-/// The sizes of one recurrence.
-#[derive(Debug, Clone, Copy)]
-pub struct Dims {
-    pub b: usize,
-    pub t: usize,
-    pub h: usize,
-}
+use crate::backend::{Cell, RecurrentDims as Dims};
 
 /// What forward keeps for backward.
 pub struct Saved<T> {

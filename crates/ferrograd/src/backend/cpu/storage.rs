@@ -1,0 +1,563 @@
+//! Host memory for tensors, and the CPU's side of the backend interface: each method picks the
+//! element type once and runs one of this folder's kernels over plain slices.
+
+use super::RecurrentSaved;
+use crate::backend::{
+    Around, AttentionDims, BackendStorage, Binary, Broadcast, Cell, Compare, Products,
+    RecurrentDims, Saved, Unary, Update, Window,
+};
+use crate::shape::broadcast_strides;
+use crate::storage::count_bytes;
+use crate::{DType, Device, Element, Error, Result};
+use std::ops::Deref;
+use std::sync::Arc;
+
+/// Memory of one allocation, counted in [`crate::live_bytes`] while it lives.
+struct Allocation<T>(Vec<T>);
+
+impl<T> Allocation<T> {
+    fn new(v: Vec<T>) -> Allocation<T> {
+        count_bytes((v.len() * std::mem::size_of::<T>()) as isize);
+        Allocation(v)
+    }
+}
+
+impl<T> Drop for Allocation<T> {
+    fn drop(&mut self) {
+        count_bytes(-((self.0.len() * std::mem::size_of::<T>()) as isize));
+    }
+}
+
+/// Elements `start..start + len` of a shared allocation: a whole tensor's data, or a view
+/// into a larger buffer (one parameter's gradient in the flat gradient store).
+pub struct Buffer<T> {
+    alloc: Arc<Allocation<T>>,
+    start: usize,
+    len: usize,
+}
+
+impl<T> Buffer<T> {
+    /// The same memory, elements `start..start + len` of this buffer.
+    pub(crate) fn view(&self, start: usize, len: usize) -> Buffer<T> {
+        assert!(start + len <= self.len, "view {start}+{len} of {} elements", self.len);
+        Buffer { alloc: self.alloc.clone(), start: self.start + start, len }
+    }
+    /// The elements to write, when nothing else (no view, no other tensor) holds the memory.
+    pub(crate) fn get_mut(&mut self) -> Option<&mut [T]> {
+        let alloc = Arc::get_mut(&mut self.alloc)?;
+        Some(&mut alloc.0[self.start..self.start + self.len])
+    }
+    fn is_unique(&self) -> bool {
+        Arc::strong_count(&self.alloc) == 1
+    }
+    /// Whether `other` is a view of the same allocation.
+    pub(crate) fn shares_memory(&self, other: &Buffer<T>) -> bool {
+        Arc::ptr_eq(&self.alloc, &other.alloc)
+    }
+}
+
+impl<T> From<Vec<T>> for Buffer<T> {
+    fn from(v: Vec<T>) -> Buffer<T> {
+        let len = v.len();
+        Buffer { alloc: Arc::new(Allocation::new(v)), start: 0, len }
+    }
+}
+
+impl<T> Deref for Buffer<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.alloc.0[self.start..self.start + self.len]
+    }
+}
+
+impl<T> std::fmt::Debug for Buffer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Buffer({} elements)", self.len)
+    }
+}
+
+/// Data in host memory, one variant per dtype.
+#[derive(Debug)]
+pub enum CpuStorage {
+    F32(Buffer<f32>),
+    F64(Buffer<f64>),
+    I64(Buffer<i64>),
+}
+
+impl CpuStorage {
+    pub(crate) fn from_vec<T: Element>(v: Vec<T>) -> CpuStorage {
+        T::into_storage(v)
+    }
+    /// The elements, when they are `T`s.
+    pub(crate) fn slice<T: Element>(&self) -> Result<&[T]> {
+        T::from_storage(self).ok_or_else(|| unsupported(self.dtype(), T::DTYPE))
+    }
+    fn slice_mut<T: Element>(&mut self) -> Result<&mut [T]> {
+        let dtype = self.dtype();
+        T::buffer_mut(self)
+            .ok_or_else(|| unsupported(dtype, T::DTYPE))?
+            .get_mut()
+            .ok_or_else(|| Error::value("cpu", "the buffer to write in place is shared"))
+    }
+    /// Nonzero elements as true (masks of any dtype).
+    fn truths(&self) -> Vec<bool> {
+        match self {
+            CpuStorage::F32(v) => v.iter().map(|&x| x != 0.0).collect(),
+            CpuStorage::F64(v) => v.iter().map(|&x| x != 0.0).collect(),
+            CpuStorage::I64(v) => v.iter().map(|&x| x != 0).collect(),
+        }
+    }
+    /// i64 indices, already checked by the op to lie in range.
+    fn indices(&self) -> Result<Vec<usize>> {
+        Ok(self.slice::<i64>()?.iter().map(|&i| i as usize).collect())
+    }
+}
+
+/// A dtype (or combination) the CPU kernels were not given: the ops check dtypes first, so
+/// this names a bug, not user input.
+fn unsupported(got: DType, want: DType) -> Error {
+    Error::dtype("cpu", format!("kernel for {want} data was given {got}"))
+}
+
+/// Runs `$body` with `$T` the element type of `$dtype`, floats only.
+macro_rules! with_float {
+    ($dtype:expr, $T:ident => $body:expr) => {
+        match $dtype {
+            DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            d => Err(unsupported(d, DType::F32)),
+        }
+    };
+}
+
+/// Runs `$body` with `$T` the element type of `$dtype`, any dtype.
+macro_rules! with_any {
+    ($dtype:expr, $T:ident => $body:expr) => {
+        match $dtype {
+            DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            DType::I64 => {
+                type $T = i64;
+                $body
+            }
+        }
+    };
+}
+
+fn put<T: Element>(v: Vec<T>) -> CpuStorage {
+    T::into_storage(v)
+}
+
+impl BackendStorage for CpuStorage {
+    fn dtype(&self) -> DType {
+        match self {
+            CpuStorage::F32(_) => DType::F32,
+            CpuStorage::F64(_) => DType::F64,
+            CpuStorage::I64(_) => DType::I64,
+        }
+    }
+    fn len(&self) -> usize {
+        match self {
+            CpuStorage::F32(v) => v.len(),
+            CpuStorage::F64(v) => v.len(),
+            CpuStorage::I64(v) => v.len(),
+        }
+    }
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+    fn view(&self, start: usize, len: usize) -> CpuStorage {
+        match self {
+            CpuStorage::F32(b) => CpuStorage::F32(b.view(start, len)),
+            CpuStorage::F64(b) => CpuStorage::F64(b.view(start, len)),
+            CpuStorage::I64(b) => CpuStorage::I64(b.view(start, len)),
+        }
+    }
+    fn is_unique(&self) -> bool {
+        match self {
+            CpuStorage::F32(b) => b.is_unique(),
+            CpuStorage::F64(b) => b.is_unique(),
+            CpuStorage::I64(b) => b.is_unique(),
+        }
+    }
+    fn shares_memory(&self, other: &CpuStorage) -> bool {
+        match (self, other) {
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => a.shares_memory(b),
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => a.shares_memory(b),
+            (CpuStorage::I64(a), CpuStorage::I64(b)) => a.shares_memory(b),
+            _ => false,
+        }
+    }
+    fn zeros(&self, len: usize, dtype: DType) -> Result<CpuStorage> {
+        with_any!(dtype, T => Ok(put(vec![T::default(); len])))
+    }
+    fn write_at(&mut self, start: usize, src: &CpuStorage, accumulate: bool) -> Result<()> {
+        with_any!(self.dtype(), T => {
+            let s = src.slice::<T>()?;
+            let dst = &mut self.slice_mut::<T>()?[start..start + s.len()];
+            if accumulate {
+                dst.iter_mut().zip(s).for_each(|(d, &s)| *d += s);
+            } else {
+                dst.copy_from_slice(s);
+            }
+            Ok(())
+        })
+    }
+    fn try_clone(&self) -> Result<CpuStorage> {
+        with_any!(self.dtype(), T => Ok(put(self.slice::<T>()?.to_vec())))
+    }
+    fn to_dtype(&self, dtype: DType) -> Result<CpuStorage> {
+        fn cast<T: Element + num_traits::AsPrimitive<U>, U: Element>(x: &[T]) -> CpuStorage {
+            put(super::map(x, |x| x.as_()))
+        }
+        with_any!(self.dtype(), T => {
+            let x = self.slice::<T>()?;
+            Ok(match dtype {
+                DType::F32 => cast::<T, f32>(x),
+                DType::F64 => cast::<T, f64>(x),
+                DType::I64 => cast::<T, i64>(x),
+            })
+        })
+    }
+
+    fn unary(&self, op: Unary) -> Result<CpuStorage> {
+        with_float!(self.dtype(), T => Ok(put(super::unary::forward::<T>(self.slice()?, op))))
+    }
+    fn unary_backward(&self, op: Unary, x: &CpuStorage, y: &CpuStorage) -> Result<CpuStorage> {
+        with_float!(self.dtype(), T => {
+            Ok(put(super::unary::backward::<T>(self.slice()?, x.slice()?, y.slice()?, op)))
+        })
+    }
+    fn binary(&self, op: Binary, rhs: &CpuStorage, s: &Broadcast) -> Result<CpuStorage> {
+        with_float!(self.dtype(), T => {
+            let (a, b) = (self.slice::<T>()?, rhs.slice::<T>()?);
+            Ok(put(match op {
+                Binary::Add => zip_broadcast(a, b, s, |x, y| x + y),
+                Binary::Sub => zip_broadcast(a, b, s, |x, y| x - y),
+                Binary::Mul => zip_broadcast(a, b, s, |x, y| x * y),
+                Binary::Div => zip_broadcast(a, b, s, |x, y| x / y),
+            }))
+        })
+    }
+    fn compare(&self, op: Compare, rhs: &CpuStorage, s: &Broadcast) -> Result<CpuStorage> {
+        with_any!(self.dtype(), T => {
+            let (a, b) = (self.slice::<T>()?, rhs.slice::<T>()?);
+            Ok(put(match op {
+                Compare::Eq => zip_broadcast(a, b, s, |x, y| (x == y) as i64),
+                Compare::Ne => zip_broadcast(a, b, s, |x, y| (x != y) as i64),
+                Compare::Lt => zip_broadcast(a, b, s, |x, y| (x < y) as i64),
+                Compare::Le => zip_broadcast(a, b, s, |x, y| (x <= y) as i64),
+                Compare::Gt => zip_broadcast(a, b, s, |x, y| (x > y) as i64),
+                Compare::Ge => zip_broadcast(a, b, s, |x, y| (x >= y) as i64),
+            }))
+        })
+    }
+    fn where_cond(&self, a: &CpuStorage, b: &CpuStorage) -> Result<CpuStorage> {
+        let cond = self.truths();
+        with_any!(a.dtype(), T => {
+            let (x, y) = (a.slice::<T>()?, b.slice::<T>()?);
+            let picked = cond.iter().zip(x.iter().zip(y));
+            Ok(put(picked.map(|(&c, (&x, &y))| if c { x } else { y }).collect()))
+        })
+    }
+    fn add_assign(&mut self, other: &CpuStorage) -> Result<()> {
+        with_float!(self.dtype(), T => {
+            super::add_assign(self.slice_mut::<T>()?, other.slice::<T>()?);
+            Ok(())
+        })
+    }
+
+    fn strided(&self, dims: &[usize], strides: &[usize]) -> Result<CpuStorage> {
+        with_any!(self.dtype(), T => Ok(put(super::gather_strided(self.slice::<T>()?, dims, strides))))
+    }
+    fn narrow(&self, at: Around, start: usize, len: usize) -> Result<CpuStorage> {
+        let Around { outer, n, inner } = at;
+        with_any!(self.dtype(), T => {
+            Ok(put(super::narrow(self.slice::<T>()?, outer, n, inner, start, len)))
+        })
+    }
+    fn pad(&self, at: Around, start: usize, len: usize) -> Result<CpuStorage> {
+        let Around { outer, n, inner } = at;
+        with_any!(self.dtype(), T => {
+            let mut base = vec![T::default(); outer * n * inner];
+            super::copy_block(self.slice::<T>()?, &mut base, outer, len, n, inner, start);
+            Ok(put(base))
+        })
+    }
+    fn concat(parts: &[&CpuStorage], outer: usize, sizes: &[usize], inner: usize) -> Result<Self> {
+        let total: usize = sizes.iter().sum();
+        let dtype = parts.first().map_or(DType::F32, |p| p.dtype());
+        with_any!(dtype, T => {
+            let mut out = vec![T::default(); outer * total * inner];
+            let mut offset = 0;
+            for (p, &n) in parts.iter().zip(sizes) {
+                super::copy_block(p.slice::<T>()?, &mut out, outer, n, total, inner, offset);
+                offset += n;
+            }
+            Ok(put(out))
+        })
+    }
+    fn index_select(&self, ids: &CpuStorage, at: Around) -> Result<CpuStorage> {
+        let (Around { outer, n, inner }, idx) = (at, ids.indices()?);
+        with_any!(self.dtype(), T => {
+            Ok(put(super::index_select(self.slice::<T>()?, outer, n, inner, &idx)))
+        })
+    }
+    fn index_add(&self, ids: &CpuStorage, at: Around) -> Result<CpuStorage> {
+        let (Around { outer, n, inner }, idx) = (at, ids.indices()?);
+        with_float!(self.dtype(), T => {
+            Ok(put(super::index_add(self.slice::<T>()?, outer, n, inner, &idx)))
+        })
+    }
+    fn gather(&self, ids: &CpuStorage, at: Around, m: usize) -> Result<CpuStorage> {
+        let (Around { outer, n, inner }, idx) = (at, ids.indices()?);
+        with_any!(self.dtype(), T => {
+            Ok(put(super::gather_dim(self.slice::<T>()?, outer, n, inner, m, &idx)))
+        })
+    }
+    fn scatter_add(&self, ids: &CpuStorage, src: &Self, at: Around, m: usize) -> Result<Self> {
+        let (Around { outer, n, inner }, idx) = (at, ids.indices()?);
+        with_float!(self.dtype(), T => {
+            let mut base = self.slice::<T>()?.to_vec();
+            super::scatter_add_dim(&mut base, outer, n, inner, m, &idx, src.slice::<T>()?);
+            Ok(put(base))
+        })
+    }
+
+    fn sum(&self, at: Around) -> Result<CpuStorage> {
+        let Around { outer, n, inner } = at;
+        with_float!(self.dtype(), T => Ok(put(super::sum_dim(self.slice::<T>()?, outer, n, inner))))
+    }
+    fn extreme(&self, at: Around, largest: bool) -> Result<(CpuStorage, CpuStorage)> {
+        let Around { outer, n, inner } = at;
+        with_float!(self.dtype(), T => {
+            let (values, idx) = super::extreme_dim(self.slice::<T>()?, outer, n, inner, largest);
+            Ok((put(values), put(idx)))
+        })
+    }
+    fn softmax(&self, at: Around, log: bool) -> Result<CpuStorage> {
+        let Around { outer, n, inner } = at;
+        with_float!(self.dtype(), T => {
+            Ok(put(super::softmax_dim(self.slice::<T>()?, outer, n, inner, log)))
+        })
+    }
+    fn sum_squares(&self) -> Result<f64> {
+        with_float!(self.dtype(), T => Ok(super::optim::sum_squares(self.slice::<T>()?)))
+    }
+
+    fn matmul(&self, rhs: &CpuStorage, p: &Products) -> Result<CpuStorage> {
+        with_float!(self.dtype(), T => {
+            let a = super::MatRef {
+                data: self.slice::<T>()?,
+                row_stride: p.a_strides.0,
+                col_stride: p.a_strides.1,
+            };
+            let b = super::MatRef {
+                data: rhs.slice::<T>()?,
+                row_stride: p.b_strides.0,
+                col_stride: p.b_strides.1,
+            };
+            let mkn = (p.m, p.k, p.n);
+            Ok(put(super::matmul_batched(a, &p.a_offsets, b, &p.b_offsets, mkn, p.threads)))
+        })
+    }
+    fn affine(&self, w: &CpuStorage, bias: &CpuStorage, m: usize, k: usize) -> Result<Self> {
+        with_float!(self.dtype(), T => {
+            let x = super::dense(self.slice::<T>()?, k);
+            let wt = super::dense(w.slice::<T>()?, k).t(); // Wᵀ, read transposed
+            Ok(put(super::affine(x, wt, bias.slice::<T>()?, m, k)))
+        })
+    }
+
+    fn cross_entropy(&self, targets: &CpuStorage, c: usize, ignore: i64) -> Result<(Self, Saved)> {
+        let kept: Vec<Option<usize>> =
+            targets.slice::<i64>()?.iter().map(|&t| (t != ignore).then_some(t as usize)).collect();
+        with_float!(self.dtype(), T => {
+            let (loss, lse) = super::loss::nll_forward(self.slice::<T>()?, c, &kept);
+            Ok((put(vec![loss]), Saved::new((lse, kept))))
+        })
+    }
+    fn cross_entropy_backward(&self, saved: &Saved, scale: f64) -> Result<CpuStorage> {
+        with_float!(self.dtype(), T => {
+            let (lse, kept) = saved.get::<(Vec<T>, Vec<Option<usize>>)>("cross_entropy")?;
+            let c = self.len() / kept.len().max(1);
+            Ok(put(super::loss::nll_backward(self.slice::<T>()?, lse, c, kept, scale)))
+        })
+    }
+    fn layer_norm(&self, w: &Self, b: &Self, d: usize, eps: f64) -> Result<(Self, Saved)> {
+        with_float!(self.dtype(), T => {
+            let x = self.slice::<T>()?;
+            let (y, stats) = super::norm::forward(x, w.slice::<T>()?, b.slice::<T>()?, d, eps);
+            Ok((put(y), Saved::new(stats)))
+        })
+    }
+    fn layer_norm_backward(
+        &self,
+        x: &Self,
+        w: &Self,
+        saved: &Saved,
+        d: usize,
+    ) -> Result<(Self, Self, Self)> {
+        with_float!(self.dtype(), T => {
+            let stats = saved.get::<Vec<(T, T)>>("layer_norm")?;
+            let (dy, x, w) = (self.slice::<T>()?, x.slice::<T>()?, w.slice::<T>()?);
+            let (dx, dw, db) = super::norm::backward(dy, x, w, stats, d);
+            Ok((put(dx), put(dw), put(db)))
+        })
+    }
+    fn attention(
+        &self,
+        k: &Self,
+        v: &Self,
+        mask: Option<&Self>,
+        d: &AttentionDims,
+    ) -> Result<(Self, Saved)> {
+        let allowed = mask.map(|m| m.truths());
+        with_float!(self.dtype(), T => {
+            let (q, k, v) = (self.slice::<T>()?, k.slice::<T>()?, v.slice::<T>()?);
+            let (out, lse) = super::attention_forward(q, k, v, allowed.as_deref(), d);
+            Ok((put(out), Saved::new((lse, allowed))))
+        })
+    }
+    fn attention_backward(
+        &self,
+        q: &Self,
+        k: &Self,
+        v: &Self,
+        out: &Self,
+        saved: &Saved,
+        d: &AttentionDims,
+    ) -> Result<(Self, Self, Self)> {
+        with_float!(self.dtype(), T => {
+            let (lse, allowed) = saved.get::<(Vec<T>, Option<Vec<bool>>)>("attention")?;
+            let (dq, dk, dv) = super::attention_backward(
+                self.slice::<T>()?,
+                q.slice::<T>()?,
+                k.slice::<T>()?,
+                v.slice::<T>()?,
+                out.slice::<T>()?,
+                lse,
+                allowed.as_deref(),
+                d,
+            );
+            Ok((put(dq), put(dk), put(dv)))
+        })
+    }
+    fn conv2d(
+        &self,
+        w: &Self,
+        bias: Option<&Self>,
+        o: usize,
+        g: &Window,
+        relu: bool,
+    ) -> Result<Self> {
+        with_float!(self.dtype(), T => {
+            let bias = bias.map(|b| b.slice::<T>()).transpose()?;
+            Ok(put(super::conv2d(self.slice::<T>()?, w.slice::<T>()?, bias, o, g, relu)))
+        })
+    }
+    fn conv2d_backward(
+        &self,
+        x: &Self,
+        w: &Self,
+        o: usize,
+        g: &Window,
+        need_input: bool,
+        relu_out: Option<&Self>,
+    ) -> Result<(Option<Self>, Self, Self)> {
+        with_float!(self.dtype(), T => {
+            let (grad, x, w) = (self.slice::<T>()?, x.slice::<T>()?, w.slice::<T>()?);
+            let y = relu_out.map(|y| y.slice::<T>()).transpose()?;
+            let (dx, dw, db) = super::conv2d_backward(grad, x, w, o, g, need_input, y);
+            Ok((dx.map(put), put(dw), put(db)))
+        })
+    }
+    fn max_pool(&self, g: &Window) -> Result<(CpuStorage, Saved)> {
+        with_float!(self.dtype(), T => {
+            let (y, arg) = super::max_pool(self.slice::<T>()?, g);
+            Ok((put(y), Saved::new(arg)))
+        })
+    }
+    fn max_pool_backward(&self, saved: &Saved, g: &Window) -> Result<CpuStorage> {
+        let arg = saved.get::<Vec<u32>>("max_pool")?;
+        with_float!(self.dtype(), T => Ok(put(super::max_pool_backward(self.slice::<T>()?, arg, g))))
+    }
+    fn recurrence(
+        &self,
+        cell: Cell,
+        w_hh: &Self,
+        h0: &Self,
+        c0: &Self,
+        mask: Option<&Self>,
+        d: RecurrentDims,
+    ) -> Result<(Self, Saved)> {
+        let mask = mask.map(|m| m.truths());
+        with_float!(self.dtype(), T => {
+            let (x, w) = (self.slice::<T>()?, w_hh.slice::<T>()?);
+            let (h0, c0) = (h0.slice::<T>()?, c0.slice::<T>()?);
+            let (packed, saved) =
+                super::recurrence_forward(cell, x, w, h0, c0, mask.as_deref(), d);
+            Ok((put(packed), Saved::new((saved, mask))))
+        })
+    }
+    fn recurrence_backward(
+        &self,
+        cell: Cell,
+        w_hh: &Self,
+        saved: &Saved,
+        d: RecurrentDims,
+    ) -> Result<(Self, Self, Self, Self)> {
+        with_float!(self.dtype(), T => {
+            let (saved, mask) = saved.get::<(RecurrentSaved<T>, Option<Vec<bool>>)>("recurrence")?;
+            let (grad, w) = (self.slice::<T>()?, w_hh.slice::<T>()?);
+            let (dx, dw, dh, dc) =
+                super::recurrence_backward(cell, grad, w, saved, mask.as_deref(), d);
+            Ok((put(dx), put(dw), put(dh), put(dc)))
+        })
+    }
+
+    fn update(&mut self, grad: &Self, slots: &mut [&mut Self], rule: &Update) -> Result<()> {
+        with_float!(self.dtype(), T => {
+            let g = grad.slice::<T>()?;
+            let mut state = Vec::with_capacity(slots.len());
+            for s in slots.iter_mut() {
+                state.push(s.slice_mut::<T>()?);
+            }
+            super::optim::update(self.slice_mut::<T>()?, g, &mut state, rule);
+            Ok(())
+        })
+    }
+    fn scale(&mut self, factor: f64) -> Result<()> {
+        with_float!(self.dtype(), T => {
+            super::optim::scale(self.slice_mut::<T>()?, factor);
+            Ok(())
+        })
+    }
+}
+
+/// `f` pairwise over two operands broadcast to the output's shape (equal shapes: a plain zip).
+fn zip_broadcast<T: Copy + Send + Sync, V: Copy + Send + Sync>(
+    a: &[T],
+    b: &[T],
+    s: &Broadcast,
+    f: impl Fn(T, T) -> V + Send + Sync,
+) -> Vec<V> {
+    if s.lhs == s.rhs {
+        super::zip(a, b, f)
+    } else {
+        let (sa, sb) = (broadcast_strides(s.lhs, s.out), broadcast_strides(s.rhs, s.out));
+        super::zip_broadcast(a, &sa, b, &sb, s.out.dims(), f)
+    }
+}
