@@ -194,6 +194,13 @@ impl ParamStore {
         self.shared.params.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The gradients of `loss` in this store's flat layout: every parameter's place in its
+    /// dtype's bucket in creation order (the same on every process running the same model).
+    pub fn backward(&self, loss: &Tensor) -> Result<ferrograd::Gradients> {
+        let values: Vec<Tensor> = self.params().iter().map(|p| p.get()).collect();
+        loss.backward_for(&values)
+    }
+
     pub fn num_params(&self) -> usize {
         self.params().iter().map(|p| p.numel()).sum()
     }

@@ -401,3 +401,130 @@ fn schedules_and_clipping() {
     assert_eq!(g.get(&p.get()).unwrap().to_vec::<f32>().unwrap(), vec![1.0, -0.5]);
     assert!(clip_grad_norm(&mut g, &store.params(), 0.0).is_err());
 }
+
+/// `loss` of the model in f64, with the store's flat gradients checked per parameter: in
+/// every layout alike (store order, reversed, creation order), each a view of its bucket, and
+/// each against central differences of the loss in a few of its elements.
+fn check_flat_gradients(store: &ParamStore, loss: impl Fn() -> Tensor, what: &str) {
+    let params = store.params();
+    let values: Vec<Tensor> = params.iter().map(|p| p.get()).collect();
+    let flat = store.backward(&loss()).unwrap();
+    let mut reversed_order = values.clone();
+    reversed_order.reverse();
+    let reversed = loss().backward_for(&reversed_order).unwrap();
+    let by_creation = loss().backward().unwrap();
+    assert_eq!(flat.buckets().len(), 1, "{what}: one f64 bucket");
+    let bucket = flat.buckets()[0].to_vec::<f64>().unwrap();
+    let mut next = 0;
+    for (p, v) in params.iter().zip(&values) {
+        let g = flat.get(v).unwrap_or_else(|| panic!("{what}: {} has no gradient", p.name()));
+        let (b, range) = flat.bucket_range(v).unwrap();
+        assert_eq!((b, range.start), (0, next), "{what}: {} in creation order", p.name());
+        next = range.end;
+        assert!(g.shares_memory(&flat.buckets()[0]), "{what}: {} is a view", p.name());
+        let gv = g.to_vec::<f64>().unwrap();
+        assert_eq!(gv, bucket[range.clone()], "{what}: {} in its bucket", p.name());
+        for other in [&reversed, &by_creation] {
+            assert_eq!(other.get(v).unwrap().to_vec::<f64>().unwrap(), gv, "{what}: {}", p.name());
+        }
+        // Central differences at a few elements of this parameter alone.
+        let base = v.to_vec::<f64>().unwrap();
+        for i in [0, base.len() / 2, base.len() - 1] {
+            let at = |delta: f64| {
+                let mut moved = base.clone();
+                moved[i] += delta;
+                p.set(&Tensor::from_vec(moved, v.dims()).unwrap()).unwrap();
+                let l = loss().item().unwrap();
+                p.set(v).unwrap();
+                l
+            };
+            let numeric = (at(1e-6) - at(-1e-6)) / 2e-6;
+            let scale = 1.0 + numeric.abs().max(gv[i].abs());
+            assert!(
+                (numeric - gv[i]).abs() <= 1e-5 * scale,
+                "{what}: {}[{i}]: flat store {} against finite differences {numeric}",
+                p.name(),
+                gv[i]
+            );
+        }
+    }
+    assert_eq!(next, bucket.len(), "{what}: the bucket holds exactly the parameters");
+}
+
+#[test]
+fn the_flat_gradient_store_matches_per_tensor_finite_differences_on_every_block() {
+    let rng = |s| ferrograd::Rng::seed(s);
+    // Conv, MaxPool and FeedForward.
+    let store = ParamStore::with_dtype(1, DType::F64);
+    let net = small_net(&store);
+    let x = Tensor::randn(&[2, 2, 6, 6], 0.0, 1.0, DType::F64, &mut rng(2)).unwrap();
+    check_flat_gradients(
+        &store,
+        || net.forward(&x).unwrap().pow(2.0).unwrap().sum_all().unwrap(),
+        "cnn",
+    );
+    // Attention, AddNorm and FeedForward in a TransformerBlock, pre- and post-norm.
+    for pre in [false, true] {
+        let store = ParamStore::with_dtype(3, DType::F64);
+        let block = TransformerBlock::new(&store, 8, 2, 16, true, pre).unwrap();
+        let x = Tensor::randn(&[2, 5, 8], 0.0, 1.0, DType::F64, &mut rng(4)).unwrap();
+        let loss = || block.forward(&x).unwrap().pow(2.0).unwrap().sum_all().unwrap();
+        check_flat_gradients(&store, loss, "transformer block");
+    }
+    // SimpleRNN and LSTM run over a sequence, both directions.
+    let x = Tensor::randn(&[2, 4, 3], 0.0, 1.0, DType::F64, &mut rng(5)).unwrap();
+    let store = ParamStore::with_dtype(6, DType::F64);
+    let rnn = SequenceRNN::<SimpleRNN>::new(&store, 3, 5, 0, true).unwrap();
+    check_flat_gradients(
+        &store,
+        || rnn.forward(&x).unwrap().pow(2.0).unwrap().sum_all().unwrap(),
+        "rnn",
+    );
+    let store = ParamStore::with_dtype(7, DType::F64);
+    let lstm = SequenceRNN::<LSTM>::new(&store, 3, 5, 0, true).unwrap();
+    check_flat_gradients(
+        &store,
+        || lstm.forward(&x).unwrap().pow(2.0).unwrap().sum_all().unwrap(),
+        "lstm",
+    );
+    // EmbedToken and GenerateToken sharing one table: two gradients summed into one slot.
+    let store = ParamStore::with_dtype(8, DType::F64);
+    let table = store.param("embed.weight", &[7, 4], Init::Normal { mean: 0.0, std: 1.0 }).unwrap();
+    let ids = Tensor::from_vec(vec![1i64, 3, 3, 6], &[4]).unwrap();
+    let targets = Tensor::from_vec(vec![3i64, 0, 6, 1], &[4]).unwrap();
+    let loss = || {
+        let w = table.get();
+        let h = w.index_select(0, &ids).unwrap().tanh().unwrap();
+        h.matmul(&w.transpose(0, 1).unwrap()).unwrap().cross_entropy(&targets, None).unwrap()
+    };
+    check_flat_gradients(&store, loss, "tied embedding");
+}
+
+#[test]
+fn clipping_scales_the_flat_buckets_in_place() {
+    let store = ParamStore::new(0);
+    let a = store.param("a", &[2], Init::Constant(1.0)).unwrap();
+    let b = store.param("b", &[1], Init::Constant(1.0)).unwrap();
+    // Gradients 3, 3 (a) and 4·… (b): norm √(9 + 9 + 16) = √34.
+    let loss = a
+        .get()
+        .sum_all()
+        .unwrap()
+        .mul_scalar(3.0)
+        .unwrap()
+        .add(&b.get().sum_all().unwrap().mul_scalar(4.0).unwrap())
+        .unwrap();
+    let mut grads = store.backward(&loss).unwrap();
+    let before = grads.buckets()[0].clone();
+    let norm = optim::clip_grad_norm(&mut grads, &store.params(), 1.0).unwrap();
+    assert!((norm - 34f64.sqrt()).abs() < 1e-5);
+    let scaled = grads.buckets()[0].to_vec::<f32>().unwrap();
+    let want: Vec<f32> = [3.0f32, 3.0, 4.0].iter().map(|g| g / (34f32.sqrt() + 1e-6)).collect();
+    for (s, w) in scaled.iter().zip(&want) {
+        assert!((s - w).abs() < 1e-6, "{scaled:?} against {want:?}");
+    }
+    assert!(grads.get(&a.get()).unwrap().shares_memory(&grads.buckets()[0]));
+    assert_eq!(grads.get(&b.get()).unwrap().to_vec::<f32>().unwrap(), vec![scaled[2]]);
+    // A handle taken before keeps the values it saw.
+    assert_eq!(before.to_vec::<f32>().unwrap(), vec![3.0, 3.0, 4.0]);
+}
