@@ -9,6 +9,7 @@ use crate::backend::{
 use crate::shape::broadcast_strides;
 use crate::storage::count_bytes;
 use crate::{DType, Device, Element, Error, Result};
+use rayon::prelude::*;
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -201,16 +202,35 @@ impl BackendStorage for CpuStorage {
         }
     }
     fn zeros(&self, len: usize, dtype: DType) -> Result<CpuStorage> {
-        with_any!(dtype, T => Ok(put(vec![T::default(); len])))
+        // Zeroed across threads when large: a model's gradient buckets, every step.
+        with_any!(dtype, T => Ok(put(if len < super::PARALLEL_MIN {
+            vec![T::default(); len]
+        } else {
+            // SAFETY: the chunks cover all `len` elements, and each is zeroed.
+            unsafe {
+                super::filled_by(len, |x| {
+                    x.par_chunks_mut(super::CHUNK).for_each(|c| {
+                        super::zeroed(c);
+                    })
+                })
+            }
+        })))
     }
     fn write_at(&mut self, start: usize, src: &CpuStorage, accumulate: bool) -> Result<()> {
         with_any!(self.dtype(), T => {
             let s = src.slice::<T>()?;
             let dst = &mut self.slice_mut::<T>()?[start..start + s.len()];
-            if accumulate {
-                dst.iter_mut().zip(s).for_each(|(d, &s)| *d += s);
+            let run = |(d, s): (&mut [T], &[T])| {
+                if accumulate {
+                    d.iter_mut().zip(s).for_each(|(d, &s)| *d += s);
+                } else {
+                    d.copy_from_slice(s);
+                }
+            };
+            if s.len() < super::PARALLEL_MIN {
+                run((dst, s));
             } else {
-                dst.copy_from_slice(s);
+                dst.par_chunks_mut(super::CHUNK).zip(s.par_chunks(super::CHUNK)).for_each(run);
             }
             Ok(())
         })
