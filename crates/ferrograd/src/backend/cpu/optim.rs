@@ -26,43 +26,60 @@ pub(crate) fn update<T: Float + Send + Sync>(
     match (rule, slots) {
         (&Update::Sgd { lr, weight_decay }, []) => {
             let (lr, wd) = (of::<T>(lr), of::<T>(weight_decay));
-            chunked(w, g, [], |w, g, []| {
-                w.iter_mut().zip(g).for_each(|(w, &g)| *w = *w - lr * (g + wd * *w))
-            });
+            chunked(
+                w,
+                g,
+                [],
+                #[inline(always)]
+                |w, g, []| w.iter_mut().zip(g).for_each(|(w, &g)| *w = *w - lr * (g + wd * *w)),
+            );
         }
         (&Update::Momentum { lr, momentum, nesterov, weight_decay, first }, [buf]) => {
             let (lr, wd, mom) = (of::<T>(lr), of::<T>(weight_decay), of::<T>(momentum));
-            chunked(w, g, [buf], |w, g, [buf]| {
-                for ((w, &g), buf) in w.iter_mut().zip(g).zip(buf.iter_mut()) {
-                    let d = g + wd * *w;
-                    // The buffer starts as the first step's gradient, as PyTorch's does.
-                    *buf = if first { d } else { mom * *buf + d };
-                    *w = *w - lr * if nesterov { d + mom * *buf } else { *buf };
-                }
-            });
+            chunked(
+                w,
+                g,
+                [buf],
+                #[inline(always)]
+                |w, g, [buf]| {
+                    for ((w, &g), buf) in w.iter_mut().zip(g).zip(buf.iter_mut()) {
+                        let d = g + wd * *w;
+                        // The buffer starts as the first step's gradient, as PyTorch's does.
+                        *buf = if first { d } else { mom * *buf + d };
+                        *w = *w - lr * if nesterov { d + mom * *buf } else { *buf };
+                    }
+                },
+            );
         }
         (&Update::Adam { beta1, beta2, scale, eps_c2s, decay, l2 }, [m, v]) => {
             let (one_b1, one_b2) = (of::<T>(1.0 - beta1), of::<T>(1.0 - beta2));
             let [beta1, beta2, scale, eps_c2s, decay, l2] =
                 [beta1, beta2, scale, eps_c2s, decay, l2].map(of::<T>);
-            chunked(w, g, [m, v], |w, g, [m, v]| {
-                let n = w.len();
-                let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
-                for i in 0..n {
-                    let wi = w[i] * decay;
-                    let gi = g[i] + l2 * wi;
-                    m[i] = beta1 * m[i] + one_b1 * gi;
-                    v[i] = beta2 * v[i] + one_b2 * gi * gi;
-                    w[i] = wi - scale * m[i] / (v[i].sqrt() + eps_c2s);
-                }
-            });
+            chunked(
+                w,
+                g,
+                [m, v],
+                #[inline(always)]
+                |w, g, [m, v]| {
+                    let n = w.len();
+                    let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+                    for i in 0..n {
+                        let wi = w[i] * decay;
+                        let gi = g[i] + l2 * wi;
+                        m[i] = beta1 * m[i] + one_b1 * gi;
+                        v[i] = beta2 * v[i] + one_b2 * gi * gi;
+                        w[i] = wi - scale * m[i] / (v[i].sqrt() + eps_c2s);
+                    }
+                },
+            );
         }
         (rule, slots) => panic!("{rule:?} takes {} state slots, got {}", rule.slots(), slots.len()),
     }
 }
 
 /// `body` over matching chunks of the weights, gradients and `S` slots, compiled with wide
-/// vectors, across threads when there are several chunks.
+/// vectors (so `body` must be `#[inline(always)]`, or it compiles apart, for the baseline),
+/// across threads when there are several chunks.
 #[inline(always)]
 fn chunked<T: Float + Send + Sync, const S: usize>(
     w: &mut [T],
