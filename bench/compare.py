@@ -3,6 +3,7 @@ table: ferrograd, PyTorch, and their ratio for every key.
 
     python3 bench/compare.py W1 [W2 ... W7]              # builds ferrograd in release mode first
     python3 bench/compare.py --rounds 1 W7               # one pair of runs instead of three
+    python3 bench/compare.py --ours /tmp/before W2 W7    # another ferrograd binary (no build)
 
 Each round runs every workload on our side and then on PyTorch's; the table gives each side's
 median over the rounds, their ratio, and the lowest and highest ratio of a single round. This
@@ -24,8 +25,8 @@ def run_json(cmd):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def ours_command(w):
-    cmd = [str(ROOT / "target/release/ferrograd"), "bench", w, "--json"]
+def ours_command(w, binary):
+    cmd = [binary, "bench", w, "--json"]
     mnist = ROOT.parent / "shared" / "data" / "mnist"
     text = ROOT.parent / "shared" / "data" / "text" / "tinyshakespeare.txt"
     if w in ("W2", "W3") and mnist.exists():
@@ -44,12 +45,19 @@ def main():
         i = args.index("--rounds")
         rounds = int(args[i + 1])
         del args[i : i + 2]
+    binary = None
+    if "--ours" in args:
+        i = args.index("--ours")
+        binary = args[i + 1]
+        del args[i : i + 2]
     workloads = [w.upper() for w in args] or ["W1"]
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "ferrograd-cli"], cwd=ROOT, check=True)
+    if binary is None:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "ferrograd-cli"], cwd=ROOT, check=True)
+        binary = str(ROOT / "target/release/ferrograd")
     ours, theirs = {}, {}
     for _ in range(rounds):
         for w in workloads:
-            for key, value in run_json(ours_command(w)).items():
+            for key, value in run_json(ours_command(w, binary)).items():
                 ours.setdefault((w, key), []).append(value)
             torch = [sys.executable, str(ROOT / "bench/torch_workloads.py"), w, "--json"]
             for key, value in run_json(torch).items():

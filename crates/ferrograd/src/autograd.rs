@@ -403,7 +403,7 @@ impl Tensor {
                 }
             }
         }
-        Ok(flat.finish())
+        flat.finish()
     }
 }
 
@@ -448,8 +448,9 @@ impl FlatStore {
             .iter()
             .zip(&sizes)
             .map(|(t, &n)| {
-                let zeros = t.storage().zeros(n, t.dtype())?;
-                Ok(Tensor::from_storage(zeros, Shape::from_vec(vec![n])))
+                // Slots are written as gradients arrive, and zeroed at the end where none did.
+                let memory = t.storage().bucket(n, t.dtype())?;
+                Ok(Tensor::from_storage(memory, Shape::from_vec(vec![n])))
             })
             .collect::<Result<_>>()?;
         Ok(FlatStore { buckets, layout, place })
@@ -473,11 +474,18 @@ impl FlatStore {
         Ok(())
     }
 
-    fn finish(self) -> Gradients {
+    fn finish(mut self) -> Result<Gradients> {
+        for (bucket, slots) in self.buckets.iter_mut().zip(&self.layout) {
+            for slot in slots.iter().filter(|s| !s.present) {
+                bucket
+                    .storage_for_update("backward")?
+                    .zero_range(slot.start, slot.shape.numel())?;
+            }
+        }
         let mut grads =
             Gradients { map: HashMap::new(), buckets: self.buckets, layout: self.layout };
         grads.refresh_views();
-        grads
+        Ok(grads)
     }
 }
 

@@ -41,6 +41,8 @@ pub trait Element: Copy + Send + Sync + 'static {
     fn from_storage(s: &CpuStorage) -> Option<&[Self]>;
     #[doc(hidden)]
     fn buffer_mut(s: &mut CpuStorage) -> Option<&mut Buffer<Self>>;
+    #[doc(hidden)]
+    fn from_buffer(b: Buffer<Self>) -> crate::Result<CpuStorage>;
 }
 
 macro_rules! element {
@@ -55,6 +57,9 @@ macro_rules! element {
                     CpuStorage::$variant(v) => Some(v),
                     _ => None,
                 }
+            }
+            fn from_buffer(b: Buffer<Self>) -> crate::Result<CpuStorage> {
+                Ok(CpuStorage::$variant(b))
             }
             fn buffer_mut(s: &mut CpuStorage) -> Option<&mut Buffer<Self>> {
                 match s {

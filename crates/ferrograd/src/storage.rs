@@ -85,6 +85,12 @@ impl BackendStorage for Storage {
     fn zeros(&self, len: usize, dtype: DType) -> Result<Storage> {
         dispatch!(self, |s, on, one| s.zeros(len, dtype).map(one))
     }
+    fn bucket(&self, len: usize, dtype: DType) -> Result<Storage> {
+        dispatch!(self, |s, on, one| s.bucket(len, dtype).map(one))
+    }
+    fn zero_range(&mut self, start: usize, len: usize) -> Result<()> {
+        dispatch!(self, |s, on, one| s.zero_range(start, len))
+    }
     fn write_at(&mut self, start: usize, src: &Storage, accumulate: bool) -> Result<()> {
         dispatch!(self, |s, on, one| s.write_at(start, on(src)?, accumulate))
     }

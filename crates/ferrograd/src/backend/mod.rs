@@ -209,6 +209,12 @@ pub(crate) trait BackendStorage: Sized + Send + Sync {
     fn shares_memory(&self, other: &Self) -> bool;
     /// `len` zeros of `dtype` on this buffer's device.
     fn zeros(&self, len: usize, dtype: DType) -> Result<Self>;
+    /// `len` elements for a flat gradient bucket, their values unspecified (memory of an
+    /// earlier bucket may be reused): every element is written before it is read, by
+    /// `write_at` or `zero_range`.
+    fn bucket(&self, len: usize, dtype: DType) -> Result<Self>;
+    /// Elements `start..start + len` set to zero, in place.
+    fn zero_range(&mut self, start: usize, len: usize) -> Result<()>;
     /// `src` copied (or, with `accumulate`, added) into elements `start..start + src.len()`,
     /// in place; fails when another handle shares this memory.
     fn write_at(&mut self, start: usize, src: &Self, accumulate: bool) -> Result<()>;
