@@ -127,30 +127,7 @@ impl Gradients {
     /// Replaces the gradient of `t` (as gradient clipping does); written into `t`'s place in
     /// the flat store when it has one and `grad` fits it.
     pub fn set(&mut self, t: &Tensor, grad: Tensor) {
-        let at = self.slot_of(t.id()).filter(|&(b, i)| {
-            let slot = &self.layout[b][i];
-            slot.shape == *grad.shape() && self.buckets[b].dtype() == grad.dtype()
-        });
-        let written = at.is_some_and(|(b, i)| {
-            let start = self.layout[b][i].start;
-            self.with_buckets_mut(|buckets| {
-                buckets[b].storage_for_update("Gradients::set")?.write_at(
-                    start,
-                    grad.storage(),
-                    false,
-                )
-            })
-            .is_ok()
-        });
-        match (written, at) {
-            (true, Some((b, i))) => {
-                self.layout[b][i].present = true;
-                self.refresh_views();
-            }
-            _ => {
-                self.map.insert(t.id(), grad);
-            }
-        }
+        self.insert_by_id(t.id(), grad);
     }
     pub fn remove(&mut self, t: &Tensor) -> Option<Tensor> {
         if let Some((b, i)) = self.slot_of(t.id()) {
@@ -182,7 +159,7 @@ impl Gradients {
     /// A view someone else still holds keeps the old values (its memory is copied first).
     pub fn with_buckets_mut<R>(&mut self, f: impl FnOnce(&mut [Tensor]) -> Result<R>) -> Result<R> {
         // Our own views go first, so the buckets' memory is theirs alone and is written in place.
-        for slot in self.layout.iter().flatten() {
+        for slot in self.layout.iter().flatten().filter(|s| s.present) {
             self.map.remove(&slot.id);
         }
         let result = f(&mut self.buckets);
@@ -236,31 +213,24 @@ impl Gradients {
         Ok(())
     }
 
-    /// A gradient for the leaf `id`: into its slot when it has one, else beside the buckets.
+    /// A gradient for the leaf `id`: into its slot when it has one that `g` fits, else beside
+    /// the buckets.
     fn insert_by_id(&mut self, id: TensorId, g: Tensor) {
-        match self.slot_of(id) {
-            Some((b, i)) if self.layout[b][i].shape == *g.shape() => {
-                let start = self.layout[b][i].start;
-                let ok = self
-                    .with_buckets_mut(|buckets| {
-                        buckets[b].storage_for_update("accumulate")?.write_at(
-                            start,
-                            g.storage(),
-                            false,
-                        )
-                    })
-                    .is_ok();
-                if ok {
-                    self.layout[b][i].present = true;
-                    self.refresh_views();
-                    return;
-                }
-                self.map.insert(id, g);
-            }
-            _ => {
-                self.map.insert(id, g);
+        let fits = |s: &Self, (b, i): (usize, usize)| {
+            s.layout[b][i].shape == *g.shape() && s.buckets[b].dtype() == g.dtype()
+        };
+        if let Some((b, i)) = self.slot_of(id).filter(|&at| fits(self, at)) {
+            let start = self.layout[b][i].start;
+            let written = self.with_buckets_mut(|buckets| {
+                buckets[b].storage_for_update("Gradients")?.write_at(start, g.storage(), false)
+            });
+            if written.is_ok() {
+                self.layout[b][i].present = true;
+                self.refresh_views();
+                return;
             }
         }
+        self.map.insert(id, g);
     }
 
     fn slot_of(&self, id: TensorId) -> Option<(usize, usize)> {

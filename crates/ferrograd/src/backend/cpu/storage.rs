@@ -15,7 +15,7 @@ use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 
 /// Memory of one allocation, counted in [`crate::live_bytes`] while it lives.
-struct Allocation<T: Send + 'static> {
+pub struct Allocation<T: Send + 'static> {
     data: Vec<T>,
     /// A gradient bucket: kept for the next one when dropped.
     bucket: bool,
@@ -43,7 +43,7 @@ impl<T: Send + 'static> Drop for Allocation<T> {
 
 /// Gradient buckets of the last steps, kept for the next ones: a bucket is as large as the
 /// model's gradient and is made at every backward pass, and taking a kept one skips zeroing it
-/// and the page faults of fresh memory (W2: a tenth of a step in memset and page clearing).
+/// and the page faults of fresh memory.
 static KEPT_BUCKETS: Mutex<Vec<Box<dyn Any + Send>>> = Mutex::new(Vec::new());
 const KEEP_AT_MOST: usize = 4;
 
@@ -58,38 +58,65 @@ fn bucket_memory<T: Element + Default>(len: usize) -> Vec<T> {
     }
 }
 
-/// Elements `start..start + len` of a shared allocation: a whole tensor's data, or a view
-/// into a larger buffer (one parameter's gradient in the flat gradient store).
-pub struct Buffer<T: Send + 'static> {
-    alloc: Arc<Allocation<T>>,
-    start: usize,
-    len: usize,
+/// A tensor's host data: an allocation of its own (every op's result), or elements
+/// `start..start + len` of one shared by views (a flat gradient bucket and each parameter's
+/// gradient in it). Only a shared buffer has views; an owned one costs no reference count.
+pub enum Buffer<T: Send + 'static> {
+    Owned(Allocation<T>),
+    Shared { alloc: Arc<Allocation<T>>, start: usize, len: usize },
 }
 
 impl<T: Send + 'static> Buffer<T> {
-    /// The same memory, elements `start..start + len` of this buffer.
-    pub(crate) fn view(&self, start: usize, len: usize) -> Buffer<T> {
-        assert!(start + len <= self.len, "view {start}+{len} of {} elements", self.len);
-        Buffer { alloc: self.alloc.clone(), start: self.start + start, len }
+    fn new(v: Vec<T>, shared: bool) -> Buffer<T> {
+        if shared {
+            let len = v.len();
+            Buffer::Shared { alloc: Arc::new(Allocation::new(v, true)), start: 0, len }
+        } else {
+            Buffer::Owned(Allocation::new(v, false))
+        }
+    }
+    /// Elements `start..start + len`: the same memory for a shared buffer, a copy of an owned
+    /// one (which cannot become shared behind the handles that own it).
+    pub(crate) fn view(&self, start: usize, len: usize) -> Buffer<T>
+    where
+        T: Copy,
+    {
+        assert!(start + len <= self.len(), "view {start}+{len} of {} elements", self.len());
+        match self {
+            Buffer::Shared { alloc, start: s, .. } => {
+                Buffer::Shared { alloc: alloc.clone(), start: s + start, len }
+            }
+            Buffer::Owned(a) => Buffer::new(a.data[start..start + len].to_vec(), false),
+        }
+    }
+    /// A copy in new memory, of the same kind (a copied bucket can still have views).
+    fn copied(&self) -> Buffer<T>
+    where
+        T: Copy,
+    {
+        Buffer::new(self.to_vec(), matches!(self, Buffer::Shared { .. }))
     }
     /// The elements to write, when nothing else (no view, no other tensor) holds the memory.
     pub(crate) fn get_mut(&mut self) -> Option<&mut [T]> {
-        let alloc = Arc::get_mut(&mut self.alloc)?;
-        Some(&mut alloc.data[self.start..self.start + self.len])
+        match self {
+            Buffer::Owned(a) => Some(&mut a.data),
+            Buffer::Shared { alloc, start, len } => {
+                Some(&mut Arc::get_mut(alloc)?.data[*start..*start + *len])
+            }
+        }
     }
     fn is_unique(&self) -> bool {
-        Arc::strong_count(&self.alloc) == 1
+        match self {
+            Buffer::Owned(_) => true,
+            Buffer::Shared { alloc, .. } => Arc::strong_count(alloc) == 1,
+        }
     }
     /// Whether `other` is a view of the same allocation.
     pub(crate) fn shares_memory(&self, other: &Buffer<T>) -> bool {
-        Arc::ptr_eq(&self.alloc, &other.alloc)
-    }
-}
-
-impl<T: Send + 'static> Buffer<T> {
-    fn new(v: Vec<T>, bucket: bool) -> Buffer<T> {
-        let len = v.len();
-        Buffer { alloc: Arc::new(Allocation::new(v, bucket)), start: 0, len }
+        match (self, other) {
+            (Buffer::Shared { alloc: a, .. }, Buffer::Shared { alloc: b, .. }) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 }
 
@@ -102,13 +129,16 @@ impl<T: Send + 'static> From<Vec<T>> for Buffer<T> {
 impl<T: Send + 'static> Deref for Buffer<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        &self.alloc.data[self.start..self.start + self.len]
+        match self {
+            Buffer::Owned(a) => &a.data,
+            Buffer::Shared { alloc, start, len } => &alloc.data[*start..*start + *len],
+        }
     }
 }
 
 impl<T: Send + 'static> std::fmt::Debug for Buffer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Buffer({} elements)", self.len)
+        write!(f, "Buffer({} elements)", self.len())
     }
 }
 
@@ -271,7 +301,11 @@ impl BackendStorage for CpuStorage {
         })
     }
     fn try_clone(&self) -> Result<CpuStorage> {
-        with_any!(self.dtype(), T => Ok(put(self.slice::<T>()?.to_vec())))
+        Ok(match self {
+            CpuStorage::F32(b) => CpuStorage::F32(b.copied()),
+            CpuStorage::F64(b) => CpuStorage::F64(b.copied()),
+            CpuStorage::I64(b) => CpuStorage::I64(b.copied()),
+        })
     }
     fn to_dtype(&self, dtype: DType) -> Result<CpuStorage> {
         fn cast<T: Element + num_traits::AsPrimitive<U>, U: Element>(x: &[T]) -> CpuStorage {
