@@ -130,10 +130,11 @@ impl Gradients {
         self.insert_by_id(t.id(), grad);
     }
     pub fn remove(&mut self, t: &Tensor) -> Option<Tensor> {
+        let removed = self.map.remove(&t.id());
         if let Some((b, i)) = self.slot_of(t.id()) {
-            self.layout[b][i].present = false;
+            self.clear_slot(b, i);
         }
-        self.map.remove(&t.id())
+        removed
     }
     pub fn len(&self) -> usize {
         self.map.len()
@@ -162,7 +163,22 @@ impl Gradients {
         for slot in self.layout.iter().flatten().filter(|s| s.present) {
             self.map.remove(&slot.id);
         }
+        let kinds: Vec<(usize, crate::DType)> =
+            self.buckets.iter().map(|b| (b.numel(), b.dtype())).collect();
         let result = f(&mut self.buckets);
+        // A bucket replaced by one of another size or dtype would misplace every slot in it.
+        for (b, (&(n, dtype), bucket)) in kinds.iter().zip(self.buckets.iter_mut()).enumerate() {
+            if bucket.rank() != 1 || bucket.numel() != n || bucket.dtype() != dtype {
+                let found = format!("{} {}", bucket.dtype(), bucket.shape());
+                *bucket = Tensor::zeros(&[n], dtype)?;
+                self.layout[b].iter_mut().for_each(|s| s.present = false);
+                self.refresh_views();
+                return Err(Error::shape(
+                    "with_buckets_mut",
+                    format!("bucket {b} must stay {dtype} [{n}], got {found}; its gradients are cleared"),
+                ));
+            }
+        }
         self.refresh_views();
         result
     }
@@ -230,7 +246,27 @@ impl Gradients {
                 return;
             }
         }
+        // Kept beside the buckets: its slot, if it has one, no longer holds it.
+        if let Some((b, i)) = self.slot_of(id) {
+            self.clear_slot(b, i);
+        }
         self.map.insert(id, g);
+    }
+
+    /// Slot `i` of bucket `b` marked absent and zeroed, as an absent slot always is (the
+    /// bucket's norm and sums count it).
+    fn clear_slot(&mut self, b: usize, i: usize) {
+        if !self.layout[b][i].present {
+            return;
+        }
+        let (start, len) = (self.layout[b][i].start, self.layout[b][i].shape.numel());
+        let id = self.layout[b][i].id;
+        let zeroed = self.with_buckets_mut(|buckets| {
+            buckets[b].storage_for_update("Gradients")?.zero_range(start, len)
+        });
+        self.layout[b][i].present = false;
+        self.map.remove(&id);
+        debug_assert!(zeroed.is_ok(), "a bucket of its own dtype takes zeros");
     }
 
     fn slot_of(&self, id: TensorId) -> Option<(usize, usize)> {
@@ -432,10 +468,16 @@ impl FlatStore {
             Error::autograd("backward", "a gradient reached a leaf outside the graph")
         })?;
         let slot = &mut self.layout[b][i];
-        if g.dtype() != self.buckets[b].dtype() {
-            return Err(Error::dtype(
+        if g.dtype() != self.buckets[b].dtype() || g.numel() != slot.shape.numel() {
+            return Err(Error::autograd(
                 "backward",
-                format!("a {} gradient for a {} leaf", g.dtype(), self.buckets[b].dtype()),
+                format!(
+                    "a {} {} gradient for a {} {} leaf",
+                    g.dtype(),
+                    g.shape(),
+                    self.buckets[b].dtype(),
+                    slot.shape
+                ),
             ));
         }
         let storage = self.buckets[b].storage_for_update("backward")?;

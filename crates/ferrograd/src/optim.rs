@@ -29,11 +29,13 @@ impl Tensor {
             ));
         }
         let fits = |t: &Tensor| t.dims() == self.dims() && t.dtype() == self.dtype();
-        if let Some(t) = std::iter::once(grad).chain(slots.iter()).find(|t| !fits(t)) {
+        let named = std::iter::once(("the gradient".to_string(), grad))
+            .chain(slots.iter().enumerate().map(|(i, s)| (format!("state slot {i}"), s)));
+        if let Some((what, t)) = named.into_iter().find(|(_, t)| !fits(t)) {
             return Err(Error::shape(
                 OP,
                 format!(
-                    "gradient and state must be {} {} like the weights, got {} {}",
+                    "{what} must be {} {} like the weights, got {} {}",
                     self.dtype(),
                     self.shape(),
                     t.dtype(),

@@ -250,7 +250,9 @@ impl Tensor {
     }
     /// The data to update in place (an optimizer step on a leaf without history): this
     /// handle's own when nothing else holds it, else a copy first, so no other handle sees
-    /// the change. Keeps the tensor's id and whether it requires a gradient.
+    /// the change. In place the tensor keeps its id; a copy is a new tensor (a new id: the
+    /// other handles still hold the old values under the old one). Whether it requires a
+    /// gradient is kept.
     pub(crate) fn storage_for_update(&mut self, op: &str) -> Result<&mut Storage> {
         if self.node().is_some() {
             return Err(Error::autograd(op, "cannot update a computed tensor in place"));
@@ -261,7 +263,7 @@ impl Tensor {
         if !unique {
             let copy = Arc::new(self.0.storage.try_clone()?);
             let inner = Inner {
-                id: self.0.id,
+                id: TensorId::next(),
                 storage: copy,
                 shape: self.0.shape.clone(),
                 requires_grad: self.0.requires_grad,

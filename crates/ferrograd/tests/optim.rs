@@ -197,3 +197,29 @@ fn accumulated_gradients_stay_flat_and_add_up() {
     assert_eq!(total.get(&w).unwrap().to_vec::<f64>().unwrap(), want);
     assert!(total.get(&w).unwrap().shares_memory(&total.buckets()[0]));
 }
+
+#[test]
+fn removed_and_replaced_gradients_leave_no_trace_in_the_buckets() {
+    let a = randn(&[2], DType::F32, 8).requiring_grad();
+    let b = randn(&[3], DType::F32, 9).requiring_grad();
+    let loss = a.sum_all().unwrap().add(&b.mul_scalar(2.0).unwrap().sum_all().unwrap()).unwrap();
+    let mut grads = loss.backward_for(&[a.clone(), b.clone()]).unwrap();
+    // Removed: absent, and zeros in its bucket (norms and sums over buckets see nothing).
+    grads.remove(&a);
+    assert!(grads.get(&a).is_none());
+    assert_eq!(grads.buckets()[0].to_vec::<f32>().unwrap(), vec![0.0, 0.0, 2.0, 2.0, 2.0]);
+    // A gradient that does not fit its slot is kept beside the buckets, through later writes.
+    grads.set(&b, Tensor::ones(&[3], DType::F64).unwrap());
+    grads.set(&a, Tensor::ones(&[2], DType::F32).unwrap());
+    assert_eq!(grads.get(&b).unwrap().dtype(), DType::F64);
+    assert_eq!(grads.buckets()[0].to_vec::<f32>().unwrap(), vec![1.0, 1.0, 0.0, 0.0, 0.0]);
+    // A bucket replaced by one of another size is refused, not a panic.
+    let e = grads
+        .with_buckets_mut(|b| {
+            b[0] = Tensor::zeros(&[4], DType::F32)?;
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("bucket 0 must stay f32 [5]"), "{e}");
+    assert!(grads.get(&a).is_none());
+}

@@ -34,7 +34,9 @@ pub fn clip_grad_norm(grads: &mut Gradients, params: &[Param], max_norm: f64) ->
         } else {
             for t in &with_grad {
                 if let Some(g) = grads.get(t) {
-                    let clipped = g.mul_scalar(scale)?;
+                    // Scaled as the buckets are (in the gradient's dtype), on a copy.
+                    let mut clipped = g.clone();
+                    clipped.scale_in_place(scale)?;
                     grads.set(t, clipped);
                 }
             }

@@ -62,9 +62,11 @@ impl Tensor {
                 format!("key mask must be ({b}, {s}), got {}", m.shape()),
             ));
         }
-        if super::float_dtype(OP, &[q, k, v]).is_err() {
-            return Err(Error::dtype(OP, "queries, keys and values must share one float dtype"));
-        }
+        super::float_operands(
+            OP,
+            &[q, k, v],
+            "queries, keys and values must share one float dtype",
+        )?;
         let dims =
             AttentionDims { batch: b, heads, queries: t, keys: s, head_size: dm / heads, causal };
         let mask = key_mask.map(|m| m.storage());

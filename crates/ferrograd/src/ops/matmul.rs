@@ -213,7 +213,13 @@ impl Tensor {
 fn affine(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
     const OP: &str = "linear";
     let (m, k, n) = (x.dims()[0], x.dims()[1], weight.dims()[0]);
-    float_dtype(OP, &[x, weight, bias])?;
+    float_dtype(OP, &[x, weight])?;
+    if bias.dtype() != x.dtype() {
+        return Err(Error::dtype(
+            OP,
+            format!("bias must be {} like the input, got {}", x.dtype(), bias.dtype()),
+        ));
+    }
     let data = x.storage().affine(weight.storage(), bias.storage(), m, k)?;
     Ok(Tensor::from_storage(data, Shape::new(&[m, n])?))
 }

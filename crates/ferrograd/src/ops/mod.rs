@@ -31,6 +31,16 @@ pub(crate) fn float_dtype(op: &str, tensors: &[&Tensor]) -> Result<DType> {
     Ok(first)
 }
 
+/// Like [`float_dtype`] for fused ops over several operands: an integer input is named as such,
+/// a mixture gets `mixed`.
+pub(crate) fn float_operands(op: &str, tensors: &[&Tensor], mixed: &str) -> Result<DType> {
+    let first = tensors.first().map_or(DType::F32, |t| t.dtype());
+    if !first.is_float() {
+        return Err(Error::dtype(op, format!("takes float input, got {first}")));
+    }
+    float_dtype(op, tensors).map_err(|_| Error::dtype(op, mixed.to_string()))
+}
+
 /// Checks that `t` is an i64 tensor of indices in `[0, n)`. (Read on the host: indices are
 /// small next to the data they pick, and a device kernel could not report the bad one.)
 pub(crate) fn check_indices(op: &str, t: &Tensor, n: usize) -> Result<()> {

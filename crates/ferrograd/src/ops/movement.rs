@@ -275,7 +275,13 @@ impl Tensor {
             ));
         }
         let (d, at, m) = self.index_args("scatter_add", dim, index)?;
-        float_dtype("scatter_add", &[self, src])?;
+        float_dtype("scatter_add", &[self])?;
+        if src.dtype() != self.dtype() {
+            return Err(Error::dtype(
+                "scatter_add",
+                format!("src is {}, the tensor is {}", src.dtype(), self.dtype()),
+            ));
+        }
         let data = self.storage().scatter_add(index.storage(), src.storage(), at, m)?;
         let index = index.clone();
         Ok(Tensor::from_op(data, self.shape().clone(), "scatter_add", &[self, src], move |g| {

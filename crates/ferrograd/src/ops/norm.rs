@@ -24,9 +24,11 @@ impl Tensor {
                 ),
             ));
         }
-        if super::float_dtype(OP, &[self, weight, bias]).is_err() {
-            return Err(Error::dtype(OP, "input, weight and bias must share one float dtype"));
-        }
+        super::float_operands(
+            OP,
+            &[self, weight, bias],
+            "input, weight and bias must share one float dtype",
+        )?;
         let (y, saved) = self.storage().layer_norm(weight.storage(), bias.storage(), d, eps)?;
         let (x, w) = (self.detach(), weight.detach()); // shared, not copied
         let (x_shape, p_shape) = (self.shape().clone(), weight.shape().clone());

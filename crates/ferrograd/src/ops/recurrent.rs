@@ -64,12 +64,11 @@ impl Tensor {
                 format!("mask must be ({b}, {t}) for input {}, got {}", self.shape(), m.shape()),
             ));
         }
-        if super::float_dtype(OP, &[self, w_hh, h0, c0]).is_err() {
-            return Err(Error::dtype(
-                OP,
-                "projections, weights and states must share one float dtype",
-            ));
-        }
+        super::float_operands(
+            OP,
+            &[self, w_hh, h0, c0],
+            "projections, weights and states must share one float dtype",
+        )?;
         let d = RecurrentDims { b, t, h };
         let mask = mask.map(|m| m.storage());
         let (packed, saved) =

@@ -71,8 +71,7 @@ pub(crate) fn backward<T: Float + Send + Sync>(
     let n = T::from(d).unwrap_or(T::one());
     let w = &w[..d];
     // Each task's rows give dx and their share of dw = Σ dy ⊙ x̂ and db = Σ dy, summed after:
-    // one pass over the rows, on every thread (the sums over all rows on one thread after dx
-    // kept the others waiting).
+    // one pass over the rows, on every thread, with no serial pass over all rows after it.
     let run = |(((dx, stats), x), dy): (((&mut [MaybeUninit<T>], &[(T, T)]), &[T]), &[T])| {
         let mut gw = vec![T::zero(); d]; // ĝ = dy ⊙ w, one row
         let (mut dw, mut db) = (vec![T::zero(); d], vec![T::zero(); d]);

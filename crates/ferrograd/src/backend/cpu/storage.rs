@@ -43,7 +43,7 @@ impl<T: Send + 'static> Drop for Allocation<T> {
 
 /// Gradient buckets of the last steps, kept for the next ones: a bucket is as large as the
 /// model's gradient and is made at every backward pass, and taking a kept one skips zeroing it
-/// and the page faults of fresh memory.
+/// and the page faults of fresh memory. (Kept memory is not counted in `live_bytes`.)
 static KEPT_BUCKETS: Mutex<Vec<Box<dyn Any + Send>>> = Mutex::new(Vec::new());
 const KEEP_AT_MOST: usize = 4;
 
@@ -70,10 +70,15 @@ impl<T: Send + 'static> Buffer<T> {
     fn new(v: Vec<T>, shared: bool) -> Buffer<T> {
         if shared {
             let len = v.len();
-            Buffer::Shared { alloc: Arc::new(Allocation::new(v, true)), start: 0, len }
+            Buffer::Shared { alloc: Arc::new(Allocation::new(v, false)), start: 0, len }
         } else {
             Buffer::Owned(Allocation::new(v, false))
         }
+    }
+    /// A gradient bucket's memory: shared by views, and kept for the next bucket when dropped.
+    fn bucket(v: Vec<T>) -> Buffer<T> {
+        let len = v.len();
+        Buffer::Shared { alloc: Arc::new(Allocation::new(v, true)), start: 0, len }
     }
     /// Elements `start..start + len`: the same memory for a shared buffer, a copy of an owned
     /// one (which cannot become shared behind the handles that own it).
@@ -271,7 +276,7 @@ impl BackendStorage for CpuStorage {
     }
     fn bucket(&self, len: usize, dtype: DType) -> Result<CpuStorage> {
         with_any!(dtype, T => {
-            let buffer = Buffer::new(bucket_memory::<T>(len), true);
+            let buffer = Buffer::bucket(bucket_memory::<T>(len));
             T::from_buffer(buffer)
         })
     }
