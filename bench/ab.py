@@ -1,4 +1,4 @@
-"""Compares two ferrograd binaries on one workload, runs interleaved (A, B, A, B, ...), and
+"""Compares two ferrograd binaries on one workload, runs interleaved (A, B, B, A, A, B, ...), and
 prints each key's median and best for both: how a change is measured on a noisy machine.
 
     cp target/release/ferrograd /tmp/before   # build, copy, change, build again
@@ -39,8 +39,10 @@ def main():
         sys.exit(__doc__)
     workload, a, b = args[0].upper(), args[1], args[2]
     results = {a: [], b: []}
-    for _ in range(runs):
-        for binary in (a, b):
+    for run in range(runs):
+        # Which binary goes first alternates: the first of a pair can find the machine in
+        # another state than the second (seen in W5 generation: 5–12% either way by order).
+        for binary in (a, b) if run % 2 == 0 else (b, a):
             results[binary].append(measure(binary, workload))
     for binary, rows in results.items():
         cells = [
