@@ -41,7 +41,7 @@ def main():
     results = {a: [], b: []}
     for run in range(runs):
         # Which binary goes first alternates: the first of a pair can find the machine in
-        # another state than the second (seen in W5 generation: 5–12% either way by order).
+        # another state than the second, and a fixed order would credit that to one binary.
         for binary in (a, b) if run % 2 == 0 else (b, a):
             results[binary].append(measure(binary, workload))
     for binary, rows in results.items():
