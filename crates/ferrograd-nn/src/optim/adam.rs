@@ -69,6 +69,8 @@ impl Optimizer for Adam {
         // The parameters side by side, not one after another: a parameter of one chunk (each
         // of W7's 128×128 weights) was updated by one thread while the others waited.
         self.params.par_iter().zip(self.slots.values.par_iter_mut()).try_for_each(|(p, slots)| {
+            // A statement of its own: a handle to the parameter alive through the update would
+            // make it copy instead of writing in place.
             let g = grads.get(&p.get());
             match g {
                 Some(g) => update(p, g, slots, &rule),

@@ -46,6 +46,8 @@ impl Optimizer for Sgd {
     fn step(&mut self, grads: &Gradients) -> Result<()> {
         let SgdConfig { lr, momentum, nesterov, weight_decay } = self.config;
         for (p, slots) in self.params.iter().zip(self.slots.values.iter_mut()) {
+            // A statement of its own: a handle to the parameter alive through the update would
+            // make it copy instead of writing in place.
             let g = grads.get(&p.get());
             let Some(g) = g else { continue };
             let rule = if momentum == 0.0 {

@@ -211,18 +211,11 @@ macro_rules! with_float {
 macro_rules! with_any {
     ($dtype:expr, $T:ident => $body:expr) => {
         match $dtype {
-            DType::F32 => {
-                type $T = f32;
-                $body
-            }
-            DType::F64 => {
-                type $T = f64;
-                $body
-            }
             DType::I64 => {
                 type $T = i64;
                 $body
             }
+            floats => with_float!(floats, $T => $body),
         }
     };
 }
