@@ -4,7 +4,8 @@
 use crate::CliResult;
 use ferrograd::{no_grad, DType, Rng, Tensor};
 use ferrograd_nn::optim::{Adam, AdamConfig, Optimizer};
-use ferrograd_nn::{models, Module, ParamStore};
+use ferrograd_nn::trainer::{Cycle, Flow, Log, Metrics, StepInfo};
+use ferrograd_nn::{models, Module, ParamStore, Progress, Trainer};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -82,24 +83,41 @@ fn train_images_per_s(
         ferrograd_data::Batches::new(&images, &labels, batch, Some(&mut Rng::seed(2)))?
             .drop_last(true)
             .collect::<ferrograd::Result<_>>()?;
-    let mut opt = Adam::new(store.params(), AdamConfig::adam(1e-3))?;
-    let mut i = 0;
-    let mut failed = None;
-    let secs = median_seconds(min_time, || {
-        let (x, y) = &batches[i % batches.len()];
-        i += 1;
-        let mut step = || -> ferrograd::Result<()> {
-            let loss = net.forward(x)?.cross_entropy(y, None)?;
-            opt.step(&loss.backward()?)
-        };
-        if let Err(e) = step() {
-            failed = Some(e);
-        }
-    });
-    if let Some(e) = failed {
-        return Err(e.into());
-    }
+    let adam = Adam::new(store.params(), AdamConfig::adam(1e-3))?;
+    let secs = trainer_step_seconds(store, adam, batches.len(), min_time, |i| {
+        let (x, y) = &batches[i];
+        net.forward(x)?.cross_entropy(y, None)
+    })?;
     Ok(batch as f64 / secs)
+}
+
+/// Median seconds of one Trainer step (Quiet, no files) over `n` prepared batches in turn,
+/// `loss(i)` the loss of batch `i`: timed from the end of one step to the end of the next,
+/// after a warm-up step, over at least `min_time` and 3 steps.
+fn trainer_step_seconds(
+    store: &ParamStore,
+    optimizer: impl Optimizer + Send,
+    n: usize,
+    min_time: Duration,
+    mut loss: impl FnMut(usize) -> ferrograd::Result<Tensor> + Send,
+) -> CliResult<f64> {
+    let (mut times, mut last, mut started) = (Vec::new(), None::<Instant>, None::<Instant>);
+    let timer = |_: &StepInfo, _: &mut Log| {
+        let now = Instant::now();
+        if let Some(prev) = last {
+            times.push((now - prev).as_secs_f64());
+        }
+        last = Some(now);
+        let since = *started.get_or_insert(now);
+        let enough = times.len() >= 3 && now - since >= min_time;
+        Ok(if enough { Flow::Stop } else { Flow::Continue })
+    };
+    let mut trainer =
+        Trainer::new(store, optimizer).steps(u64::MAX).progress(Progress::Quiet).after_step(timer);
+    trainer.fit(&mut Cycle::new(n), |i, _: &mut Metrics| loss(i))?;
+    drop(trainer);
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }
 
 /// The first 200,000 characters of a text as char ids, or random ids of a 65-symbol vocabulary.
@@ -121,8 +139,9 @@ fn char_ids(data: Option<&Path>) -> CliResult<Vec<i64>> {
 
 /// Median seconds of one training step of `lm` over fixed batches of `batch` × `context`.
 fn lm_step_seconds(
+    store: &ParamStore,
     lm: &ferrograd_nn::LanguageModel,
-    opt: &mut dyn Optimizer,
+    optimizer: impl Optimizer + Send,
     ids: Vec<i64>,
     batch: usize,
     context: usize,
@@ -132,19 +151,10 @@ fn lm_step_seconds(
     let mut rng = Rng::seed(2);
     let samples: Vec<(Tensor, Tensor)> =
         (0..64).map(|_| batches.sample(&mut rng)).collect::<ferrograd::Result<_>>()?;
-    let (mut i, mut failed) = (0, None);
-    let secs = median_seconds(min_time, || {
-        let (x, y) = &samples[i % samples.len()];
-        i += 1;
-        let mut step = || -> ferrograd::Result<()> { opt.step(&lm.loss(x, y, None)?.backward()?) };
-        if let Err(e) = step() {
-            failed = Some(e);
-        }
-    });
-    match failed {
-        Some(e) => Err(e.into()),
-        None => Ok(secs),
-    }
+    trainer_step_seconds(store, optimizer, samples.len(), min_time, |i| {
+        let (x, y) = &samples[i];
+        lm.loss(x, y, None)
+    })
 }
 
 /// W5: a character Transformer LM (4 pre-norm blocks, d 128, 4 heads, FeedForward 512 GELU,
@@ -156,8 +166,8 @@ fn w5_transformer_lm(data: Option<&Path>, min_time: Duration) -> CliResult<Vec<(
     let vocab = (ids.iter().copied().max().unwrap_or(0) + 1).max(65) as usize;
     let store = ParamStore::new(0);
     let lm = models::transformer_lm(&store, vocab, 128, 4, 4, 128)?;
-    let mut opt = Adam::new(store.params(), AdamConfig::adamw(1e-3))?;
-    let train = (16 * 128) as f64 / lm_step_seconds(&lm, &mut opt, ids, 16, 128, min_time)?;
+    let adamw = Adam::new(store.params(), AdamConfig::adamw(1e-3))?;
+    let train = (16 * 128) as f64 / lm_step_seconds(&store, &lm, adamw, ids, 16, 128, min_time)?;
     let mut failed = None;
     let secs = median_seconds(min_time, || {
         if let Err(e) =
@@ -180,7 +190,7 @@ fn w7_seq2seq(min_time: Duration) -> CliResult<f64> {
     let store = ParamStore::new(0);
     let config = Seq2SeqConfig::w7();
     let model = SequenceToSequence::new(&store, &config)?;
-    let mut opt = Adam::new(store.params(), AdamConfig::adamw(1e-3))?;
+    let adamw = Adam::new(store.params(), AdamConfig::adamw(1e-3))?;
     let mut rng = Rng::seed(2);
     // Ordinary tokens (not pad, unk, bos or eos), 33 target ids: 32 in, the same shifted out.
     let mut ids = |n: usize| -> ferrograd::Result<Tensor> {
@@ -190,21 +200,11 @@ fn w7_seq2seq(min_time: Duration) -> CliResult<f64> {
     };
     let batches: Vec<(Tensor, Tensor)> =
         (0..16).map(|_| Ok((ids(32)?, ids(33)?))).collect::<ferrograd::Result<_>>()?;
-    let (mut i, mut failed) = (0, None);
-    let secs = median_seconds(min_time, || {
-        let (source, target) = &batches[i % batches.len()];
-        i += 1;
-        let mut step = || -> ferrograd::Result<()> {
-            let (t_in, t_out) = (target.narrow(1, 0, 32)?, target.narrow(1, 1, 32)?);
-            opt.step(&model.loss(source, &t_in, &t_out, 0.0)?.backward()?)
-        };
-        if let Err(e) = step() {
-            failed = Some(e);
-        }
-    });
-    if let Some(e) = failed {
-        return Err(e.into());
-    }
+    let secs = trainer_step_seconds(&store, adamw, batches.len(), min_time, |i| {
+        let (source, target) = &batches[i];
+        let (t_in, t_out) = (target.narrow(1, 0, 32)?, target.narrow(1, 1, 32)?);
+        model.loss(source, &t_in, &t_out, 0.0)
+    })?;
     Ok((32 * 32) as f64 / secs)
 }
 
@@ -249,8 +249,8 @@ fn w4_lstm_lm(data: Option<&Path>, min_time: Duration) -> CliResult<f64> {
         body: Box::new(SequenceRNN::<LSTM>::new(&store.sub("lstm"), 64, 256, 0, false)?),
         head: GenerateToken::untied(store.sub("head"), 256, vocab)?,
     };
-    let mut opt = Adam::new(store.params(), AdamConfig::adam(2e-3))?;
-    Ok((32 * 64) as f64 / lm_step_seconds(&lm, &mut opt, ids, 32, 64, min_time)?)
+    let adam = Adam::new(store.params(), AdamConfig::adam(2e-3))?;
+    Ok((32 * 64) as f64 / lm_step_seconds(&store, &lm, adam, ids, 32, 64, min_time)?)
 }
 
 fn rayon_threads() -> usize {

@@ -1,14 +1,17 @@
 //! `ferrograd train classify`: the lecture's text classifier,
 //! `score = w · Collapse(SequenceModel^k(EmbedToken(x)))`, on label<TAB>text lines.
 
+use crate::training::RunArgs;
 use crate::CliResult;
 use clap::{Args, ValueEnum};
 use ferrograd::{no_grad, Rng, Tensor};
 use ferrograd_data::text::{pad_batch, read_labeled};
 use ferrograd_data::{CharTokenizer, Vocab, WordTokenizer};
-use ferrograd_nn::optim::{Adam, AdamConfig, Optimizer};
+use ferrograd_nn::losses::accuracy;
+use ferrograd_nn::optim::{Adam, AdamConfig};
+use ferrograd_nn::trainer::{Epochs, Metrics};
 use ferrograd_nn::{
-    formula, load_checkpoint, save_checkpoint, thousands, ParamStore, TextClassifier,
+    check_resumable, formula, thousands, Every, ParamStore, TextClassifier, Trainer,
 };
 use std::path::PathBuf;
 
@@ -44,7 +47,7 @@ pub struct ClassifyArgs {
     #[arg(long, value_enum, default_value = "word")]
     tokenizer: TokenizerKind,
     #[arg(long, default_value_t = 5)]
-    epochs: usize,
+    epochs: u64,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     #[arg(long, default_value_t = 3e-3)]
@@ -61,12 +64,8 @@ pub struct ClassifyArgs {
     max_len: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long)]
-    checkpoint: Option<PathBuf>,
-    #[arg(long, requires = "checkpoint")]
-    resume: bool,
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 enum Tok {
@@ -135,13 +134,11 @@ pub fn train(a: &ClassifyArgs) -> CliResult<()> {
         config.layers,
         labels.len(),
     )?;
-    let mut opt = Adam::new(store.params(), AdamConfig::adam(a.lr))?;
-    let batch_count = train.len().div_ceil(a.batch_size);
-    let mut first_epoch = 0;
-    if a.resume {
-        let path = a.checkpoint.as_deref().expect("clap requires --checkpoint with --resume");
-        let info = load_checkpoint(path, &store, Some(&mut opt))?;
-        first_epoch = info.step as usize / batch_count;
+    if a.run.resume {
+        let path = a.run.checkpoint.as_deref().expect("clap requires --checkpoint with --resume");
+        check_resumable(path, "classifier", |c: &ClassifyConfig| {
+            c.vocab == config.vocab && c.labels == config.labels && c.tokenizer == config.tokenizer
+        })?;
     }
     let encode = |rows: &[(String, String)]| -> CliResult<Encoded> {
         let seqs: Vec<Vec<i64>> = rows.iter().map(|(_, t)| tok.encode(t)).collect();
@@ -161,50 +158,43 @@ pub fn train(a: &ClassifyArgs) -> CliResult<()> {
         test.len(),
         config.vocab.len()
     );
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    let mut accuracy = 0.0;
-    for epoch in first_epoch..a.epochs {
-        Rng::seed(a.seed.wrapping_add(1 + epoch as u64)).shuffle(&mut order);
-        let mut total = 0.0;
-        for chunk in order.chunks(a.batch_size) {
-            let rows: Vec<(String, String)> = chunk.iter().map(|&i| train[i].clone()).collect();
-            let (ids, mask, y) = encode(&rows)?;
-            let loss = clf.scores(&ids, &mask)?.cross_entropy(&y, None)?;
-            total += loss.item()? * rows.len() as f64;
-            opt.step(&loss.backward()?)?;
-        }
-        accuracy = evaluate(&clf, test, &encode)?;
-        println!(
-            "epoch {:>2}  loss {:.4}  held-out accuracy {:.2}%",
-            epoch + 1,
-            total / train.len() as f64,
-            100.0 * accuracy
-        );
-        if let Some(path) = &a.checkpoint {
-            save_checkpoint(
-                path,
-                &store,
-                Some(&opt),
-                opt.steps(),
-                &serde_json::to_value(&config)?,
-            )?;
-        }
-    }
-    if a.json {
+    let trainer = Trainer::new(&store, Adam::new(store.params(), AdamConfig::adam(a.lr))?)
+        .epochs(a.epochs)
+        .describe("classify", "texts");
+    let config = serde_json::to_value(&config)?;
+    let mut trainer =
+        a.run.apply(trainer, "classify", Every::Epochs(1), config, &[a.data.as_path()]);
+    let step = |rows: Vec<usize>, m: &mut Metrics| -> CliResult<Tensor> {
+        let rows: Vec<(String, String)> = rows.iter().map(|&i| train[i].clone()).collect();
+        let (ids, mask, y) = encode(&rows)?;
+        m.count(rows.len());
+        Ok(clf.scores(&ids, &mask)?.cross_entropy(&y, None)?)
+    };
+    let evaluate = |_step, m: &mut Metrics| -> CliResult<()> {
+        m.add("accuracy", held_out_accuracy(&clf, test, &encode)?, 1.0);
+        Ok(())
+    };
+    let mut data = Epochs::shuffled(train.len(), a.batch_size, a.seed.wrapping_add(1));
+    let report = trainer.fit_evaluating(&mut data, step, Some(evaluate))?;
+    if a.run.json {
         println!(
             "{}",
-            serde_json::json!({"task": "classify", "epochs": a.epochs, "eval_accuracy": accuracy, "labels": labels})
+            serde_json::json!({"task": "classify", "epochs": a.epochs, "steps": report.end, "eval_accuracy": report.eval.get("accuracy"), "labels": labels})
         );
     }
     Ok(())
 }
 
-fn evaluate(clf: &TextClassifier, rows: &[(String, String)], encode: Encoder) -> CliResult<f64> {
+fn held_out_accuracy(
+    clf: &TextClassifier,
+    rows: &[(String, String)],
+    encode: Encoder,
+) -> CliResult<f64> {
     let _g = no_grad();
     let (mut hits, mut n) = (0.0, 0usize);
     for chunk in rows.chunks(256) {
         let (ids, mask, y) = encode(chunk)?;
-        hits += crate::train::accuracy(&clf.scores(&ids, &mask)?, &y)? * chunk.len() as f64;
+        hits += accuracy(&clf.scores(&ids, &mask)?, &y)? * chunk.len() as f64;
         n += chunk.len();
     }
     Ok(hits / n.max(1) as f64)

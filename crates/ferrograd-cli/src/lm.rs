@@ -1,19 +1,19 @@
 //! Character language models from the command line: `train lm` and `generate`.
 
-use crate::plot::{line_chart, write_loss_csv, Series};
+use crate::training::RunArgs;
 use crate::CliResult;
 use clap::{Args, ValueEnum};
-use ferrograd::{no_grad, Rng};
+use ferrograd::{no_grad, Rng, Tensor};
 use ferrograd_data::{CharTokenizer, LmBatches, Vocab};
-use ferrograd_nn::optim::{Adam, AdamConfig, Optimizer};
+use ferrograd_nn::optim::{Adam, AdamConfig};
+use ferrograd_nn::trainer::{Metrics, Sampled};
 use ferrograd_nn::{
-    formula, inspect_checkpoint, load_checkpoint, save_checkpoint, thousands, EmbedToken,
+    check_resumable, formula, inspect_checkpoint, load_checkpoint, thousands, EmbedToken, Every,
     GenerateToken, LanguageModel, ParamStore, Sampling, SequenceModel, SequenceRNN, SequenceStack,
-    SimpleRNN, LSTM,
+    SimpleRNN, Trainer, LSTM,
 };
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Instant;
 
 #[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -63,14 +63,8 @@ pub struct LmArgs {
     /// Print a sample and the held-out loss every this many steps.
     #[arg(long, default_value_t = 500)]
     sample_every: u64,
-    #[arg(long)]
-    checkpoint: Option<PathBuf>,
-    #[arg(long, requires = "checkpoint")]
-    resume: bool,
-    #[arg(long, default_value = "runs/lm")]
-    out: PathBuf,
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 fn build(store: &ParamStore, c: &LmConfig) -> ferrograd::Result<LanguageModel> {
@@ -108,10 +102,14 @@ fn held_out_loss(lm: &LanguageModel, batches: &LmBatches, n: usize) -> ferrograd
 }
 
 pub fn train(a: &LmArgs) -> CliResult<()> {
-    if a.batch_size == 0 || a.context == 0 || a.steps == 0 || a.embed == 0 || a.hidden == 0 {
-        return Err(
-            "--batch-size, --context, --steps, --embed and --hidden must be positive".into()
-        );
+    if a.batch_size == 0
+        || a.context == 0
+        || a.steps == 0
+        || a.embed == 0
+        || a.hidden == 0
+        || a.sample_every == 0
+    {
+        return Err("--batch-size, --context, --steps, --embed, --hidden and --sample-every must be positive".into());
     }
     let text = std::fs::read_to_string(&a.data)
         .map_err(|e| format!("cannot read {}: {e}", a.data.display()))?;
@@ -130,16 +128,12 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
     };
     let store = ParamStore::new(a.seed);
     let lm = build(&store, &config)?;
-    let mut opt = Adam::new(store.params(), AdamConfig::adam(a.lr))?;
-    let mut start = 0;
-    if a.resume {
-        let path = a.checkpoint.as_deref().expect("clap requires --checkpoint with --resume");
-        start = crate::train::resume(path, &store, &mut opt, "language model", |c: &LmConfig| {
+    if a.run.resume {
+        let path = a.run.checkpoint.as_deref().expect("clap requires --checkpoint with --resume");
+        check_resumable(path, "language model", |c: &LmConfig| {
             c.vocab == config.vocab && c.model == config.model
         })?;
     }
-    std::fs::create_dir_all(&a.out)
-        .map_err(|e| format!("cannot create {}: {e}", a.out.display()))?;
     println!(
         "{} — {} parameters, {} characters ({} distinct), {} held out",
         formula(&lm),
@@ -148,64 +142,40 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
         tokenizer.vocab().len() - 2,
         held.ids().len()
     );
-    let bar = crate::train::progress(a.steps, "step");
-    bar.set_position(start);
-    // Each step's batch depends only on the seed and the step: a resumed run sees the same data.
-    let started = Instant::now();
-    let (mut curve, mut held_curve) = (Vec::new(), Vec::new());
-    let mut smoothed = f64::NAN;
-    for step in start..a.steps {
-        let (x, y) = train.sample(&mut Rng::seed(a.seed.wrapping_mul(7_919).wrapping_add(step)))?;
-        let loss = lm.loss(&x, &y, None)?;
-        opt.step(&loss.backward()?)?;
-        let l = loss.item()?;
-        smoothed = if smoothed.is_nan() { l } else { 0.95 * smoothed + 0.05 * l };
-        curve.push(((step + 1) as f64, l));
-        let rate = ((step + 1 - start) as usize * a.batch_size * a.context) as f64
-            / started.elapsed().as_secs_f64();
-        bar.set_message(format!("loss {smoothed:.3}  {rate:.0} tokens/s"));
-        bar.inc(1);
-        if (step + 1) % a.sample_every == 0 || step + 1 == a.steps {
-            let h = held_out_loss(&lm, &held, 8)?;
-            held_curve.push(((step + 1) as f64, h));
-            let sample = sample_text(&lm, &tokenizer, "\n", 120, a.seed + step)?;
-            let line = format!("step {:>6}  held-out loss {h:.4}  sample: {:?}", step + 1, sample);
-            if bar.is_hidden() {
-                println!("{line}")
-            } else {
-                bar.println(line)
-            }
-            if let Some(path) = &a.checkpoint {
-                save_checkpoint(
-                    path,
-                    &store,
-                    Some(&opt),
-                    step + 1,
-                    &serde_json::to_value(&config)?,
-                )?;
-            }
-        }
+    let trainer = Trainer::new(&store, Adam::new(store.params(), AdamConfig::adam(a.lr))?)
+        .steps(a.steps)
+        .describe("lm", "tokens");
+    let every = Every::Steps(a.sample_every);
+    let mut trainer =
+        a.run.apply(trainer, "lm", every, serde_json::to_value(&config)?, &[a.data.as_path()]);
+    let step = |mut rng: Rng, m: &mut Metrics| -> CliResult<Tensor> {
+        let (x, y) = train.sample(&mut rng)?;
+        m.count(x.numel());
+        Ok(lm.loss(&x, &y, None)?)
+    };
+    let evaluate = |step: u64, m: &mut Metrics| -> CliResult<()> {
+        m.add("loss", held_out_loss(&lm, &held, 8)?, 1.0);
+        // The sample's seed is the step's, so a resumed run writes the same text.
+        let sample = sample_text(&lm, &tokenizer, "\n", 120, a.seed + step)?;
+        m.note(format!("sample: {sample:?}"));
+        Ok(())
+    };
+    let report = trainer.fit_evaluating(&mut Sampled::new(a.seed), step, Some(evaluate))?;
+    if report.stopped() {
+        println!("stopped after step {} of {}; continue with --resume", report.end, report.total);
+        return Ok(());
     }
-    bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
     let held_loss = held_out_loss(&lm, &held, 32)?;
-    let tokens_per_s = ((a.steps - start) as usize * a.batch_size * a.context) as f64 / secs;
-    write_loss_csv(&a.out.join("loss.csv"), &curve)?;
-    line_chart(
-        &a.out.join("loss.svg"),
-        "language model loss",
-        "step",
-        "cross-entropy (nats/char)",
-        &[
-            Series { name: "train".into(), points: curve },
-            Series { name: "held-out".into(), points: held_curve },
-        ],
-    )?;
-    println!("held-out loss: {held_loss:.4} nats/char after {} steps, {tokens_per_s:.0} tokens/s (curves in {})", a.steps, a.out.display());
-    if a.json {
+    println!(
+        "held-out loss: {held_loss:.4} nats/char after {} steps, {:.0} tokens/s (curves in {})",
+        a.steps,
+        report.units_per_s,
+        a.run.out_dir("lm").display()
+    );
+    if a.run.json {
         println!(
             "{}",
-            serde_json::json!({"task": "lm", "model": config.model, "steps": a.steps, "held_out_loss": held_loss, "train_tokens_per_s": tokens_per_s})
+            serde_json::json!({"task": "lm", "model": config.model, "steps": a.steps, "held_out_loss": held_loss, "train_tokens_per_s": report.units_per_s})
         );
     }
     Ok(())

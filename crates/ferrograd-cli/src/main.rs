@@ -5,17 +5,18 @@ mod classify;
 mod embed;
 mod features;
 mod lm;
-mod plot;
+mod mnist;
 mod qa;
 mod seq2seq;
 mod summary;
 mod tour;
 mod train;
+mod training;
 
 use clap::{Parser, Subcommand};
 
 /// What a command returns: its error is printed for the person, so any error will do.
-type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
+type CliResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 // Training allocates and frees the same large buffers (im2col columns, activations) every
 // step; glibc's malloc hands those back to the kernel each time and pays page faults to get

@@ -1,17 +1,19 @@
 //! Question answering from the command line: `train qa` fine-tunes a Hugging Face BERT with a
 //! span head on SQuAD-format JSON; `qa` answers a question about a context.
 
+use crate::training::RunArgs;
 use crate::CliResult;
 use clap::Args;
-use ferrograd::{no_grad, Rng, Tensor};
+use ferrograd::{no_grad, Tensor};
 use ferrograd_data::qa::{read_squad, QaExample};
 use ferrograd_data::{BertBatch, BertTokenizer};
-use ferrograd_nn::optim::{clip_grad_norm, Adam, AdamConfig, Optimizer, Schedule};
+use ferrograd_nn::optim::{Adam, AdamConfig, Schedule};
+use ferrograd_nn::trainer::{Epochs, Metrics};
 use ferrograd_nn::{
-    load_checkpoint, save_checkpoint, thousands, Module, ParamStore, QuestionAnswering,
+    check_resumable, load_checkpoint, thousands, Every, Module, ParamStore, QuestionAnswering,
+    Trainer,
 };
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 #[derive(Args)]
 pub struct TrainQaArgs {
@@ -22,7 +24,7 @@ pub struct TrainQaArgs {
     #[arg(long)]
     data: PathBuf,
     #[arg(long, default_value_t = 2)]
-    epochs: usize,
+    epochs: u64,
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
     #[arg(long, default_value_t = 5e-5)]
@@ -36,11 +38,9 @@ pub struct TrainQaArgs {
     max_answer_len: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Save the fine-tuned model here (for `ferrograd qa --checkpoint`).
-    #[arg(long)]
-    checkpoint: Option<PathBuf>,
-    #[arg(long)]
-    json: bool,
+    /// --checkpoint holds the fine-tuned model, for `ferrograd qa --checkpoint`.
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 /// The model of a directory and its tokenizer.
@@ -160,73 +160,76 @@ pub fn train(a: &TrainQaArgs) -> CliResult<()> {
         train_set.len() - usable.len(),
         held_set.len()
     );
-    let params = store.params();
-    let mut opt = Adam::new(params.clone(), AdamConfig::adamw(a.lr))?;
-    let steps_per_epoch = usable.len().div_ceil(a.batch_size) as u64;
-    let total = steps_per_epoch * a.epochs as u64;
-    let schedule = Schedule::Warmup {
-        steps: (total / 10).max(1),
-        then: Box::new(Schedule::Cosine {
-            total: total - (total / 10).max(1).min(total),
-            min_lr: 0.0,
-        }),
+    let config = serde_json::json!({"task": "qa", "bert": model.bert.config});
+    if a.run.resume {
+        let path = a.run.checkpoint.as_deref().expect("clap requires --checkpoint with --resume");
+        check_resumable(path, "question answering", |c: &serde_json::Value| *c == config)?;
+    }
+    let trainer = Trainer::new(&store, Adam::new(store.params(), AdamConfig::adamw(a.lr))?)
+        .epochs(a.epochs)
+        .clip_grad_norm(1.0)
+        .describe("qa", "questions");
+    let inputs = [a.data.as_path(), a.model.as_path()];
+    let mut trainer = a.run.apply(trainer, "qa", Every::End, config, &inputs);
+    let mut data = Epochs::shuffled(usable.len(), a.batch_size, a.seed);
+    // Warm-up over the first tenth, then cosine decay to zero.
+    let total = trainer.total_steps(&data)?;
+    let warmup = (total / 10).max(1).min(total);
+    trainer = trainer.schedule(Schedule::Warmup {
+        steps: warmup,
+        then: Box::new(Schedule::Cosine { total: total - warmup, min_lr: 0.0 }),
+    });
+    let step = |rows: Vec<usize>, m: &mut Metrics| -> CliResult<Tensor> {
+        let chunk: Vec<&QaExample> = rows.iter().map(|&i| usable[i]).collect();
+        let (batch, spans) = encode(&tok, &chunk, a.max_len)?;
+        let (starts, ends): (Vec<i64>, Vec<i64>) =
+            spans.iter().map(|s| s.map_or((0, 0), |(s, e)| (s as i64, e as i64))).unzip();
+        let n = chunk.len();
+        m.count(n);
+        Ok(model.loss(
+            &batch.ids,
+            &batch.token_types,
+            &batch.mask,
+            &batch.context_mask()?,
+            &Tensor::from_vec(starts, &[n])?,
+            &Tensor::from_vec(ends, &[n])?,
+        )?)
     };
-    let bar = crate::train::progress(total, "step");
-    let mut rng = Rng::seed(a.seed);
-    let started = Instant::now();
-    let mut step = 0;
-    for _ in 0..a.epochs {
-        rng.shuffle(&mut usable);
-        for chunk in usable.chunks(a.batch_size) {
-            let (batch, spans) = encode(&tok, chunk, a.max_len)?;
-            let (starts, ends): (Vec<i64>, Vec<i64>) =
-                spans.iter().map(|s| s.map_or((0, 0), |(s, e)| (s as i64, e as i64))).unzip();
-            let n = chunk.len();
-            let loss = model.loss(
-                &batch.ids,
-                &batch.token_types,
-                &batch.mask,
-                &batch.context_mask()?,
-                &Tensor::from_vec(starts, &[n])?,
-                &Tensor::from_vec(ends, &[n])?,
-            )?;
-            let mut grads = loss.backward()?;
-            clip_grad_norm(&mut grads, &params, 1.0)?;
-            opt.set_lr(schedule.lr(a.lr, step));
-            opt.step(&grads)?;
-            step += 1;
-            bar.set_message(format!("loss {:.3}", loss.item()?));
-            bar.inc(1);
+    let evaluate = |_step, m: &mut Metrics| -> CliResult<()> {
+        for chunk in held_set.chunks(32) {
+            let refs: Vec<&QaExample> = chunk.iter().collect();
+            let (batch, _) = encode(&tok, &refs, a.max_len)?;
+            let contexts: Vec<&str> = chunk.iter().map(|e| e.context.as_str()).collect();
+            let found = answers(&model, &batch, &contexts, a.max_answer_len)?;
+            for (got, e) in found.iter().zip(chunk) {
+                let text = got.as_ref().map_or("", |(t, _)| t.as_str());
+                let (em, f1) = squad_scores(text, &e.answer);
+                m.add("exact_match", em, 1.0);
+                m.add("f1", f1, 1.0);
+            }
         }
+        Ok(())
+    };
+    let report = trainer.fit_evaluating(&mut data, step, Some(evaluate))?;
+    if report.stopped() {
+        println!("stopped after step {} of {}; continue with --resume", report.end, report.total);
+        return Ok(());
     }
-    bar.finish_and_clear();
-    let (mut exact, mut f1) = (0.0, 0.0);
-    for chunk in held_set.chunks(32) {
-        let refs: Vec<&QaExample> = chunk.iter().collect();
-        let (batch, _) = encode(&tok, &refs, a.max_len)?;
-        let contexts: Vec<&str> = chunk.iter().map(|e| e.context.as_str()).collect();
-        for (got, e) in answers(&model, &batch, &contexts, a.max_answer_len)?.iter().zip(chunk) {
-            let (em, f) = squad_scores(got.as_ref().map_or("", |(t, _)| t.as_str()), &e.answer);
-            exact += em;
-            f1 += f;
-        }
-    }
-    let n = held_set.len() as f64;
+    let (exact, f1) = (report.eval["exact_match"], report.eval["f1"]);
     println!(
-        "held-out: exact match {:.1}%, F1 {:.1}% after {step} steps in {:.0} s",
-        100.0 * exact / n,
-        100.0 * f1 / n,
-        started.elapsed().as_secs_f64()
+        "held-out: exact match {:.1}%, F1 {:.1}% after {} steps in {:.0} s",
+        100.0 * exact,
+        100.0 * f1,
+        report.end,
+        report.seconds
     );
-    if let Some(path) = &a.checkpoint {
-        let config = serde_json::json!({"task": "qa", "bert": model.bert.config});
-        save_checkpoint(path, &store, None, step, &config)?;
+    if let Some(path) = &a.run.checkpoint {
         println!("saved {}", path.display());
     }
-    if a.json {
+    if a.run.json {
         println!(
             "{}",
-            serde_json::json!({"task": "qa", "steps": step, "exact_match": exact / n, "f1": f1 / n})
+            serde_json::json!({"task": "qa", "steps": report.end, "exact_match": exact, "f1": f1})
         );
     }
     Ok(())

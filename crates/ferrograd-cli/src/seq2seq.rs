@@ -1,20 +1,20 @@
 //! Sequence to sequence from the command line: `train seq2seq` and `translate`; the training
 //! loop and the evaluation (exact match, token accuracy, BLEU) the tour uses too.
 
-use crate::plot::{line_chart, write_loss_csv, Series};
+use crate::training::RunArgs;
 use crate::CliResult;
 use clap::{Args, ValueEnum};
 use ferrograd::{no_grad, Rng, Tensor};
 use ferrograd_data::bleu::corpus_bleu;
 use ferrograd_data::text::{read_pairs, seq2seq_batch};
 use ferrograd_data::{CharTokenizer, Vocab, WordTokenizer};
-use ferrograd_nn::optim::{clip_grad_norm, Adam, AdamConfig, Optimizer, Schedule};
+use ferrograd_nn::optim::{Adam, AdamConfig, Schedule};
+use ferrograd_nn::trainer::{Metrics, Sampled};
 use ferrograd_nn::{
-    inspect_checkpoint, load_checkpoint, save_checkpoint, thousands, BeamOptions, Module,
-    ParamStore, Seq2SeqConfig, Seq2SeqKind, SequenceToSequence,
+    check_resumable, inspect_checkpoint, load_checkpoint, thousands, BeamOptions, Every, Module,
+    ParamStore, Seq2SeqConfig, Seq2SeqKind, SequenceToSequence, Trainer,
 };
 use std::path::PathBuf;
-use std::time::Instant;
 
 /// (source ids, target ids) pairs.
 pub type IdPairs = Vec<(Vec<i64>, Vec<i64>)>;
@@ -153,19 +153,9 @@ pub struct Training {
 }
 
 impl Training {
-    /// Steps `range` of training (teacher forcing, AdamW with warm-up and cosine decay,
-    /// gradients clipped to norm 1); each step's batch depends only on the seed and the step,
-    /// so a resumed run sees the same data. Calls `on_step(step, loss, optimizer)` after each.
-    pub fn run(
-        &self,
-        model: &SequenceToSequence,
-        opt: &mut Adam,
-        params: &[ferrograd_nn::Param],
-        pairs: &IdPairs,
-        range: std::ops::Range<u64>,
-        mut on_step: impl FnMut(u64, f64, &Adam) -> CliResult<()>,
-    ) -> CliResult<()> {
-        let c = &model.config;
+    /// A Trainer for these settings: AdamW with warm-up and cosine decay, gradients clipped
+    /// to norm 1.
+    pub fn trainer<'a>(&self, store: &ParamStore) -> CliResult<Trainer<'a>> {
         let schedule = Schedule::Warmup {
             steps: self.warmup,
             then: Box::new(Schedule::Cosine {
@@ -173,19 +163,24 @@ impl Training {
                 min_lr: self.lr * 0.05,
             }),
         };
-        for step in range {
-            let mut rng = Rng::seed(self.seed.wrapping_mul(7_919).wrapping_add(step));
+        let adamw = Adam::new(store.params(), AdamConfig::adamw(self.lr))?;
+        Ok(Trainer::new(store, adamw).steps(self.steps).schedule(schedule).clip_grad_norm(1.0))
+    }
+
+    /// The loss of a batch of `pairs` drawn with the step's generator, teacher-forced.
+    pub fn loss<'m>(
+        &'m self,
+        model: &'m SequenceToSequence,
+        pairs: &'m IdPairs,
+    ) -> impl FnMut(Rng, &mut Metrics) -> CliResult<Tensor> + Send + 'm {
+        move |mut rng, m| {
+            let c = &model.config;
             let batch: IdPairs =
                 (0..self.batch_size).map(|_| pairs[rng.below(pairs.len())].clone()).collect();
             let (source, target_in, target_out) = seq2seq_batch(&batch, c.pad, c.bos, c.eos)?;
-            let loss = model.loss(&source, &target_in, &target_out, self.label_smoothing)?;
-            let mut grads = loss.backward()?;
-            clip_grad_norm(&mut grads, params, 1.0)?;
-            opt.set_lr(schedule.lr(self.lr, step));
-            opt.step(&grads)?;
-            on_step(step, loss.item()?, opt)?;
+            m.count(batch.len());
+            Ok(model.loss(&source, &target_in, &target_out, self.label_smoothing)?)
         }
-        Ok(())
     }
 }
 
@@ -285,18 +280,8 @@ pub struct Seq2SeqArgs {
     eval_every: u64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long)]
-    checkpoint: Option<PathBuf>,
-    #[arg(long, requires = "checkpoint")]
-    resume: bool,
-    /// Stop after this step, as an interrupted run would (the checkpoint is saved); finish
-    /// later with --resume and the same settings.
-    #[arg(long, requires = "checkpoint")]
-    stop_after: Option<u64>,
-    #[arg(long, default_value = "runs/seq2seq")]
-    out: PathBuf,
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
@@ -353,17 +338,12 @@ pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
     let held_ids = task.encode_pairs(held_text, "held-out")?;
     let store = ParamStore::new(a.seed);
     let model = SequenceToSequence::new(&store, &task.model)?;
-    let params = store.params();
-    let mut opt = Adam::new(params.clone(), AdamConfig::adamw(a.lr))?;
-    let mut start = 0;
-    if a.resume {
-        let path = a.checkpoint.as_deref().expect("clap requires --checkpoint with --resume");
-        start = crate::train::resume(path, &store, &mut opt, "seq2seq", |t: &Seq2SeqTask| {
+    if a.run.resume {
+        let path = a.run.checkpoint.as_deref().expect("clap requires --checkpoint with --resume");
+        check_resumable(path, "seq2seq", |t: &Seq2SeqTask| {
             t.model == task.model && t.source == task.source && t.target == task.target
         })?;
     }
-    std::fs::create_dir_all(&a.out)
-        .map_err(|e| format!("cannot create {}: {e}", a.out.display()))?;
     println!(
         "{} — {} parameters; {} pairs to train on, {} held out",
         model.describe(),
@@ -379,54 +359,25 @@ pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
         label_smoothing: a.label_smoothing,
         seed: a.seed,
     };
-    let bar = crate::train::progress(a.steps, "step");
-    bar.set_position(start);
-    let end = a.stop_after.map_or(a.steps, |s| s.clamp(start, a.steps));
-    let started = Instant::now();
-    let (mut curve, mut exact_curve) = (Vec::new(), Vec::new());
-    let mut smoothed = f64::NAN;
-    let mut pairs_seen = 0usize;
+    let trainer = training.trainer(&store)?.describe("seq2seq", "pairs");
+    let every = Every::Steps(a.eval_every);
+    let config = serde_json::to_value(&task)?;
+    let mut trainer = a.run.apply(trainer, "seq2seq", every, config, &[a.data.as_path()]);
     let mut last_eval = None;
-    let on_step = |step: u64, loss: f64, opt: &Adam| -> CliResult<()> {
-        smoothed = if smoothed.is_nan() { loss } else { 0.95 * smoothed + 0.05 * loss };
-        curve.push(((step + 1) as f64, loss));
-        pairs_seen += a.batch_size;
-        bar.set_message(format!(
-            "loss {smoothed:.3}  {:.0} pairs/s",
-            pairs_seen as f64 / started.elapsed().as_secs_f64()
-        ));
-        bar.inc(1);
-        if (step + 1).is_multiple_of(a.eval_every) || step + 1 == end {
-            store.eval();
-            let e = evaluate(&model, &task.target, &held_ids, a.beam)?;
-            store.train();
-            exact_curve.push(((step + 1) as f64, 100.0 * e.exact_match));
-            let line = format!(
-                "step {:>6}  held-out exact match {:5.1}%  token accuracy {:5.1}%  BLEU {:5.1}",
-                step + 1,
-                100.0 * e.exact_match,
-                100.0 * e.token_accuracy,
-                e.bleu
-            );
-            if bar.is_hidden() {
-                println!("{line}")
-            } else {
-                bar.println(line)
-            }
-            if let Some(path) = &a.checkpoint {
-                save_checkpoint(path, &store, Some(opt), step + 1, &serde_json::to_value(&task)?)?;
-            }
-            last_eval = Some(e);
-        }
+    let held_out = |_step, m: &mut Metrics| -> CliResult<()> {
+        let e = evaluate(&model, &task.target, &held_ids, a.beam)?;
+        m.add("exact_match", e.exact_match, 1.0);
+        m.add("token_accuracy", e.token_accuracy, 1.0);
+        m.add("bleu", e.bleu, 1.0);
+        last_eval = Some(e);
         Ok(())
     };
-    training.run(&model, &mut opt, &params, &train_ids, start..end, on_step)?;
-    bar.finish_and_clear();
-    if end < a.steps {
-        println!("stopped after step {end} of {}; continue with --resume", a.steps);
+    let loss = training.loss(&model, &train_ids);
+    let report = trainer.fit_evaluating(&mut Sampled::new(a.seed), loss, Some(held_out))?;
+    if report.stopped() {
+        println!("stopped after step {} of {}; continue with --resume", report.end, a.steps);
         return Ok(());
     }
-    let secs = started.elapsed().as_secs_f64();
     let e = match last_eval {
         Some(e) => e,
         None => {
@@ -434,33 +385,19 @@ pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
             evaluate(&model, &task.target, &held_ids, a.beam)?
         }
     };
-    write_loss_csv(&a.out.join("loss.csv"), &curve)?;
-    line_chart(
-        &a.out.join("loss.svg"),
-        "sequence-to-sequence loss",
-        "step",
-        "cross-entropy (nats/token)",
-        &[Series { name: "train".into(), points: curve }],
-    )?;
-    line_chart(
-        &a.out.join("exact_match.svg"),
-        "held-out exact match",
-        "step",
-        "%",
-        &[Series { name: "held-out".into(), points: exact_curve }],
-    )?;
     for (i, (s, t)) in held_text.iter().enumerate().take(3) {
         println!("  {s:?} → {:?} (reference {t:?})", task.target.decode(&e.outputs[i])?);
     }
     println!(
-        "held-out: exact match {:.1}%, token accuracy {:.1}%, BLEU {:.1} after {} steps in {secs:.0} s (curves in {})",
+        "held-out: exact match {:.1}%, token accuracy {:.1}%, BLEU {:.1} after {} steps in {:.0} s (curves in {})",
         100.0 * e.exact_match,
         100.0 * e.token_accuracy,
         e.bleu,
         a.steps,
-        a.out.display()
+        report.seconds,
+        a.run.out_dir("seq2seq").display()
     );
-    if a.json {
+    if a.run.json {
         println!(
             "{}",
             serde_json::json!({"task": "seq2seq", "steps": a.steps, "exact_match": e.exact_match, "token_accuracy": e.token_accuracy, "bleu": e.bleu})

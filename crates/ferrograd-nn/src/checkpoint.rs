@@ -16,6 +16,9 @@ const FORMAT: &str = "ferrograd-checkpoint-1";
 pub struct CheckpointInfo {
     pub step: u64,
     pub config: serde_json::Value,
+    /// How the Trainer that wrote it mapped steps to data (steps, accumulation, batches per
+    /// epoch), if a Trainer wrote it.
+    pub trainer: Option<serde_json::Value>,
 }
 
 /// Writes the store's parameters and RNG state, the optimizer's state (if given), `step` and
@@ -27,6 +30,29 @@ pub fn save_checkpoint(
     step: u64,
     config: &serde_json::Value,
 ) -> Result<()> {
+    write(path, store, optimizer, step, config, None)
+}
+
+/// [`save_checkpoint`] with the shape of the training that wrote it, which a resume checks.
+pub(crate) fn save_training_checkpoint(
+    path: &Path,
+    store: &ParamStore,
+    optimizer: Option<&dyn Optimizer>,
+    step: u64,
+    config: &serde_json::Value,
+    trainer: &serde_json::Value,
+) -> Result<()> {
+    write(path, store, optimizer, step, config, Some(trainer))
+}
+
+fn write(
+    path: &Path,
+    store: &ParamStore,
+    optimizer: Option<&dyn Optimizer>,
+    step: u64,
+    config: &serde_json::Value,
+    trainer: Option<&serde_json::Value>,
+) -> Result<()> {
     let mut tensors: Vec<(String, Tensor)> =
         store.params().iter().map(|p| (format!("param/{}", p.name()), p.get())).collect();
     let mut meta = BTreeMap::from([
@@ -35,6 +61,9 @@ pub fn save_checkpoint(
         ("rng".to_string(), store.rng_state()),
         ("config".to_string(), config.to_string()),
     ]);
+    if let Some(t) = trainer {
+        meta.insert("trainer".into(), t.to_string());
+    }
     if let Some(opt) = optimizer {
         let (state, steps) = opt.state();
         tensors.extend(state.into_iter().map(|(k, t)| (format!("optim/{k}"), t)));
@@ -62,7 +91,8 @@ fn info(path: &Path, meta: &BTreeMap<String, String>) -> Result<CheckpointInfo> 
         .get("config")
         .and_then(|c| serde_json::from_str(c).ok())
         .ok_or_else(|| bad("no readable config"))?;
-    Ok(CheckpointInfo { step, config })
+    let trainer = meta.get("trainer").and_then(|t| serde_json::from_str(t).ok());
+    Ok(CheckpointInfo { step, config, trainer })
 }
 
 /// Loads a checkpoint into `store` (and `optimizer`): every parameter must be in the file with
@@ -108,4 +138,28 @@ pub fn load_checkpoint(
     }
     store.set_rng_state(rng)?;
     Ok(info)
+}
+
+/// Checks, before a run resumes from `path`, that the checkpoint's config reads as a `C` (else
+/// it is not a `what` checkpoint) and that `same` accepts it (else it was trained on other
+/// data or another model); returns that config.
+pub fn check_resumable<C: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &str,
+    same: impl FnOnce(&C) -> bool,
+) -> Result<C> {
+    let info = inspect_checkpoint(path)?;
+    let saved: C = serde_json::from_value(info.config).map_err(|e| {
+        Error::value("resume", format!("{}: not a {what} checkpoint: {e}", path.display()))
+    })?;
+    if !same(&saved) {
+        return Err(Error::value(
+            "resume",
+            format!(
+                "{} was trained on other data or another model; it cannot resume here",
+                path.display()
+            ),
+        ));
+    }
+    Ok(saved)
 }

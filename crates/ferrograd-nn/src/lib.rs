@@ -21,14 +21,18 @@ pub mod optim;
 mod seq2seq;
 mod sequence;
 mod store;
+pub mod trainer;
 mod transformer;
 
 pub use blocks::*;
-pub use checkpoint::{inspect_checkpoint, load_checkpoint, save_checkpoint, CheckpointInfo};
+pub use checkpoint::{
+    check_resumable, inspect_checkpoint, load_checkpoint, save_checkpoint, CheckpointInfo,
+};
 pub use module::{formula, summary, thousands, Module, Sequential};
 pub use seq2seq::*;
 pub use sequence::*;
 pub use store::{Init, Param, ParamStore};
+pub use trainer::{Every, Progress, Trainer};
 pub use transformer::*;
 
 /// The README's code runs as a doctest, so it cannot drift from the API.

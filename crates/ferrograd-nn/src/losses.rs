@@ -71,3 +71,9 @@ fn same_shape(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
     }
     Ok(())
 }
+
+/// The fraction of rows whose highest score is the label (no graph is recorded).
+pub fn accuracy(scores: &Tensor, labels: &Tensor) -> Result<f64> {
+    let _g = ferrograd::no_grad();
+    scores.argmax(-1, false)?.eq(labels)?.to_dtype(DType::F64)?.mean_all()?.item()
+}

@@ -12,12 +12,7 @@ pub fn clip_grad_norm(grads: &mut Gradients, params: &[Param], max_norm: f64) ->
             format!("max_norm must be positive, got {max_norm}"),
         ));
     }
-    let with_grad: Vec<Tensor> =
-        params.iter().map(|p| p.get()).filter(|t| grads.get(t).is_some()).collect();
-    // When these parameters' gradients are all the store holds, the norm and the scaling are
-    // one pass over each flat bucket (absent slots hold zeros).
-    let whole =
-        with_grad.len() == grads.len() && with_grad.iter().all(|t| grads.bucket_range(t).is_some());
+    let (with_grad, whole) = laid_out(grads, params);
     let sq: f64 = if whole {
         grads.buckets().iter().map(|b| b.sum_squares()).sum::<Result<f64>>()?
     } else {
@@ -29,20 +24,47 @@ pub fn clip_grad_norm(grads: &mut Gradients, params: &[Param], max_norm: f64) ->
     let norm = sq.sqrt();
     let scale = max_norm / (norm + 1e-6);
     if scale < 1.0 {
-        if whole {
-            grads.with_buckets_mut(|b| b.iter_mut().try_for_each(|t| t.scale_in_place(scale)))?;
-        } else {
-            for t in &with_grad {
-                if let Some(g) = grads.get(t) {
-                    // Scaled as the buckets are (in the gradient's dtype), on a copy.
-                    let mut clipped = g.clone();
-                    clipped.scale_in_place(scale)?;
-                    grads.set(t, clipped);
-                }
-            }
-        }
+        scale_laid_out(grads, &with_grad, whole, scale)?;
     }
     Ok(norm)
+}
+
+/// The parameters' tensors that have a gradient, and whether those gradients are all the
+/// store holds, each in a flat bucket: then a norm or a scaling is one pass over each bucket
+/// (absent slots hold zeros).
+fn laid_out(grads: &Gradients, params: &[Param]) -> (Vec<Tensor>, bool) {
+    let with_grad: Vec<Tensor> =
+        params.iter().map(|p| p.get()).filter(|t| grads.get(t).is_some()).collect();
+    let whole =
+        with_grad.len() == grads.len() && with_grad.iter().all(|t| grads.bucket_range(t).is_some());
+    (with_grad, whole)
+}
+
+/// Multiplies the gradients of `params` by `factor` in place (the mean over accumulated
+/// micro-batches).
+pub fn scale_gradients(grads: &mut Gradients, params: &[Param], factor: f64) -> Result<()> {
+    let (with_grad, whole) = laid_out(grads, params);
+    scale_laid_out(grads, &with_grad, whole, factor)
+}
+
+fn scale_laid_out(
+    grads: &mut Gradients,
+    with_grad: &[Tensor],
+    whole: bool,
+    scale: f64,
+) -> Result<()> {
+    if whole {
+        return grads.with_buckets_mut(|b| b.iter_mut().try_for_each(|t| t.scale_in_place(scale)));
+    }
+    for t in with_grad {
+        if let Some(g) = grads.get(t) {
+            // Scaled as the buckets are (in the gradient's dtype), on a copy.
+            let mut scaled = g.clone();
+            scaled.scale_in_place(scale)?;
+            grads.set(t, scaled);
+        }
+    }
+    Ok(())
 }
 
 /// Clamps every gradient element into [−clip, clip].

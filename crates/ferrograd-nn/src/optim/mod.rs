@@ -7,7 +7,7 @@ mod schedule;
 mod sgd;
 
 pub use adam::{Adam, AdamConfig};
-pub use clip::{clip_grad_norm, clip_grad_value};
+pub use clip::{clip_grad_norm, clip_grad_value, scale_gradients};
 pub use schedule::Schedule;
 pub use sgd::{Sgd, SgdConfig};
 

@@ -1,8 +1,10 @@
 //! Drawing results people would rather see than read: training curves, as SVG line charts.
 
-use crate::CliResult;
 use plotters::prelude::*;
 use std::path::Path;
+
+/// Plotters' errors come in many types; callers only show them.
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
 /// Line colours in turn (matplotlib's first eight "tab" colours: all readable on white).
 const COLORS: [RGBColor; 8] = [
@@ -26,25 +28,13 @@ pub struct Series {
 /// fitted to all finite points. A non-finite point (NaN, ±∞: a diverged loss) breaks its line
 /// there, a point left alone is a dot; an empty series keeps its legend entry; no points at all
 /// give empty unit axes.
-/// A `step,train_loss` CSV file of `(step, loss)` points.
-pub fn write_loss_csv(path: &Path, points: &[(f64, f64)]) -> CliResult<()> {
-    use std::io::Write;
-    let mut f =
-        std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    writeln!(f, "step,train_loss")?;
-    for (s, l) in points {
-        writeln!(f, "{s},{l:.6}")?;
-    }
-    Ok(())
-}
-
 pub fn line_chart(
     path: &Path,
     title: &str,
     x_label: &str,
     y_label: &str,
     series: &[Series],
-) -> CliResult<()> {
+) -> DrawResult {
     let finite = |&(x, y): &(f64, f64)| x.is_finite() && y.is_finite();
     let all = || series.iter().flat_map(|s| s.points.iter().copied().filter(finite));
     let x = span(all().map(|p| p.0), 0.0);

@@ -1,0 +1,62 @@
+//! The flags every `train` command shares, and the Trainer they configure.
+
+use clap::Args;
+use ferrograd_nn::{Every, Trainer};
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Save a checkpoint here (atomically) at every evaluation and at the end.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Continue from --checkpoint; with the same settings the run ends as a straight one
+    /// would, to the bit.
+    #[arg(long, requires = "checkpoint")]
+    pub resume: bool,
+    /// Stop after this step, as an interrupted run would (the checkpoint is saved); finish
+    /// later with --resume.
+    #[arg(long, requires = "checkpoint")]
+    pub stop_after: Option<u64>,
+    /// Sum the gradients of this many batches of --batch-size before each step: the step of
+    /// a batch this many times as large.
+    #[arg(long, default_value_t = 1)]
+    pub accumulate: usize,
+    /// Where the metrics (CSV, JSON lines, TensorBoard) and curves go [default: runs/TASK].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// End with one JSON line of results.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl RunArgs {
+    pub fn out_dir(&self, task: &str) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| Path::new("runs").join(task))
+    }
+
+    /// `trainer` with these flags: checkpoints `every` so often (with `config`, what rebuilds
+    /// the model), resume, stop, accumulation, the outputs of `task`, and `inputs` never
+    /// written over.
+    pub fn apply<'a>(
+        &self,
+        trainer: Trainer<'a>,
+        task: &str,
+        every: Every,
+        config: serde_json::Value,
+        inputs: &[&Path],
+    ) -> Trainer<'a> {
+        let mut t = trainer
+            .accumulate(self.accumulate)
+            .evaluate_every(every)
+            .out(self.out_dir(task))
+            .inputs(inputs.iter().copied())
+            .stop_after(self.stop_after);
+        if let Some(path) = &self.checkpoint {
+            t = t.checkpoint(path, every, config);
+            if self.resume {
+                t = t.resume(path);
+            }
+        }
+        t
+    }
+}

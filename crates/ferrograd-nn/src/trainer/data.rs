@@ -1,0 +1,141 @@
+//! What a Trainer trains on: each micro-batch is named by its place in the run, so that the
+//! same place gives the same batch in a straight run and in a resumed one.
+
+use ferrograd::Rng;
+
+/// Where a micro-batch sits: its index over the whole run, and for data with epochs, the
+/// epoch and the batch's index within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct At {
+    pub micro: u64,
+    pub epoch: u64,
+    pub index: usize,
+}
+
+/// A source of micro-batches, addressed by [`At`].
+pub trait Data: Send {
+    type Batch;
+    /// Micro-batches in one pass over the data; `None` for an endless stream.
+    fn batches_per_epoch(&self) -> Option<usize>;
+    /// The micro-batch at `at`; the same `at` must give the same batch.
+    fn batch(&mut self, at: At) -> Self::Batch;
+}
+
+/// `n` examples in batches of `batch_size`, shuffled afresh each epoch from `seed` and the
+/// epoch alone; a batch is the indices of its examples. The last batch of an epoch may be
+/// smaller.
+pub struct Epochs {
+    n: usize,
+    batch_size: usize,
+    seed: Option<u64>,
+    order: Option<(u64, Vec<usize>)>,
+}
+
+impl Epochs {
+    pub fn shuffled(n: usize, batch_size: usize, seed: u64) -> Epochs {
+        Epochs { n, batch_size: batch_size.max(1), seed: Some(seed), order: None }
+    }
+    /// The examples in their own order every epoch.
+    pub fn in_order(n: usize, batch_size: usize) -> Epochs {
+        Epochs { n, batch_size: batch_size.max(1), seed: None, order: None }
+    }
+}
+
+impl Data for Epochs {
+    type Batch = Vec<usize>;
+    fn batches_per_epoch(&self) -> Option<usize> {
+        Some(self.n.div_ceil(self.batch_size))
+    }
+    fn batch(&mut self, at: At) -> Vec<usize> {
+        if self.order.as_ref().is_none_or(|(e, _)| *e != at.epoch) {
+            let mut order: Vec<usize> = (0..self.n).collect();
+            if let Some(seed) = self.seed {
+                Rng::seed(seed.wrapping_mul(1_000_003).wrapping_add(at.epoch)).shuffle(&mut order);
+            }
+            self.order = Some((at.epoch, order));
+        }
+        let order = &self.order.as_ref().expect("set above").1;
+        let start = (at.index * self.batch_size).min(self.n);
+        order[start..(start + self.batch_size).min(self.n)].to_vec()
+    }
+}
+
+/// An endless stream: each micro-batch is drawn with a generator seeded from `seed` and its
+/// index in the run (random windows of a text, random pairs).
+pub struct Sampled {
+    seed: u64,
+}
+
+impl Sampled {
+    pub fn new(seed: u64) -> Sampled {
+        Sampled { seed }
+    }
+}
+
+impl Data for Sampled {
+    type Batch = Rng;
+    fn batches_per_epoch(&self) -> Option<usize> {
+        None
+    }
+    fn batch(&mut self, at: At) -> Rng {
+        Rng::seed(self.seed.wrapping_mul(7_919).wrapping_add(at.micro))
+    }
+}
+
+/// `n` prepared batches in turn; a batch is its index.
+pub struct Cycle {
+    n: usize,
+}
+
+impl Cycle {
+    pub fn new(n: usize) -> Cycle {
+        Cycle { n: n.max(1) }
+    }
+}
+
+impl Data for Cycle {
+    type Batch = usize;
+    fn batches_per_epoch(&self) -> Option<usize> {
+        Some(self.n)
+    }
+    fn batch(&mut self, at: At) -> usize {
+        at.index
+    }
+}
+
+impl At {
+    /// The place of micro-batch `micro` in data of `per_epoch` batches an epoch.
+    pub fn of(micro: u64, per_epoch: Option<usize>) -> At {
+        match per_epoch {
+            Some(p) if p > 0 => {
+                At { micro, epoch: micro / p as u64, index: (micro % p as u64) as usize }
+            }
+            _ => At { micro, epoch: 0, index: micro as usize },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_cover_every_example_once_and_repeat_by_epoch() {
+        let mut d = Epochs::shuffled(10, 4, 7);
+        assert_eq!(d.batches_per_epoch(), Some(3));
+        let epoch = |d: &mut Epochs, e: u64| -> Vec<usize> {
+            (0..3).flat_map(|i| d.batch(At::of(e * 3 + i, Some(3)))).collect()
+        };
+        let (a, b) = (epoch(&mut d, 0), epoch(&mut d, 1));
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+        assert_ne!(a, b, "each epoch is shuffled afresh");
+        assert_eq!(
+            epoch(&mut Epochs::shuffled(10, 4, 7), 1),
+            b,
+            "an epoch depends on the seed and the epoch"
+        );
+        assert_eq!(d.batch(At::of(2, Some(3))).len(), 2);
+    }
+}
