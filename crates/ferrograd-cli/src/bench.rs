@@ -188,7 +188,7 @@ fn w5_transformer_lm(data: Option<&Path>, min_time: Duration) -> CliResult<Vec<(
 fn w7_seq2seq(min_time: Duration) -> CliResult<f64> {
     use ferrograd_nn::{Seq2SeqConfig, SequenceToSequence};
     let store = ParamStore::new(0);
-    let config = Seq2SeqConfig::w7();
+    let config = Seq2SeqConfig::small_transformer();
     let model = SequenceToSequence::new(&store, &config)?;
     let adamw = Adam::new(store.params(), AdamConfig::adamw(1e-3))?;
     let mut rng = Rng::seed(2);

@@ -1,12 +1,12 @@
 //! `ferrograd train classify`: the lecture's text classifier,
 //! `score = w · Collapse(SequenceModel^k(EmbedToken(x)))`, on label<TAB>text lines.
 
-use crate::training::RunArgs;
+use crate::training::{RunArgs, Tokens};
 use crate::CliResult;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use ferrograd::{no_grad, Rng, Tensor};
 use ferrograd_data::text::{pad_batch, read_labeled};
-use ferrograd_data::{CharTokenizer, Vocab, WordTokenizer};
+use ferrograd_data::Tokenizer;
 use ferrograd_nn::losses::accuracy;
 use ferrograd_nn::optim::{Adam, AdamConfig};
 use ferrograd_nn::trainer::{Epochs, Metrics};
@@ -20,19 +20,11 @@ type Encoded = (Tensor, Tensor, Tensor);
 /// Turns labeled texts into a batch.
 type Encoder<'a> = &'a dyn Fn(&[(String, String)]) -> CliResult<Encoded>;
 
-#[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TokenizerKind {
-    Word,
-    Char,
-}
-
 /// What a classifier checkpoint needs to be rebuilt: the vocabulary and the labels.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct ClassifyConfig {
     task: String,
-    tokenizer: TokenizerKind,
-    vocab: Vocab,
+    tokenizer: Tokenizer,
     labels: Vec<String>,
     dim: usize,
     hidden: usize,
@@ -45,7 +37,10 @@ pub struct ClassifyArgs {
     #[arg(long)]
     data: PathBuf,
     #[arg(long, value_enum, default_value = "word")]
-    tokenizer: TokenizerKind,
+    tokenizer: Tokens,
+    /// Pieces to learn for --tokenizer wordpiece or bpe.
+    #[arg(long, default_value_t = 4000)]
+    vocab_size: usize,
     #[arg(long, default_value_t = 5)]
     epochs: u64,
     #[arg(long, default_value_t = 32)]
@@ -68,26 +63,6 @@ pub struct ClassifyArgs {
     run: RunArgs,
 }
 
-enum Tok {
-    Word(WordTokenizer),
-    Char(CharTokenizer),
-}
-
-impl Tok {
-    fn encode(&self, text: &str) -> Vec<i64> {
-        match self {
-            Tok::Word(t) => t.encode(text),
-            Tok::Char(t) => t.encode(text),
-        }
-    }
-    fn vocab(&self) -> &Vocab {
-        match self {
-            Tok::Word(t) => t.vocab(),
-            Tok::Char(t) => t.vocab(),
-        }
-    }
-}
-
 pub fn train(a: &ClassifyArgs) -> CliResult<()> {
     if a.batch_size == 0 || a.epochs == 0 || a.max_len == 0 {
         return Err("--batch-size, --epochs and --max-len must be positive".into());
@@ -108,18 +83,11 @@ pub fn train(a: &ClassifyArgs) -> CliResult<()> {
     rng.shuffle(&mut rows);
     let held = (rows.len() / 10).max(1);
     let (train, test) = rows.split_at(rows.len() - held);
-    let tok = match a.tokenizer {
-        TokenizerKind::Word => {
-            Tok::Word(WordTokenizer::from_texts(train.iter().map(|(_, t)| t.as_str()), 1, None)?)
-        }
-        TokenizerKind::Char => Tok::Char(CharTokenizer::from_text(
-            &train.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>().join("\n"),
-        )),
-    };
+    let tok =
+        Tokenizer::build(a.tokenizer.into(), train.iter().map(|(_, t)| t.as_str()), a.vocab_size)?;
     let config = ClassifyConfig {
         task: "classify".into(),
-        tokenizer: a.tokenizer,
-        vocab: tok.vocab().clone(),
+        tokenizer: tok.clone(),
         labels: labels.clone(),
         dim: a.dim,
         hidden: a.hidden,
@@ -128,7 +96,7 @@ pub fn train(a: &ClassifyArgs) -> CliResult<()> {
     let store = ParamStore::new(a.seed);
     let clf = TextClassifier::lstm(
         &store,
-        config.vocab.len(),
+        tok.vocab_size(),
         a.dim,
         a.hidden,
         config.layers,
@@ -136,9 +104,7 @@ pub fn train(a: &ClassifyArgs) -> CliResult<()> {
     )?;
     if a.run.resume {
         let path = a.run.checkpoint.as_deref().expect("clap requires --checkpoint with --resume");
-        check_resumable(path, "classifier", |c: &ClassifyConfig| {
-            c.vocab == config.vocab && c.labels == config.labels && c.tokenizer == config.tokenizer
-        })?;
+        check_resumable(path, "classifier", |c: &ClassifyConfig| *c == config)?;
     }
     let encode = |rows: &[(String, String)]| -> CliResult<Encoded> {
         let seqs: Vec<Vec<i64>> = rows.iter().map(|(_, t)| tok.encode(t)).collect();
@@ -156,11 +122,14 @@ pub fn train(a: &ClassifyArgs) -> CliResult<()> {
         labels.len(),
         train.len(),
         test.len(),
-        config.vocab.len()
+        tok.vocab_size()
     );
     let trainer = Trainer::new(&store, Adam::new(store.params(), AdamConfig::adam(a.lr))?)
         .epochs(a.epochs)
-        .describe("classify", "texts");
+        .describe("classify", "texts")
+        .data_settings(
+            serde_json::json!({"batch_size": a.batch_size, "max_len": a.max_len, "seed": a.seed}),
+        );
     let config = serde_json::to_value(&config)?;
     let mut trainer =
         a.run.apply(trainer, "classify", Every::Epochs(1), config, &[a.data.as_path()]);
@@ -176,6 +145,9 @@ pub fn train(a: &ClassifyArgs) -> CliResult<()> {
     };
     let mut data = Epochs::shuffled(train.len(), a.batch_size, a.seed.wrapping_add(1));
     let report = trainer.fit_evaluating(&mut data, step, Some(evaluate))?;
+    if report.stopped() {
+        println!("stopped after step {} of {}; continue with --resume", report.end, report.total);
+    }
     if a.run.json {
         println!(
             "{}",

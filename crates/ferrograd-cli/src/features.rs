@@ -4,6 +4,7 @@
 
 use crate::CliResult;
 use ferrograd::{DType, Error, Tensor};
+use ferrograd_nn::trainer::plot::image_grid;
 use std::path::Path;
 
 /// The slide's 3 × 3 filters, in the order of its pictures, named as the files they make.
@@ -24,14 +25,23 @@ pub fn run(image: &Path, out: &Path) -> CliResult<()> {
     let gray = read_gray(image)?; // (1, 1, H, W)
     std::fs::create_dir_all(out)
         .map_err(|e| Error::io("features", format!("cannot create {}: {e}", out.display())))?;
+    let mut shown = Vec::new();
     for (name, map) in feature_maps(&gray)? {
         let mut values = map.to_vec::<f32>()?;
         if name.contains("edge") {
             values.iter_mut().for_each(|v| *v = v.abs());
         }
+        let map = Tensor::from_vec(values, map.dims())?;
         let path = out.join(format!("{name}.png"));
-        save_gray_png(&Tensor::from_vec(values, map.dims())?, &path)?;
+        save_gray_png(&map, &path)?;
         println!("wrote {} ({}×{})", path.display(), map.dims()[2], map.dims()[1]);
+        shown.push((name, map));
+    }
+    // The titled figure draws a rectangle per run of pixels: only for images it stays small in.
+    if gray.dims()[2].max(gray.dims()[3]) <= 512 {
+        let path = out.join("feature_maps.svg");
+        save_maps_svg(&shown, "the lecture's filters on the image (|response| for edges)", &path)?;
+        println!("wrote {} (the maps side by side, titled)", path.display());
     }
     Ok(())
 }
@@ -101,11 +111,11 @@ pub fn save_gray_png(t: &Tensor, path: &Path) -> CliResult<()> {
     write_png(w, h, pixels.collect(), path)
 }
 
-/// Draws first-layer filters (O, 1, KH, KW) side by side in a near-square grid, each min-max
-/// normalized on its own (its lowest weight black, its highest white), `scale` pixels a weight,
-/// with 1-pixel white gaps between filters.
-pub fn save_filters_png(weights: &Tensor, path: &Path, scale: u32) -> CliResult<()> {
-    const OP: &str = "save_filters_png";
+/// Draws first-layer filters (O, 1, KH, KW) as one SVG figure under `title`, each filter
+/// named ("filter 1", …), `scale` pixels a weight, and min-max normalized on its own (its
+/// lowest weight black, its highest white).
+pub fn save_filters_svg(weights: &Tensor, title: &str, path: &Path, scale: u32) -> CliResult<()> {
+    const OP: &str = "save_filters_svg";
     let (o, kh, kw) = match *weights.dims() {
         [o, 1, kh, kw] if o > 0 && kh > 0 && kw > 0 => (o, kh, kw),
         _ => {
@@ -114,28 +124,28 @@ pub fn save_filters_png(weights: &Tensor, path: &Path, scale: u32) -> CliResult<
             return Err(Error::shape(OP, msg).into());
         }
     };
-    if scale == 0 {
-        return Err(Error::value(OP, "scale must be at least 1 pixel a weight, got 0").into());
+    let values = weights.to_dtype(DType::F32)?.to_vec::<f32>()?;
+    let panels: Vec<_> = values
+        .chunks(kh * kw)
+        .enumerate()
+        .map(|(i, f)| (format!("filter {}", i + 1), f.to_vec(), kh, kw))
+        .collect();
+    let per_row = (1..=o).find(|c| c * c >= o).unwrap_or(o); // ⌈√O⌉
+    Ok(image_grid(path, title, &panels, scale, per_row)?)
+}
+
+/// Draws named (1, H, W) maps side by side as one SVG figure under `title`, each scaled up
+/// to about 192 pixels and normalized on its own.
+pub fn save_maps_svg(maps: &[(&str, Tensor)], title: &str, path: &Path) -> CliResult<()> {
+    let mut panels = Vec::new();
+    for (name, m) in maps {
+        let d = m.dims();
+        let (h, w) = (d[d.len() - 2], d[d.len() - 1]);
+        panels.push((name.replace('_', " "), m.to_dtype(DType::F32)?.to_vec::<f32>()?, h, w));
     }
-    let s = scale as usize;
-    let cols = (1..=o).find(|c| c * c >= o).unwrap_or(o); // ⌈√O⌉
-    let rows = o.div_ceil(cols);
-    let (cell_h, cell_w) = (kh * s, kw * s);
-    let (h, w) = (rows * cell_h + rows - 1, cols * cell_w + cols - 1);
-    let mut pixels = vec![255u8; h * w];
-    for (i, filter) in weights.to_vec_f64()?.chunks(kh * kw).enumerate() {
-        let lo = filter.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = filter.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let (top, left) = ((i / cols) * (cell_h + 1), (i % cols) * (cell_w + 1));
-        for y in 0..cell_h {
-            for x in 0..cell_w {
-                let v = filter[(y / s) * kw + x / s];
-                let level = if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
-                pixels[(top + y) * w + left + x] = (level * 255.0).round() as u8;
-            }
-        }
-    }
-    write_png(w, h, pixels, path)
+    let side = panels.iter().map(|p| p.2.max(p.3)).max().unwrap_or(1);
+    let scale = (192 / side).clamp(1, 8) as u32;
+    Ok(image_grid(path, title, &panels, scale, 4)?)
 }
 
 fn write_png(w: usize, h: usize, pixels: Vec<u8>, path: &Path) -> CliResult<()> {
@@ -216,20 +226,22 @@ mod tests {
     }
 
     #[test]
-    fn filters_grid_is_laid_out_with_gaps() {
-        let path = tmp("filters.png");
-        // 5 filters of 3 × 3 → 3 columns, 2 rows; 4 px a weight: 3·12 + 2 by 2·12 + 1
+    fn filters_are_drawn_titled_in_a_grid() {
+        let path = tmp("filters.svg");
         let w = Tensor::from_vec((0..45).map(|i| i as f32).collect(), &[5, 1, 3, 3]).unwrap();
-        save_filters_png(&w, &path, 4).unwrap();
-        let img = image::open(&path).unwrap().to_luma8();
-        assert_eq!(img.dimensions(), (38, 25));
-        assert_eq!(img.get_pixel(0, 0).0, [0]); // a filter's lowest weight
-        assert_eq!(img.get_pixel(11, 11).0, [255]); // and its highest
-        assert_eq!(img.get_pixel(12, 0).0, [255]); // a gap
-        assert_eq!(img.get_pixel(37, 24).0, [255]); // the empty sixth cell
-        assert!(save_filters_png(&w, &path, 0).is_err());
+        save_filters_svg(&w, "learned filters", &path, 4).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            svg.contains("learned filters")
+                && svg.contains("filter 5")
+                && !svg.contains("filter 6")
+        );
+        assert!(save_filters_svg(&w, "t", &path, 0).is_err());
         let rgb = Tensor::from_vec(vec![0.0f32; 27], &[1, 3, 3, 3]).unwrap();
-        assert!(save_filters_png(&rgb, &path, 4).unwrap_err().to_string().contains("[1, 3, 3, 3]"));
+        assert!(save_filters_svg(&rgb, "t", &path, 4)
+            .unwrap_err()
+            .to_string()
+            .contains("[1, 3, 3, 3]"));
     }
 
     #[test]
@@ -238,6 +250,8 @@ mod tests {
         save_gray_png(&ferrograd_data::glyphs::picture(48), &image).unwrap();
         let out = tmp("maps");
         run(&image, &out).unwrap();
+        let figure = std::fs::read_to_string(out.join("feature_maps.svg")).unwrap();
+        assert!(figure.contains("sharpen") && figure.contains("strong edge detect"));
         let original = image::open(out.join("original.png")).unwrap().to_luma8();
         assert_eq!(original, image::open(&image).unwrap().to_luma8()); // identity, [0, 1] kept
         let jpeg = tmp("picture.jpg"); // in colour, 64 × 48

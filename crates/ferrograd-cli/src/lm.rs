@@ -25,7 +25,7 @@ pub enum SequenceKind {
 }
 
 /// What a checkpoint needs to rebuild its language model.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct LmConfig {
     task: String,
     model: SequenceKind,
@@ -130,9 +130,7 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
     let lm = build(&store, &config)?;
     if a.run.resume {
         let path = a.run.checkpoint.as_deref().expect("clap requires --checkpoint with --resume");
-        check_resumable(path, "language model", |c: &LmConfig| {
-            c.vocab == config.vocab && c.model == config.model
-        })?;
+        check_resumable(path, "language model", |c: &LmConfig| *c == config)?;
     }
     println!(
         "{} — {} parameters, {} characters ({} distinct), {} held out",
@@ -144,7 +142,10 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
     );
     let trainer = Trainer::new(&store, Adam::new(store.params(), AdamConfig::adam(a.lr))?)
         .steps(a.steps)
-        .describe("lm", "tokens");
+        .describe("lm", "tokens")
+        .data_settings(
+            serde_json::json!({"batch_size": a.batch_size, "context": a.context, "seed": a.seed}),
+        );
     let every = Every::Steps(a.sample_every);
     let mut trainer =
         a.run.apply(trainer, "lm", every, serde_json::to_value(&config)?, &[a.data.as_path()]);

@@ -42,19 +42,23 @@ enum Command {
         #[arg(long, default_value = "tour")]
         out: PathBuf,
     },
-    /// Measure a workload of WORKLOADS.md (W1 matrix product, W2 FeedForward³ training,
-    /// W3 CNN training) on this machine.
+    /// Measure a workload of WORKLOADS.md on this machine (bench/compare.py runs PyTorch's
+    /// side beside it).
     Bench {
-        /// Workload id, e.g. W1.
+        /// W1 matrix products (n = 256, 1024, 2048); W2 FeedForward³ training on MNIST
+        /// batches of 128; W3 CNN training, batches of 64; W4 LSTM character LM training;
+        /// W5 Transformer character LM training and generation; W6 all-MiniLM-L6-v2
+        /// sentence embeddings (needs --data); W7 Transformer encoder–decoder training.
         workload: String,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
-        /// One timed repetition per measurement instead of ~1.5 s of them (a smoke test, not a
+        /// Three timed repetitions per measurement instead of ~3 s of them (a smoke test, not a
         /// measurement).
         #[arg(long)]
         quick: bool,
-        /// MNIST directory (IDX files) for W2/W3; random data of the same shape without it.
+        /// MNIST directory (IDX files) for W2/W3, a text file for W4/W5 (random data of the same
+        /// shape without it), the model directory for W6.
         #[arg(long)]
         data: Option<PathBuf>,
     },

@@ -93,7 +93,8 @@ pub fn train(a: &MnistArgs) -> CliResult<()> {
     let mut data = Epochs::shuffled(train.len(), a.batch_size, a.seed);
     let trainer = Trainer::new(&store, Adam::new(store.params(), AdamConfig::adam(lr))?)
         .epochs(a.epochs)
-        .describe("mnist", "images");
+        .describe("mnist", "images")
+        .data_settings(serde_json::json!({"batch_size": a.batch_size, "train_images": a.train_images, "seed": a.seed}));
     let mut trainer =
         a.run.apply(trainer, "mnist", Every::Epochs(1), config.clone(), &[a.data.as_path()]);
     // Cosine decay to zero over the whole run: the last epoch settles instead of bouncing.

@@ -4,9 +4,9 @@
 use crate::training::RunArgs;
 use crate::CliResult;
 use clap::Args;
-use ferrograd::{no_grad, Tensor};
-use ferrograd_data::qa::{read_squad, QaExample};
-use ferrograd_data::{BertBatch, BertTokenizer};
+use ferrograd::Tensor;
+use ferrograd_data::qa::{encode_examples, read_squad, squad_scores, QaExample};
+use ferrograd_data::BertTokenizer;
 use ferrograd_nn::optim::{Adam, AdamConfig, Schedule};
 use ferrograd_nn::trainer::{Epochs, Metrics};
 use ferrograd_nn::{
@@ -50,84 +50,6 @@ fn load(dir: &Path, store: &ParamStore) -> CliResult<(QuestionAnswering, BertTok
     Ok((model, tokenizer))
 }
 
-/// SQuAD's answer normalization: lowercase, no punctuation, no articles, single spaces.
-fn normalize(text: &str) -> Vec<String> {
-    let lower: String = text
-        .to_lowercase()
-        .chars()
-        .map(|c| if c.is_alphanumeric() || c.is_whitespace() { c } else { ' ' })
-        .collect();
-    lower
-        .split_whitespace()
-        .filter(|w| !matches!(*w, "a" | "an" | "the"))
-        .map(String::from)
-        .collect()
-}
-
-/// SQuAD's exact match and token F1 of a predicted answer.
-fn squad_scores(predicted: &str, truth: &str) -> (f64, f64) {
-    let (p, t) = (normalize(predicted), normalize(truth));
-    let exact = f64::from(u8::from(p == t));
-    let mut pool = t.clone();
-    let common = p
-        .iter()
-        .filter(|w| match pool.iter().position(|x| x == *w) {
-            Some(i) => {
-                pool.swap_remove(i);
-                true
-            }
-            None => false,
-        })
-        .count();
-    if common == 0 {
-        return (exact, 0.0);
-    }
-    let (precision, recall) = (common as f64 / p.len() as f64, common as f64 / t.len() as f64);
-    (exact, 2.0 * precision * recall / (precision + recall))
-}
-
-/// The first and last token of an answer; `None` where `max_len` cut it off.
-type TokenSpan = Option<(usize, usize)>;
-
-/// A batch of examples and the token span of each answer.
-fn encode(
-    tok: &BertTokenizer,
-    examples: &[&QaExample],
-    max_len: usize,
-) -> CliResult<(BertBatch, Vec<TokenSpan>)> {
-    let pairs: Vec<(&str, &str)> =
-        examples.iter().map(|e| (e.question.as_str(), e.context.as_str())).collect();
-    let batch = tok.encode_pairs(&pairs, max_len)?;
-    let spans = examples
-        .iter()
-        .enumerate()
-        .map(|(i, e)| batch.token_span(i, e.answer_start, e.answer_start + e.answer.len()))
-        .collect::<ferrograd::Result<_>>()?;
-    Ok((batch, spans))
-}
-
-/// The answer text of each row of `batch` and its score.
-fn answers(
-    model: &QuestionAnswering,
-    batch: &BertBatch,
-    contexts: &[&str],
-    max_answer_len: usize,
-) -> CliResult<Vec<Option<(String, f64)>>> {
-    let _g = no_grad();
-    let (s, e) =
-        model.scores(&batch.ids, &batch.token_types, &batch.mask, &batch.context_mask()?)?;
-    Ok(QuestionAnswering::best_spans(&s, &e, max_answer_len)?
-        .into_iter()
-        .enumerate()
-        .map(|(row, span)| {
-            span.map(|sp| {
-                let (from, to) = (batch.offsets[row][sp.start].0, batch.offsets[row][sp.end].1);
-                (contexts[row][from..to].to_string(), sp.score)
-            })
-        })
-        .collect())
-}
-
 pub fn train(a: &TrainQaArgs) -> CliResult<()> {
     if a.batch_size == 0 || a.epochs == 0 || a.max_answer_len == 0 {
         return Err("--batch-size, --epochs and --max-answer-len must be positive".into());
@@ -146,7 +68,7 @@ pub fn train(a: &TrainQaArgs) -> CliResult<()> {
     let mut usable = Vec::new();
     for chunk in train_set.chunks(64) {
         let refs: Vec<&QaExample> = chunk.iter().collect();
-        let (_, spans) = encode(&tok, &refs, a.max_len)?;
+        let (_, spans) = encode_examples(&tok, &refs, a.max_len)?;
         usable.extend(chunk.iter().zip(spans).filter(|(_, s)| s.is_some()).map(|(e, _)| e));
     }
     if usable.is_empty() {
@@ -168,7 +90,10 @@ pub fn train(a: &TrainQaArgs) -> CliResult<()> {
     let trainer = Trainer::new(&store, Adam::new(store.params(), AdamConfig::adamw(a.lr))?)
         .epochs(a.epochs)
         .clip_grad_norm(1.0)
-        .describe("qa", "questions");
+        .describe("qa", "questions")
+        .data_settings(
+            serde_json::json!({"batch_size": a.batch_size, "max_len": a.max_len, "seed": a.seed}),
+        );
     let inputs = [a.data.as_path(), a.model.as_path()];
     let mut trainer = a.run.apply(trainer, "qa", Every::End, config, &inputs);
     let mut data = Epochs::shuffled(usable.len(), a.batch_size, a.seed);
@@ -181,7 +106,7 @@ pub fn train(a: &TrainQaArgs) -> CliResult<()> {
     });
     let step = |rows: Vec<usize>, m: &mut Metrics| -> CliResult<Tensor> {
         let chunk: Vec<&QaExample> = rows.iter().map(|&i| usable[i]).collect();
-        let (batch, spans) = encode(&tok, &chunk, a.max_len)?;
+        let (batch, spans) = encode_examples(&tok, &chunk, a.max_len)?;
         let (starts, ends): (Vec<i64>, Vec<i64>) =
             spans.iter().map(|s| s.map_or((0, 0), |(s, e)| (s as i64, e as i64))).unzip();
         let n = chunk.len();
@@ -198,9 +123,9 @@ pub fn train(a: &TrainQaArgs) -> CliResult<()> {
     let evaluate = |_step, m: &mut Metrics| -> CliResult<()> {
         for chunk in held_set.chunks(32) {
             let refs: Vec<&QaExample> = chunk.iter().collect();
-            let (batch, _) = encode(&tok, &refs, a.max_len)?;
+            let (batch, _) = encode_examples(&tok, &refs, a.max_len)?;
             let contexts: Vec<&str> = chunk.iter().map(|e| e.context.as_str()).collect();
-            let found = answers(&model, &batch, &contexts, a.max_answer_len)?;
+            let found = model.answers(&batch, &contexts, a.max_answer_len)?;
             for (got, e) in found.iter().zip(chunk) {
                 let text = got.as_ref().map_or("", |(t, _)| t.as_str());
                 let (em, f1) = squad_scores(text, &e.answer);
@@ -270,8 +195,8 @@ pub fn answer(a: &QaArgs) -> CliResult<()> {
         answer: String::new(),
         answer_start: 0,
     };
-    let (batch, _) = encode(&tok, &[&example], a.max_len)?;
-    match answers(&model, &batch, &[a.context.as_str()], a.max_answer_len.max(1))?.remove(0) {
+    let (batch, _) = encode_examples(&tok, &[&example], a.max_len)?;
+    match model.answers(&batch, &[a.context.as_str()], a.max_answer_len.max(1))?.remove(0) {
         Some((text, score)) => println!("{text}\t(score {score:.2})"),
         None => return Err("the context has no tokens left to answer from: raise --max-len".into()),
     }

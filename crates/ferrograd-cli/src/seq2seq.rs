@@ -1,120 +1,27 @@
 //! Sequence to sequence from the command line: `train seq2seq` and `translate`; the training
 //! loop and the evaluation (exact match, token accuracy, BLEU) the tour uses too.
 
-use crate::training::RunArgs;
+use crate::training::{RunArgs, Tokens};
 use crate::CliResult;
 use clap::{Args, ValueEnum};
-use ferrograd::{no_grad, Rng, Tensor};
-use ferrograd_data::bleu::corpus_bleu;
+use ferrograd::{Rng, Tensor};
 use ferrograd_data::text::{read_pairs, seq2seq_batch};
-use ferrograd_data::{CharTokenizer, Vocab, WordTokenizer};
+use ferrograd_data::Tokenizer;
 use ferrograd_nn::optim::{Adam, AdamConfig, Schedule};
 use ferrograd_nn::trainer::{Metrics, Sampled};
 use ferrograd_nn::{
-    check_resumable, inspect_checkpoint, load_checkpoint, thousands, BeamOptions, Every, Module,
-    ParamStore, Seq2SeqConfig, Seq2SeqKind, SequenceToSequence, Trainer,
+    check_resumable, evaluate, inspect_checkpoint, load_checkpoint, thousands, BeamOptions, Every,
+    IdPairs, Module, ParamStore, Seq2SeqConfig, Seq2SeqKind, SequenceToSequence, Trainer,
 };
 use std::path::PathBuf;
-
-/// (source ids, target ids) pairs.
-pub type IdPairs = Vec<(Vec<i64>, Vec<i64>)>;
-
-#[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TokenKind {
-    /// Lowercased words, punctuation apart (sentences).
-    Word,
-    /// Each character (code, spelling).
-    Char,
-}
-
-/// How one side's text becomes ids: words or chars over a vocabulary with `<bos>` and `<eos>`.
-/// Saved in checkpoints as `{"tokens": "word" | "char", "vocab": …}`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(from = "SideFile", into = "SideFile")]
-pub enum Side {
-    Word(WordTokenizer),
-    Char(CharTokenizer),
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SideFile {
-    tokens: TokenKind,
-    vocab: Vocab,
-}
-
-impl From<SideFile> for Side {
-    fn from(f: SideFile) -> Side {
-        match f.tokens {
-            TokenKind::Word => Side::Word(WordTokenizer::new(f.vocab)),
-            TokenKind::Char => Side::Char(CharTokenizer::new(f.vocab)),
-        }
-    }
-}
-
-impl From<Side> for SideFile {
-    fn from(side: Side) -> SideFile {
-        let tokens = side.kind();
-        SideFile { tokens, vocab: side.vocab().clone() }
-    }
-}
-
-impl Side {
-    fn kind(&self) -> TokenKind {
-        match self {
-            Side::Word(_) => TokenKind::Word,
-            Side::Char(_) => TokenKind::Char,
-        }
-    }
-
-    fn split(kind: TokenKind, text: &str) -> Vec<String> {
-        match kind {
-            TokenKind::Word => WordTokenizer::split(text),
-            TokenKind::Char => text.chars().map(String::from).collect(),
-        }
-    }
-
-    /// A side whose vocabulary holds every token of `texts`.
-    pub fn build<'a>(kind: TokenKind, texts: impl IntoIterator<Item = &'a str>) -> CliResult<Side> {
-        let tokens = texts.into_iter().flat_map(|t| Side::split(kind, t));
-        let vocab = Vocab::build_with_bos_eos(tokens, 1, None)?;
-        Ok(SideFile { tokens: kind, vocab }.into())
-    }
-
-    pub fn vocab(&self) -> &Vocab {
-        match self {
-            Side::Word(t) => t.vocab(),
-            Side::Char(t) => t.vocab(),
-        }
-    }
-
-    pub fn encode(&self, text: &str) -> Vec<i64> {
-        match self {
-            Side::Word(t) => t.encode(text),
-            Side::Char(t) => t.encode(text),
-        }
-    }
-
-    pub fn decode(&self, ids: &[i64]) -> CliResult<String> {
-        Ok(match self {
-            Side::Word(t) => t.decode(ids)?,
-            Side::Char(t) => t.decode(ids)?,
-        })
-    }
-
-    /// The tokens of `text` the vocabulary does not hold.
-    pub fn unknown(&self, text: &str) -> Vec<String> {
-        Side::split(self.kind(), text).into_iter().filter(|t| !self.vocab().contains(t)).collect()
-    }
-}
 
 /// What a checkpoint needs to rebuild its model and read and write its text.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Seq2SeqTask {
     pub task: String,
     pub model: Seq2SeqConfig,
-    pub source: Side,
-    pub target: Side,
+    pub source: Tokenizer,
+    pub target: Tokenizer,
 }
 
 impl Seq2SeqTask {
@@ -184,50 +91,6 @@ impl Training {
     }
 }
 
-/// Held-out scores: exact match of whole outputs, teacher-forced token accuracy and BLEU.
-pub struct Evaluation {
-    pub exact_match: f64,
-    pub token_accuracy: f64,
-    pub bleu: f64,
-    /// The decoded outputs, in order.
-    pub outputs: Vec<Vec<i64>>,
-}
-
-/// Decodes every source of `pairs` by beam search (`beam` 1: greedy) in batches and scores it.
-pub fn evaluate(
-    model: &SequenceToSequence,
-    target: &Side,
-    pairs: &IdPairs,
-    beam: usize,
-) -> CliResult<Evaluation> {
-    let _g = no_grad();
-    let c = &model.config;
-    let options = BeamOptions { width: beam.max(1), length_penalty: 0.6, max_len: c.max_positions };
-    let (mut outputs, mut right, mut tokens) = (Vec::new(), 0usize, 0usize);
-    for chunk in pairs.chunks(64) {
-        let (source, target_in, target_out) = seq2seq_batch(chunk, c.pad, c.bos, c.eos)?;
-        for hyps in model.beam_search(&source, &options)? {
-            outputs.push(hyps.into_iter().next().map(|h| h.tokens).unwrap_or_default());
-        }
-        let guess = model.scores(&source, &target_in)?.argmax(-1, false)?.to_vec::<i64>()?;
-        for (g, t) in guess.iter().zip(target_out.to_vec::<i64>()?) {
-            if t != c.pad {
-                tokens += 1;
-                right += usize::from(*g == t);
-            }
-        }
-    }
-    let exact = outputs.iter().zip(pairs).filter(|(o, (_, t))| *o == t).count();
-    let hyps = outputs.iter().map(|o| target.decode(o)).collect::<CliResult<Vec<_>>>()?;
-    let refs = pairs.iter().map(|(_, t)| target.decode(t)).collect::<CliResult<Vec<_>>>()?;
-    Ok(Evaluation {
-        exact_match: exact as f64 / pairs.len().max(1) as f64,
-        token_accuracy: right as f64 / tokens.max(1) as f64,
-        bleu: corpus_bleu(&hyps, &refs)?.score,
-        outputs,
-    })
-}
-
 #[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq)]
 pub enum ModelKind {
     /// Transformer encoder and decoder (post-norm, learned positions).
@@ -244,9 +107,12 @@ pub struct Seq2SeqArgs {
     #[arg(long)]
     data: PathBuf,
     #[arg(long, value_enum, default_value = "word")]
-    source_tokens: TokenKind,
+    source_tokens: Tokens,
     #[arg(long, value_enum, default_value = "word")]
-    target_tokens: TokenKind,
+    target_tokens: Tokens,
+    /// Pieces to learn for --source-tokens or --target-tokens wordpiece or bpe.
+    #[arg(long, default_value_t = 4000)]
+    vocab_size: usize,
     /// One vocabulary and embedding for both sides (needs the same --source/--target-tokens).
     #[arg(long)]
     shared_vocab: bool,
@@ -301,15 +167,19 @@ pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
     let (train_text, held_text) = pairs.split_at(pairs.len() - held);
     let (source, target) = if a.shared_vocab {
         let all = train_text.iter().flat_map(|(s, t)| [s.as_str(), t.as_str()]);
-        let side = Side::build(a.source_tokens, all)?;
+        let side = Tokenizer::build(a.source_tokens.into(), all, a.vocab_size)?;
         (side.clone(), side)
     } else {
+        let (sources, targets) = (
+            train_text.iter().map(|(s, _)| s.as_str()),
+            train_text.iter().map(|(_, t)| t.as_str()),
+        );
         (
-            Side::build(a.source_tokens, train_text.iter().map(|(s, _)| s.as_str()))?,
-            Side::build(a.target_tokens, train_text.iter().map(|(_, t)| t.as_str()))?,
+            Tokenizer::build(a.source_tokens.into(), sources, a.vocab_size)?,
+            Tokenizer::build(a.target_tokens.into(), targets, a.vocab_size)?,
         )
     };
-    let v = |s: &Side| s.vocab().len();
+    let v = |s: &Tokenizer| s.vocab_size();
     let task = Seq2SeqTask {
         task: "seq2seq".into(),
         model: Seq2SeqConfig {
@@ -326,9 +196,9 @@ pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
             encoder_layers: a.layers,
             decoder_layers: a.layers,
             max_positions: a.max_positions,
-            pad: target.vocab().pad_id(),
-            bos: target.vocab().bos_id().unwrap_or(2),
-            eos: target.vocab().eos_id().unwrap_or(3),
+            pad: target.pad_id(),
+            bos: target.bos_id(),
+            eos: target.eos_id(),
             dropout: a.dropout,
         },
         source,
@@ -359,7 +229,10 @@ pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
         label_smoothing: a.label_smoothing,
         seed: a.seed,
     };
-    let trainer = training.trainer(&store)?.describe("seq2seq", "pairs");
+    let trainer = training
+        .trainer(&store)?
+        .describe("seq2seq", "pairs")
+        .data_settings(serde_json::json!({"batch_size": a.batch_size, "seed": a.seed}));
     let every = Every::Steps(a.eval_every);
     let config = serde_json::to_value(&task)?;
     let mut trainer = a.run.apply(trainer, "seq2seq", every, config, &[a.data.as_path()]);

@@ -1,6 +1,7 @@
 //! The flags every `train` command shares, and the Trainer they configure.
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+use ferrograd_data::TokenKind;
 use ferrograd_nn::{Every, Trainer};
 use std::path::{Path, PathBuf};
 
@@ -58,5 +59,29 @@ impl RunArgs {
             }
         }
         t
+    }
+}
+
+/// How one side's text becomes tokens.
+#[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq)]
+pub enum Tokens {
+    /// Lowercased words, punctuation apart (sentences).
+    Word,
+    /// Each character (code, spelling).
+    Char,
+    /// Word pieces learned from the training text (about --vocab-size of them).
+    Wordpiece,
+    /// Byte-level BPE learned from the training text (about --vocab-size pieces).
+    Bpe,
+}
+
+impl From<Tokens> for TokenKind {
+    fn from(t: Tokens) -> TokenKind {
+        match t {
+            Tokens::Word => TokenKind::Word,
+            Tokens::Char => TokenKind::Char,
+            Tokens::Wordpiece => TokenKind::WordPiece,
+            Tokens::Bpe => TokenKind::Bpe,
+        }
     }
 }

@@ -76,6 +76,40 @@ fn shared_mnist() -> Option<std::path::PathBuf> {
     }
 }
 
+/// Both checkpoints hold the same tensors (parameters and optimizer state), to the bit.
+fn assert_same_tensors(a: &std::path::Path, b: &std::path::Path) {
+    let (a, _) = ferrograd::io::load_safetensors(a).unwrap();
+    let (b, _) = ferrograd::io::load_safetensors(b).unwrap();
+    assert_eq!(a.len(), b.len());
+    assert!(a.iter().any(|(n, _)| n.starts_with("optim/")), "no optimizer state saved");
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        let bits = |t: &ferrograd::Tensor| -> Vec<u64> {
+            t.to_vec_f64().unwrap().iter().map(|x| x.to_bits()).collect()
+        };
+        assert_eq!(bits(ta), bits(tb), "{na} differs after resuming");
+    }
+}
+
+/// Runs `args` + `--checkpoint` twice: straight, then stopped after step `stop` and resumed;
+/// the two final checkpoints must be the same to the bit.
+fn assert_resumes_exactly(dir: &std::path::Path, args: &[&str], stop: &str) {
+    let (straight, resumed) = (dir.join("straight.safetensors"), dir.join("resumed.safetensors"));
+    let run = |ck: &std::path::Path, extra: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--checkpoint", ck.to_str().unwrap()]);
+        all.extend(extra);
+        let out = ferrograd(&all);
+        assert!(out.status.success(), "{all:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    run(&straight, &[]);
+    let stopped = run(&resumed, &["--stop-after", stop]);
+    assert!(stopped.contains(&format!("stopped after step {stop}")), "{stopped}");
+    run(&resumed, &["--resume"]);
+    assert_same_tensors(&straight, &resumed);
+}
+
 /// The last line of a `--json` run as JSON.
 fn json_result(out: &std::process::Output) -> serde_json::Value {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -177,6 +211,8 @@ fn train_classify_learns_and_names_bad_lines() {
         data.to_str().unwrap(),
         "--epochs",
         "4",
+        "--out",
+        dir.join("run").to_str().unwrap(),
         "--json",
     ]);
     let result = json_result(&out);
@@ -260,17 +296,7 @@ fn train_seq2seq_learns_translates_and_names_bad_input() {
     run(&straight, &[]);
     run(&resumed, &["--stop-after", "10"]);
     run(&resumed, &["--resume"]);
-    let (a, _) = ferrograd::io::load_safetensors(&straight).unwrap();
-    let (b, _) = ferrograd::io::load_safetensors(&resumed).unwrap();
-    assert_eq!(a.len(), b.len());
-    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
-        assert_eq!(na, nb);
-        assert_eq!(
-            ta.to_vec_f64().unwrap(),
-            tb.to_vec_f64().unwrap(),
-            "{na} differs after resuming"
-        );
-    }
+    assert_same_tensors(&straight, &resumed);
 
     // The RNN encoder–decoder trains through the same command.
     let mut args = common.to_vec();
@@ -325,6 +351,8 @@ fn train_qa_fine_tunes_bert_and_qa_answers() {
         "128",
         "--checkpoint",
         c,
+        "--out",
+        dir.join("run").to_str().unwrap(),
         "--json",
     ]);
     let result = json_result(&out);
@@ -344,10 +372,114 @@ fn train_qa_fine_tunes_bert_and_qa_answers() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let (answer, score) = text.trim().split_once('\t').expect("answer<TAB>(score …)");
     assert!(ferrograd_data::qa::PRECIPITATION.contains(answer) && score.starts_with("(score"));
+    // A stop between steps and a resume end as the straight run, to the bit.
+    let run_dir = dir.join("run");
+    let args = [
+        "train",
+        "qa",
+        "--model",
+        m,
+        "--data",
+        d,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "12",
+        "--max-len",
+        "128",
+        "--out",
+        run_dir.to_str().unwrap(),
+    ];
+    assert_resumes_exactly(&dir, &args, "1");
     let bad = dir.join("bad.json");
     std::fs::write(&bad, "{\"data\": 3}").unwrap();
     let out = ferrograd(&["train", "qa", "--model", m, "--data", bad.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("bad.json: no \"data\" array"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn train_lm_resumes_exactly_and_checks_its_outputs_before_training() {
+    let dir = std::env::temp_dir().join(format!("ferrograd-cli-lm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("corpus.txt");
+    std::fs::write(&data, ferrograd_data::corpora::TINY_CORPUS).unwrap();
+    let out = dir.join("run");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let args = [
+        "train",
+        "lm",
+        "--data",
+        d,
+        "--out",
+        o,
+        "--steps",
+        "12",
+        "--sample-every",
+        "5",
+        "--embed",
+        "16",
+        "--hidden",
+        "32",
+        "--batch-size",
+        "4",
+        "--context",
+        "16",
+    ];
+    assert_resumes_exactly(&dir, &args, "7");
+    assert!(out.join("metrics.jsonl").exists() && out.join("loss.svg").exists());
+    // Outputs that cannot be written, or that are the input, are refused before any step.
+    for (checkpoint, why) in [
+        ("/nonexistent/folder/lm.safetensors", "is not a folder"),
+        (o, "is a folder"),
+        (d, "is the input"),
+    ] {
+        let mut bad = args.to_vec();
+        bad.extend(["--checkpoint", checkpoint]);
+        let run = ferrograd(&bad);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success() && err.contains(checkpoint) && err.contains(why), "{err}");
+        assert!(!String::from_utf8_lossy(&run.stdout).contains("held-out"), "trained first");
+    }
+    let text = std::fs::read_to_string(&data).unwrap();
+    assert_eq!(text, ferrograd_data::corpora::TINY_CORPUS, "the input was written over");
+    // Resuming with another batch size would map steps to other data: refused.
+    let ck = dir.join("resumed.safetensors");
+    let mut other = args.to_vec();
+    other[15] = "8"; // --batch-size
+    other.extend(["--checkpoint", ck.to_str().unwrap(), "--resume"]);
+    let run = ferrograd(&other);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && err.contains("another training"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn train_classify_resumes_exactly_mid_epoch() {
+    let dir =
+        std::env::temp_dir().join(format!("ferrograd-cli-classify-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("sentiment.tsv");
+    let rows = ferrograd_data::corpora::sentiment_task(200, &mut ferrograd::Rng::seed(2));
+    std::fs::write(&data, rows.iter().map(|(l, t)| format!("{l}\t{t}\n")).collect::<String>())
+        .unwrap();
+    let out = dir.join("run");
+    let args = [
+        "train",
+        "classify",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--dim",
+        "16",
+        "--hidden",
+        "16",
+    ];
+    // 180 texts in batches of 32: 6 steps an epoch; stop in the middle of the first.
+    assert_resumes_exactly(&dir, &args, "4");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,5 +1,5 @@
-//! Data for ferrograd: built-in data sets that need no download, MNIST from its files, text and
-//! BERT WordPiece tokenization, batching, and corpus BLEU.
+//! Data for ferrograd: built-in data sets that need no download, MNIST from its files,
+//! tokenizers (characters, words, WordPiece, byte-level BPE), batching, and corpus BLEU.
 
 pub mod batches;
 pub mod bleu;
@@ -9,10 +9,12 @@ pub mod mnist;
 pub mod qa;
 pub mod synthetic;
 pub mod text;
+pub mod tokenizer;
 pub mod vocab;
 pub mod wordpiece;
 
 pub use batches::Batches;
 pub use text::{CharTokenizer, LmBatches, WordTokenizer};
+pub use tokenizer::{TokenKind, Tokenizer};
 pub use vocab::Vocab;
 pub use wordpiece::{BertBatch, BertTokenizer};

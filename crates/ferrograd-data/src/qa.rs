@@ -1,6 +1,7 @@
 //! Question answering data: SQuAD-format JSON files, and a built-in generated set shaped like
 //! the lecture's precipitation paragraph, with that paragraph and its three questions.
 
+use crate::{BertBatch, BertTokenizer};
 use ferrograd::{Error, Result, Rng};
 use std::path::Path;
 
@@ -87,6 +88,63 @@ pub fn parse_squad(text: &str, source_name: &str) -> Result<Vec<QaExample>> {
         return Err(fail("no answered questions".into()));
     }
     Ok(out)
+}
+
+/// SQuAD's answer normalization: lowercase, no punctuation, no articles, single spaces.
+pub fn normalize(text: &str) -> Vec<String> {
+    let lower: String = text
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_alphanumeric() || c.is_whitespace() { c } else { ' ' })
+        .collect();
+    lower
+        .split_whitespace()
+        .filter(|w| !matches!(*w, "a" | "an" | "the"))
+        .map(String::from)
+        .collect()
+}
+
+/// SQuAD's exact match and token F1 of a predicted answer.
+pub fn squad_scores(predicted: &str, truth: &str) -> (f64, f64) {
+    let (p, t) = (normalize(predicted), normalize(truth));
+    let exact = f64::from(u8::from(p == t));
+    let mut pool = t.clone();
+    let common = p
+        .iter()
+        .filter(|w| match pool.iter().position(|x| x == *w) {
+            Some(i) => {
+                pool.swap_remove(i);
+                true
+            }
+            None => false,
+        })
+        .count();
+    if common == 0 {
+        return (exact, 0.0);
+    }
+    let (precision, recall) = (common as f64 / p.len() as f64, common as f64 / t.len() as f64);
+    (exact, 2.0 * precision * recall / (precision + recall))
+}
+
+/// The first and last token of an answer; `None` where `max_len` cut it off.
+pub type TokenSpan = Option<(usize, usize)>;
+
+/// A batch of examples, `[CLS] question [SEP] context [SEP]` cut to `max_len`, and the token
+/// span of each answer.
+pub fn encode_examples(
+    tok: &BertTokenizer,
+    examples: &[&QaExample],
+    max_len: usize,
+) -> Result<(BertBatch, Vec<TokenSpan>)> {
+    let pairs: Vec<(&str, &str)> =
+        examples.iter().map(|e| (e.question.as_str(), e.context.as_str())).collect();
+    let batch = tok.encode_pairs(&pairs, max_len)?;
+    let spans = examples
+        .iter()
+        .enumerate()
+        .map(|(i, e)| batch.token_span(i, e.answer_start, e.answer_start + e.answer.len()))
+        .collect::<Result<_>>()?;
+    Ok((batch, spans))
 }
 
 /// The lecture's paragraph about precipitation.

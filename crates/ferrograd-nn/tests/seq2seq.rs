@@ -185,7 +185,7 @@ fn whole_encoder_decoders_pass_gradcheck() {
             heads: 2,
             ff: 8,
             max_positions: 6,
-            ..Seq2SeqConfig::w7()
+            ..Seq2SeqConfig::small_transformer()
         };
         let model =
             SequenceToSequence::new(&ParamStore::with_dtype(8, DType::F64), &config).unwrap();
@@ -213,7 +213,7 @@ fn tiny(kind: Seq2SeqKind, vocab: usize, seed: u64) -> SequenceToSequence {
         heads: 2,
         ff: 16,
         max_positions: 12,
-        ..Seq2SeqConfig::w7()
+        ..Seq2SeqConfig::small_transformer()
     };
     let model = SequenceToSequence::new(&ParamStore::new(seed), &config).unwrap();
     // Larger weights than the initialization's, so that the scores differ clearly.

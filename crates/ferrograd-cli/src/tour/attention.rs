@@ -1,10 +1,10 @@
 //! Chapter 4: attention — a Transformer language model and one head's attention drawn.
 
 use super::train_lm;
-use crate::features::save_gray_png;
 use crate::CliResult;
 use ferrograd::{no_grad, Rng, Tensor};
 use ferrograd_nn::optim::{Adam, AdamConfig};
+use ferrograd_nn::trainer::plot::heatmap;
 use ferrograd_nn::{models, Module, ParamStore};
 use std::path::Path;
 
@@ -39,17 +39,12 @@ pub fn chapter(out: &Path) -> CliResult<()> {
         .ok_or("the model has no attention")??;
     let t = ids.dims()[1];
     let head = weights.narrow(1, 0, 1)?.reshape(&[t, t])?.to_vec::<f32>()?;
-    let scale = 12;
-    let mut pixels = Vec::with_capacity(t * t * scale * scale);
-    for row in 0..t * scale {
-        for col in 0..t * scale {
-            pixels.push(head[(row / scale) * t + col / scale].sqrt()); // √ so small weights show
-        }
-    }
-    save_gray_png(&Tensor::from_vec(pixels, &[t * scale, t * scale])?, &out.join("attention.png"))?;
+    let tokens: Vec<String> = sentence.chars().map(String::from).collect();
+    let title = format!("head 0 of block 1 over {sentence:?}");
+    heatmap(&out.join("attention.svg"), &title, ("query", &tokens), ("key", &tokens), &head)?;
     println!(
-        "   head 0's attention over {sentence:?} (row = query, column = key; causal, so the upper"
+        "   head 0's attention over {sentence:?}, each row a query and each column a key, named"
     );
-    println!("   right is black): attention.png");
+    println!("   by their characters (causal: nothing above the diagonal): attention.svg");
     Ok(())
 }

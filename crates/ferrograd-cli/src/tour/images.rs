@@ -1,6 +1,6 @@
 //! Chapter 2: convolution and pooling, feature maps, and FeedForward³ against a CNN.
 
-use crate::features::{feature_maps, save_filters_png, save_gray_png};
+use crate::features::{feature_maps, save_filters_svg, save_maps_svg};
 use crate::CliResult;
 use ferrograd::{no_grad, Result, Rng, Tensor};
 use ferrograd_data::glyphs;
@@ -38,13 +38,14 @@ pub fn chapter(out: &Path) -> CliResult<()> {
 
     // Producing feature maps: the lecture's filters on a built-in picture.
     let picture = glyphs::picture(96).reshape(&[1, 1, 96, 96])?;
-    let mut written = Vec::new();
+    let mut maps = Vec::new();
     for (name, m) in feature_maps(&picture)? {
-        let file = format!("{name}.png");
-        save_gray_png(&m.abs()?, &out.join(&file))?; // |response|: edges of both signs show
-        written.push(file);
+        let m = if name == "original" { m } else { m.abs()? }; // |response|: edges of both signs
+        maps.push((name, m));
     }
-    println!("   feature maps of a built-in picture: {}", written.join(", "));
+    let title = "the lecture's filters on a built-in picture (|response| for edges)";
+    save_maps_svg(&maps, title, &out.join("feature_maps.svg"))?;
+    println!("   feature maps of a built-in picture, titled side by side: feature_maps.svg");
 
     // Six kinds of shapes at random places, sizes and brightness; 20×20 pixels.
     let mut rng = Rng::seed(11);
@@ -83,8 +84,9 @@ pub fn chapter(out: &Path) -> CliResult<()> {
         .into_iter()
         .find(|p| p.name() == "0.weight")
         .ok_or("the CNN has no first filters")?;
-    save_filters_png(&first.get(), &out.join("cnn_filters.png"), 8)?;
-    println!("   the CNN's 8 learned 5×5 filters: cnn_filters.png");
+    let title = "the CNN's first-layer filters after training";
+    save_filters_svg(&first.get(), title, &out.join("cnn_filters.svg"), 12)?;
+    println!("   the CNN's 8 learned 5×5 filters: cnn_filters.svg");
     Ok(())
 }
 

@@ -8,20 +8,22 @@ use ferrograd_nn::{Module, ParamStore, Progress};
 /// Chapter 6: the lecture's "sentence to code" — a small encoder–decoder Transformer learns to
 /// turn English arithmetic into code, and beam search writes its parses of held-out sentences.
 pub fn chapter() -> CliResult<()> {
-    use crate::seq2seq::{evaluate, Side, TokenKind, Training};
+    use crate::seq2seq::Training;
     use ferrograd_data::corpora::arithmetic_task;
+    use ferrograd_data::{TokenKind, Tokenizer};
+    use ferrograd_nn::evaluate;
     use ferrograd_nn::{Seq2SeqConfig, Seq2SeqKind, SequenceToSequence};
 
     let pairs = arithmetic_task(6500, &mut Rng::seed(30));
     let (held_text, train_text) = pairs.split_at(500);
-    let source = Side::build(TokenKind::Word, train_text.iter().map(|(s, _)| s.as_str()))?;
-    let target = Side::build(TokenKind::Char, train_text.iter().map(|(_, t)| t.as_str()))?;
+    let source = Tokenizer::build(TokenKind::Word, train_text.iter().map(|(s, _)| s.as_str()), 0)?;
+    let target = Tokenizer::build(TokenKind::Char, train_text.iter().map(|(_, t)| t.as_str()), 0)?;
     let task = crate::seq2seq::Seq2SeqTask {
         task: "seq2seq".into(),
         model: Seq2SeqConfig {
             kind: Seq2SeqKind::Transformer,
-            source_vocab: source.vocab().len(),
-            target_vocab: target.vocab().len(),
+            source_vocab: source.vocab_size(),
+            target_vocab: target.vocab_size(),
             shared_vocab: false,
             dim: 64,
             heads: 4,
@@ -29,9 +31,9 @@ pub fn chapter() -> CliResult<()> {
             encoder_layers: 2,
             decoder_layers: 2,
             max_positions: 24,
-            pad: target.vocab().pad_id(),
-            bos: target.vocab().bos_id().unwrap_or(2),
-            eos: target.vocab().eos_id().unwrap_or(3),
+            pad: target.pad_id(),
+            bos: target.bos_id(),
+            eos: target.eos_id(),
             dropout: 0.0,
         },
         source,

@@ -4,10 +4,12 @@
 //! Legend: B batch, S source positions, T target positions, D model size, V vocabulary.
 
 mod decoder;
+mod evaluate;
 mod model;
 mod search;
 
 pub use decoder::{DecoderBlock, RnnDecoder};
+pub use evaluate::{evaluate, Evaluation, IdPairs};
 pub use model::{Seq2SeqConfig, Seq2SeqKind, SequenceToSequence};
 pub use search::{BeamOptions, Hypothesis};
 

@@ -49,9 +49,9 @@ pub struct Seq2SeqConfig {
 }
 
 impl Seq2SeqConfig {
-    /// W7's model: a Transformer with 2 + 2 layers, d 128, 4 heads, FeedForward 512, a shared
+    /// A small Transformer (W7's model): 2 + 2 layers, d 128, 4 heads, FeedForward 512, a shared
     /// vocabulary of 1000, 64 positions; pad 0, bos 2, eos 3 (as `Vocab::build_with_bos_eos`).
-    pub fn w7() -> Seq2SeqConfig {
+    pub fn small_transformer() -> Seq2SeqConfig {
         Seq2SeqConfig {
             kind: Seq2SeqKind::Transformer,
             source_vocab: 1000,
@@ -120,7 +120,7 @@ impl SequenceToSequence {
     /// ```
     /// use ferrograd::Tensor;
     /// use ferrograd_nn::{Module, ParamStore, Seq2SeqConfig, SequenceToSequence};
-    /// let config = Seq2SeqConfig { dim: 16, heads: 2, ff: 32, ..Seq2SeqConfig::w7() };
+    /// let config = Seq2SeqConfig { dim: 16, heads: 2, ff: 32, ..Seq2SeqConfig::small_transformer() };
     /// let model = SequenceToSequence::new(&ParamStore::new(0), &config).unwrap();
     /// assert_eq!(
     ///     model.describe(),

@@ -230,8 +230,7 @@ impl Log {
                 .map(|(n, points)| Series { name: n.into(), points })
                 .collect();
             let title = name.replace('_', " ");
-            line_chart(&dir.join(format!("{name}.svg")), &title, "step", &title, &series)
-                .map_err(|e| Error::io("write curves", e.to_string()))?;
+            line_chart(&dir.join(format!("{name}.svg")), &title, "step", &title, &series)?;
         }
         Ok(())
     }

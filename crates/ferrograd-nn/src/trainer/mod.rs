@@ -141,6 +141,7 @@ pub struct Trainer<'a> {
     log_every: Option<u64>,
     checkpoint: Option<(PathBuf, Every)>,
     config: serde_json::Value,
+    data_settings: serde_json::Value,
     resume: Option<PathBuf>,
     out: Option<PathBuf>,
     inputs: Vec<PathBuf>,
@@ -173,6 +174,7 @@ impl<'a> Trainer<'a> {
             log_every: None,
             checkpoint: None,
             config: serde_json::Value::Null,
+            data_settings: serde_json::Value::Null,
             resume: None,
             out: None,
             inputs: vec![],
@@ -232,6 +234,12 @@ impl<'a> Trainer<'a> {
     ) -> Self {
         self.checkpoint = Some((path.into(), every));
         self.config = config;
+        self
+    }
+    /// What else decides which data each step sees (batch size, context, seed): a checkpoint
+    /// written with other settings cannot resume this run.
+    pub fn data_settings(mut self, settings: serde_json::Value) -> Self {
+        self.data_settings = settings;
         self
     }
     /// Continue from the checkpoint at `path`, which must come from the same training (the
@@ -367,6 +375,7 @@ impl<'a> Trainer<'a> {
             "total_steps": total,
             "accumulate": self.accumulate,
             "batches_per_epoch": per_epoch,
+            "data": self.data_settings,
         })
     }
 
@@ -396,7 +405,7 @@ impl<'a> Trainer<'a> {
                 return Err(Error::value(
                     "resume",
                     format!(
-                        "{} comes from another training ({}); this one is {shape}: resume with the same batch size, accumulation and length",
+                        "{} comes from another training ({}); this one is {shape}: resume with the same data settings, accumulation and length",
                         path.display(),
                         saved["shape"]
                     ),

@@ -1,4 +1,5 @@
-//! Drawing results people would rather see than read: training curves, as SVG line charts.
+//! Drawing results people would rather see than read, as SVG: training curves, heat maps
+//! with their labels (attention), and titled pictures side by side (feature maps, filters).
 
 use plotters::prelude::*;
 use std::path::Path;
@@ -29,6 +30,17 @@ pub struct Series {
 /// there, a point left alone is a dot; an empty series keeps its legend entry; no points at all
 /// give empty unit axes.
 pub fn line_chart(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+) -> ferrograd::Result<()> {
+    draw_line_chart(path, title, x_label, y_label, series)
+        .map_err(|e| ferrograd::Error::io("line_chart", format!("{}: {e}", path.display())))
+}
+
+fn draw_line_chart(
     path: &Path,
     title: &str,
     x_label: &str,
@@ -73,7 +85,7 @@ pub fn line_chart(
             .draw()?;
     }
     drop(chart);
-    root.present().map_err(|e| format!("line_chart: cannot write {}: {e}", path.display()))?;
+    root.present().map_err(|e| format!("cannot write: {e}"))?;
     Ok(())
 }
 
@@ -89,6 +101,199 @@ fn span(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
     } else {
         (lo - pad * (hi - lo), hi + pad * (hi - lo))
     }
+}
+
+/// Viridis at five stops, interpolated: dark blue (low) to yellow (high), readable in gray.
+fn viridis(t: f64) -> RGBColor {
+    const STOPS: [(f64, f64, f64); 5] = [
+        (68.0, 1.0, 84.0),
+        (59.0, 82.0, 139.0),
+        (33.0, 145.0, 140.0),
+        (94.0, 201.0, 98.0),
+        (253.0, 231.0, 37.0),
+    ];
+    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 } * 4.0;
+    let i = (t.floor() as usize).min(3);
+    let f = t - i as f64;
+    let (a, b) = (STOPS[i], STOPS[i + 1]);
+    let mix = |x: f64, y: f64| (x + (y - x) * f) as u8;
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+/// A label readable on an axis: a space as `␣`, a newline as `⏎`.
+fn visible(label: &str) -> String {
+    label.replace(' ', "␣").replace('\n', "⏎")
+}
+
+/// Writes an SVG heat map of `values` (`rows` × `cols`, row-major) to `path`: each row and
+/// column named by its label (`row_title` and `col_title` say what they are), and a colour
+/// scale from the smallest value to the largest — an attention map with its tokens, say.
+pub fn heatmap(
+    path: &Path,
+    title: &str,
+    (row_title, row_labels): (&str, &[String]),
+    (col_title, col_labels): (&str, &[String]),
+    values: &[f32],
+) -> ferrograd::Result<()> {
+    draw_heatmap(path, title, (row_title, row_labels), (col_title, col_labels), values)
+        .map_err(|e| ferrograd::Error::io("heatmap", format!("{}: {e}", path.display())))
+}
+
+fn draw_heatmap(
+    path: &Path,
+    title: &str,
+    (row_title, row_labels): (&str, &[String]),
+    (col_title, col_labels): (&str, &[String]),
+    values: &[f32],
+) -> DrawResult {
+    let (rows, cols) = (row_labels.len(), col_labels.len());
+    if values.len() != rows * cols || rows == 0 || cols == 0 {
+        return Err(format!(
+            "heatmap: {} values for {rows} row and {cols} column labels",
+            values.len()
+        )
+        .into());
+    }
+    let cell = (480 / rows.max(cols)).clamp(8, 40) as i32;
+    let longest = |l: &[String]| l.iter().map(|s| visible(s).chars().count()).max().unwrap_or(1);
+    let rotate = longest(col_labels) > 2;
+    let left = 40 + 8 * longest(row_labels) as i32;
+    let bottom = if rotate { 30 + 8 * longest(col_labels) as i32 } else { 50 };
+    let (top, bar) = (50, 90);
+    let (w, h) = (left + cell * cols as i32 + bar + 20, top + cell * rows as i32 + bottom);
+    let root = SVGBackend::new(path, (w as u32, h as u32)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let font = |size: i32| ("sans-serif", size).into_font();
+    root.draw_text(title, &font(18).color(&BLACK), (left, 14))?;
+    let (lo, hi) = values
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let (lo, hi) = if lo > hi { (0.0, 1.0) } else { (lo as f64, hi as f64) };
+    let norm = |v: f64| if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
+    for r in 0..rows {
+        for c in 0..cols {
+            let (x, y) = (left + c as i32 * cell, top + r as i32 * cell);
+            let color = viridis(norm(values[r * cols + c] as f64));
+            root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], color.filled()))?;
+        }
+    }
+    let small = font(12.min(cell.max(9)));
+    for (r, label) in row_labels.iter().enumerate() {
+        let y = top + r as i32 * cell + cell / 2 - 6;
+        let text = visible(label);
+        root.draw_text(
+            &text,
+            &small.color(&BLACK),
+            (left - 6 - 7 * text.chars().count() as i32, y),
+        )?;
+    }
+    for (c, label) in col_labels.iter().enumerate() {
+        let x = left + c as i32 * cell + cell / 2;
+        let y = top + rows as i32 * cell + 4;
+        if rotate {
+            let style = small.transform(FontTransform::Rotate90).color(&BLACK);
+            root.draw_text(&visible(label), &style, (x + 6, y))?;
+        } else {
+            root.draw_text(&visible(label), &small.color(&BLACK), (x - 4, y))?;
+        }
+    }
+    root.draw_text(
+        col_title,
+        &font(14).color(&BLACK),
+        (left + cell * cols as i32 / 2 - 20, h - 20),
+    )?;
+    let side = font(14).transform(FontTransform::Rotate270).color(&BLACK);
+    root.draw_text(row_title, &side, (8, top + cell * rows as i32 / 2 + 20))?;
+    // The colour scale: low at the bottom, high at the top, three values marked.
+    let (bx, height) = (left + cell * cols as i32 + 20, cell * rows as i32);
+    for i in 0..height {
+        let color = viridis(1.0 - i as f64 / (height - 1).max(1) as f64);
+        root.draw(&Rectangle::new([(bx, top + i), (bx + 16, top + i + 1)], color.filled()))?;
+    }
+    for (f, v) in [(0.0, hi), (0.5, (lo + hi) / 2.0), (1.0, lo)] {
+        let y = top + (f * (height - 1) as f64) as i32;
+        root.draw_text(&format!("{v:.2}"), &font(11).color(&BLACK), (bx + 20, y - 5))?;
+    }
+    root.present().map_err(|e| format!("cannot write: {e}"))?;
+    Ok(())
+}
+
+/// Writes pictures side by side to an SVG at `path`, each `[H, W]` in `panels` drawn `scale`
+/// pixels a pixel in gray (its own smallest value black, largest white) under its name, the
+/// figure under `title`: feature maps, learned filters.
+pub fn image_grid(
+    path: &Path,
+    title: &str,
+    panels: &[(String, Vec<f32>, usize, usize)],
+    scale: u32,
+    per_row: usize,
+) -> ferrograd::Result<()> {
+    draw_image_grid(path, title, panels, scale, per_row)
+        .map_err(|e| ferrograd::Error::io("image_grid", format!("{}: {e}", path.display())))
+}
+
+fn draw_image_grid(
+    path: &Path,
+    title: &str,
+    panels: &[(String, Vec<f32>, usize, usize)],
+    scale: u32,
+    per_row: usize,
+) -> DrawResult {
+    if panels.is_empty() || scale == 0 || per_row == 0 {
+        return Err(format!(
+            "image_grid: {} panels at scale {scale}, {per_row} a row",
+            panels.len()
+        )
+        .into());
+    }
+    for (name, v, h, w) in panels {
+        if v.len() != h * w {
+            return Err(format!("image_grid: {name} has {} values, not {h}×{w}", v.len()).into());
+        }
+    }
+    let s = scale as i32;
+    let (ph, pw) =
+        panels.iter().fold((0, 0), |(a, b), (_, _, h, w)| (a.max(*h as i32), b.max(*w as i32)));
+    let (gap, caption, top) = (16, 22, 44);
+    let per_row = per_row.min(panels.len());
+    let lines = panels.len().div_ceil(per_row) as i32;
+    let width = gap + per_row as i32 * (pw * s + gap);
+    let height = top + lines * (ph * s + caption + gap);
+    let root = SVGBackend::new(path, (width.max(240) as u32, height as u32)).into_drawing_area();
+    root.fill(&WHITE)?;
+    root.draw_text(title, &("sans-serif", 18).into_font().color(&BLACK), (gap, 14))?;
+    for (i, (name, v, h, w)) in panels.iter().enumerate() {
+        let (x0, y0) = (
+            gap + (i % per_row) as i32 * (pw * s + gap),
+            top + (i / per_row) as i32 * (ph * s + caption + gap),
+        );
+        root.draw_text(name, &("sans-serif", 13).into_font().color(&BLACK), (x0, y0))?;
+        let y0 = y0 + caption;
+        let (lo, hi) = v.iter().fold((f32::MAX, f32::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+        let level =
+            |x: f32| if hi > lo { (((x - lo) / (hi - lo)) * 63.0).round() as u8 } else { 32 };
+        for r in 0..*h {
+            // Runs of one gray level are one rectangle: a flat region is not a thousand.
+            let mut c = 0;
+            while c < *w {
+                let g = level(v[r * w + c]);
+                let mut end = c + 1;
+                while end < *w && level(v[r * w + end]) == g {
+                    end += 1;
+                }
+                let gray = (g as u32 * 255 / 63) as u8;
+                let (x, y) = (x0 + c as i32 * s, y0 + r as i32 * s);
+                let rect = [(x, y), (x0 + end as i32 * s, y + s)];
+                root.draw(&Rectangle::new(rect, RGBColor(gray, gray, gray).filled()))?;
+                c = end;
+            }
+        }
+        let frame = [(x0, y0), (x0 + *w as i32 * s, y0 + *h as i32 * s)];
+        root.draw(&Rectangle::new(frame, BLACK.stroke_width(1)))?;
+    }
+    root.present().map_err(|e| format!("cannot write: {e}"))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -151,5 +356,36 @@ mod tests {
         assert_eq!(span([].into_iter(), 0.05), (0.0, 1.0));
         assert_eq!(span([2.0].into_iter(), 0.05), (1.5, 2.5));
         assert_eq!(span([1.0, 3.0].into_iter(), 0.5), (0.0, 4.0));
+    }
+
+    #[test]
+    fn a_heatmap_names_its_rows_and_columns_and_has_a_scale() {
+        let path = tmp("attention.svg");
+        let tokens: Vec<String> = ["T", "h", "e", " "].iter().map(|s| s.to_string()).collect();
+        let values: Vec<f32> = (0..16).map(|i| i as f32 / 15.0).collect();
+        heatmap(&path, "head 0", ("query", &tokens), ("key", &tokens), &values).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        for text in ["head 0", "query", "key", "␣", "1.00", "0.50", "0.00"] {
+            assert!(svg.contains(text), "{text} missing");
+        }
+        let err = heatmap(&path, "t", ("q", &tokens), ("k", &tokens[..2]), &values).unwrap_err();
+        assert!(err.to_string().contains("16 values for 4 row and 2 column labels"), "{err}");
+    }
+
+    #[test]
+    fn an_image_grid_titles_each_panel_and_merges_flat_runs() {
+        let path = tmp("maps.svg");
+        let flat = ("flat".to_string(), vec![0.0f32; 64], 8, 8);
+        let ramp = ("ramp".to_string(), (0..64).map(|i| i as f32).collect(), 8, 8);
+        image_grid(&path, "feature maps", &[flat, ramp], 4, 2).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.contains("feature maps") && svg.contains("flat") && svg.contains("ramp"));
+        // A flat 8×8 panel is 8 rectangles (one a row), the ramp 64, plus two frames.
+        assert_eq!(svg.matches("<rect").count(), 1 + 8 + 64 + 2, "{svg}");
+        let bad = ("bad".to_string(), vec![0.0f32; 3], 2, 2);
+        assert!(image_grid(&path, "t", &[bad], 4, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("bad has 3 values"));
     }
 }

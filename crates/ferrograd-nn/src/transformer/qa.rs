@@ -6,6 +6,7 @@
 use super::{Bert, BertConfig};
 use crate::{Activation, FeedForward, Module, Param, ParamStore};
 use ferrograd::{DType, Error, Result, Tensor};
+use ferrograd_data::BertBatch;
 use std::path::Path;
 
 /// Added to the scores of tokens that cannot be part of an answer (question, specials,
@@ -101,6 +102,29 @@ impl QuestionAnswering {
     ) -> Result<Tensor> {
         let (start, end) = self.scores(ids, token_types, mask, context)?;
         start.cross_entropy(starts, None)?.add(&end.cross_entropy(ends, None)?)?.mul_scalar(0.5)
+    }
+
+    /// The answer of each row of `batch` (`contexts[row]` its context) as text, with its
+    /// score; `None` for a row without context tokens. Records no graph.
+    pub fn answers(
+        &self,
+        batch: &BertBatch,
+        contexts: &[&str],
+        max_answer_len: usize,
+    ) -> Result<Vec<Option<(String, f64)>>> {
+        let _g = ferrograd::no_grad();
+        let (s, e) =
+            self.scores(&batch.ids, &batch.token_types, &batch.mask, &batch.context_mask()?)?;
+        Ok(QuestionAnswering::best_spans(&s, &e, max_answer_len)?
+            .into_iter()
+            .enumerate()
+            .map(|(row, span)| {
+                span.and_then(|sp| {
+                    let (from, to) = (batch.offsets[row][sp.start].0, batch.offsets[row][sp.end].1);
+                    Some((contexts.get(row)?.get(from..to)?.to_string(), sp.score))
+                })
+            })
+            .collect())
     }
 
     /// The best span of each row: the largest start score + end score over start ≤ end <
