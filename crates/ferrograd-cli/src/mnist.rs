@@ -117,6 +117,19 @@ pub fn train(a: &MnistArgs) -> CliResult<()> {
         }
         Ok(())
     };
+    if a.model != ImageModel::Feedforward {
+        // The first convolution's filters, and its feature maps of the first held-out digit.
+        let first = net.layer(0).ok_or("the model has no layers")?;
+        let digit = held_out.images.narrow(0, 0, 1)?;
+        trainer = trainer.on_evaluate(move |_, _, log| {
+            let weights = first.params()[0].get();
+            let d = weights.dims().to_vec();
+            log.image_grid("filters/conv1", &weights.reshape(&[d[0] * d[1], d[2], d[3]])?)?;
+            let maps = first.forward(&digit)?;
+            let d = maps.dims().to_vec();
+            log.image_grid("feature_maps/conv1", &maps.reshape(&[d[1], d[2], d[3]])?)
+        });
+    }
     let report = trainer.fit_evaluating(&mut data, step, Some(evaluate))?;
     if report.end == report.start {
         println!(

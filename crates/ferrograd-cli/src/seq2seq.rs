@@ -4,14 +4,16 @@
 use crate::training::{RunArgs, Tokens};
 use crate::CliResult;
 use clap::{Args, ValueEnum};
-use ferrograd::{Rng, Tensor};
+use ferrograd::{no_grad, Rng, Tensor};
 use ferrograd_data::text::{read_pairs, seq2seq_batch};
 use ferrograd_data::Tokenizer;
 use ferrograd_nn::optim::{Adam, AdamConfig, Schedule};
+use ferrograd_nn::trainer::plot::heatmap;
 use ferrograd_nn::trainer::{Metrics, Sampled};
 use ferrograd_nn::{
     check_resumable, evaluate, inspect_checkpoint, load_checkpoint, thousands, BeamOptions, Every,
-    IdPairs, Module, ParamStore, Seq2SeqConfig, Seq2SeqKind, SequenceToSequence, Trainer,
+    IdPairs, Module, ParamStore, Seq2SeqConfig, Seq2SeqKind, SequenceModel, SequenceToSequence,
+    Trainer,
 };
 use std::path::PathBuf;
 
@@ -245,6 +247,13 @@ pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
         last_eval = Some(e);
         Ok(())
     };
+    if let Some((first, _)) = held_ids.first() {
+        let (model, first) = (&model, first.clone());
+        trainer = trainer.on_evaluate(move |_, _, log| match encoder_attention(model, &first)? {
+            Some(head) => log.image_grid("attention/encoder_head0", &head.unsqueeze(0)?),
+            None => Ok(()),
+        });
+    }
     let loss = training.loss(&model, &train_ids);
     let report = trainer.fit_evaluating(&mut Sampled::new(a.seed), loss, Some(held_out))?;
     if report.stopped() {
@@ -258,6 +267,23 @@ pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
             evaluate(&model, &task.target, &held_ids, a.beam)?
         }
     };
+    let out = a.run.out_dir("seq2seq");
+    if let Some((first, _)) = held_ids.first() {
+        if let Some(head) = encoder_attention(&model, first)? {
+            let tokens = first
+                .iter()
+                .map(|&id| task.source.decode(&[id]))
+                .collect::<ferrograd::Result<Vec<_>>>()?;
+            let title = "the encoder's first block, head 0, on the first held-out source";
+            heatmap(
+                &out.join("attention.svg"),
+                title,
+                ("query", &tokens),
+                ("key", &tokens),
+                &head.to_vec::<f32>()?,
+            )?;
+        }
+    }
     for (i, (s, t)) in held_text.iter().enumerate().take(3) {
         println!("  {s:?} → {:?} (reference {t:?})", task.target.decode(&e.outputs[i])?);
     }
@@ -277,6 +303,18 @@ pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
         );
     }
     Ok(())
+}
+
+/// Head 0 of the encoder's first attention block over the source `ids`, (S, S) in
+/// evaluation mode; `None` for an encoder without attention (the RNN).
+fn encoder_attention(model: &SequenceToSequence, ids: &[i64]) -> ferrograd::Result<Option<Tensor>> {
+    let _g = no_grad();
+    let source = Tensor::from_vec(ids.to_vec(), &[1, ids.len()])?;
+    let x = model.source_embed.forward(&source)?;
+    match model.encoder.attention_weights(&x, None) {
+        Some(w) => Ok(Some(w?.narrow(1, 0, 1)?.reshape(&[ids.len(), ids.len()])?)),
+        None => Ok(None),
+    }
 }
 
 #[derive(Args)]

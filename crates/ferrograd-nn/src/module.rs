@@ -39,6 +39,10 @@ impl Sequential {
         self.layers.push(Box::new(layer));
         self
     }
+    /// The `i`-th layer (a CNN's first convolution, to look at its filters).
+    pub fn layer(&self, i: usize) -> Option<&dyn Module> {
+        self.layers.get(i).map(|l| l.as_ref())
+    }
     pub fn len(&self) -> usize {
         self.layers.len()
     }

@@ -183,6 +183,35 @@ impl Log {
         )
     }
 
+    /// Pictures `[N, H, W]` (filters, feature maps) tiled into one, each scaled to [0, 1] on
+    /// its own, with a one-pixel white gap between them: [`Log::image`] of the grid.
+    pub fn image_grid(&mut self, tag: &str, images: &Tensor) -> Result<()> {
+        if self.events.is_none() {
+            return Ok(());
+        }
+        let [n, h, w] = *images.dims() else {
+            return Err(Error::shape(
+                "Log::image_grid",
+                format!("expected [N, H, W], got {}", images.shape()),
+            ));
+        };
+        let per_row = (1..=n).find(|c| c * c >= n).unwrap_or(n).max(1);
+        let rows = n.div_ceil(per_row);
+        let (gh, gw) = (rows * (h + 1) - 1, per_row * (w + 1) - 1);
+        let mut grid = vec![1.0f64; gh * gw];
+        let v = images.to_vec_f64()?;
+        for (i, tile) in v.chunks(h * w).enumerate() {
+            let (lo, hi) =
+                tile.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+            let (top, left) = ((i / per_row) * (h + 1), (i % per_row) * (w + 1));
+            for (p, &x) in tile.iter().enumerate() {
+                let level = if hi > lo { (x - lo) / (hi - lo) } else { 0.5 };
+                grid[(top + p / w) * gw + left + p % w] = level;
+            }
+        }
+        self.image(tag, &Tensor::from_vec(grid, &[gh, gw])?)
+    }
+
     /// Rewrites `metrics.csv` (a column per name, empty where a line lacks it) and one SVG
     /// chart per metric: training and held-out curves together.
     pub(crate) fn write_tables_and_curves(&self) -> Result<()> {

@@ -160,7 +160,8 @@ fn draw_heatmap(
     let left = 40 + 8 * longest(row_labels) as i32;
     let bottom = if rotate { 30 + 8 * longest(col_labels) as i32 } else { 50 };
     let (top, bar) = (50, 90);
-    let (w, h) = (left + cell * cols as i32 + bar + 20, top + cell * rows as i32 + bottom);
+    let w = (left + cell * cols as i32 + bar + 20).max(left + 9 * title.chars().count() as i32);
+    let h = top + cell * rows as i32 + bottom;
     let root = SVGBackend::new(path, (w as u32, h as u32)).into_drawing_area();
     root.fill(&WHITE)?;
     let font = |size: i32| ("sans-serif", size).into_font();
@@ -260,7 +261,9 @@ fn draw_image_grid(
     let lines = panels.len().div_ceil(per_row) as i32;
     let width = gap + per_row as i32 * (pw * s + gap);
     let height = top + lines * (ph * s + caption + gap);
-    let root = SVGBackend::new(path, (width.max(240) as u32, height as u32)).into_drawing_area();
+    // Wide enough for the title too (about 9 pixels a character at 18 points).
+    let width = width.max(2 * gap + 9 * title.chars().count() as i32);
+    let root = SVGBackend::new(path, (width as u32, height as u32)).into_drawing_area();
     root.fill(&WHITE)?;
     root.draw_text(title, &("sans-serif", 18).into_font().color(&BLACK), (gap, 14))?;
     for (i, (name, v, h, w)) in panels.iter().enumerate() {
