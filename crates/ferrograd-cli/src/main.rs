@@ -107,7 +107,10 @@ fn main() -> ExitCode {
     let result = match pool {
         Ok(pool) => pool.install(|| {
             let _warm = ferrograd::KeepWarm::new();
-            dispatch(cli).map_err(|e| e.to_string())
+            // MPI is joined and left on the thread that trains: the one that calls it.
+            let result = training::join().and_then(|()| dispatch(cli));
+            training::leave();
+            result.map_err(|e| e.to_string())
         }),
         Err(e) => Err(format!("cannot start worker threads: {e}")),
     };

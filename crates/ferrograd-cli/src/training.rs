@@ -2,8 +2,34 @@
 
 use clap::{Args, ValueEnum};
 use ferrograd_data::TokenKind;
+use ferrograd_nn::distributed::Collective;
 use ferrograd_nn::{Every, Trainer};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The data-parallel group of this process, when it was started by an MPI launcher; every
+/// Trainer joins it.
+static GROUP: Mutex<Option<Arc<dyn Collective>>> = Mutex::new(None);
+
+/// Joins the MPI job this process was started in (`mpirun -np N ferrograd train …`); nothing
+/// without one. Call [`leave`] at the end: MPI is finalized when the group is dropped.
+pub fn join() -> crate::CliResult<()> {
+    #[cfg(feature = "mpi")]
+    if ferrograd_nn::distributed::Mpi::launched() {
+        let mpi: Arc<dyn Collective> = Arc::new(ferrograd_nn::distributed::Mpi::init()?);
+        *GROUP.lock().unwrap_or_else(|e| e.into_inner()) = Some(mpi);
+    }
+    Ok(())
+}
+
+pub fn leave() {
+    GROUP.lock().unwrap_or_else(|e| e.into_inner()).take();
+}
+
+/// This process's data-parallel group, if it has one.
+pub fn group() -> Option<Arc<dyn Collective>> {
+    GROUP.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -52,6 +78,9 @@ impl RunArgs {
             .out(self.out_dir(task))
             .inputs(inputs.iter().copied())
             .stop_after(self.stop_after);
+        if let Some(c) = group() {
+            t = t.distributed(c);
+        }
         if let Some(path) = &self.checkpoint {
             t = t.checkpoint(path, every, config);
             if self.resume {

@@ -483,3 +483,132 @@ fn train_classify_resumes_exactly_mid_epoch() {
     assert_resumes_exactly(&dir, &args, "4");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `mpirun -np N` with what Open MPI needs as root and in a container.
+#[cfg(feature = "mpi")]
+fn mpirun(n: usize, args: &[&str]) -> Command {
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["-np", &n.to_string(), "--oversubscribe", env!("CARGO_BIN_EXE_ferrograd")])
+        .args(args)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
+    cmd
+}
+
+/// Every parameter of two checkpoints agrees within `rel`: ‖a − b‖ ≤ rel · ‖a‖, tensor by
+/// tensor (f32 sums in another order differ in the last bits, element by element).
+#[cfg(feature = "mpi")]
+fn assert_close_checkpoints(a: &std::path::Path, b: &std::path::Path, rel: f64) {
+    let (a, _) = ferrograd::io::load_safetensors(a).unwrap();
+    let (b, _) = ferrograd::io::load_safetensors(b).unwrap();
+    for ((na, ta), (_, tb)) in a.iter().zip(&b).filter(|((n, _), _)| n.starts_with("param/")) {
+        let (x, y) = (ta.to_vec_f64().unwrap(), tb.to_vec_f64().unwrap());
+        let diff = x.iter().zip(&y).map(|(p, q)| (p - q).powi(2)).sum::<f64>().sqrt();
+        let norm = x.iter().map(|p| p * p).sum::<f64>().sqrt();
+        assert!(diff <= rel * norm, "{na}: ‖a − b‖ = {diff:e}, ‖a‖ = {norm:e}");
+    }
+}
+
+#[cfg(feature = "mpi")]
+#[test]
+fn two_mpi_ranks_train_as_one_process_resume_in_one_and_a_killed_rank_ends_the_job() {
+    let dir = std::env::temp_dir().join(format!("ferrograd-cli-mpi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("sentiment.tsv");
+    let rows = ferrograd_data::corpora::sentiment_task(500, &mut ferrograd::Rng::seed(5));
+    std::fs::write(&data, rows.iter().map(|(l, t)| format!("{l}\t{t}\n")).collect::<String>())
+        .unwrap();
+    let out = dir.join("run");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    // 450 texts in global batches of 22: 21 steps; each rank takes 11.
+    let args = [
+        "train",
+        "classify",
+        "--data",
+        d,
+        "--out",
+        o,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "22",
+        "--dim",
+        "16",
+        "--hidden",
+        "16",
+    ];
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().expect("runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ck = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let (one, two, split) = (ck("one.safetensors"), ck("two.safetensors"), ck("split.safetensors"));
+    run(Command::new(env!("CARGO_BIN_EXE_ferrograd")).args(args).args(["--checkpoint", &one]));
+    // The run itself checks that both ranks end with the same bits (it fails otherwise).
+    run(mpirun(2, &args).args(["--checkpoint", &two]));
+    assert_close_checkpoints(one.as_ref(), two.as_ref(), 1e-5);
+    run(mpirun(2, &args).args(["--checkpoint", &split, "--stop-after", "10"]));
+    run(Command::new(env!("CARGO_BIN_EXE_ferrograd")).args(args).args([
+        "--checkpoint",
+        &split,
+        "--resume",
+    ]));
+    assert_close_checkpoints(two.as_ref(), split.as_ref(), 1e-5);
+
+    // A rank killed mid-run ends the whole job, named.
+    let long =
+        ["train", "classify", "--data", d, "--out", o, "--epochs", "200", "--batch-size", "22"];
+    let mut job = mpirun(2, &long).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let rank1 = (0..200).find_map(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        rank_pid(job.id(), "1")
+    });
+    let rank1 = rank1.expect("rank 1 started");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let started = std::time::Instant::now();
+    Command::new("kill").args(["-9", &rank1.to_string()]).status().unwrap();
+    let status = loop {
+        if let Some(s) = job.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed().as_secs() < 30, "the job still runs 30 s after rank 1 died");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(job.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("rank 1"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The pid of the process below `parent` whose MPI rank is `rank`.
+#[cfg(feature = "mpi")]
+fn rank_pid(parent: u32, rank: &str) -> Option<u32> {
+    let mut below = vec![parent];
+    let mut found = None;
+    for _ in 0..4 {
+        let mut next = Vec::new();
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().nth(1)?.parse::<u32>().ok());
+            if ppid.is_some_and(|p| below.contains(&p)) {
+                let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+                let want = format!("OMPI_COMM_WORLD_RANK={rank}");
+                if env.split(|&b| b == 0).any(|v| v == want.as_bytes()) {
+                    found = Some(pid);
+                }
+                next.push(pid);
+            }
+        }
+        if found.is_some() {
+            return found;
+        }
+        below = next;
+    }
+    None
+}

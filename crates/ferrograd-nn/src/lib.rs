@@ -14,6 +14,7 @@
 
 mod blocks;
 pub mod checkpoint;
+pub mod distributed;
 pub mod losses;
 pub mod models;
 mod module;

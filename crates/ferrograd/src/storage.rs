@@ -28,6 +28,13 @@ pub(crate) enum Storage {
 }
 
 impl Storage {
+    /// The host elements to write in place, when nothing else holds them and `T` is their
+    /// dtype; a device backend answers with an error naming the op.
+    pub(crate) fn host_slice_mut<T: crate::Element>(&mut self, _op: &str) -> Result<&mut [T]> {
+        match self {
+            Storage::Cpu(s) => s.slice_mut(),
+        }
+    }
     /// The host data; a device backend answers with an error naming the op that needs it.
     pub(crate) fn cpu(&self, _op: &str) -> Result<&CpuStorage> {
         match self {

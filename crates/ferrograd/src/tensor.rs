@@ -274,6 +274,18 @@ impl Tensor {
         let inner = Arc::get_mut(&mut self.0).expect("just made unique");
         Ok(Arc::get_mut(&mut inner.storage).expect("just made unique"))
     }
+    /// The elements to write in place (a gradient bucket summed across processes); `T` must
+    /// be this tensor's dtype. This handle's own memory when nothing else holds it, else a
+    /// copy first, as [`Tensor::update`] does (and then a new id).
+    pub fn as_mut_slice<T: Element>(&mut self, op: &str) -> Result<&mut [T]> {
+        if self.dtype() != T::DTYPE {
+            return Err(Error::dtype(
+                op,
+                format!("tensor holds {}, asked for {}", self.dtype(), T::DTYPE),
+            ));
+        }
+        self.storage_for_update(op)?.host_slice_mut(op)
+    }
     /// Whether the two tensors' data are the same memory (one a view of the other's buffer).
     pub fn shares_memory(&self, other: &Tensor) -> bool {
         self.0.storage.shares_memory(&other.0.storage)

@@ -1,7 +1,7 @@
 //! What a Trainer trains on: each micro-batch is named by its place in the run, so that the
 //! same place gives the same batch in a straight run and in a resumed one.
 
-use ferrograd::Rng;
+use ferrograd::{Error, Result, Rng};
 
 /// Where a micro-batch sits: its index over the whole run, and for data with epochs, the
 /// epoch and the batch's index within it.
@@ -19,6 +19,16 @@ pub trait Data: Send {
     fn batches_per_epoch(&self) -> Option<usize>;
     /// The micro-batch at `at`; the same `at` must give the same batch.
     fn batch(&mut self, at: At) -> Self::Batch;
+    /// Rank `part`'s share of a global `batch` split `parts` ways in a data-parallel run, and
+    /// its weight in the global mean (its fraction of the examples). Every rank gets at least
+    /// one example; a rank with none of its own repeats one at weight 0.
+    fn shard(&self, batch: Self::Batch, part: usize, parts: usize) -> Result<(Self::Batch, f64)> {
+        let _ = (part, batch);
+        Err(Error::value(
+            "Data::shard",
+            format!("this data cannot be split across {parts} ranks; give it as Epochs"),
+        ))
+    }
 }
 
 /// `n` examples in batches of `batch_size`, shuffled afresh each epoch from `seed` and the
@@ -43,6 +53,17 @@ impl Epochs {
 
 impl Data for Epochs {
     type Batch = Vec<usize>;
+    fn shard(&self, batch: Vec<usize>, part: usize, parts: usize) -> Result<(Vec<usize>, f64)> {
+        // As even as can be: the first n mod parts ranks take one more.
+        let n = batch.len();
+        let (base, extra) = (n / parts, n % parts);
+        let start = part * base + part.min(extra);
+        let len = base + usize::from(part < extra);
+        if len == 0 {
+            return Ok((batch[..1.min(n)].to_vec(), 0.0));
+        }
+        Ok((batch[start..start + len].to_vec(), len as f64 / n as f64))
+    }
     fn batches_per_epoch(&self) -> Option<usize> {
         Some(self.n.div_ceil(self.batch_size))
     }

@@ -3,6 +3,7 @@
 
 use super::plot::{line_chart, Series};
 use super::tensorboard::{EventWriter, Image};
+use crate::distributed::{all_reduce_values, Collective};
 use ferrograd::{Error, Result, Tensor};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -57,6 +58,17 @@ impl Metrics {
     }
     pub fn is_empty(&self) -> bool {
         self.sums.is_empty()
+    }
+    /// The sums over every rank of a data-parallel run (each rank must hold the same names).
+    pub fn all_reduced(&self, c: &dyn Collective) -> Result<Metrics> {
+        if c.size() == 1 {
+            return Ok(self.clone());
+        }
+        let mut flat: Vec<f64> = self.sums.values().flat_map(|&(s, w)| [s, w]).collect();
+        flat.push(self.units as f64);
+        all_reduce_values(&mut flat, c)?;
+        let sums = self.sums.keys().cloned().zip(flat.chunks(2).map(|p| (p[0], p[1]))).collect();
+        Ok(Metrics { sums, units: flat[flat.len() - 1] as u64, notes: self.notes.clone() })
     }
 }
 

@@ -35,12 +35,17 @@ pub use data::{At, Cycle, Data, Epochs, Sampled};
 pub use log::{Log, Metrics, Record};
 
 use crate::checkpoint::{inspect_checkpoint, load_checkpoint, save_training_checkpoint};
+use crate::distributed::{
+    all_reduce_gradients, all_reduce_values, broadcast_parameters, check_agreement, check_replicas,
+    Collective, SingleProcess,
+};
 use crate::optim::{clip_grad_norm, scale_gradients, Optimizer, Schedule};
 use crate::{Param, ParamStore};
 use ferrograd::{no_grad, Error, Gradients, Result, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// How often something happens in a run.
@@ -153,6 +158,7 @@ pub struct Trainer<'a> {
     after_backward: Vec<BackwardHook<'a>>,
     after_step: Vec<StepHook<'a>>,
     on_eval: Vec<EvalHook<'a>>,
+    collective: Arc<dyn Collective>,
 }
 
 impl<'a> Trainer<'a> {
@@ -186,6 +192,7 @@ impl<'a> Trainer<'a> {
             after_backward: vec![],
             after_step: vec![],
             on_eval: vec![],
+            collective: Arc::new(SingleProcess),
         }
     }
 
@@ -274,8 +281,16 @@ impl<'a> Trainer<'a> {
         self.stop_after = n;
         self
     }
-    /// Runs on the gradients of every step before clipping and the optimizer: where a
-    /// data-parallel run all-reduces them.
+    /// Train data-parallel as one rank of `collective`: rank 0's parameters are sent to all,
+    /// each rank takes its shard of every global batch ([`Data::shard`]), the gradients are
+    /// summed into the global batch's mean before every (then identical) optimizer step, the
+    /// metrics are reduced, and only rank 0 evaluates, shows progress and writes files.
+    pub fn distributed(mut self, collective: Arc<dyn Collective>) -> Self {
+        self.collective = collective;
+        self
+    }
+    /// Runs on the gradients of every step (summed across ranks when data-parallel) before
+    /// clipping and the optimizer.
     pub fn after_backward(
         mut self,
         hook: impl FnMut(&mut Gradients, &StepInfo) -> Result<()> + Send + 'a,
@@ -317,7 +332,7 @@ impl<'a> Trainer<'a> {
     ) -> std::result::Result<Report, E>
     where
         D: Data,
-        E: From<Error> + Send,
+        E: From<Error> + std::fmt::Display + Send,
     {
         self.fit_evaluating(data, loss, None::<fn(u64, &mut Metrics) -> std::result::Result<(), E>>)
     }
@@ -333,7 +348,7 @@ impl<'a> Trainer<'a> {
     ) -> std::result::Result<Report, E>
     where
         D: Data,
-        E: From<Error> + Send,
+        E: From<Error> + std::fmt::Display + Send,
     {
         // On a worker of a pool already (the ferrograd command runs on one), or in a pool of
         // our own: parallel ops then split their work with the other workers directly.
@@ -379,7 +394,25 @@ impl<'a> Trainer<'a> {
         })
     }
 
+    /// [`Trainer::train`], telling the other ranks when this one fails so that none waits.
     fn run<D, E>(
+        &mut self,
+        data: &mut D,
+        loss: impl FnMut(D::Batch, &mut Metrics) -> std::result::Result<Tensor, E>,
+        evaluate: Option<impl FnMut(u64, &mut Metrics) -> std::result::Result<(), E>>,
+    ) -> std::result::Result<Report, E>
+    where
+        D: Data,
+        E: From<Error> + std::fmt::Display,
+    {
+        let result = self.train(data, loss, evaluate);
+        if let Err(e) = &result {
+            self.collective.abort(&e.to_string());
+        }
+        result
+    }
+
+    fn train<D, E>(
         &mut self,
         data: &mut D,
         mut loss: impl FnMut(D::Batch, &mut Metrics) -> std::result::Result<Tensor, E>,
@@ -389,6 +422,9 @@ impl<'a> Trainer<'a> {
         D: Data,
         E: From<Error>,
     {
+        let c = self.collective.clone();
+        let (rank, ranks) = (c.rank(), c.size());
+        let lead = rank == 0;
         let _warm = ferrograd::KeepWarm::new();
         let per_epoch = data.batches_per_epoch();
         if per_epoch == Some(0) {
@@ -396,7 +432,9 @@ impl<'a> Trainer<'a> {
         }
         let total = self.steps_for(per_epoch)?;
         let shape = self.shape(total, per_epoch);
-        self.check_outputs()?;
+        if lead {
+            self.check_outputs()?;
+        }
         let (mut resumed_at, mut since_eval) = (None, Metrics::default());
         if let Some(path) = self.resume.take() {
             let info = inspect_checkpoint(&path)?;
@@ -422,11 +460,30 @@ impl<'a> Trainer<'a> {
                 since_eval = m;
             }
         }
-        let mut log = Log::open(self.out.as_deref(), resumed_at)?;
+        // What decides which collectives a step makes: ranks that differ would wait forever.
+        let every = |e: Every| match e {
+            Every::Steps(n) => n as f64,
+            Every::Epochs(n) => -(n as f64),
+            Every::End => 0.0,
+        };
+        let facts = [
+            total as f64,
+            per_epoch.map_or(-1.0, |p| p as f64),
+            self.accumulate as f64,
+            self.log_every.map_or(-1.0, |n| n as f64),
+            f64::from(u8::from(evaluate.is_some())),
+            every(self.eval_every),
+            self.checkpoint.as_ref().map_or(-1.0, |(_, e)| every(*e)),
+            self.stop_after.map_or(-1.0, |n| n as f64),
+        ];
+        check_agreement(&self.store, &facts, &*c)?;
+        broadcast_parameters(&self.params, &*c)?;
+        let mut log = Log::open(self.out.as_deref().filter(|_| lead), resumed_at)?;
         let start = self.step.min(total);
         let end = self.stop_after.map_or(total, |s| s.clamp(start, total));
         let log_every = self.log_every.unwrap_or((total / 200).max(1));
-        let mut view = View::new(self.progress, total, start, &self.title);
+        let progress = if lead { self.progress } else { Progress::Quiet };
+        let mut view = View::new(progress, total, start, &self.title);
         let acc = self.accumulate as u64;
         let epoch_of = |step: u64| per_epoch.map_or(0.0, |p| (step * acc) as f64 / p as f64);
         let epochs_done = |step: u64| per_epoch.map_or(0, |p| step * acc / p as u64);
@@ -445,8 +502,14 @@ impl<'a> Trainer<'a> {
             for j in 0..acc {
                 let at = At::of(step * acc + j, per_epoch);
                 let before = metrics.units();
-                let l = loss(data.batch(at), &mut metrics)?;
+                let batch = data.batch(at);
+                let (batch, weight) =
+                    if ranks > 1 { data.shard(batch, rank, ranks)? } else { (batch, 1.0) };
+                let l = loss(batch, &mut metrics)?;
                 let value = l.item()?;
+                // Each rank's gradient carries its share of the global batch; the sum over
+                // ranks is then the global mean.
+                let l = if ranks > 1 { l.mul_scalar(weight)? } else { l };
                 let g = self.store.backward(&l)?;
                 drop(l);
                 let units = metrics.units() - before;
@@ -462,6 +525,7 @@ impl<'a> Trainer<'a> {
             }
             let lr = self.schedule.lr(self.base_lr, step);
             let epoch = epoch_of(done);
+            all_reduce_gradients(&mut grads, &*c)?;
             for hook in &mut self.after_backward {
                 hook(&mut grads, &StepInfo::new(done, total, epoch, lr, &metrics))?;
             }
@@ -482,6 +546,12 @@ impl<'a> Trainer<'a> {
                     flow = Flow::Stop;
                 }
             }
+            if ranks > 1 {
+                // Every rank stops where any one's hook asked to.
+                let mut stop = [f64::from(u8::from(flow == Flow::Stop))];
+                all_reduce_values(&mut stop, &*c)?;
+                flow = if stop[0] > 0.0 { Flow::Stop } else { Flow::Continue };
+            }
             let l = metrics.mean("loss").unwrap_or(f64::NAN);
             smoothed = if smoothed.is_nan() { l } else { 0.95 * smoothed + 0.05 * l };
             window.merge(&metrics);
@@ -491,7 +561,7 @@ impl<'a> Trainer<'a> {
             view.update(done, &format!("loss {smoothed:.4}  {} {}/s", si(rate), self.unit));
             let last = done == end || flow == Flow::Stop;
             if done.is_multiple_of(log_every) || last {
-                let mut values = window.means();
+                let mut values = window.all_reduced(&*c)?.means();
                 if window.units() > 0 {
                     values.insert(format!("{}_per_s", self.unit), rate);
                 }
@@ -509,7 +579,10 @@ impl<'a> Trainer<'a> {
                         Every::End => false,
                     }
             };
-            if let Some(eval) = evaluate.as_mut().filter(|_| due(self.eval_every)) {
+            let evaluating = evaluate.is_some() && due(self.eval_every);
+            let train =
+                if evaluating { since_eval.all_reduced(&*c)?.means() } else { BTreeMap::new() };
+            if let Some(eval) = evaluate.as_mut().filter(|_| evaluating && lead) {
                 let mut m = Metrics::default();
                 {
                     let _g = no_grad();
@@ -519,7 +592,6 @@ impl<'a> Trainer<'a> {
                     result?;
                 }
                 last_eval = m.means();
-                let train = since_eval.means();
                 let line =
                     describe(done, total, epoch_of(done), per_epoch.is_some(), &train, &last_eval);
                 let values: BTreeMap<String, f64> =
@@ -532,15 +604,25 @@ impl<'a> Trainer<'a> {
                 for note in m.notes() {
                     view.println(&format!("    {note}"));
                 }
-                if done < end {
-                    since_eval = Metrics::default();
-                }
+            }
+            if evaluating && done < end {
+                since_eval = Metrics::default();
             }
             if let Some((path, every)) = &self.checkpoint {
                 if due(*every) || last {
-                    let trainer = serde_json::json!({"shape": shape, "since_eval": since_eval});
-                    let opt: Option<&dyn Optimizer> = Some(&*self.optimizer);
-                    save_training_checkpoint(path, &self.store, opt, done, &self.config, &trainer)?;
+                    let since_eval = since_eval.all_reduced(&*c)?;
+                    if lead {
+                        let trainer = serde_json::json!({"shape": shape, "since_eval": since_eval});
+                        let opt: Option<&dyn Optimizer> = Some(&*self.optimizer);
+                        save_training_checkpoint(
+                            path,
+                            &self.store,
+                            opt,
+                            done,
+                            &self.config,
+                            &trainer,
+                        )?;
+                    }
                 }
             }
             step = done;
@@ -550,13 +632,15 @@ impl<'a> Trainer<'a> {
         }
         view.finish();
         log.write_tables_and_curves()?;
+        check_replicas(&self.params, &*c)?;
+        let all = all.all_reduced(&*c)?;
         Ok(Report {
             start,
             end: step,
             total,
             seconds,
             units_per_s: all.units() as f64 / seconds.max(1e-9),
-            train: since_eval.means(),
+            train: since_eval.all_reduced(&*c)?.means(),
             eval: last_eval,
             history: log.history().to_vec(),
         })

@@ -163,7 +163,7 @@ impl CpuStorage {
     pub(crate) fn slice<T: Element>(&self) -> Result<&[T]> {
         T::from_storage(self).ok_or_else(|| unsupported(self.dtype(), T::DTYPE))
     }
-    fn slice_mut<T: Element>(&mut self) -> Result<&mut [T]> {
+    pub(crate) fn slice_mut<T: Element>(&mut self) -> Result<&mut [T]> {
         let dtype = self.dtype();
         T::buffer_mut(self)
             .ok_or_else(|| unsupported(dtype, T::DTYPE))?

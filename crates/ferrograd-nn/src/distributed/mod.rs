@@ -1,0 +1,232 @@
+//! Data-parallel training: every rank (a process, or a thread in tests) holds the whole model
+//! and takes its shard of each global batch; the ranks' gradients are summed into the global
+//! batch's mean before an optimizer step that is then the same on every rank.
+//!
+//! [`Collective`] is all a rank needs of the others. Implementations: one process
+//! ([`SingleProcess`]), threads of one process ([`Threads`], so that the plain test suite covers
+//! the logic), and MPI (feature `mpi`).
+
+#[cfg(feature = "mpi")]
+mod mpi;
+mod threads;
+
+#[cfg(feature = "mpi")]
+pub use self::mpi::Mpi;
+pub use threads::Threads;
+
+use crate::{Param, ParamStore};
+use ferrograd::{DType, Error, Gradients, Result, Tensor};
+
+/// What one rank of a data-parallel job needs from the others. Every rank must make the same
+/// calls in the same order.
+pub trait Collective: Send + Sync {
+    fn rank(&self) -> usize;
+    fn size(&self) -> usize;
+    /// Replaces `t` on every rank with the sum of every rank's `t` (same shape and dtype on all),
+    /// added in rank order so that every rank gets the same bits.
+    fn all_reduce_sum(&self, t: &mut Tensor) -> Result<()>;
+    /// Replaces `t` on every rank with rank `root`'s.
+    fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()>;
+    /// Starts [`Collective::all_reduce_sum`] and returns at once; [`Pending::wait`] gives the
+    /// sum. This default finishes before it returns.
+    fn start_all_reduce_sum(&self, mut t: Tensor) -> Result<Pending> {
+        self.all_reduce_sum(&mut t)?;
+        Ok(Pending(Box::new(move || Ok(t))))
+    }
+    fn barrier(&self) -> Result<()>;
+    /// Tells the other ranks this one failed with `message`: their next call ends with an error
+    /// naming this rank instead of waiting for it.
+    fn abort(&self, message: &str);
+}
+
+/// An all-reduce under way.
+pub struct Pending(Box<dyn FnOnce() -> Result<Tensor> + Send>);
+
+impl Pending {
+    pub fn wait(self) -> Result<Tensor> {
+        (self.0)()
+    }
+}
+
+/// One process: every collective is the identity.
+pub struct SingleProcess;
+
+impl Collective for SingleProcess {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn all_reduce_sum(&self, _t: &mut Tensor) -> Result<()> {
+        Ok(())
+    }
+    fn broadcast(&self, _t: &mut Tensor, _root: usize) -> Result<()> {
+        Ok(())
+    }
+    fn barrier(&self) -> Result<()> {
+        Ok(())
+    }
+    fn abort(&self, _message: &str) {}
+}
+
+/// The gradient buckets' elements per all-reduce: PyTorch DDP's 25 MiB of f32.
+const BUCKET_ELEMENTS: usize = 25 << 18;
+
+/// Sums every rank's gradients into `grads`, piece by piece from the end of each flat bucket
+/// (the last parameters' gradients are the first final in backward), at most
+/// `BUCKET_ELEMENTS` a piece. Each rank's gradients must already carry its weight in the
+/// global mean.
+pub fn all_reduce_gradients(grads: &mut Gradients, c: &dyn Collective) -> Result<()> {
+    if c.size() == 1 {
+        return Ok(());
+    }
+    grads.with_buckets_mut(|buckets| {
+        for bucket in buckets.iter_mut() {
+            let n = bucket.numel();
+            if n <= BUCKET_ELEMENTS {
+                c.all_reduce_sum(bucket)?;
+                continue;
+            }
+            let mut end = n;
+            let mut pieces = Vec::new();
+            while end > 0 {
+                let start = end.saturating_sub(BUCKET_ELEMENTS);
+                let mut piece = bucket.narrow(0, start, end - start)?.detach();
+                c.all_reduce_sum(&mut piece)?;
+                pieces.push(piece);
+                end = start;
+            }
+            pieces.reverse();
+            *bucket = Tensor::concat(&pieces, 0)?.detach();
+        }
+        Ok(())
+    })
+}
+
+/// Makes every rank's parameters rank 0's.
+pub fn broadcast_parameters(params: &[Param], c: &dyn Collective) -> Result<()> {
+    if c.size() == 1 {
+        return Ok(());
+    }
+    for p in params {
+        let mut t = p.get().detach();
+        c.broadcast(&mut t, 0)?;
+        p.set(&t)?;
+    }
+    Ok(())
+}
+
+/// Refuses to start unless every rank has the same model (names, shapes, dtypes) and the same
+/// training `facts` (steps, batches per epoch, …).
+pub fn check_agreement(store: &ParamStore, facts: &[f64], c: &dyn Collective) -> Result<()> {
+    if c.size() == 1 {
+        return Ok(());
+    }
+    let mut mine: Vec<f64> = facts.to_vec();
+    let params = store.params();
+    mine.push(params.len() as f64);
+    for p in &params {
+        let t = p.get();
+        mine.push(fingerprint(p.name().as_bytes()));
+        mine.push(t.numel() as f64);
+        mine.push(t.rank() as f64);
+    }
+    let differ = ranks_differing(&mine, c)?;
+    if differ.is_empty() {
+        return Ok(());
+    }
+    Err(Error::value(
+        "data-parallel training",
+        format!("rank(s) {differ:?} have another model or other training settings than rank 0 (parameters, their shapes, steps, batch size or data); all ranks must run the same command on the same data"),
+    ))
+}
+
+/// Checks that every rank's parameters are rank 0's to the bit, as data-parallel steps keep
+/// them: a difference means the ranks saw different data or summed differently.
+pub fn check_replicas(params: &[Param], c: &dyn Collective) -> Result<()> {
+    if c.size() == 1 {
+        return Ok(());
+    }
+    let mut bytes = Vec::new();
+    for p in params {
+        bytes.extend(p.get().to_vec_f64()?.iter().flat_map(|x| x.to_bits().to_le_bytes()));
+    }
+    let differ = ranks_differing(&[fingerprint(&bytes)], c)?;
+    if differ.is_empty() {
+        return Ok(());
+    }
+    Err(Error::value(
+        "data-parallel training",
+        format!("the parameters of rank(s) {differ:?} are not rank 0's after training"),
+    ))
+}
+
+/// The ranks whose `mine` is not rank 0's: rank 0's values are sent to all, each compares,
+/// and all learn which differ, so that all stop together.
+fn ranks_differing(mine: &[f64], c: &dyn Collective) -> Result<Vec<usize>> {
+    let mut count = Tensor::from_vec(vec![mine.len() as f64], &[1])?;
+    c.broadcast(&mut count, 0)?;
+    let n = count.item()? as usize;
+    let mut root =
+        Tensor::from_vec(if n == mine.len() { mine.to_vec() } else { vec![0.0; n] }, &[n])?;
+    c.broadcast(&mut root, 0)?;
+    let agrees = n == mine.len() && root.to_vec::<f64>()? == mine;
+    // Each rank puts a 1 at its own place if it differs.
+    let mut flags = vec![0.0f64; c.size()];
+    flags[c.rank()] = f64::from(u8::from(!agrees));
+    let mut flags = Tensor::from_vec(flags, &[c.size()])?;
+    c.all_reduce_sum(&mut flags)?;
+    Ok(flags
+        .to_vec::<f64>()?
+        .iter()
+        .enumerate()
+        .filter(|(_, &f)| f > 0.0)
+        .map(|(r, _)| r)
+        .collect())
+}
+
+/// Bytes as a number that survives an f64 round trip exactly (48 bits of FNV-1a).
+fn fingerprint(bytes: &[u8]) -> f64 {
+    let h = bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    (h >> 16) as f64
+}
+
+/// Sums `values` over the ranks (as f64), for metrics.
+pub fn all_reduce_values(values: &mut [f64], c: &dyn Collective) -> Result<()> {
+    if c.size() == 1 || values.is_empty() {
+        return Ok(());
+    }
+    let mut t = Tensor::from_vec(values.to_vec(), &[values.len()])?;
+    c.all_reduce_sum(&mut t)?;
+    values.copy_from_slice(t.as_mut_slice::<f64>("all_reduce_values")?);
+    Ok(())
+}
+
+/// Adds rank-ordered contributions exactly as [`Collective::all_reduce_sum`] promises: in the
+/// tensor's own dtype, rank 0 first.
+pub(crate) fn sum_in_rank_order(parts: &[Vec<f64>], dtype: DType, out: &mut Tensor) -> Result<()> {
+    match dtype {
+        DType::F32 => {
+            let dst = out.as_mut_slice::<f32>("all_reduce_sum")?;
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = parts.iter().fold(0.0f32, |acc, p| acc + p[i] as f32);
+            }
+        }
+        DType::F64 => {
+            let dst = out.as_mut_slice::<f64>("all_reduce_sum")?;
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = parts.iter().fold(0.0f64, |acc, p| acc + p[i]);
+            }
+        }
+        DType::I64 => {
+            let dst = out.as_mut_slice::<i64>("all_reduce_sum")?;
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = parts.iter().fold(0i64, |acc, p| acc + p[i] as i64);
+            }
+        }
+    }
+    Ok(())
+}

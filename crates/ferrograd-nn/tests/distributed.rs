@@ -1,0 +1,148 @@
+//! Data-parallel training over the threaded Collective: what MPI runs across processes, tested
+//! in one.
+
+use ferrograd::{DType, Rng, Tensor};
+use ferrograd_nn::distributed::{Collective, Threads};
+use ferrograd_nn::optim::{Adam, AdamConfig};
+use ferrograd_nn::trainer::{Epochs, Metrics};
+use ferrograd_nn::{models, Every, Module, ParamStore, Progress, Sequential, Trainer};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ferrograd-ddp-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// 64 points in 3 classes, f64.
+fn points() -> (Tensor, Tensor) {
+    let mut rng = Rng::seed(1);
+    let x = Tensor::randn(&[64, 2], 0.0, 1.0, DType::F64, &mut rng).unwrap();
+    let y: Vec<i64> = (0..64).map(|_| rng.below(3) as i64).collect();
+    (x, Tensor::from_vec(y, &[64]).unwrap())
+}
+
+struct Run<'p> {
+    hidden: usize,
+    /// Fails at this step, as a rank that dies would.
+    fail_at: Option<u64>,
+    checkpoint: Option<&'p Path>,
+    stop_after: Option<u64>,
+    resume: bool,
+}
+
+impl Default for Run<'_> {
+    fn default() -> Self {
+        Run { hidden: 16, fail_at: None, checkpoint: None, stop_after: None, resume: false }
+    }
+}
+
+/// 20 steps of Adam on batches of 15 (shards of 8 and 7, and 2 and 2 at each epoch's end),
+/// each rank's model started from its own seed (rank 0's is sent to all); the parameters after.
+fn train(c: Option<Arc<dyn Collective>>, run: &Run) -> ferrograd::Result<Vec<Vec<f64>>> {
+    let rank = c.as_ref().map_or(0, |c| c.rank());
+    let store = ParamStore::with_dtype(3 + rank as u64, DType::F64);
+    let net: Sequential = models::feed_forward3(&store, [2, run.hidden, 16, 3])?;
+    let data = points();
+    let adam = Adam::new(store.params(), AdamConfig::adam(1e-2))?;
+    let mut t = Trainer::new(&store, adam).steps(20).progress(Progress::Quiet);
+    if let Some(c) = c {
+        t = t.distributed(c);
+    }
+    if let Some(path) = run.checkpoint {
+        t = t.checkpoint(path, Every::Steps(5), serde_json::Value::Null).stop_after(run.stop_after);
+        if run.resume {
+            t = t.resume(path);
+        }
+    }
+    let mut step = 0;
+    t.fit(&mut Epochs::shuffled(64, 15, 0), |rows: Vec<usize>, m: &mut Metrics| {
+        step += 1;
+        if Some(step) == run.fail_at {
+            return Err(ferrograd::Error::value("test", "this rank died"));
+        }
+        let ids = Tensor::from_vec(rows.iter().map(|&i| i as i64).collect(), &[rows.len()])?;
+        m.count(rows.len());
+        net.forward(&data.0.index_select(0, &ids)?)?
+            .cross_entropy(&data.1.index_select(0, &ids)?, None)
+    })?;
+    Ok(store.params().iter().map(|p| p.get().to_vec_f64().unwrap()).collect())
+}
+
+/// Each rank of a group of `n` threads trains with its own `Run`.
+fn ranks(runs: &[Run]) -> Vec<ferrograd::Result<Vec<Vec<f64>>>> {
+    let group = Threads::group(runs.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = group
+            .into_iter()
+            .zip(runs)
+            .map(|(c, run)| s.spawn(move || train(Some(Arc::new(c)), run)))
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("no panic")).collect()
+    })
+}
+
+fn assert_close(a: &[Vec<f64>], b: &[Vec<f64>], rel: f64) {
+    for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+        assert!((x - y).abs() <= rel * (1.0 + x.abs()), "{x} vs {y}");
+    }
+}
+
+#[test]
+fn two_ranks_end_bit_identical_and_equal_to_one_process_on_the_same_global_batches() {
+    let results = ranks(&[Run::default(), Run::default()]);
+    let (a, b) = (results[0].as_ref().unwrap(), results[1].as_ref().unwrap());
+    let bits = |v: &[Vec<f64>]| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(a), bits(b), "the ranks' parameters differ");
+    let single = train(None, &Run::default()).unwrap();
+    assert_close(a, &single, 1e-9);
+    // Rank 1 started elsewhere (seed 4) and still ended with rank 0: the parameters were sent.
+    let untrained = ParamStore::with_dtype(3, DType::F64);
+    models::feed_forward3(&untrained, [2, 16, 16, 3]).unwrap();
+    assert_ne!(
+        bits(a),
+        bits(&untrained.params().iter().map(|p| p.get().to_vec_f64().unwrap()).collect::<Vec<_>>())
+    );
+}
+
+#[test]
+fn a_two_rank_checkpoint_resumes_in_one_process_as_the_two_ranks_continue() {
+    let dir = scratch("resume");
+    let (two, one) = (dir.join("two.safetensors"), dir.join("one.safetensors"));
+    // Every rank is given the path; rank 0 writes it.
+    let at = |path| Run { checkpoint: Some(path), ..Run::default() };
+    let straight = ranks(&[at(&two), at(&two)]);
+    let straight = straight[0].as_ref().unwrap();
+    let stopped = ranks(&[
+        Run { checkpoint: Some(&one), stop_after: Some(10), ..Run::default() },
+        Run { checkpoint: Some(&one), stop_after: Some(10), ..Run::default() },
+    ]);
+    assert!(stopped.iter().all(|r| r.is_ok()));
+    assert_eq!(ferrograd_nn::inspect_checkpoint(&one).unwrap().step, 10);
+    let resumed =
+        train(None, &Run { checkpoint: Some(&one), resume: true, ..Run::default() }).unwrap();
+    assert_close(straight, &resumed, 1e-9);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_failing_rank_ends_every_rank_with_its_name_and_disagreement_is_refused() {
+    let start = std::time::Instant::now();
+    let results = ranks(&[Run::default(), Run { fail_at: Some(6), ..Run::default() }]);
+    assert!(start.elapsed().as_secs() < 30);
+    let err = results[0].as_ref().expect_err("rank 0 stops too").to_string();
+    assert!(err.contains("rank 1 failed") && err.contains("this rank died"), "{err}");
+    assert!(results[1].as_ref().err().unwrap().to_string().contains("this rank died"));
+    let results = ranks(&[Run::default(), Run { hidden: 8, ..Run::default() }]);
+    let results = [
+        results,
+        ranks(&[Run::default(), Run { checkpoint: Some(Path::new("/tmp/x")), ..Run::default() }]),
+    ]
+    .concat();
+    for r in results {
+        let err = r.expect_err("refused").to_string();
+        assert!(err.contains("rank(s) [1] have another model"), "{err}");
+    }
+}
