@@ -336,7 +336,8 @@ fn train_qa_fine_tunes_bert_and_qa_answers() {
     std::fs::write(&data, json.to_string()).unwrap();
     let checkpoint = dir.join("qa.safetensors");
     let (m, d, c) = (model.to_str().unwrap(), data.to_str().unwrap(), checkpoint.to_str().unwrap());
-    let out = ferrograd(&[
+    let run_dir = dir.join("run");
+    let args = [
         "train",
         "qa",
         "--model",
@@ -349,12 +350,10 @@ fn train_qa_fine_tunes_bert_and_qa_answers() {
         "12",
         "--max-len",
         "128",
-        "--checkpoint",
-        c,
         "--out",
-        dir.join("run").to_str().unwrap(),
-        "--json",
-    ]);
+        run_dir.to_str().unwrap(),
+    ];
+    let out = ferrograd(&[&args[..], &["--checkpoint", c, "--json"]].concat());
     let result = json_result(&out);
     assert!(result["exact_match"].as_f64().is_some() && result["f1"].as_f64().is_some());
     let out = ferrograd(&[
@@ -373,23 +372,6 @@ fn train_qa_fine_tunes_bert_and_qa_answers() {
     let (answer, score) = text.trim().split_once('\t').expect("answer<TAB>(score …)");
     assert!(ferrograd_data::qa::PRECIPITATION.contains(answer) && score.starts_with("(score"));
     // A stop between steps and a resume end as the straight run, to the bit.
-    let run_dir = dir.join("run");
-    let args = [
-        "train",
-        "qa",
-        "--model",
-        m,
-        "--data",
-        d,
-        "--epochs",
-        "1",
-        "--batch-size",
-        "12",
-        "--max-len",
-        "128",
-        "--out",
-        run_dir.to_str().unwrap(),
-    ];
     assert_resumes_exactly(&dir, &args, "1");
     let bad = dir.join("bad.json");
     std::fs::write(&bad, "{\"data\": 3}").unwrap();

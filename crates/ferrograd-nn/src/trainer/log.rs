@@ -24,9 +24,16 @@ pub struct Metrics {
 impl Metrics {
     /// Adds `value` with weight `weight` (the batch's size, say) to the mean named `name`.
     pub fn add(&mut self, name: &str, value: f64, weight: f64) {
-        let s = self.sums.entry(name.to_string()).or_insert((0.0, 0.0));
-        s.0 += value * weight;
-        s.1 += weight;
+        // Looked up before inserting: a name is allocated once, not at every step.
+        match self.sums.get_mut(name) {
+            Some(s) => {
+                s.0 += value * weight;
+                s.1 += weight;
+            }
+            None => {
+                self.sums.insert(name.to_string(), (value * weight, weight));
+            }
+        }
     }
     /// Counts `units` processed, for the throughput.
     pub fn count(&mut self, units: usize) {
@@ -254,7 +261,6 @@ impl Log {
             .map(|n| n.strip_prefix("eval_").unwrap_or(n))
             .filter(|n| !n.ends_with("_per_s"))
             .collect();
-        charts.dedup();
         charts.sort();
         charts.dedup();
         for name in charts {

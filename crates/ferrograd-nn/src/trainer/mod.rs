@@ -453,9 +453,12 @@ impl<'a> Trainer<'a> {
             let info = load_checkpoint(&path, &self.store, Some(&mut *self.optimizer))?;
             self.step = info.step;
             resumed_at = Some(info.step);
-            // The means since the last evaluation continue, so the next one reports the same.
-            if let Some(m) =
-                saved.get("since_eval").and_then(|m| serde_json::from_value(m.clone()).ok())
+            // The means since the last evaluation continue, so the next one reports the same;
+            // they were saved summed over the ranks, so rank 0 alone takes them up again.
+            if let Some(m) = saved
+                .get("since_eval")
+                .filter(|_| lead)
+                .and_then(|m| serde_json::from_value(m.clone()).ok())
             {
                 since_eval = m;
             }
