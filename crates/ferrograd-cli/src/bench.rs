@@ -3,51 +3,77 @@
 
 use crate::CliResult;
 use ferrograd::{no_grad, DType, Rng, Tensor};
+use ferrograd_nn::distributed::{self, Collective, SingleProcess};
 use ferrograd_nn::optim::{Adam, AdamConfig, Optimizer};
-use ferrograd_nn::trainer::{Cycle, Flow, Log, Metrics, StepInfo};
+use ferrograd_nn::trainer::{Cycle, Data, Epochs, Flow, Log, Metrics, StepInfo};
 use ferrograd_nn::{models, Module, ParamStore, Progress, Trainer};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub fn run(workload: &str, json: bool, quick: bool, data: Option<&Path>) -> CliResult<()> {
+pub fn run(
+    workload: &str,
+    json: bool,
+    quick: bool,
+    data: Option<&Path>,
+    distributed: bool,
+) -> CliResult<()> {
     let min_time = if quick { Duration::ZERO } else { Duration::from_millis(3000) };
-    let results: Vec<(String, f64)> = match workload.to_ascii_uppercase().as_str() {
+    let workload = workload.to_ascii_uppercase();
+    let group = if distributed {
+        if !["W2", "W3", "W7", "ALLREDUCE"].contains(&workload.as_str()) {
+            return Err(format!(
+                "--distributed measures the training workloads W2, W3 and W7, and allreduce; not {workload}"
+            )
+            .into());
+        }
+        Some(crate::training::group().unwrap_or_else(|| Arc::new(SingleProcess)))
+    } else {
+        None
+    };
+    let group = group.as_ref();
+    let results: Vec<(String, f64)> = match workload.as_str() {
         "W1" => w1_matmul(min_time)?,
         "W2" => {
             let store = ParamStore::new(0);
             let net = models::feed_forward3(&store, [784, 256, 256, 10])?;
-            vec![(
-                "train_images_per_s".into(),
-                train_images_per_s(&store, &net, 128, data, min_time)?,
-            )]
+            train_images_per_s(&store, &net, 128, data, min_time, group)?
         }
         "W3" => {
             let store = ParamStore::new(0);
             let net = models::cnn(&store, 1, 10)?;
-            vec![(
-                "train_images_per_s".into(),
-                train_images_per_s(&store, &net, 64, data, min_time)?,
-            )]
+            train_images_per_s(&store, &net, 64, data, min_time, group)?
         }
         "W4" => vec![("train_tokens_per_s".into(), w4_lstm_lm(data, min_time)?)],
         "W5" => w5_transformer_lm(data, min_time)?,
         "W6" => vec![("sentences_per_s_b32_t128".into(), w6_bert(data, min_time)?)],
-        "W7" => vec![("train_tokens_per_s".into(), w7_seq2seq(min_time)?)],
+        "W7" => w7_seq2seq(min_time, group)?,
+        "ALLREDUCE" => all_reduce_times(min_time, group)?,
         other => {
             return Err(format!(
-                "unknown workload {other:?}; available: W1, W2, W3, W4, W5, W6, W7"
+                "unknown workload {other:?}; available: W1, W2, W3, W4, W5, W6, W7, allreduce"
             )
             .into())
         }
     };
+    if !crate::training::lead() {
+        return Ok(());
+    }
+    let ranks = group.map_or(1, |g| g.size());
     if json {
-        let map: serde_json::Map<String, serde_json::Value> = results
+        let mut map: serde_json::Map<String, serde_json::Value> = results
             .iter()
             .map(|(k, v)| (k.clone(), serde_json::json!((v * 10.0).round() / 10.0)))
             .collect();
+        map.insert("ranks".into(), ranks.into());
+        map.insert("threads_per_rank".into(), rayon::current_num_threads().into());
         println!("{}", serde_json::Value::Object(map));
     } else {
-        println!("{workload} ({} threads)", rayon_threads());
+        let threads = rayon::current_num_threads();
+        match group {
+            Some(_) => println!("{workload} ({ranks} ranks × {threads} threads)"),
+            None => println!("{workload} ({threads} threads)"),
+        }
         for (k, v) in &results {
             println!("  {k:<24} {v:>10.1}");
         }
@@ -56,14 +82,15 @@ pub fn run(workload: &str, json: bool, quick: bool, data: Option<&Path>) -> CliR
 }
 
 /// W2/W3: images per second of Adam (lr 1e-3) training steps with cross-entropy on MNIST
-/// batches (the first 8,000 images) or random images of the same shape.
+/// batches (the first 8,000 images, shuffled once) or random images of the same shape.
 fn train_images_per_s(
     store: &ParamStore,
     net: &dyn Module,
     batch: usize,
     data: Option<&Path>,
     min_time: Duration,
-) -> CliResult<f64> {
+    group: Option<&Group>,
+) -> CliResult<Vec<(String, f64)>> {
     let (images, labels) = match data {
         Some(dir) => {
             let m = ferrograd_data::mnist::load(dir)?;
@@ -79,27 +106,53 @@ fn train_images_per_s(
             (x, Tensor::from_vec(y, &[8000])?)
         }
     };
-    let batches: Vec<(Tensor, Tensor)> =
-        ferrograd_data::Batches::new(&images, &labels, batch, Some(&mut Rng::seed(2)))?
-            .drop_last(true)
-            .collect::<ferrograd::Result<_>>()?;
+    let n = images.dims()[0];
+    let mut order: Vec<usize> = (0..n).collect();
+    Rng::seed(2).shuffle(&mut order);
+    let order = Tensor::from_vec(order.iter().map(|&i| i as i64).collect(), &[n])?;
+    let (images, labels) = (images.index_select(0, &order)?, labels.index_select(0, &order)?);
     let adam = Adam::new(store.params(), AdamConfig::adam(1e-3))?;
-    let secs = trainer_step_seconds(store, adam, batches.len(), min_time, |i| {
-        let (x, y) = &batches[i];
-        net.forward(x)?.cross_entropy(y, None)
+    let mut batches = Epochs::in_order(n / batch * batch, batch);
+    let secs = trainer_step_seconds(store, adam, &mut batches, min_time, group, |rows| {
+        // Rows of one batch, or a rank's share of it: consecutive, so a view.
+        let (x, y) =
+            (images.narrow(0, rows[0], rows.len())?, labels.narrow(0, rows[0], rows.len())?);
+        net.forward(&x)?.cross_entropy(&y, None)
     })?;
-    Ok(batch as f64 / secs)
+    Ok(throughput("train_images_per_s", batch, secs, group))
 }
 
-/// Median seconds of one Trainer step (Quiet, no files) over `n` prepared batches in turn,
-/// `loss(i)` the loss of batch `i`: timed from the end of one step to the end of the next,
-/// after a warm-up step, over at least `min_time` and 3 steps.
-fn trainer_step_seconds(
+/// The ranks of a data-parallel bench (`mpirun -np N ferrograd bench W2 --distributed`).
+type Group = Arc<dyn Collective>;
+
+/// `key` = `per_step` units over `secs` a step; in a data-parallel run also each rank's own
+/// rate (its share of the batch over its step time), rank by rank.
+fn throughput(key: &str, per_step: usize, secs: f64, group: Option<&Group>) -> Vec<(String, f64)> {
+    let mut out = vec![(key.to_string(), per_step as f64 / secs)];
+    if let Some(g) = group {
+        let (rank, ranks) = (g.rank(), g.size());
+        let share = per_step / ranks + usize::from(rank < per_step % ranks);
+        let mut each = vec![0.0; ranks];
+        each[rank] = share as f64 / secs;
+        if distributed::all_reduce_values(&mut each, &**g).is_ok() {
+            for (r, v) in each.into_iter().enumerate() {
+                out.push((format!("rank{r}_{key}"), v));
+            }
+        }
+    }
+    out
+}
+
+/// Median seconds of one Trainer step (Quiet, no files) over `data` in turn, `loss(batch)` the
+/// loss of a batch: timed from the end of one step to the end of the next, after a warm-up
+/// step, over at least `min_time` and 3 steps. With a group, data-parallel over its ranks.
+fn trainer_step_seconds<D: Data>(
     store: &ParamStore,
     optimizer: impl Optimizer + Send,
-    n: usize,
+    data: &mut D,
     min_time: Duration,
-    mut loss: impl FnMut(usize) -> ferrograd::Result<Tensor> + Send,
+    group: Option<&Group>,
+    mut loss: impl FnMut(D::Batch) -> ferrograd::Result<Tensor> + Send,
 ) -> CliResult<f64> {
     let (mut times, mut last, mut started) = (Vec::new(), None::<Instant>, None::<Instant>);
     let timer = |_: &StepInfo, _: &mut Log| {
@@ -114,7 +167,10 @@ fn trainer_step_seconds(
     };
     let mut trainer =
         Trainer::new(store, optimizer).steps(u64::MAX).progress(Progress::Quiet).after_step(timer);
-    trainer.fit(&mut Cycle::new(n), |i, _: &mut Metrics| loss(i))?;
+    if let Some(g) = group {
+        trainer = trainer.distributed(g.clone());
+    }
+    trainer.fit(data, |b, _: &mut Metrics| loss(b))?;
     drop(trainer);
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])
@@ -151,7 +207,7 @@ fn lm_step_seconds(
     let mut rng = Rng::seed(2);
     let samples: Vec<(Tensor, Tensor)> =
         (0..64).map(|_| batches.sample(&mut rng)).collect::<ferrograd::Result<_>>()?;
-    trainer_step_seconds(store, optimizer, samples.len(), min_time, |i| {
+    trainer_step_seconds(store, optimizer, &mut Cycle::new(samples.len()), min_time, None, |i| {
         let (x, y) = &samples[i];
         lm.loss(x, y, None)
     })
@@ -185,27 +241,29 @@ fn w5_transformer_lm(data: Option<&Path>, min_time: Duration) -> CliResult<Vec<(
 /// W7: target tokens per second of training a Transformer encoder–decoder (2 + 2 layers, d 128,
 /// 4 heads, FeedForward 512, shared tied vocabulary of 1000) on batches of 32 random source and
 /// target sequences of 32 tokens, AdamW 1e-3.
-fn w7_seq2seq(min_time: Duration) -> CliResult<f64> {
+fn w7_seq2seq(min_time: Duration, group: Option<&Group>) -> CliResult<Vec<(String, f64)>> {
     use ferrograd_nn::{Seq2SeqConfig, SequenceToSequence};
     let store = ParamStore::new(0);
     let config = Seq2SeqConfig::small_transformer();
     let model = SequenceToSequence::new(&store, &config)?;
     let adamw = Adam::new(store.params(), AdamConfig::adamw(1e-3))?;
     let mut rng = Rng::seed(2);
-    // Ordinary tokens (not pad, unk, bos or eos), 33 target ids: 32 in, the same shifted out.
+    // 16 batches of ordinary tokens (not pad, unk, bos or eos), 33 target ids a row: 32 in,
+    // the same shifted out.
     let mut ids = |n: usize| -> ferrograd::Result<Tensor> {
         let v: Vec<i64> =
-            (0..32 * n).map(|_| 4 + rng.below(config.source_vocab - 4) as i64).collect();
-        Tensor::from_vec(v, &[32, n])
+            (0..16 * 32 * n).map(|_| 4 + rng.below(config.source_vocab - 4) as i64).collect();
+        Tensor::from_vec(v, &[16 * 32, n])
     };
-    let batches: Vec<(Tensor, Tensor)> =
-        (0..16).map(|_| Ok((ids(32)?, ids(33)?))).collect::<ferrograd::Result<_>>()?;
-    let secs = trainer_step_seconds(&store, adamw, batches.len(), min_time, |i| {
-        let (source, target) = &batches[i];
+    let (sources, targets) = (ids(32)?, ids(33)?);
+    let mut batches = Epochs::in_order(16 * 32, 32);
+    let secs = trainer_step_seconds(&store, adamw, &mut batches, min_time, group, |rows| {
+        let (source, target) =
+            (sources.narrow(0, rows[0], rows.len())?, targets.narrow(0, rows[0], rows.len())?);
         let (t_in, t_out) = (target.narrow(1, 0, 32)?, target.narrow(1, 1, 32)?);
-        model.loss(source, &t_in, &t_out, 0.0)
+        model.loss(&source, &t_in, &t_out, 0.0)
     })?;
-    Ok((32 * 32) as f64 / secs)
+    Ok(throughput("train_tokens_per_s", 32 * 32, secs, group))
 }
 
 /// W6: all-MiniLM-L6-v2 inference, batches of 32 sentences × 128 tokens, no padding.
@@ -253,10 +311,6 @@ fn w4_lstm_lm(data: Option<&Path>, min_time: Duration) -> CliResult<f64> {
     Ok((32 * 64) as f64 / lm_step_seconds(&store, &lm, adam, ids, 32, 64, min_time)?)
 }
 
-fn rayon_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-}
-
 /// Median seconds per call of `f`, after a warm-up, over at least `min_time` and 3 calls.
 pub fn median_seconds(min_time: Duration, mut f: impl FnMut()) -> f64 {
     f();
@@ -269,6 +323,43 @@ pub fn median_seconds(min_time: Duration, mut f: impl FnMut()) -> f64 {
     }
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
+}
+
+/// allreduce: the ranks' all-reduce (sum) of f32 buffers of 1 KiB to 64 MiB, as the
+/// gradient buckets make it: the median seconds of one (`us_<bytes>`, in microseconds) and
+/// the bus bandwidth of ring all-reduce, 2(N−1)/N · bytes / seconds (`gbps_<bytes>`, GB/s).
+fn all_reduce_times(min_time: Duration, group: Option<&Group>) -> CliResult<Vec<(String, f64)>> {
+    let g = group.ok_or("allreduce needs --distributed (and mpirun -np N)")?;
+    let n = g.size() as f64;
+    let mut out = Vec::new();
+    for log2 in (10..=26).step_by(2) {
+        let bytes = 1usize << log2;
+        let mut t = Tensor::ones(&[bytes / 4], DType::F32)?;
+        // Every rank times the same calls: a fixed count, from the first rank's budget.
+        let mut reps = [0.0f64];
+        if g.rank() == 0 {
+            let once = Instant::now();
+            g.all_reduce_sum(&mut t)?;
+            reps[0] = (min_time.as_secs_f64() / 9.0 / once.elapsed().as_secs_f64().max(1e-7))
+                .clamp(5.0, 10_000.0)
+                .round();
+        } else {
+            g.all_reduce_sum(&mut t)?;
+        }
+        distributed::all_reduce_values(&mut reps, &**g)?;
+        let mut times = Vec::new();
+        for _ in 0..reps[0] as usize {
+            g.barrier()?;
+            let start = Instant::now();
+            g.all_reduce_sum(&mut t)?;
+            times.push(start.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        let secs = times[times.len() / 2];
+        out.push((format!("us_{bytes}"), secs * 1e6));
+        out.push((format!("gbps_{bytes}"), 2.0 * (n - 1.0) / n * bytes as f64 / secs / 1e9));
+    }
+    Ok(out)
 }
 
 /// W1: C = A·B for square n = 256, 1024, 2048; GFLOP/s = 2n³ / seconds.

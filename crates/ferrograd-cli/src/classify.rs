@@ -115,7 +115,7 @@ pub fn train(a: &ClassifyArgs) -> CliResult<()> {
             .collect();
         Ok((ids, mask, Tensor::from_vec(y, &[rows.len()])?))
     };
-    println!(
+    say!(
         "{} — {} parameters; {} labels, {} training and {} held-out texts, vocabulary {}",
         formula(&clf),
         thousands(store.num_params()),
@@ -146,10 +146,10 @@ pub fn train(a: &ClassifyArgs) -> CliResult<()> {
     let mut data = Epochs::shuffled(train.len(), a.batch_size, a.seed.wrapping_add(1));
     let report = trainer.fit_evaluating(&mut data, step, Some(evaluate))?;
     if report.stopped() {
-        println!("stopped after step {} of {}; continue with --resume", report.end, report.total);
+        say!("stopped after step {} of {}; continue with --resume", report.end, report.total);
     }
     if a.run.json {
-        println!(
+        say!(
             "{}",
             serde_json::json!({"task": "classify", "epochs": a.epochs, "steps": report.end, "eval_accuracy": report.eval.get("accuracy"), "labels": labels})
         );

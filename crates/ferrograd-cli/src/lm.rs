@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 use ferrograd::{no_grad, Rng, Tensor};
 use ferrograd_data::{CharTokenizer, LmBatches, Vocab};
 use ferrograd_nn::optim::{Adam, AdamConfig};
-use ferrograd_nn::trainer::{Metrics, Sampled};
+use ferrograd_nn::trainer::{Draws, Metrics, SampledExamples};
 use ferrograd_nn::{
     check_resumable, formula, inspect_checkpoint, load_checkpoint, thousands, EmbedToken, Every,
     GenerateToken, LanguageModel, ParamStore, Sampling, SequenceModel, SequenceRNN, SequenceStack,
@@ -132,7 +132,7 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
         let path = a.run.checkpoint.as_deref().expect("clap requires --checkpoint with --resume");
         check_resumable(path, "language model", |c: &LmConfig| *c == config)?;
     }
-    println!(
+    say!(
         "{} — {} parameters, {} characters ({} distinct), {} held out",
         formula(&lm),
         thousands(store.num_params()),
@@ -149,8 +149,8 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
     let every = Every::Steps(a.sample_every);
     let mut trainer =
         a.run.apply(trainer, "lm", every, serde_json::to_value(&config)?, &[a.data.as_path()]);
-    let step = |mut rng: Rng, m: &mut Metrics| -> CliResult<Tensor> {
-        let (x, y) = train.sample(&mut rng)?;
+    let step = |draws: Draws, m: &mut Metrics| -> CliResult<Tensor> {
+        let (x, y) = train.windows(draws.generators())?;
         m.count(x.numel());
         Ok(lm.loss(&x, &y, None)?)
     };
@@ -161,20 +161,24 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
         m.note(format!("sample: {sample:?}"));
         Ok(())
     };
-    let report = trainer.fit_evaluating(&mut Sampled::new(a.seed), step, Some(evaluate))?;
+    let report = trainer.fit_evaluating(
+        &mut SampledExamples::new(a.seed, a.batch_size),
+        step,
+        Some(evaluate),
+    )?;
     if report.stopped() {
-        println!("stopped after step {} of {}; continue with --resume", report.end, report.total);
+        say!("stopped after step {} of {}; continue with --resume", report.end, report.total);
         return Ok(());
     }
     let held_loss = held_out_loss(&lm, &held, 32)?;
-    println!(
+    say!(
         "held-out loss: {held_loss:.4} nats/char after {} steps, {:.0} tokens/s (curves in {})",
         a.steps,
         report.units_per_s,
         a.run.out_dir("lm").display()
     );
     if a.run.json {
-        println!(
+        say!(
             "{}",
             serde_json::json!({"task": "lm", "model": config.model, "steps": a.steps, "held_out_loss": held_loss, "train_tokens_per_s": report.units_per_s})
         );

@@ -1,5 +1,15 @@
 //! The `ferrograd` command: how a person meets the library.
 
+/// `println!` on rank 0 alone of a data-parallel job (every rank runs the same command, and
+/// one report is enough); `println!` without one.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if $crate::training::lead() {
+            println!($($arg)*);
+        }
+    };
+}
+
 mod bench;
 mod classify;
 mod embed;
@@ -57,6 +67,10 @@ enum Command {
         /// measurement).
         #[arg(long)]
         quick: bool,
+        /// Train data-parallel over the ranks of `mpirun -np N` (W2, W3, W7), the batch split
+        /// among them: prints each rank's throughput and the job's.
+        #[arg(long)]
+        distributed: bool,
         /// MNIST directory (IDX files) for W2/W3, a text file for W4/W5 (random data of the same
         /// shape without it), the model directory for W6.
         #[arg(long)]
@@ -103,7 +117,10 @@ fn main() -> ExitCode {
     // Run on a rayon worker, not beside the pool: a parallel op then splits work with the
     // other workers directly, instead of handing it over and sleeping until it comes back (two
     // context switches per op; a sixth of W2's time in the kernel's scheduler, by perf).
-    let pool = rayon::ThreadPoolBuilder::new().stack_size(64 << 20).build();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .stack_size(64 << 20)
+        .num_threads(training::threads_per_process())
+        .build();
     let result = match pool {
         Ok(pool) => pool.install(|| {
             let _warm = ferrograd::KeepWarm::new();
@@ -126,8 +143,8 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> CliResult<()> {
     match cli.command {
         Command::Tour { out } => tour::run(&out),
-        Command::Bench { workload, json, quick, data } => {
-            bench::run(&workload, json, quick, data.as_deref())
+        Command::Bench { workload, json, quick, distributed, data } => {
+            bench::run(&workload, json, quick, data.as_deref(), distributed)
         }
         Command::Train(task) => train::run(task),
         Command::Summary { model } => summary::run(&model),

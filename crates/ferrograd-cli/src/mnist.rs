@@ -83,7 +83,7 @@ pub fn train(a: &MnistArgs) -> CliResult<()> {
             c["model"] == config["model"]
         })?;
     }
-    println!(
+    say!(
         "{} — {} parameters, {} training images, {} held out",
         formula(&net),
         thousands(store.num_params()),
@@ -132,17 +132,14 @@ pub fn train(a: &MnistArgs) -> CliResult<()> {
     }
     let report = trainer.fit_evaluating(&mut data, step, Some(evaluate))?;
     if report.end == report.start {
-        println!(
-            "nothing to do: the checkpoint is already at step {} of {}",
-            report.end, report.total
-        );
+        say!("nothing to do: the checkpoint is already at step {} of {}", report.end, report.total);
         return Ok(());
     }
     let eval_accuracy = report.eval.get("accuracy");
     if report.stopped() {
-        println!("stopped after step {} of {}; continue with --resume", report.end, report.total);
+        say!("stopped after step {} of {}; continue with --resume", report.end, report.total);
     } else {
-        println!(
+        say!(
             "held-out accuracy: {:.2}%  (metrics and curves in {})",
             100.0 * eval_accuracy.copied().unwrap_or(f64::NAN),
             a.run.out_dir("mnist").display()
@@ -157,7 +154,7 @@ pub fn train(a: &MnistArgs) -> CliResult<()> {
             "train_loss": report.train.get("loss"),
             "train_images_per_s": report.units_per_s,
         });
-        println!("{out}");
+        say!("{out}");
     }
     Ok(())
 }

@@ -74,7 +74,7 @@ pub fn train(a: &TrainQaArgs) -> CliResult<()> {
     if usable.is_empty() {
         return Err(format!("no training answer fits in --max-len {}", a.max_len).into());
     }
-    println!(
+    say!(
         "{} — {} parameters; {} questions to train on ({} cut off by --max-len), {} held out",
         model.describe(),
         thousands(store.num_params()),
@@ -137,11 +137,11 @@ pub fn train(a: &TrainQaArgs) -> CliResult<()> {
     };
     let report = trainer.fit_evaluating(&mut data, step, Some(evaluate))?;
     if report.stopped() {
-        println!("stopped after step {} of {}; continue with --resume", report.end, report.total);
+        say!("stopped after step {} of {}; continue with --resume", report.end, report.total);
         return Ok(());
     }
     let (exact, f1) = (report.eval["exact_match"], report.eval["f1"]);
-    println!(
+    say!(
         "held-out: exact match {:.1}%, F1 {:.1}% after {} steps in {:.0} s",
         100.0 * exact,
         100.0 * f1,
@@ -149,10 +149,10 @@ pub fn train(a: &TrainQaArgs) -> CliResult<()> {
         report.seconds
     );
     if let Some(path) = &a.run.checkpoint {
-        println!("saved {}", path.display());
+        say!("saved {}", path.display());
     }
     if a.run.json {
-        println!(
+        say!(
             "{}",
             serde_json::json!({"task": "qa", "steps": report.end, "exact_match": exact, "f1": f1})
         );
@@ -197,7 +197,7 @@ pub fn answer(a: &QaArgs) -> CliResult<()> {
     };
     let (batch, _) = encode_examples(&tok, &[&example], a.max_len)?;
     match model.answers(&batch, &[a.context.as_str()], a.max_answer_len.max(1))?.remove(0) {
-        Some((text, score)) => println!("{text}\t(score {score:.2})"),
+        Some((text, score)) => say!("{text}\t(score {score:.2})"),
         None => return Err("the context has no tokens left to answer from: raise --max-len".into()),
     }
     Ok(())

@@ -4,12 +4,12 @@
 use crate::training::{RunArgs, Tokens};
 use crate::CliResult;
 use clap::{Args, ValueEnum};
-use ferrograd::{no_grad, Rng, Tensor};
+use ferrograd::{no_grad, Tensor};
 use ferrograd_data::text::{read_pairs, seq2seq_batch};
 use ferrograd_data::Tokenizer;
 use ferrograd_nn::optim::{Adam, AdamConfig, Schedule};
 use ferrograd_nn::trainer::plot::heatmap;
-use ferrograd_nn::trainer::{Metrics, Sampled};
+use ferrograd_nn::trainer::{Draws, Metrics, SampledExamples};
 use ferrograd_nn::{
     check_resumable, evaluate, inspect_checkpoint, load_checkpoint, thousands, BeamOptions, Every,
     IdPairs, Module, ParamStore, Seq2SeqConfig, Seq2SeqKind, SequenceModel, SequenceToSequence,
@@ -76,16 +76,21 @@ impl Training {
         Ok(Trainer::new(store, adamw).steps(self.steps).schedule(schedule).clip_grad_norm(1.0))
     }
 
-    /// The loss of a batch of `pairs` drawn with the step's generator, teacher-forced.
+    /// The data: `batch_size` pairs a step, drawn at random.
+    pub fn data(&self) -> SampledExamples {
+        SampledExamples::new(self.seed, self.batch_size)
+    }
+
+    /// The loss of a batch of `pairs` drawn by [`Training::data`], teacher-forced.
     pub fn loss<'m>(
         &'m self,
         model: &'m SequenceToSequence,
         pairs: &'m IdPairs,
-    ) -> impl FnMut(Rng, &mut Metrics) -> CliResult<Tensor> + Send + 'm {
-        move |mut rng, m| {
+    ) -> impl FnMut(Draws, &mut Metrics) -> CliResult<Tensor> + Send + 'm {
+        move |draws, m| {
             let c = &model.config;
             let batch: IdPairs =
-                (0..self.batch_size).map(|_| pairs[rng.below(pairs.len())].clone()).collect();
+                draws.generators().map(|mut rng| pairs[rng.below(pairs.len())].clone()).collect();
             let (source, target_in, target_out) = seq2seq_batch(&batch, c.pad, c.bos, c.eos)?;
             m.count(batch.len());
             Ok(model.loss(&source, &target_in, &target_out, self.label_smoothing)?)
@@ -216,7 +221,7 @@ pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
             t.model == task.model && t.source == task.source && t.target == task.target
         })?;
     }
-    println!(
+    say!(
         "{} — {} parameters; {} pairs to train on, {} held out",
         model.describe(),
         thousands(store.num_params()),
@@ -255,9 +260,9 @@ pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
         });
     }
     let loss = training.loss(&model, &train_ids);
-    let report = trainer.fit_evaluating(&mut Sampled::new(a.seed), loss, Some(held_out))?;
+    let report = trainer.fit_evaluating(&mut training.data(), loss, Some(held_out))?;
     if report.stopped() {
-        println!("stopped after step {} of {}; continue with --resume", report.end, a.steps);
+        say!("stopped after step {} of {}; continue with --resume", report.end, a.steps);
         return Ok(());
     }
     let e = match last_eval {
@@ -285,9 +290,9 @@ pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
         }
     }
     for (i, (s, t)) in held_text.iter().enumerate().take(3) {
-        println!("  {s:?} → {:?} (reference {t:?})", task.target.decode(&e.outputs[i])?);
+        say!("  {s:?} → {:?} (reference {t:?})", task.target.decode(&e.outputs[i])?);
     }
-    println!(
+    say!(
         "held-out: exact match {:.1}%, token accuracy {:.1}%, BLEU {:.1} after {} steps in {:.0} s (curves in {})",
         100.0 * e.exact_match,
         100.0 * e.token_accuracy,
@@ -297,7 +302,7 @@ pub fn train(a: &Seq2SeqArgs) -> CliResult<()> {
         a.run.out_dir("seq2seq").display()
     );
     if a.run.json {
-        println!(
+        say!(
             "{}",
             serde_json::json!({"task": "seq2seq", "steps": a.steps, "exact_match": e.exact_match, "token_accuracy": e.token_accuracy, "bleu": e.bleu})
         );
@@ -367,10 +372,10 @@ pub fn translate(a: &TranslateArgs) -> CliResult<()> {
         }
         let source = Tensor::from_vec(ids.clone(), &[1, ids.len()])?;
         let hyps = model.beam_search(&source, &options)?.remove(0);
-        println!("{text} → {}", task.target.decode(&hyps[0].tokens)?);
+        say!("{text} → {}", task.target.decode(&hyps[0].tokens)?);
         if a.all {
             for h in &hyps {
-                println!("    {:>8.3}  {}", h.score, task.target.decode(&h.tokens)?);
+                say!("    {:>8.3}  {}", h.score, task.target.decode(&h.tokens)?);
             }
         }
     }

@@ -31,6 +31,27 @@ pub fn group() -> Option<Arc<dyn Collective>> {
     GROUP.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
+/// Worker threads for this process: `RAYON_NUM_THREADS` if set; else, when an MPI launcher
+/// started several ranks on this machine, the cores shared among them (as torchrun sets
+/// `OMP_NUM_THREADS`), so that ranks do not fight over cores; else 0, every core.
+pub fn threads_per_process() -> usize {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
+    if var("RAYON_NUM_THREADS").is_some() {
+        return 0; // rayon reads it itself
+    }
+    let local = ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMI_LOCAL_SIZE"]
+        .iter()
+        .find_map(|v| var(v))
+        .filter(|&n| n > 1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    local.map_or(0, |n| (cores / n).max(1))
+}
+
+/// Whether this process reports for the job: rank 0, or a process on its own.
+pub fn lead() -> bool {
+    group().is_none_or(|g| g.rank() == 0)
+}
+
 #[derive(Args)]
 pub struct RunArgs {
     /// Save a checkpoint here (atomically) at every evaluation and at the end.

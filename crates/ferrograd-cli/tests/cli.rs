@@ -564,6 +564,36 @@ fn two_mpi_ranks_train_as_one_process_resume_in_one_and_a_killed_rank_ends_the_j
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[cfg(feature = "mpi")]
+#[test]
+fn two_mpi_ranks_draw_a_language_models_windows_as_one_process_and_report_once() {
+    let dir = std::env::temp_dir().join(format!("ferrograd-cli-mpi-lm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("text.txt");
+    std::fs::write(&text, "to be or not to be, that is the question.\n".repeat(60)).unwrap();
+    let (one, two) = (dir.join("one.safetensors"), dir.join("two.safetensors"));
+    let args = |ck: &std::path::Path| -> Vec<String> {
+        ["train", "lm", "--data", text.to_str().unwrap(), "--steps", "20", "--batch-size", "7"]
+            .into_iter()
+            .chain(["--hidden", "16", "--embed", "8", "--context", "12", "--sample-every", "10"])
+            .chain(["--out", dir.join("run").to_str().unwrap()])
+            .chain(["--checkpoint", ck.to_str().unwrap()])
+            .map(String::from)
+            .collect()
+    };
+    let a = args(&one);
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrograd")).args(&a).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let b = args(&two);
+    let out = mpirun(2, &b.iter().map(String::as_str).collect::<Vec<_>>()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // 7 windows a step, 4 drawn by rank 0 and 3 by rank 1: the same 7 one process draws.
+    assert_close_checkpoints(&one, &two, 1e-5);
+    assert_eq!(stdout.matches("held-out loss").count(), 1, "rank 0 alone reports:\n{stdout}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// The pid of the process below `parent` whose MPI rank is `rank`.
 #[cfg(feature = "mpi")]
 fn rank_pid(parent: u32, rank: &str) -> Option<u32> {

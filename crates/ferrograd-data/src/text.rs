@@ -374,15 +374,28 @@ impl LmBatches {
     /// B windows at random starts (same `rng` state, same windows): inputs (B, T) i64 and
     /// targets (B, T) i64, the inputs shifted one token on.
     pub fn sample(&self, rng: &mut Rng) -> Result<(Tensor, Tensor)> {
-        let (b, t) = (self.batch_size, self.context);
-        let (mut inputs, mut targets) = (Vec::with_capacity(b * t), Vec::with_capacity(b * t));
-        for _ in 0..b {
-            let start = rng.below(self.ids.len() - t); // start + t is the last target
-            inputs.extend_from_slice(&self.ids[start..start + t]);
-            targets.extend_from_slice(&self.ids[start + 1..start + t + 1]);
+        let mut rows = Rows::default();
+        for _ in 0..self.batch_size {
+            self.window(rng, &mut rows);
         }
-        Ok((Tensor::from_vec(inputs, &[b, t])?, Tensor::from_vec(targets, &[b, t])?))
-        // (B, T)
+        rows.tensors(self.context)
+    }
+
+    /// One window for each generator (a batch of as many rows), each drawn with its own: the
+    /// rows of a data-parallel rank's share of a batch.
+    pub fn windows(&self, generators: impl IntoIterator<Item = Rng>) -> Result<(Tensor, Tensor)> {
+        let mut rows = Rows::default();
+        for mut rng in generators {
+            self.window(&mut rng, &mut rows);
+        }
+        rows.tensors(self.context)
+    }
+
+    fn window(&self, rng: &mut Rng, rows: &mut Rows) {
+        let t = self.context;
+        let start = rng.below(self.ids.len() - t); // start + t is the last target
+        rows.inputs.extend_from_slice(&self.ids[start..start + t]);
+        rows.targets.extend_from_slice(&self.ids[start + 1..start + t + 1]);
     }
 
     /// The corpus's token ids.
@@ -398,6 +411,21 @@ impl LmBatches {
     /// T: tokens per window.
     pub fn context(&self) -> usize {
         self.context
+    }
+}
+
+/// Windows gathered row by row: inputs and the same shifted one token on.
+#[derive(Default)]
+struct Rows {
+    inputs: Vec<i64>,
+    targets: Vec<i64>,
+}
+
+impl Rows {
+    /// (B, T) inputs and targets.
+    fn tensors(self, t: usize) -> Result<(Tensor, Tensor)> {
+        let b = self.inputs.len() / t;
+        Ok((Tensor::from_vec(self.inputs, &[b, t])?, Tensor::from_vec(self.targets, &[b, t])?))
     }
 }
 

@@ -2,7 +2,6 @@
 
 use crate::CliResult;
 use ferrograd::Rng;
-use ferrograd_nn::trainer::Sampled;
 use ferrograd_nn::{Module, ParamStore, Progress};
 
 /// Chapter 6: the lecture's "sentence to code" — a small encoder–decoder Transformer learns to
@@ -63,7 +62,7 @@ pub fn chapter() -> CliResult<()> {
         .trainer(&store)?
         .progress(Progress::Quiet)
         .after_step(super::print_loss(100, " nats/token"));
-    trainer.fit(&mut Sampled::new(training.seed), training.loss(&model, &train))?;
+    trainer.fit(&mut training.data(), training.loss(&model, &train))?;
     let e = evaluate(&model, &task.target, &held, 4)?;
     println!(
         "     held out: exact match {:.1}% (beam search, width 4), token accuracy {:.1}%, BLEU {:.1}",

@@ -54,15 +54,8 @@ impl Epochs {
 impl Data for Epochs {
     type Batch = Vec<usize>;
     fn shard(&self, batch: Vec<usize>, part: usize, parts: usize) -> Result<(Vec<usize>, f64)> {
-        // As even as can be: the first n mod parts ranks take one more.
-        let n = batch.len();
-        let (base, extra) = (n / parts, n % parts);
-        let start = part * base + part.min(extra);
-        let len = base + usize::from(part < extra);
-        if len == 0 {
-            return Ok((batch[..1.min(n)].to_vec(), 0.0));
-        }
-        Ok((batch[start..start + len].to_vec(), len as f64 / n as f64))
+        let (rows, weight) = even_share(batch.len(), part, parts);
+        Ok((batch[rows].to_vec(), weight))
     }
     fn batches_per_epoch(&self) -> Option<usize> {
         Some(self.n.div_ceil(self.batch_size))
@@ -82,7 +75,8 @@ impl Data for Epochs {
 }
 
 /// An endless stream: each micro-batch is drawn with a generator seeded from `seed` and its
-/// index in the run (random windows of a text, random pairs).
+/// index in the run (random windows of a text, random pairs). It cannot be split across
+/// ranks; [`SampledExamples`] can.
 pub struct Sampled {
     seed: u64,
 }
@@ -101,6 +95,73 @@ impl Data for Sampled {
     fn batch(&mut self, at: At) -> Rng {
         Rng::seed(self.seed.wrapping_mul(7_919).wrapping_add(at.micro))
     }
+}
+
+/// An endless stream of `batch_size` examples a micro-batch, each example drawn with a
+/// generator of its own (seeded from `seed`, the micro-batch and its place in it), so that a
+/// rank drawing its share of a global batch draws exactly the examples one process would.
+pub struct SampledExamples {
+    seed: u64,
+    batch_size: usize,
+}
+
+impl SampledExamples {
+    pub fn new(seed: u64, batch_size: usize) -> SampledExamples {
+        SampledExamples { seed, batch_size: batch_size.max(1) }
+    }
+}
+
+/// The examples of one micro-batch (or of a rank's share of it): a generator for each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draws {
+    seed: u64,
+    micro: u64,
+    examples: std::ops::Range<usize>,
+}
+
+impl Draws {
+    pub fn len(&self) -> usize {
+        self.examples.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.examples.is_empty()
+    }
+    /// One generator per example, in order.
+    pub fn generators(&self) -> impl Iterator<Item = Rng> + '_ {
+        self.examples.clone().map(move |i| {
+            let micro = self.seed.wrapping_mul(7_919).wrapping_add(self.micro);
+            Rng::seed(micro.wrapping_mul(1_000_003).wrapping_add(i as u64))
+        })
+    }
+}
+
+impl Data for SampledExamples {
+    type Batch = Draws;
+    fn batches_per_epoch(&self) -> Option<usize> {
+        None
+    }
+    fn batch(&mut self, at: At) -> Draws {
+        Draws { seed: self.seed, micro: at.micro, examples: 0..self.batch_size }
+    }
+    fn shard(&self, batch: Draws, part: usize, parts: usize) -> Result<(Draws, f64)> {
+        let n = batch.examples.len();
+        let (range, weight) = even_share(n, part, parts);
+        let start = batch.examples.start;
+        Ok((Draws { examples: start + range.start..start + range.end, ..batch }, weight))
+    }
+}
+
+/// Rank `part`'s rows of `n` split `parts` ways, as even as can be (the first `n mod parts`
+/// ranks take one more), and its weight in the global mean. A rank with no row of its own
+/// repeats the first at weight 0, so that it still takes part in every collective.
+fn even_share(n: usize, part: usize, parts: usize) -> (std::ops::Range<usize>, f64) {
+    let (base, extra) = (n / parts, n % parts);
+    let start = part * base + part.min(extra);
+    let len = base + usize::from(part < extra);
+    if len == 0 {
+        return (0..1.min(n), 0.0);
+    }
+    (start..start + len, len as f64 / n as f64)
 }
 
 /// `n` prepared batches in turn; a batch is its index.
@@ -158,5 +219,27 @@ mod tests {
             "an epoch depends on the seed and the epoch"
         );
         assert_eq!(d.batch(At::of(2, Some(3))).len(), 2);
+    }
+
+    #[test]
+    fn shards_of_sampled_examples_are_the_whole_batch_drawn_alike() {
+        let mut d = SampledExamples::new(3, 7);
+        let whole = d.batch(At::of(5, None));
+        let firsts =
+            |b: &Draws| -> Vec<usize> { b.generators().map(|mut r| r.below(1_000_000)).collect() };
+        let mut joined = Vec::new();
+        let mut weight = 0.0;
+        for part in 0..3 {
+            let (shard, w) = d.shard(whole.clone(), part, 3).unwrap();
+            joined.extend(firsts(&shard));
+            weight += w;
+        }
+        assert_eq!(joined, firsts(&whole));
+        assert!((weight - 1.0).abs() < 1e-12);
+        assert_ne!(firsts(&d.batch(At::of(6, None))), firsts(&whole), "each micro-batch anew");
+        let mut two = SampledExamples::new(3, 2);
+        let pair = two.batch(At::of(0, None));
+        let (spare, w) = two.shard(pair, 2, 3).unwrap();
+        assert_eq!((spare.len(), w), (1, 0.0), "a rank with no example repeats one at weight 0");
     }
 }

@@ -30,7 +30,7 @@ mod log;
 pub mod plot;
 pub mod tensorboard;
 
-pub use data::{At, Cycle, Data, Epochs, Sampled};
+pub use data::{At, Cycle, Data, Draws, Epochs, Sampled, SampledExamples};
 
 pub use log::{Log, Metrics, Record};
 
