@@ -16,18 +16,19 @@ pub fn run(
     json: bool,
     quick: bool,
     data: Option<&Path>,
-    distributed: bool,
+    distributed: Option<Ranks>,
 ) -> CliResult<()> {
     let min_time = if quick { Duration::ZERO } else { Duration::from_millis(3000) };
     let workload = workload.to_ascii_uppercase();
-    let group = if distributed {
+    let group = if let Some(ranks) = distributed {
         if !["W2", "W3", "W7", "ALLREDUCE"].contains(&workload.as_str()) {
             return Err(format!(
                 "--distributed measures the training workloads W2, W3 and W7, and allreduce; not {workload}"
             )
             .into());
         }
-        Some(crate::training::group().unwrap_or_else(|| Arc::new(SingleProcess)))
+        let collective = crate::training::group().unwrap_or_else(|| Arc::new(SingleProcess));
+        Some(Group { collective, overlap: ranks.overlap })
     } else {
         None
     };
@@ -59,13 +60,16 @@ pub fn run(
     if !crate::training::lead() {
         return Ok(());
     }
-    let ranks = group.map_or(1, |g| g.size());
+    let ranks = group.map_or(1, |g| g.collective.size());
     if json {
         let mut map: serde_json::Map<String, serde_json::Value> = results
             .iter()
             .map(|(k, v)| (k.clone(), serde_json::json!((v * 10.0).round() / 10.0)))
             .collect();
         map.insert("ranks".into(), ranks.into());
+        if let Some(g) = group {
+            map.insert("overlap_communication".into(), g.overlap.into());
+        }
         map.insert("threads_per_rank".into(), rayon::current_num_threads().into());
         println!("{}", serde_json::Value::Object(map));
     } else {
@@ -122,14 +126,23 @@ fn train_images_per_s(
     Ok(throughput("train_images_per_s", batch, secs, group))
 }
 
-/// The ranks of a data-parallel bench (`mpirun -np N ferrograd bench W2 --distributed`).
-type Group = Arc<dyn Collective>;
+/// How a data-parallel bench runs (`mpirun -np N ferrograd bench W2 --distributed`).
+#[derive(Clone, Copy)]
+pub struct Ranks {
+    pub overlap: bool,
+}
+
+/// The ranks of a data-parallel bench.
+struct Group {
+    collective: Arc<dyn Collective>,
+    overlap: bool,
+}
 
 /// `key` = `per_step` units over `secs` a step; in a data-parallel run also each rank's own
 /// rate (its share of the batch over its step time), rank by rank.
 fn throughput(key: &str, per_step: usize, secs: f64, group: Option<&Group>) -> Vec<(String, f64)> {
     let mut out = vec![(key.to_string(), per_step as f64 / secs)];
-    if let Some(g) = group {
+    if let Some(g) = group.map(|g| &g.collective) {
         let (rank, ranks) = (g.rank(), g.size());
         let share = per_step / ranks + usize::from(rank < per_step % ranks);
         let mut each = vec![0.0; ranks];
@@ -168,7 +181,7 @@ fn trainer_step_seconds<D: Data>(
     let mut trainer =
         Trainer::new(store, optimizer).steps(u64::MAX).progress(Progress::Quiet).after_step(timer);
     if let Some(g) = group {
-        trainer = trainer.distributed(g.clone());
+        trainer = trainer.distributed(g.collective.clone()).overlap_communication(g.overlap);
     }
     trainer.fit(data, |b, _: &mut Metrics| loss(b))?;
     drop(trainer);
@@ -329,7 +342,7 @@ pub fn median_seconds(min_time: Duration, mut f: impl FnMut()) -> f64 {
 /// gradient buckets make it: the median seconds of one (`us_<bytes>`, in microseconds) and
 /// the bus bandwidth of ring all-reduce, 2(N−1)/N · bytes / seconds (`gbps_<bytes>`, GB/s).
 fn all_reduce_times(min_time: Duration, group: Option<&Group>) -> CliResult<Vec<(String, f64)>> {
-    let g = group.ok_or("allreduce needs --distributed (and mpirun -np N)")?;
+    let g = &group.ok_or("allreduce needs --distributed (and mpirun -np N)")?.collective;
     let n = g.size() as f64;
     let mut out = Vec::new();
     for log2 in (10..=26).step_by(2) {

@@ -71,6 +71,9 @@ enum Command {
         /// among them: prints each rank's throughput and the job's.
         #[arg(long)]
         distributed: bool,
+        /// With --distributed: sum gradient pieces while backward goes on.
+        #[arg(long, requires = "distributed")]
+        overlap_communication: bool,
         /// MNIST directory (IDX files) for W2/W3, a text file for W4/W5 (random data of the same
         /// shape without it), the model directory for W6.
         #[arg(long)]
@@ -143,8 +146,9 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> CliResult<()> {
     match cli.command {
         Command::Tour { out } => tour::run(&out),
-        Command::Bench { workload, json, quick, distributed, data } => {
-            bench::run(&workload, json, quick, data.as_deref(), distributed)
+        Command::Bench { workload, json, quick, distributed, overlap_communication, data } => {
+            let ranks = distributed.then_some(bench::Ranks { overlap: overlap_communication });
+            bench::run(&workload, json, quick, data.as_deref(), ranks)
         }
         Command::Train(task) => train::run(task),
         Command::Summary { model } => summary::run(&model),

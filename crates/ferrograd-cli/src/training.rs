@@ -75,6 +75,10 @@ pub struct RunArgs {
     /// End with one JSON line of results.
     #[arg(long)]
     pub json: bool,
+    /// Under mpirun: sum each piece of the gradients while backward computes the rest (pays
+    /// when ranks talk over a network and a core is free for it).
+    #[arg(long)]
+    pub overlap_communication: bool,
 }
 
 impl RunArgs {
@@ -100,7 +104,7 @@ impl RunArgs {
             .inputs(inputs.iter().copied())
             .stop_after(self.stop_after);
         if let Some(c) = group() {
-            t = t.distributed(c);
+            t = t.distributed(c).overlap_communication(self.overlap_communication);
         }
         if let Some(path) = &self.checkpoint {
             t = t.checkpoint(path, every, config);

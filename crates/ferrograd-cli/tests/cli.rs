@@ -591,6 +591,13 @@ fn two_mpi_ranks_draw_a_language_models_windows_as_one_process_and_report_once()
     // 7 windows a step, 4 drawn by rank 0 and 3 by rank 1: the same 7 one process draws.
     assert_close_checkpoints(&one, &two, 1e-5);
     assert_eq!(stdout.matches("held-out loss").count(), 1, "rank 0 alone reports:\n{stdout}");
+    // Gradient pieces summed on MPI's thread while backward goes on: the same sums.
+    let overlapped = dir.join("overlapped.safetensors");
+    let mut c = args(&overlapped);
+    c.push("--overlap-communication".into());
+    let out = mpirun(2, &c.iter().map(String::as_str).collect::<Vec<_>>()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_close_checkpoints(&two, &overlapped, 0.0);
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -201,6 +201,18 @@ impl ParamStore {
         loss.backward_for(&values)
     }
 
+    /// [`ParamStore::backward`], handing each piece of the gradients to `ready` as soon as it
+    /// is final ([`ferrograd::Tensor::backward_streaming`]).
+    pub fn backward_streaming(
+        &self,
+        loss: &Tensor,
+        sizes: ferrograd::PieceSizes,
+        ready: &mut dyn FnMut(ferrograd::GradientPiece) -> Result<()>,
+    ) -> Result<ferrograd::Gradients> {
+        let values: Vec<Tensor> = self.params().iter().map(|p| p.get()).collect();
+        loss.backward_streaming(&values, sizes, ready)
+    }
+
     pub fn num_params(&self) -> usize {
         self.params().iter().map(|p| p.numel()).sum()
     }

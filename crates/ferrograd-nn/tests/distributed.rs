@@ -31,11 +31,19 @@ struct Run<'p> {
     checkpoint: Option<&'p Path>,
     stop_after: Option<u64>,
     resume: bool,
+    overlap: bool,
 }
 
 impl Default for Run<'_> {
     fn default() -> Self {
-        Run { hidden: 16, fail_at: None, checkpoint: None, stop_after: None, resume: false }
+        Run {
+            hidden: 16,
+            fail_at: None,
+            checkpoint: None,
+            stop_after: None,
+            resume: false,
+            overlap: false,
+        }
     }
 }
 
@@ -49,7 +57,7 @@ fn train(c: Option<Arc<dyn Collective>>, run: &Run) -> ferrograd::Result<Vec<Vec
     let adam = Adam::new(store.params(), AdamConfig::adam(1e-2))?;
     let mut t = Trainer::new(&store, adam).steps(20).progress(Progress::Quiet);
     if let Some(c) = c {
-        t = t.distributed(c);
+        t = t.distributed(c).overlap_communication(run.overlap);
     }
     if let Some(path) = run.checkpoint {
         t = t.checkpoint(path, Every::Steps(5), serde_json::Value::Null).stop_after(run.stop_after);
@@ -98,6 +106,11 @@ fn two_ranks_end_bit_identical_and_equal_to_one_process_on_the_same_global_batch
     assert_eq!(bits(a), bits(b), "the ranks' parameters differ");
     let single = train(None, &Run::default()).unwrap();
     assert_close(a, &single, 1e-9);
+    // Summing pieces while backward goes on adds the same numbers in the same order.
+    let overlapped =
+        ranks(&[Run { overlap: true, ..Run::default() }, Run { overlap: true, ..Run::default() }]);
+    assert_eq!(bits(overlapped[0].as_ref().unwrap()), bits(a));
+    assert_eq!(bits(overlapped[1].as_ref().unwrap()), bits(a));
     // Rank 1 started elsewhere (seed 4) and still ended with rank 0: the parameters were sent.
     let untrained = ParamStore::with_dtype(3, DType::F64);
     models::feed_forward3(&untrained, [2, 16, 16, 3]).unwrap();

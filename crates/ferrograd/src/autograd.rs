@@ -93,6 +93,24 @@ struct Slot {
     present: bool,
 }
 
+/// A part of a backward pass's flat store whose gradients are final: elements `range` of
+/// bucket `bucket`, and a copy of them. See [`Tensor::backward_streaming`].
+#[derive(Debug)]
+pub struct GradientPiece {
+    pub bucket: usize,
+    pub range: std::ops::Range<usize>,
+    pub values: Tensor,
+}
+
+/// How [`Tensor::backward_streaming`] cuts each bucket, from its end (where backward ends
+/// first): `first` elements, then `rest` at a time, as PyTorch DDP's first bucket is small so
+/// that communication starts early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PieceSizes {
+    pub first: usize,
+    pub rest: usize,
+}
+
 /// The gradients one backward pass produced, for each leaf tensor that requires a gradient.
 ///
 /// They live in a flat store: one contiguous buffer per dtype (a bucket), each leaf's gradient
@@ -181,6 +199,36 @@ impl Gradients {
         }
         self.refresh_views();
         result
+    }
+
+    /// Writes `values` over elements `start..` of bucket `bucket` (a piece from
+    /// [`Tensor::backward_streaming`], reduced across processes).
+    pub fn write_piece(&mut self, bucket: usize, start: usize, values: &Tensor) -> Result<()> {
+        let Some(b) = self.buckets.get(bucket) else {
+            return Err(Error::value(
+                "Gradients::write_piece",
+                format!("bucket {bucket} of {}", self.buckets.len()),
+            ));
+        };
+        if values.dtype() != b.dtype() || start + values.numel() > b.numel() {
+            return Err(Error::shape(
+                "Gradients::write_piece",
+                format!(
+                    "{} {} at {start} does not fit bucket {bucket} ({} [{}])",
+                    values.dtype(),
+                    values.shape(),
+                    b.dtype(),
+                    b.numel()
+                ),
+            ));
+        }
+        self.with_buckets_mut(|buckets| {
+            buckets[bucket].storage_for_update("Gradients::write_piece")?.write_at(
+                start,
+                values.storage(),
+                false,
+            )
+        })
     }
 
     /// Adds `other`'s gradients to these (`+=`), as over several backward passes: bucket by
@@ -350,15 +398,37 @@ impl Tensor {
         if self.numel() != 1 {
             return self.backward();
         }
-        self.backward_into(&Tensor::ones(self.dims(), self.dtype())?, leaves)
+        self.backward_into(&Tensor::ones(self.dims(), self.dtype())?, leaves, None)
     }
 
     /// Backward from this tensor with `grad` as its incoming gradient (same shape).
     pub fn backward_with(&self, grad: &Tensor) -> Result<Gradients> {
-        self.backward_into(grad, &[])
+        self.backward_into(grad, &[], None)
     }
 
-    fn backward_into(&self, grad: &Tensor, order: &[Tensor]) -> Result<Gradients> {
+    /// [`Tensor::backward_for`] of a scalar, handing each piece of the flat store to `ready`
+    /// as soon as no later op of the pass adds to it, cut by `sizes`: a data-parallel step
+    /// starts reducing the last layers' gradients while backward computes the first ones'.
+    /// Every piece is handed over once, at the latest when the pass ends.
+    pub fn backward_streaming(
+        &self,
+        leaves: &[Tensor],
+        sizes: PieceSizes,
+        ready: &mut dyn FnMut(GradientPiece) -> Result<()>,
+    ) -> Result<Gradients> {
+        if self.numel() != 1 {
+            return self.backward();
+        }
+        let one = Tensor::ones(self.dims(), self.dtype())?;
+        self.backward_into(&one, leaves, Some((sizes, ready)))
+    }
+
+    fn backward_into(
+        &self,
+        grad: &Tensor,
+        order: &[Tensor],
+        stream: Option<(PieceSizes, &mut dyn FnMut(GradientPiece) -> Result<()>)>,
+    ) -> Result<Gradients> {
         if !self.requires_grad() {
             return Err(Error::autograd(
                 "backward",
@@ -386,6 +456,10 @@ impl Tensor {
             // The root is itself a leaf: its gradient is the one given.
             flat.add(self, &grad.detach())?;
         }
+        let mut stream = match stream {
+            Some((sizes, ready)) => Some(Stream::new(&mut flat, &nodes, sizes, ready)?),
+            None => None,
+        };
         for t in nodes.into_iter().rev() {
             let node = t.node().expect("topological_order keeps only tensors with a node");
             let edges = node
@@ -394,22 +468,153 @@ impl Tensor {
                 .map_err(|_| Error::autograd(node.op, "graph lock poisoned"))?
                 .take();
             let Some((inputs, backward)) = edges else { continue };
-            let Some(g) = grads.remove(&t.id()) else { continue };
-            let input_grads = backward(&g)?;
-            for (input, ig) in inputs.into_iter().zip(input_grads) {
-                let Some(ig) = ig else { continue };
+            let input_grads = match grads.remove(&t.id()) {
+                Some(g) => backward(&g)?,
+                None => Vec::new(),
+            };
+            let mut input_grads = input_grads.into_iter();
+            for input in inputs {
+                let ig = input_grads.next().flatten();
                 if !input.requires_grad() {
                     continue;
                 }
-                debug_assert_eq!(ig.shape(), input.shape(), "gradient shape of {}", node.op);
-                if input.node().is_none() {
+                if input.node().is_some() {
+                    if let Some(ig) = ig {
+                        debug_assert_eq!(ig.shape(), input.shape(), "gradient of {}", node.op);
+                        add_into(&mut grads, input.id(), ig)?;
+                    }
+                    continue;
+                }
+                if let Some(ig) = ig {
+                    debug_assert_eq!(ig.shape(), input.shape(), "gradient of {}", node.op);
                     flat.add(&input, &ig)?;
-                } else {
-                    add_into(&mut grads, input.id(), ig)?;
+                }
+                if let Some(s) = &mut stream {
+                    s.used(&mut flat, input.id())?;
                 }
             }
         }
+        if let Some(s) = &mut stream {
+            s.finish(&mut flat)?;
+        }
         flat.finish()
+    }
+}
+
+/// Which pieces of the flat store are final during a pass: a leaf's slot is once every op
+/// that takes the leaf has been through backward, and a piece once all its slots are.
+struct Stream<'a> {
+    /// Leaf id → uses by ops not yet through backward.
+    uses: HashMap<TensorId, usize>,
+    /// Per bucket, its pieces (from the bucket's end) and how many slots each still waits on.
+    pieces: Vec<Vec<(std::ops::Range<usize>, usize)>>,
+    /// Per bucket and slot, the pieces it overlaps, and whether it is final.
+    overlaps: Vec<Vec<std::ops::Range<usize>>>,
+    done: Vec<Vec<bool>>,
+    ready: &'a mut dyn FnMut(GradientPiece) -> Result<()>,
+}
+
+impl<'a> Stream<'a> {
+    fn new(
+        flat: &mut FlatStore,
+        nodes: &[Tensor],
+        sizes: PieceSizes,
+        ready: &'a mut dyn FnMut(GradientPiece) -> Result<()>,
+    ) -> Result<Stream<'a>> {
+        let mut uses: HashMap<TensorId, usize> = HashMap::new();
+        for t in nodes {
+            let node = t.node().expect("topological_order keeps only tensors with a node");
+            let edges = node.edges.lock().map_err(|_| Error::autograd(node.op, "lock poisoned"))?;
+            for input in edges.iter().flat_map(|(inputs, _)| inputs) {
+                if input.requires_grad() && input.node().is_none() {
+                    *uses.entry(input.id()).or_default() += 1;
+                }
+            }
+        }
+        let (first, rest) = (sizes.first.max(1), sizes.rest.max(1));
+        let (mut pieces, mut overlaps) = (Vec::new(), Vec::new());
+        for (bucket, slots) in flat.buckets.iter().zip(&flat.layout) {
+            let n = bucket.numel();
+            let mut cuts = Vec::new();
+            let mut end = n;
+            while end > 0 {
+                let start = end.saturating_sub(if cuts.is_empty() { first } else { rest });
+                cuts.push(start..end);
+                end = start;
+            }
+            let of_slot: Vec<std::ops::Range<usize>> = slots
+                .iter()
+                .map(|slot| {
+                    let (a, b) = (slot.start, slot.start + slot.shape.numel());
+                    let hit = |r: &std::ops::Range<usize>| r.start < b.max(a + 1) && a < r.end;
+                    let lo = cuts.iter().position(hit).unwrap_or(cuts.len());
+                    let hi = cuts.iter().rposition(hit).map_or(lo, |p| p + 1);
+                    lo..hi
+                })
+                .collect();
+            let mut waiting: Vec<(std::ops::Range<usize>, usize)> =
+                cuts.into_iter().map(|r| (r, 0)).collect();
+            for r in &of_slot {
+                for p in r.clone() {
+                    waiting[p].1 += 1;
+                }
+            }
+            pieces.push(waiting);
+            overlaps.push(of_slot);
+        }
+        let done = flat.layout.iter().map(|slots| vec![false; slots.len()]).collect();
+        let mut s = Stream { uses, pieces, overlaps, done, ready };
+        // Slots that no op of this graph takes are final already (zeros).
+        for b in 0..flat.layout.len() {
+            for i in 0..flat.layout[b].len() {
+                if !s.uses.contains_key(&flat.layout[b][i].id) {
+                    s.slot_final(flat, b, i)?;
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    /// An op taking leaf `id` is through backward.
+    fn used(&mut self, flat: &mut FlatStore, id: TensorId) -> Result<()> {
+        let Some(n) = self.uses.get_mut(&id) else { return Ok(()) };
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            if let Some(&(b, i)) = flat.place.get(&id) {
+                self.slot_final(flat, b, i)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn slot_final(&mut self, flat: &mut FlatStore, b: usize, i: usize) -> Result<()> {
+        if std::mem::replace(&mut self.done[b][i], true) {
+            return Ok(());
+        }
+        flat.zero_if_absent(b, i)?;
+        for p in self.overlaps[b][i].clone() {
+            let (range, waiting) = &mut self.pieces[b][p];
+            *waiting -= 1;
+            if *waiting == 0 {
+                let range = range.clone();
+                let mut values =
+                    flat.buckets[b].view(range.start, Shape::from_vec(vec![range.len()]));
+                // The pass goes on writing the rest of the bucket: the piece is a copy.
+                values.storage_for_update("backward")?;
+                (self.ready)(GradientPiece { bucket: b, range, values })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The pass is over: every slot is final, and each piece not yet handed over goes now.
+    fn finish(&mut self, flat: &mut FlatStore) -> Result<()> {
+        for b in 0..self.overlaps.len() {
+            for i in 0..self.overlaps[b].len() {
+                self.slot_final(flat, b, i)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -483,6 +688,16 @@ impl FlatStore {
         let storage = self.buckets[b].storage_for_update("backward")?;
         storage.write_at(slot.start, g.storage(), slot.present)?;
         slot.present = true;
+        Ok(())
+    }
+
+    /// An absent slot's zeros, written when it is known to stay absent.
+    fn zero_if_absent(&mut self, b: usize, i: usize) -> Result<()> {
+        let slot = &mut self.layout[b][i];
+        if !slot.present {
+            let (start, len) = (slot.start, slot.shape.numel());
+            self.buckets[b].storage_for_update("backward")?.zero_range(start, len)?;
+        }
         Ok(())
     }
 

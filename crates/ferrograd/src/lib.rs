@@ -25,7 +25,7 @@ mod shape;
 mod storage;
 mod tensor;
 
-pub use autograd::{is_grad_enabled, no_grad, Gradients, NoGradGuard};
+pub use autograd::{is_grad_enabled, no_grad, GradientPiece, Gradients, NoGradGuard, PieceSizes};
 pub use backend::cpu::KeepWarm;
 pub use device::Device;
 pub use dtype::{DType, Element};

@@ -123,3 +123,46 @@ fn memory_stays_flat_over_many_steps() {
         "live tensor bytes grew from {before} to {after} over 300 steps"
     );
 }
+
+#[test]
+fn streamed_pieces_are_the_final_gradients_each_once_the_last_layers_first() {
+    use ferrograd::PieceSizes;
+    let mut rng = Rng::seed(4);
+    let mut leaf = |dims: &[usize]| {
+        Tensor::randn(dims, 0.0, 1.0, DType::F64, &mut rng).unwrap().requiring_grad()
+    };
+    // Two layers, the second weight used twice, a bias the loss never reaches.
+    let (w1, w2, unused) = (leaf(&[5, 7]), leaf(&[7, 3]), leaf(&[4]));
+    let x = Tensor::randn(&[6, 5], 0.0, 1.0, DType::F64, &mut Rng::seed(5)).unwrap();
+    let loss = || {
+        let h = x.matmul(&w1).unwrap().tanh().unwrap();
+        let y = h.matmul(&w2).unwrap();
+        y.add(&h.matmul(&w2).unwrap().mul_scalar(0.5).unwrap()).unwrap().sum_all().unwrap()
+    };
+    let leaves = [w1.clone(), w2.clone(), unused.clone()];
+    let whole = loss().backward_for(&leaves).unwrap();
+    let mut pieces = Vec::new();
+    let sizes = PieceSizes { first: 6, rest: 10 };
+    let streamed = loss()
+        .backward_streaming(&leaves, sizes, &mut |p| {
+            pieces.push(p);
+            Ok(())
+        })
+        .unwrap();
+    let all = v(&whole.buckets()[0]);
+    assert_eq!(v(&streamed.buckets()[0]), all);
+    // w1 (35), w2 (21), the bias (4): pieces from the end, [54, 60) first, then 10 at a time,
+    // tiling the bucket once; the two that hold only w2 and the bias go before w1 is final.
+    let ranges: Vec<_> = pieces.iter().map(|p| p.range.clone()).collect();
+    assert_eq!(ranges, vec![54..60, 44..54, 34..44, 24..34, 14..24, 4..14, 0..4]);
+    for p in &pieces {
+        assert_eq!(p.bucket, 0);
+        assert_eq!(v(&p.values), all[p.range.clone()].to_vec(), "{:?}", p.range);
+    }
+    let mut sums = loss().backward_for(&leaves).unwrap();
+    for p in &pieces {
+        sums.write_piece(p.bucket, p.range.start, &p.values.mul_scalar(2.0).unwrap()).unwrap();
+    }
+    assert_eq!(v(sums.get(&w2).unwrap()), v(&whole.get(&w2).unwrap().mul_scalar(2.0).unwrap()));
+    assert!(sums.write_piece(0, 55, &pieces[0].values).is_err(), "past the bucket's end");
+}

@@ -15,7 +15,7 @@ pub use self::mpi::Mpi;
 pub use threads::Threads;
 
 use crate::{Param, ParamStore};
-use ferrograd::{DType, Error, Gradients, Result, Tensor};
+use ferrograd::{DType, Error, GradientPiece, Gradients, PieceSizes, Result, Tensor};
 
 /// What one rank of a data-parallel job needs from the others. Every rank must make the same
 /// calls in the same order.
@@ -72,6 +72,35 @@ impl Collective for SingleProcess {
 
 /// The gradient buckets' elements per all-reduce: PyTorch DDP's 25 MiB of f32.
 const BUCKET_ELEMENTS: usize = 25 << 18;
+
+/// How backward hands gradients over to be summed while it goes on, as PyTorch DDP buckets
+/// them: 1 MiB of f32 first, so that communication starts early, then 25 MiB at a time.
+pub const GRADIENT_PIECES: PieceSizes = PieceSizes { first: 1 << 18, rest: BUCKET_ELEMENTS };
+
+/// Gradient pieces being summed over the ranks while backward computes the rest
+/// ([`ferrograd::Tensor::backward_streaming`]).
+#[derive(Default)]
+pub struct Reducing {
+    started: Vec<(usize, usize, Pending)>,
+}
+
+impl Reducing {
+    /// Starts summing `piece` over the ranks. Each rank must start the same pieces in the
+    /// same order (the same model does).
+    pub fn start(&mut self, piece: GradientPiece, c: &dyn Collective) -> Result<()> {
+        let pending = c.start_all_reduce_sum(piece.values)?;
+        self.started.push((piece.bucket, piece.range.start, pending));
+        Ok(())
+    }
+
+    /// Waits for every started sum and writes it over its piece of `grads`.
+    pub fn finish(self, grads: &mut Gradients) -> Result<()> {
+        for (bucket, start, pending) in self.started {
+            grads.write_piece(bucket, start, &pending.wait()?)?;
+        }
+        Ok(())
+    }
+}
 
 /// Sums every rank's gradients into `grads`, piece by piece from the end of each flat bucket
 /// (the last parameters' gradients are the first final in backward), at most

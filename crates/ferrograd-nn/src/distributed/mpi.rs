@@ -1,20 +1,30 @@
 //! Ranks as MPI processes (Open MPI, through the `mpi` crate): `mpirun -np N ferrograd train …`.
 
-use super::Collective;
+use super::{Collective, Pending};
 use ::mpi::collective::SystemOperation;
+use ::mpi::environment::Threading;
 use ::mpi::topology::SimpleCommunicator;
 use ::mpi::traits::*;
 use ferrograd::{DType, Error, Result, Tensor};
-use std::sync::Mutex;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 
-/// This process's rank in `MPI_COMM_WORLD`. MPI is finalized when it is dropped. Calls are
-/// made one at a time (MPI is initialized for one calling thread).
+/// This process's rank in `MPI_COMM_WORLD`. MPI is finalized when it is dropped.
+///
+/// Calls are made one at a time, in the order they are asked for: a started all-reduce runs
+/// on a thread of its own (Open MPI moves a collective on only inside a call, so a call must
+/// be under way for it to overlap backward), and a blocking call first waits for the started
+/// ones, so that every rank makes the same calls in the same order.
 pub struct Mpi {
-    calls: Mutex<Scratch>,
+    calls: Arc<Mutex<Scratch>>,
+    started: Arc<(Mutex<usize>, Condvar)>,
+    worker: Option<(mpsc::Sender<Job>, std::thread::JoinHandle<()>)>,
     rank: usize,
     size: usize,
     _universe: ::mpi::environment::Universe,
 }
+
+/// A started all-reduce: the tensor, and where its sum goes.
+type Job = (Tensor, mpsc::Sender<Result<Tensor>>);
 
 /// Where an all-reduce receives, kept from call to call: the gradient buckets are reduced
 /// every step, and a fresh buffer of their size each time costs page faults.
@@ -35,17 +45,64 @@ impl Mpi {
 
     /// Joins the job; an error when MPI cannot start.
     pub fn init() -> Result<Mpi> {
-        let universe = ::mpi::initialize()
+        let (universe, _level) = ::mpi::initialize_with_threading(Threading::Multiple)
             .ok_or_else(|| Error::value("MPI", "cannot initialize MPI (already initialized?)"))?;
         let world = universe.world();
         let (rank, size) = (world.rank() as usize, world.size() as usize);
-        Ok(Mpi { calls: Mutex::new(Scratch::default()), rank, size, _universe: universe })
+        let calls = Arc::new(Mutex::new(Scratch::default()));
+        let started = Arc::new((Mutex::new(0usize), Condvar::new()));
+        let (send, jobs) = mpsc::channel::<Job>();
+        let (c, st) = (calls.clone(), started.clone());
+        let worker = std::thread::Builder::new()
+            .name("mpi".into())
+            .spawn(move || {
+                for (mut t, reply) in jobs {
+                    let result = sum_tensor(&mut lock(&c), &mut t).map(|()| t);
+                    let _ = reply.send(result);
+                    let (count, done) = &*st;
+                    *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+                    done.notify_all();
+                }
+            })
+            .map_err(|e| Error::value("MPI", format!("cannot start its thread: {e}")))?;
+        Ok(Mpi { calls, started, worker: Some((send, worker)), rank, size, _universe: universe })
     }
 
-    /// The world communicator (a handle to `MPI_COMM_WORLD`, made per call: it is not `Send`)
-    /// and the guard that keeps calls one at a time.
-    fn world(&self) -> (std::sync::MutexGuard<'_, Scratch>, SimpleCommunicator) {
-        (self.calls.lock().unwrap_or_else(|e| e.into_inner()), SimpleCommunicator::world())
+    /// The guard that keeps calls one at a time, once every started all-reduce is done.
+    fn turn(&self) -> std::sync::MutexGuard<'_, Scratch> {
+        let (count, done) = &*self.started;
+        let mut n = count.lock().unwrap_or_else(|e| e.into_inner());
+        while *n > 0 {
+            n = done.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(n);
+        lock(&self.calls)
+    }
+}
+
+fn lock(calls: &Mutex<Scratch>) -> std::sync::MutexGuard<'_, Scratch> {
+    calls.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `t` summed over the ranks, in place. The world communicator is a handle to
+/// `MPI_COMM_WORLD`, made per call: it is not `Send`.
+fn sum_tensor(s: &mut Scratch, t: &mut Tensor) -> Result<()> {
+    let world = SimpleCommunicator::world();
+    match t.dtype() {
+        DType::F32 => sum_into(&world, t.as_mut_slice::<f32>("all_reduce_sum")?, &mut s.f32),
+        DType::F64 => sum_into(&world, t.as_mut_slice::<f64>("all_reduce_sum")?, &mut s.f64),
+        DType::I64 => sum_into(&world, t.as_mut_slice::<i64>("all_reduce_sum")?, &mut s.i64),
+    }
+    Ok(())
+}
+
+impl Drop for Mpi {
+    /// The thread ends before MPI is finalized.
+    fn drop(&mut self) {
+        if let Some((send, worker)) = self.worker.take() {
+            drop(send);
+            let _ = worker.join();
+        }
     }
 }
 
@@ -72,17 +129,25 @@ impl Collective for Mpi {
         self.size
     }
     fn all_reduce_sum(&self, t: &mut Tensor) -> Result<()> {
-        let (mut scratch, world) = self.world();
-        let s = &mut *scratch;
-        match t.dtype() {
-            DType::F32 => sum_into(&world, t.as_mut_slice::<f32>("all_reduce_sum")?, &mut s.f32),
-            DType::F64 => sum_into(&world, t.as_mut_slice::<f64>("all_reduce_sum")?, &mut s.f64),
-            DType::I64 => sum_into(&world, t.as_mut_slice::<i64>("all_reduce_sum")?, &mut s.i64),
+        sum_tensor(&mut self.turn(), t)
+    }
+    fn start_all_reduce_sum(&self, t: Tensor) -> Result<Pending> {
+        let Some((jobs, _)) = &self.worker else {
+            return Err(Error::value("MPI", "its thread has ended"));
+        };
+        let (reply, sum) = mpsc::channel();
+        *self.started.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        if jobs.send((t, reply)).is_err() {
+            *self.started.0.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+            return Err(Error::value("MPI", "its thread has ended"));
         }
-        Ok(())
+        Ok(Pending(Box::new(move || {
+            sum.recv().map_err(|_| Error::value("MPI", "its thread ended during an all-reduce"))?
+        })))
     }
     fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()> {
-        let (_one_at_a_time, world) = self.world();
+        let _one_at_a_time = self.turn();
+        let world = SimpleCommunicator::world();
         let root = world.process_at_rank(root as i32);
         match t.dtype() {
             DType::F32 => root.broadcast_into(t.as_mut_slice::<f32>("broadcast")?),
@@ -92,13 +157,15 @@ impl Collective for Mpi {
         Ok(())
     }
     fn barrier(&self) -> Result<()> {
-        self.world().1.barrier();
+        let _one_at_a_time = self.turn();
+        SimpleCommunicator::world().barrier();
         Ok(())
     }
     /// Ends the whole job (`MPI_Abort`): the other ranks may be inside a collective that would
     /// otherwise wait for this one forever.
     fn abort(&self, message: &str) {
         eprintln!("error: rank {} of {} failed: {message}; ending the job", self.rank, self.size);
-        self.world().1.abort(1);
+        // Not behind the guard: the thread may be inside a call that waits for a dead rank.
+        SimpleCommunicator::world().abort(1);
     }
 }

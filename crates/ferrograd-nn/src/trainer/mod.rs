@@ -37,7 +37,7 @@ pub use log::{Log, Metrics, Record};
 use crate::checkpoint::{inspect_checkpoint, load_checkpoint, save_training_checkpoint};
 use crate::distributed::{
     all_reduce_gradients, all_reduce_values, broadcast_parameters, check_agreement, check_replicas,
-    Collective, SingleProcess,
+    Collective, Reducing, SingleProcess, GRADIENT_PIECES,
 };
 use crate::optim::{clip_grad_norm, scale_gradients, Optimizer, Schedule};
 use crate::{Param, ParamStore};
@@ -159,6 +159,7 @@ pub struct Trainer<'a> {
     after_step: Vec<StepHook<'a>>,
     on_eval: Vec<EvalHook<'a>>,
     collective: Arc<dyn Collective>,
+    overlap: bool,
 }
 
 impl<'a> Trainer<'a> {
@@ -193,6 +194,7 @@ impl<'a> Trainer<'a> {
             after_step: vec![],
             on_eval: vec![],
             collective: Arc::new(SingleProcess),
+            overlap: false,
         }
     }
 
@@ -287,6 +289,16 @@ impl<'a> Trainer<'a> {
     /// metrics are reduced, and only rank 0 evaluates, shows progress and writes files.
     pub fn distributed(mut self, collective: Arc<dyn Collective>) -> Self {
         self.collective = collective;
+        self
+    }
+    /// Whether a data-parallel step starts summing each piece of the gradients as soon as
+    /// backward has finished it, on a thread of the collective's, to overlap communication
+    /// with the rest of backward; else (the default) it sums them all after backward. Overlap
+    /// pays where that thread waits on a network while the cores compute; where every core
+    /// already computes (ranks sharing one machine), the thread takes cores from backward
+    /// (docs/distributed.md has the measurements). Without accumulation only.
+    pub fn overlap_communication(mut self, overlap: bool) -> Self {
+        self.overlap = overlap;
         self
     }
     /// Runs on the gradients of every step (summed across ranks when data-parallel) before
@@ -488,6 +500,8 @@ impl<'a> Trainer<'a> {
         let progress = if lead { self.progress } else { Progress::Quiet };
         let mut view = View::new(progress, total, start, &self.title);
         let acc = self.accumulate as u64;
+        // Gradients are summed while backward goes on when one backward makes the step's.
+        let overlap = ranks > 1 && acc == 1 && self.overlap;
         let epoch_of = |step: u64| per_epoch.map_or(0.0, |p| (step * acc) as f64 / p as f64);
         let epochs_done = |step: u64| per_epoch.map_or(0, |p| step * acc / p as u64);
 
@@ -502,6 +516,7 @@ impl<'a> Trainer<'a> {
             let began = Instant::now();
             let mut metrics = Metrics::default();
             let mut grads: Option<Gradients> = None;
+            let mut reducing = Reducing::default();
             for j in 0..acc {
                 let at = At::of(step * acc + j, per_epoch);
                 let before = metrics.units();
@@ -513,7 +528,13 @@ impl<'a> Trainer<'a> {
                 // Each rank's gradient carries its share of the global batch; the sum over
                 // ranks is then the global mean.
                 let l = if ranks > 1 { l.mul_scalar(weight)? } else { l };
-                let g = self.store.backward(&l)?;
+                let g = if overlap {
+                    self.store.backward_streaming(&l, GRADIENT_PIECES, &mut |piece| {
+                        reducing.start(piece, &*c)
+                    })?
+                } else {
+                    self.store.backward(&l)?
+                };
                 drop(l);
                 let units = metrics.units() - before;
                 metrics.add("loss", value, if units > 0 { units as f64 } else { 1.0 });
@@ -528,7 +549,11 @@ impl<'a> Trainer<'a> {
             }
             let lr = self.schedule.lr(self.base_lr, step);
             let epoch = epoch_of(done);
-            all_reduce_gradients(&mut grads, &*c)?;
+            if overlap {
+                reducing.finish(&mut grads)?;
+            } else {
+                all_reduce_gradients(&mut grads, &*c)?;
+            }
             for hook in &mut self.after_backward {
                 hook(&mut grads, &StepInfo::new(done, total, epoch, lr, &metrics))?;
             }
