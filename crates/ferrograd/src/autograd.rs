@@ -102,6 +102,9 @@ pub struct GradientPiece {
     pub values: Tensor,
 }
 
+/// What [`Tensor::backward_streaming`] hands each finished piece to.
+pub type Ready<'a> = dyn FnMut(GradientPiece) -> Result<()> + 'a;
+
 /// How [`Tensor::backward_streaming`] cuts each bucket, from its end (where backward ends
 /// first): `first` elements, then `rest` at a time, as PyTorch DDP's first bucket is small so
 /// that communication starts early.
@@ -414,7 +417,7 @@ impl Tensor {
         &self,
         leaves: &[Tensor],
         sizes: PieceSizes,
-        ready: &mut dyn FnMut(GradientPiece) -> Result<()>,
+        ready: &mut Ready<'_>,
     ) -> Result<Gradients> {
         if self.numel() != 1 {
             return self.backward();
@@ -427,7 +430,7 @@ impl Tensor {
         &self,
         grad: &Tensor,
         order: &[Tensor],
-        stream: Option<(PieceSizes, &mut dyn FnMut(GradientPiece) -> Result<()>)>,
+        stream: Option<(PieceSizes, &mut Ready<'_>)>,
     ) -> Result<Gradients> {
         if !self.requires_grad() {
             return Err(Error::autograd(
@@ -511,7 +514,7 @@ struct Stream<'a> {
     /// Per bucket and slot, the pieces it overlaps, and whether it is final.
     overlaps: Vec<Vec<std::ops::Range<usize>>>,
     done: Vec<Vec<bool>>,
-    ready: &'a mut dyn FnMut(GradientPiece) -> Result<()>,
+    ready: &'a mut Ready<'a>,
 }
 
 impl<'a> Stream<'a> {
@@ -519,7 +522,7 @@ impl<'a> Stream<'a> {
         flat: &mut FlatStore,
         nodes: &[Tensor],
         sizes: PieceSizes,
-        ready: &'a mut dyn FnMut(GradientPiece) -> Result<()>,
+        ready: &'a mut Ready<'a>,
     ) -> Result<Stream<'a>> {
         let mut uses: HashMap<TensorId, usize> = HashMap::new();
         for t in nodes {
