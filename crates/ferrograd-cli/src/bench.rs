@@ -123,7 +123,7 @@ fn train_images_per_s(
             (images.narrow(0, rows[0], rows.len())?, labels.narrow(0, rows[0], rows.len())?);
         net.forward(&x)?.cross_entropy(&y, None)
     })?;
-    Ok(throughput("train_images_per_s", batch, secs, group))
+    Ok(throughput("train_images_per_s", batch, secs, group)?)
 }
 
 /// How a data-parallel bench runs (`mpirun -np N ferrograd bench W2 --distributed`).
@@ -140,20 +140,24 @@ struct Group {
 
 /// `key` = `per_step` units over `secs` a step; in a data-parallel run also each rank's own
 /// rate (its share of the batch over its step time), rank by rank.
-fn throughput(key: &str, per_step: usize, secs: f64, group: Option<&Group>) -> Vec<(String, f64)> {
+fn throughput(
+    key: &str,
+    per_step: usize,
+    secs: f64,
+    group: Option<&Group>,
+) -> ferrograd::Result<Vec<(String, f64)>> {
     let mut out = vec![(key.to_string(), per_step as f64 / secs)];
     if let Some(g) = group.map(|g| &g.collective) {
         let (rank, ranks) = (g.rank(), g.size());
         let share = per_step / ranks + usize::from(rank < per_step % ranks);
         let mut each = vec![0.0; ranks];
         each[rank] = share as f64 / secs;
-        if distributed::all_reduce_values(&mut each, &**g).is_ok() {
-            for (r, v) in each.into_iter().enumerate() {
-                out.push((format!("rank{r}_{key}"), v));
-            }
+        distributed::all_reduce_values(&mut each, &**g)?;
+        for (r, v) in each.into_iter().enumerate() {
+            out.push((format!("rank{r}_{key}"), v));
         }
     }
-    out
+    Ok(out)
 }
 
 /// Median seconds of one Trainer step (Quiet, no files) over `data` in turn, `loss(batch)` the
@@ -276,7 +280,7 @@ fn w7_seq2seq(min_time: Duration, group: Option<&Group>) -> CliResult<Vec<(Strin
         let (t_in, t_out) = (target.narrow(1, 0, 32)?, target.narrow(1, 1, 32)?);
         model.loss(&source, &t_in, &t_out, 0.0)
     })?;
-    Ok(throughput("train_tokens_per_s", 32 * 32, secs, group))
+    Ok(throughput("train_tokens_per_s", 32 * 32, secs, group)?)
 }
 
 /// W6: all-MiniLM-L6-v2 inference, batches of 32 sentences × 128 tokens, no padding.

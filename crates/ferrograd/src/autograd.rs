@@ -105,8 +105,8 @@ pub struct GradientPiece {
 /// What [`Tensor::backward_streaming`] hands each finished piece to.
 pub type Ready<'a> = dyn FnMut(GradientPiece) -> Result<()> + 'a;
 
-/// How [`Tensor::backward_streaming`] cuts each bucket, from its end (where backward ends
-/// first): `first` elements, then `rest` at a time, as PyTorch DDP's first bucket is small so
+/// How [`Tensor::backward_streaming`] cuts each bucket, from its end (the last layers'
+/// gradients, final first): `first` elements, then `rest` at a time, as PyTorch DDP's first bucket is small so
 /// that communication starts early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PieceSizes {
@@ -213,7 +213,9 @@ impl Gradients {
                 format!("bucket {bucket} of {}", self.buckets.len()),
             ));
         };
-        if values.dtype() != b.dtype() || start + values.numel() > b.numel() {
+        if values.dtype() != b.dtype()
+            || start.checked_add(values.numel()).is_none_or(|e| e > b.numel())
+        {
             return Err(Error::shape(
                 "Gradients::write_piece",
                 format!(
@@ -514,6 +516,8 @@ struct Stream<'a> {
     /// Per bucket and slot, the pieces it overlaps, and whether it is final.
     overlaps: Vec<Vec<std::ops::Range<usize>>>,
     done: Vec<Vec<bool>>,
+    /// The next piece to hand over: (bucket, piece).
+    next: (usize, usize),
     ready: &'a mut Ready<'a>,
 }
 
@@ -566,7 +570,11 @@ impl<'a> Stream<'a> {
             overlaps.push(of_slot);
         }
         let done = flat.layout.iter().map(|slots| vec![false; slots.len()]).collect();
-        let mut s = Stream { uses, pieces, overlaps, done, ready };
+        let mut next = (0, 0);
+        while next.0 < pieces.len() && pieces[next.0].is_empty() {
+            next.0 += 1;
+        }
+        let mut s = Stream { uses, pieces, overlaps, done, next, ready };
         // Slots that no op of this graph takes are final already (zeros).
         for b in 0..flat.layout.len() {
             for i in 0..flat.layout[b].len() {
@@ -596,16 +604,26 @@ impl<'a> Stream<'a> {
         }
         flat.zero_if_absent(b, i)?;
         for p in self.overlaps[b][i].clone() {
-            let (range, waiting) = &mut self.pieces[b][p];
-            *waiting -= 1;
-            if *waiting == 0 {
-                let range = range.clone();
-                let mut values =
-                    flat.buckets[b].view(range.start, Shape::from_vec(vec![range.len()]));
-                // The pass goes on writing the rest of the bucket: the piece is a copy.
-                values.storage_for_update("backward")?;
-                (self.ready)(GradientPiece { bucket: b, range, values })?;
+            self.pieces[b][p].1 -= 1;
+        }
+        self.hand_over(flat)
+    }
+
+    /// Hands over the final pieces in one fixed order (each bucket's from its end, bucket by
+    /// bucket), whatever order backward finished them in: every rank must start the same
+    /// reductions in the same order, and ranks whose graphs differ in shape (sequences of
+    /// other lengths) finish pieces in other orders.
+    fn hand_over(&mut self, flat: &FlatStore) -> Result<()> {
+        while let Some((range, 0)) = self.pieces.get(self.next.0).and_then(|b| b.get(self.next.1)) {
+            let (b, range) = (self.next.0, range.clone());
+            let mut values = flat.buckets[b].view(range.start, Shape::from_vec(vec![range.len()]));
+            // The pass goes on writing the rest of the bucket: the piece is a copy.
+            values.storage_for_update("backward")?;
+            self.next.1 += 1;
+            while self.next.0 < self.pieces.len() && self.next.1 >= self.pieces[self.next.0].len() {
+                self.next = (self.next.0 + 1, 0);
             }
+            (self.ready)(GradientPiece { bucket: b, range, values })?;
         }
         Ok(())
     }

@@ -152,7 +152,7 @@ fn streamed_pieces_are_the_final_gradients_each_once_the_last_layers_first() {
     let all = v(&whole.buckets()[0]);
     assert_eq!(v(&streamed.buckets()[0]), all);
     // w1 (35), w2 (21), the bias (4): pieces from the end, [54, 60) first, then 10 at a time,
-    // tiling the bucket once; the two that hold only w2 and the bias go before w1 is final.
+    // tiling the bucket once, in that order.
     let ranges: Vec<_> = pieces.iter().map(|p| p.range.clone()).collect();
     assert_eq!(ranges, vec![54..60, 44..54, 34..44, 24..34, 14..24, 4..14, 0..4]);
     for p in &pieces {

@@ -86,7 +86,7 @@ pub struct Reducing {
 
 impl Reducing {
     /// Starts summing `piece` over the ranks. Each rank must start the same pieces in the
-    /// same order (the same model does).
+    /// same order, as backward_streaming hands them over.
     pub fn start(&mut self, piece: GradientPiece, c: &dyn Collective) -> Result<()> {
         let pending = c.start_all_reduce_sum(piece.values)?;
         self.started.push((piece.bucket, piece.range.start, pending));

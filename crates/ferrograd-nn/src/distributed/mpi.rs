@@ -45,27 +45,19 @@ impl Mpi {
 
     /// Joins the job; an error when MPI cannot start.
     pub fn init() -> Result<Mpi> {
-        let (universe, _level) = ::mpi::initialize_with_threading(Threading::Multiple)
+        let (universe, level) = ::mpi::initialize_with_threading(Threading::Multiple)
             .ok_or_else(|| Error::value("MPI", "cannot initialize MPI (already initialized?)"))?;
         let world = universe.world();
         let (rank, size) = (world.rank() as usize, world.size() as usize);
         let calls = Arc::new(Mutex::new(Scratch::default()));
         let started = Arc::new((Mutex::new(0usize), Condvar::new()));
-        let (send, jobs) = mpsc::channel::<Job>();
-        let (c, st) = (calls.clone(), started.clone());
-        let worker = std::thread::Builder::new()
-            .name("mpi".into())
-            .spawn(move || {
-                for (mut t, reply) in jobs {
-                    let result = sum_tensor(&mut lock(&c), &mut t).map(|()| t);
-                    let _ = reply.send(result);
-                    let (count, done) = &*st;
-                    *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
-                    done.notify_all();
-                }
-            })
-            .map_err(|e| Error::value("MPI", format!("cannot start its thread: {e}")))?;
-        Ok(Mpi { calls, started, worker: Some((send, worker)), rank, size, _universe: universe })
+        // A library that cannot take calls from a second thread sums in the caller's.
+        let worker = if level >= Threading::Serialized {
+            Some(spawn_worker(calls.clone(), started.clone())?)
+        } else {
+            None
+        };
+        Ok(Mpi { calls, started, worker, rank, size, _universe: universe })
     }
 
     /// The guard that keeps calls one at a time, once every started all-reduce is done.
@@ -94,6 +86,37 @@ fn sum_tensor(s: &mut Scratch, t: &mut Tensor) -> Result<()> {
         DType::I64 => sum_into(&world, t.as_mut_slice::<i64>("all_reduce_sum")?, &mut s.i64),
     }
     Ok(())
+}
+
+/// The thread that sums started all-reduces, one at a time, in the order they were started.
+fn spawn_worker(
+    calls: Arc<Mutex<Scratch>>,
+    started: Arc<(Mutex<usize>, Condvar)>,
+) -> Result<(mpsc::Sender<Job>, std::thread::JoinHandle<()>)> {
+    let (send, jobs) = mpsc::channel::<Job>();
+    let worker = std::thread::Builder::new()
+        .name("mpi".into())
+        .spawn(move || {
+            for (mut t, reply) in jobs {
+                // Counted down even if the call panics: blocking calls wait for the count.
+                let _done = CountDown(&started);
+                let result = sum_tensor(&mut lock(&calls), &mut t).map(|()| t);
+                let _ = reply.send(result);
+            }
+        })
+        .map_err(|e| Error::value("MPI", format!("cannot start its thread: {e}")))?;
+    Ok((send, worker))
+}
+
+struct CountDown<'a>(&'a (Mutex<usize>, Condvar));
+
+impl Drop for CountDown<'_> {
+    fn drop(&mut self) {
+        let (count, done) = self.0;
+        let mut n = count.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(1);
+        done.notify_all();
+    }
 }
 
 impl Drop for Mpi {
@@ -131,14 +154,15 @@ impl Collective for Mpi {
     fn all_reduce_sum(&self, t: &mut Tensor) -> Result<()> {
         sum_tensor(&mut self.turn(), t)
     }
-    fn start_all_reduce_sum(&self, t: Tensor) -> Result<Pending> {
+    fn start_all_reduce_sum(&self, mut t: Tensor) -> Result<Pending> {
         let Some((jobs, _)) = &self.worker else {
-            return Err(Error::value("MPI", "its thread has ended"));
+            self.all_reduce_sum(&mut t)?;
+            return Ok(Pending(Box::new(move || Ok(t))));
         };
         let (reply, sum) = mpsc::channel();
         *self.started.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         if jobs.send((t, reply)).is_err() {
-            *self.started.0.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+            drop(CountDown(&self.started));
             return Err(Error::value("MPI", "its thread has ended"));
         }
         Ok(Pending(Box::new(move || {
