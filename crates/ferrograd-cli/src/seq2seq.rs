@@ -93,6 +93,8 @@ impl Training {
                 draws.generators().map(|mut rng| pairs[rng.below(pairs.len())].clone()).collect();
             let (source, target_in, target_out) = seq2seq_batch(&batch, c.pad, c.bos, c.eos)?;
             m.count(batch.len());
+            // The loss is a mean over target tokens, each target and its <eos>.
+            m.mean_over(batch.iter().map(|(_, t)| t.len() + 1).sum());
             Ok(model.loss(&source, &target_in, &target_out, self.label_smoothing)?)
         }
     }

@@ -32,6 +32,9 @@ struct Run<'p> {
     stop_after: Option<u64>,
     resume: bool,
     overlap: bool,
+    /// Example i counts 1 + i mod 4 times in the loss's mean; `Some(true)` says so to the
+    /// Trainer (`mean_over`), `Some(false)` does not.
+    items: Option<bool>,
 }
 
 impl Default for Run<'_> {
@@ -43,6 +46,7 @@ impl Default for Run<'_> {
             stop_after: None,
             resume: false,
             overlap: false,
+            items: None,
         }
     }
 }
@@ -71,7 +75,14 @@ fn train(c: Option<Arc<dyn Collective>>, run: &Run) -> ferrograd::Result<Vec<Vec
         if Some(step) == run.fail_at {
             return Err(ferrograd::Error::value("test", "this rank died"));
         }
-        let ids = Tensor::from_vec(rows.iter().map(|&i| i as i64).collect(), &[rows.len()])?;
+        let mut ids: Vec<i64> = rows.iter().map(|&i| i as i64).collect();
+        if let Some(say) = run.items {
+            ids = rows.iter().flat_map(|&i| vec![i as i64; 1 + i % 4]).collect();
+            if say {
+                m.mean_over(ids.len());
+            }
+        }
+        let ids = Tensor::from_vec(ids.clone(), &[ids.len()])?;
         m.count(rows.len());
         net.forward(&data.0.index_select(0, &ids)?)?
             .cross_entropy(&data.1.index_select(0, &ids)?, None)
@@ -158,4 +169,16 @@ fn a_failing_rank_ends_every_rank_with_its_name_and_disagreement_is_refused() {
         let err = r.expect_err("refused").to_string();
         assert!(err.contains("rank(s) [1] have another model"), "{err}");
     }
+}
+
+#[test]
+fn a_loss_averaged_over_items_weights_each_rank_by_its_items() {
+    let run = |items| Run { items: Some(items), ..Run::default() };
+    let single = train(None, &run(true)).unwrap();
+    let told = ranks(&[run(true), run(true)]);
+    assert_close(told[0].as_ref().unwrap(), &single, 1e-9);
+    // Weighted by examples instead, the ranks' shares of the mean are off.
+    let untold = ranks(&[run(false), run(false)]);
+    let differs = untold[0].as_ref().unwrap().iter().flatten().zip(single.iter().flatten());
+    assert!(differs.map(|(a, b)| (a - b).abs()).fold(0.0, f64::max) > 1e-6);
 }

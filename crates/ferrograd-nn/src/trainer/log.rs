@@ -19,6 +19,9 @@ pub struct Metrics {
     /// Lines of text shown with an evaluation (a generated sample).
     #[serde(skip)]
     notes: Vec<String>,
+    /// What the last loss is a mean over, if the loss said ([`Metrics::mean_over`]).
+    #[serde(skip)]
+    mean_over: Option<usize>,
 }
 
 impl Metrics {
@@ -38,6 +41,16 @@ impl Metrics {
     /// Counts `units` processed, for the throughput.
     pub fn count(&mut self, units: usize) {
         self.units += units as u64;
+    }
+    /// Says that this micro-batch's loss is a mean over `items` (tokens that are not padding,
+    /// say) rather than over its examples: a data-parallel step then weights each rank's share
+    /// by its items, and the global step is the mean over all of them, as one process takes
+    /// it. Every rank's loss must say it alike.
+    pub fn mean_over(&mut self, items: usize) {
+        self.mean_over = Some(items);
+    }
+    pub(crate) fn take_mean_over(&mut self) -> Option<usize> {
+        self.mean_over.take()
     }
     /// A line shown under the evaluation's results (a sample the model wrote, say).
     pub fn note(&mut self, line: impl Into<String>) {
@@ -75,7 +88,8 @@ impl Metrics {
         flat.push(self.units as f64);
         all_reduce_values(&mut flat, c)?;
         let sums = self.sums.keys().cloned().zip(flat.chunks(2).map(|p| (p[0], p[1]))).collect();
-        Ok(Metrics { sums, units: flat[flat.len() - 1] as u64, notes: self.notes.clone() })
+        let units = flat[flat.len() - 1] as u64;
+        Ok(Metrics { sums, units, notes: self.notes.clone(), mean_over: None })
     }
 }
 

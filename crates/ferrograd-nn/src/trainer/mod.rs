@@ -525,6 +525,20 @@ impl<'a> Trainer<'a> {
                     if ranks > 1 { data.shard(batch, rank, ranks)? } else { (batch, 1.0) };
                 let l = loss(batch, &mut metrics)?;
                 let value = l.item()?;
+                let weight = match metrics.take_mean_over() {
+                    Some(items) if ranks > 1 => {
+                        // A rank repeating an example at weight 0 holds no items of its own.
+                        let mine = if weight > 0.0 { items as f64 } else { 0.0 };
+                        let mut all = [mine];
+                        all_reduce_values(&mut all, &*c)?;
+                        if all[0] > 0.0 {
+                            mine / all[0]
+                        } else {
+                            weight
+                        }
+                    }
+                    _ => weight,
+                };
                 // Each rank's gradient carries its share of the global batch; the sum over
                 // ranks is then the global mean.
                 let l = if ranks > 1 { l.mul_scalar(weight)? } else { l };
