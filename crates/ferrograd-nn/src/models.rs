@@ -96,6 +96,12 @@ pub fn alexnet(store: &ParamStore, c: &AlexNetConfig) -> Result<Sequential> {
     // small for the stack.
     let mut s = c.image_size;
     let mut shrink = |k: usize, st: usize, p: usize, what: &str| -> Result<()> {
+        if k == 0 || st == 0 {
+            return Err(Error::value(
+                "alexnet",
+                format!("the {what}'s kernel and stride must be positive, got {k} and {st}"),
+            ));
+        }
         if s + 2 * p < k {
             return Err(Error::shape(
                 "alexnet",

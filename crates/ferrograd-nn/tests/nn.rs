@@ -234,6 +234,9 @@ fn alexnet_prints_the_lectures_formula_and_a_parameter_table() {
         "{table}"
     );
     drop(net);
+    let zero_stride = models::AlexNetConfig { first_stride: 0, ..models::AlexNetConfig::mnist() };
+    let e = models::alexnet(&ParamStore::new(0), &zero_stride).err().unwrap().to_string();
+    assert!(e.contains("stride must be positive"), "{e}");
 }
 
 #[test]

@@ -20,6 +20,13 @@ pub fn save_safetensors(
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
     const OP: &str = "save_safetensors";
+    let mut names = std::collections::HashSet::new();
+    if let Some((name, _)) = tensors.iter().find(|(name, _)| !names.insert(name.as_str())) {
+        return Err(Error::value(
+            OP,
+            format!("two tensors are named {name:?}; every name in a file must be distinct"),
+        ));
+    }
     let bytes: Vec<(String, Vec<u8>, Dtype, Vec<usize>)> = tensors
         .iter()
         .map(|(name, t)| {

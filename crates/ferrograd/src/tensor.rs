@@ -121,9 +121,9 @@ impl Tensor {
         let shape = Shape::new(shape)?;
         let n = shape.numel();
         let data = match dtype {
-            DType::F32 => CpuStorage::from_vec(vec![value as f32; n]),
-            DType::F64 => CpuStorage::from_vec(vec![value; n]),
-            DType::I64 => CpuStorage::from_vec(vec![value as i64; n]),
+            DType::F32 => CpuStorage::from_vec(filled("full", n, value as f32)?),
+            DType::F64 => CpuStorage::from_vec(filled("full", n, value)?),
+            DType::I64 => CpuStorage::from_vec(filled("full", n, value as i64)?),
         };
         Ok(Tensor::from_host(data, shape))
     }
@@ -158,8 +158,17 @@ impl Tensor {
                 format!("needs finite bounds and a nonzero step, got start {start}, end {end}, step {step}"),
             ));
         }
-        let n = ((end - start) / step).ceil().max(0.0) as usize;
-        let values: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
+        let count = ((end - start) / step).ceil().max(0.0);
+        // Beyond 2^53 the values repeat, and far sooner they would not fit in memory.
+        if count > (1u64 << 53) as f64 {
+            return Err(Error::value(
+                "arange",
+                format!("start {start}, end {end}, step {step} make {count:e} values; too many"),
+            ));
+        }
+        let n = count as usize;
+        let mut values = filled("arange", n, 0.0f64)?;
+        values.iter_mut().enumerate().for_each(|(i, v)| *v = start + i as f64 * step);
         Tensor::from_vec(values, &[n])?.to_dtype(dtype)
     }
 
@@ -172,7 +181,8 @@ impl Tensor {
         rng: &mut Rng,
     ) -> Result<Tensor> {
         let n = Shape::new(shape)?.numel();
-        let values: Vec<f64> = (0..n).map(|_| mean + std * rng.normal()).collect();
+        let mut values = filled("randn", n, 0.0f64)?;
+        values.iter_mut().for_each(|v| *v = mean + std * rng.normal());
         Tensor::from_vec(values, shape)?.to_dtype(dtype)
     }
 
@@ -191,7 +201,8 @@ impl Tensor {
             ));
         }
         let n = Shape::new(shape)?.numel();
-        let values: Vec<f64> = (0..n).map(|_| low + (high - low) * rng.uniform()).collect();
+        let mut values = filled("rand_uniform", n, 0.0f64)?;
+        values.iter_mut().for_each(|v| *v = low + (high - low) * rng.uniform());
         Tensor::from_vec(values, shape)?.to_dtype(dtype)
     }
 
@@ -393,4 +404,16 @@ impl fmt::Display for Tensor {
         }
         rec(f, &values, self.dims(), int)
     }
+}
+
+/// `n` copies of `value`, or an error naming `op` where memory cannot hold them: a failed
+/// allocation would abort the process.
+fn filled<T: Clone>(op: &str, n: usize, value: T) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        let bytes = n as f64 * std::mem::size_of::<T>() as f64;
+        Error::value(op, format!("{n} elements ({bytes:.3e} bytes) do not fit in memory"))
+    })?;
+    v.resize(n, value);
+    Ok(v)
 }

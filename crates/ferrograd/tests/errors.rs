@@ -123,6 +123,50 @@ fn empty_tensors_work_or_fail_cleanly() {
     assert_eq!(t(&[2, 0]).matmul(&t(&[0, 2])).unwrap().to_vec::<f32>().unwrap(), vec![0.0; 4]);
     assert_eq!(e.softmax(1).unwrap().dims(), &[0, 3]);
     fails(t(&[2, 0]).cross_entropy(&ids(&[0, 0]), None), ErrorKind::Shape, &["zero classes"]);
+    // No outputs, no channels, no sequences: empty results and gradients, not a panic.
+    let (x, w, b) = (t(&[3, 4]).requiring_grad(), t(&[0, 4]).requiring_grad(), t(&[0]));
+    let y = x.linear(&w, Some(&b)).unwrap();
+    assert_eq!(y.dims(), &[3, 0]);
+    assert_eq!(y.sum_all().unwrap().backward().unwrap().get(&x).unwrap().dims(), &[3, 4]);
+    let x = t(&[1, 0, 4, 4]).requiring_grad();
+    let y = x.conv2d(&t(&[2, 0, 3, 3]), None, (1, 1), (1, 1)).unwrap();
+    assert_eq!(y.dims(), &[1, 2, 4, 4]);
+    y.sum_all().unwrap().backward().unwrap();
+    for cell in [ferrograd::RecurrentCell::Lstm, ferrograd::RecurrentCell::Tanh] {
+        let g = if cell == ferrograd::RecurrentCell::Lstm { 4 } else { 1 };
+        let (x, w_hh) = (t(&[0, 3, g * 2]).requiring_grad(), t(&[g * 2, 2]).requiring_grad());
+        let r = x.recurrence(cell, &w_hh, &t(&[0, 2]), &t(&[0, 2]), None).unwrap();
+        let grads = r.outputs.sum_all().unwrap().backward().unwrap();
+        assert_eq!(grads.get(&w_hh).unwrap().to_vec::<f32>().unwrap(), vec![0.0; g * 4]);
+    }
+}
+
+#[test]
+fn sizes_too_large_for_memory_are_errors() {
+    fails(Tensor::zeros(&[1 << 40, 1 << 40], DType::F32), ErrorKind::Value, &["shape", "memory"]);
+    // 2^50 f64 elements fit in usize, not in memory: an error instead of an abort.
+    fails(
+        Tensor::full(&[1 << 25, 1 << 25], 1.0, DType::F64),
+        ErrorKind::Value,
+        &["full", "memory"],
+    );
+    fails(Tensor::arange(0.0, 1e30, 1.0, DType::F32), ErrorKind::Value, &["arange", "too many"]);
+    let mut rng = ferrograd::Rng::seed(0);
+    fails(
+        Tensor::randn(&[1 << 31, 1 << 31], 0.0, 1.0, DType::F32, &mut rng),
+        ErrorKind::Value,
+        &["randn"],
+    );
+}
+
+#[test]
+fn a_file_with_two_tensors_of_one_name_is_refused_before_writing() {
+    let path =
+        std::env::temp_dir().join(format!("ferrograd-dup-{}.safetensors", std::process::id()));
+    let tensors = [("w".to_string(), t(&[2])), ("w".to_string(), t(&[3]))];
+    let r = ferrograd::io::save_safetensors(&path, &tensors, &Default::default());
+    fails(r, ErrorKind::Value, &["save_safetensors", "\"w\""]);
+    assert!(!path.exists());
 }
 
 #[test]

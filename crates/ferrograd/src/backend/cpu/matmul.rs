@@ -253,6 +253,9 @@ pub fn affine<T: Float + Send + Sync>(
     k: usize,
 ) -> Vec<T> {
     let n = bias.len();
+    if m == 0 || n == 0 {
+        return Vec::new();
+    }
     // The bias rows written across threads: one thread's copy of them (`bias.repeat`) was 2%
     // of W7's step, with the other thread waiting.
     let fill = |out: &mut [MaybeUninit<T>]| {

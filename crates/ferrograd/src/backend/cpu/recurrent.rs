@@ -386,6 +386,9 @@ impl<T: Send + Sync> Split for BackwardRows<'_, T> {
 /// the gradients of the final states and leave as those of the initial ones.
 fn backward_steps<T: Float + Send + Sync>(cell: Cell, w_hh: &[T], mut r: BackwardRows<T>, d: Dims) {
     let (b, t, h) = (d.b, d.t, d.h);
+    if b == 0 {
+        return; // no sequences: nothing flows back
+    }
     let gh = cell.gates() * h;
     let mut dh_prev = vec![T::zero(); b * h];
     for step in (0..t).rev() {
