@@ -196,9 +196,14 @@ pub fn answer(a: &QaArgs) -> CliResult<()> {
         answer_start: 0,
     };
     let (batch, _) = encode_examples(&tok, &[&example], a.max_len)?;
-    match model.answers(&batch, &[a.context.as_str()], a.max_answer_len.max(1))?.remove(0) {
+    let answers = model.answers(&batch, &[a.context.as_str()], a.max_answer_len.max(1))?;
+    match answers.into_iter().next().flatten() {
         Some((text, score)) => say!("{text}\t(score {score:.2})"),
-        None => return Err("the context has no tokens left to answer from: raise --max-len".into()),
+        None => return Err(format!(
+            "no answer: either no context tokens are left after the question within --max-len {} (raise it), or no span has a finite score (are the checkpoint's weights finite?)",
+            a.max_len
+        )
+        .into()),
     }
     Ok(())
 }

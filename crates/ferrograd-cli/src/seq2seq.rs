@@ -373,8 +373,14 @@ pub fn translate(a: &TranslateArgs) -> CliResult<()> {
             eprintln!("note: the model never saw {unknown:?}; they read as <unk>");
         }
         let source = Tensor::from_vec(ids.clone(), &[1, ids.len()])?;
-        let hyps = model.beam_search(&source, &options)?.remove(0);
-        say!("{text} → {}", task.target.decode(&hyps[0].tokens)?);
+        let hyps = model.beam_search(&source, &options)?.into_iter().next().unwrap_or_default();
+        let Some(best) = hyps.first() else {
+            return Err(format!(
+                "beam search ended with no translation of {text:?}: every score was NaN or -inf (are the checkpoint's weights finite?)"
+            )
+            .into());
+        };
+        say!("{text} → {}", task.target.decode(&best.tokens)?);
         if a.all {
             for h in &hyps {
                 say!("    {:>8.3}  {}", h.score, task.target.decode(&h.tokens)?);

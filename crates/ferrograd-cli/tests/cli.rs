@@ -282,6 +282,24 @@ fn train_seq2seq_learns_translates_and_names_bad_input() {
         "{err}"
     );
 
+    // NaN weights: beam search finds nothing, and translate says so instead of panicking.
+    let (tensors, meta) = ferrograd::io::load_safetensors(&checkpoint).unwrap();
+    let nan: Vec<(String, ferrograd::Tensor)> = tensors
+        .into_iter()
+        .map(|(n, t)| {
+            let t = if n.starts_with("param/") { t.mul_scalar(f64::NAN).unwrap() } else { t };
+            (n, t)
+        })
+        .collect();
+    let broken = dir.join("nan.safetensors");
+    ferrograd::io::save_safetensors(&broken, &nan, &meta).unwrap();
+    let out = ferrograd(&["translate", "--checkpoint", broken.to_str().unwrap(), "one plus two"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(1) && err.contains("no translation"), "{err}");
+    let out = ferrograd(&["train", "seq2seq", "--data", data.to_str().unwrap(), "--ff", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(1) && err.contains("ff must be at least 1"), "{err}");
+
     // 20 steps straight equal 10, an interruption, and 10 more resumed: to the bit.
     let straight = dir.join("straight.safetensors");
     let resumed = dir.join("resumed.safetensors");

@@ -81,6 +81,11 @@ impl Seq2SeqConfig {
         if self.encoder_layers == 0 || self.decoder_layers == 0 || self.max_positions == 0 {
             return fail("layers and positions must be at least 1".into());
         }
+        for (name, n) in [("dim", self.dim), ("heads", self.heads), ("ff", self.ff)] {
+            if n == 0 {
+                return fail(format!("{name} must be at least 1, got 0"));
+            }
+        }
         if !(0.0..1.0).contains(&self.dropout) {
             return fail(format!("dropout must be in [0, 1), got {}", self.dropout));
         }
