@@ -53,6 +53,21 @@ fn unknown_workload_is_a_clear_error() {
 }
 
 #[test]
+fn a_device_as_checkpoint_and_an_infinite_rate_are_refused_by_name() {
+    if std::path::Path::new("/dev/zero").exists() {
+        let out = ferrograd(&["generate", "--checkpoint", "/dev/zero", "--prompt", "a"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.code() == Some(1) && err.contains("not a regular file"), "{err}");
+    }
+    let text = std::env::temp_dir().join(format!("ferrograd-cli-inf-{}.txt", std::process::id()));
+    std::fs::write(&text, "abc abc abc abc abc abc abc abc\n".repeat(200)).unwrap();
+    let out = ferrograd(&["train", "lm", "--data", text.to_str().unwrap(), "--lr", "inf"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(1) && err.contains("finite lr"), "{err}");
+    let _ = std::fs::remove_file(text);
+}
+
+#[test]
 fn summary_writes_alexnet_in_the_lectures_notation() {
     let out = ferrograd(&["summary", "alexnet"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -74,8 +74,7 @@ fn write(
 
 /// Reads only the metadata: to rebuild the model from its config before loading into it.
 pub fn inspect_checkpoint(path: &Path) -> Result<CheckpointInfo> {
-    let (_, meta) = load_safetensors(path)?;
-    info(path, &meta)
+    info(path, &ferrograd::io::load_safetensors_metadata(path)?)
 }
 
 fn info(path: &Path, meta: &BTreeMap<String, String>) -> Result<CheckpointInfo> {

@@ -312,3 +312,36 @@ fn a_hook_can_stop_the_run_and_epochs_need_data_with_epochs() {
         .unwrap_err();
     assert!(err.to_string().contains("endless stream"), "{err}");
 }
+
+#[test]
+fn a_loss_that_is_not_finite_stops_the_run_and_so_is_an_infinite_rate_refused() {
+    let data = points(DType::F32);
+    let store = ParamStore::new(0);
+    let net = mlp(&store);
+    let mut step = 0;
+    let err = Trainer::new(&store, Adam::new(store.params(), AdamConfig::adam(1e-2)).unwrap())
+        .steps(10)
+        .progress(Progress::Quiet)
+        .fit(&mut Epochs::shuffled(64, 16, 0), |rows, m| {
+            step += 1;
+            let l = loss_of(&net, &data, &rows, m)?;
+            if step == 3 {
+                l.mul_scalar(f64::NAN)
+            } else {
+                Ok(l)
+            }
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("loss at step 3 is NaN"), "{err}");
+    assert!(store.params().iter().all(|p| p
+        .get()
+        .to_vec_f64()
+        .unwrap()
+        .iter()
+        .all(|x| x.is_finite())));
+    for lr in [f64::INFINITY, f64::NAN] {
+        let e = Adam::new(store.params(), AdamConfig::adam(lr)).err().unwrap().to_string();
+        assert!(e.contains("finite lr"), "{e}");
+    }
+}

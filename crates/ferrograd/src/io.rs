@@ -66,9 +66,12 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| Error::io(OP, format!("{} is not a file path", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-    let io =
-        |what: &str, e: std::io::Error| Error::io(OP, format!("{what} {}: {e}", tmp.display()));
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    remove_stale_temporaries(dir, &prefix);
+    let tmp = dir.join(format!("{prefix}{}", std::process::id()));
+    let io = |what: &str, e: std::io::Error| {
+        Error::io(OP, format!("cannot save {}: {what} {}: {e}", path.display(), tmp.display()))
+    };
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(|e| io("cannot create", e))?;
         f.write_all(bytes).map_err(|e| io("cannot write", e))?;
@@ -88,12 +91,30 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
+/// Removes the temporary files (`prefix` + a process id) that saves killed before their rename
+/// left in `dir`: those whose process is gone (Linux; elsewhere they stay).
+fn remove_stale_temporaries(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(prefix)?.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let gone = cfg!(target_os = "linux")
+            && pid != std::process::id()
+            && !Path::new(&format!("/proc/{pid}")).exists();
+        if gone {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Reads every tensor of a safetensors file and its metadata. f16 and bf16 tensors are widened
 /// to f32. A missing, truncated or corrupt file is an error naming the file.
 pub fn load_safetensors(path: &Path) -> Result<(NamedTensors, BTreeMap<String, String>)> {
     const OP: &str = "load_safetensors";
-    let bytes = std::fs::read(path)
-        .map_err(|e| Error::io(OP, format!("cannot read {}: {e}", path.display())))?;
+    let bytes = read_file(path, OP)?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| {
         Error::io(OP, format!("{} is not a valid safetensors file: {e}", path.display()))
     })?;
@@ -111,6 +132,61 @@ pub fn load_safetensors(path: &Path) -> Result<(NamedTensors, BTreeMap<String, S
         .collect::<Result<_>>()?;
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     Ok((tensors, metadata))
+}
+
+/// A safetensors file's metadata, read from its header alone (the tensors are not read or
+/// checked).
+pub fn load_safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    const OP: &str = "load_safetensors";
+    let bad = |what: String| Error::io(OP, format!("{} {what}", path.display()));
+    let mut file = open_regular(path, OP)?;
+    let len = file.metadata().map_err(|e| bad(format!("cannot be read: {e}")))?.len();
+    let mut n = [0u8; 8];
+    std::io::Read::read_exact(&mut file, &mut n)
+        .map_err(|_| bad("is not a valid safetensors file: shorter than its header".into()))?;
+    let n = u64::from_le_bytes(n);
+    // The header claims its own length: believed only as far as the file and a sane bound go.
+    if n > len.saturating_sub(8) || n > 100 << 20 {
+        return Err(bad(format!(
+            "is not a valid safetensors file: its header claims {n} bytes of a {len}-byte file"
+        )));
+    }
+    let mut header = vec![0u8; n as usize];
+    std::io::Read::read_exact(&mut file, &mut header)
+        .map_err(|e| bad(format!("cannot be read: {e}")))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("has a bad header: {e}")))?;
+    Ok(header
+        .get("__metadata__")
+        .and_then(|m| m.as_object())
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+        .unwrap_or_default())
+}
+
+/// `path` opened for reading if it is a regular file: a device (`/dev/zero`), a pipe or a
+/// folder would be read forever or not at all.
+fn open_regular(path: &Path, op: &str) -> Result<std::fs::File> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::io(op, format!("cannot read {}: {e}", path.display())))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(op, format!("cannot read {}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(Error::io(
+            op,
+            format!("{} is not a regular file (a folder, a device or a pipe)", path.display()),
+        ));
+    }
+    Ok(file)
+}
+
+/// The whole of a regular file.
+fn read_file(path: &Path, op: &str) -> Result<Vec<u8>> {
+    let mut file = open_regular(path, op)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes)
+        .map_err(|e| Error::io(op, format!("cannot read {}: {e}", path.display())))?;
+    Ok(bytes)
 }
 
 fn tensor_from_view(name: &str, view: &TensorView<'_>) -> Result<Tensor> {
@@ -166,6 +242,7 @@ fn f16_to_f32(h: u16) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::DType;
 
     #[test]
     fn round_trip_and_refusals() {
@@ -201,5 +278,50 @@ mod tests {
         assert_eq!(f16_to_f32(0xc000), -2.0);
         assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
         assert!(f16_to_f32(0x7c00).is_infinite());
+    }
+
+    #[test]
+    fn devices_and_lying_headers_are_refused_and_only_the_header_is_read_for_metadata() {
+        let zero = Path::new("/dev/zero");
+        if zero.exists() {
+            let e = load_safetensors(zero).unwrap_err().to_string();
+            assert!(e.contains("not a regular file"), "{e}");
+            assert!(load_safetensors_metadata(zero).is_err());
+        }
+        let dir = std::env::temp_dir().join(format!("ferrograd-io-hdr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.safetensors");
+        let meta = BTreeMap::from([("format".to_string(), "x".to_string())]);
+        save_safetensors(&path, &[("a".into(), Tensor::zeros(&[4], DType::F32).unwrap())], &meta)
+            .unwrap();
+        assert_eq!(load_safetensors_metadata(&path).unwrap(), meta);
+        // A header that claims 2^40 bytes of a small file.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let e = load_safetensors_metadata(&path).unwrap_err().to_string();
+        assert!(e.contains("claims 1099511627776 bytes"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_save_removes_what_killed_saves_left_and_names_the_path_when_it_fails() {
+        let dir = std::env::temp_dir().join(format!("ferrograd-io-tmp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ck.safetensors");
+        // No process has this id (above Linux's pid_max); the parent of this one lives.
+        let dead = dir.join(".ck.safetensors.tmp-4000000000");
+        let live = dir.join(format!(".ck.safetensors.tmp-{}", std::os::unix::process::parent_id()));
+        std::fs::write(&dead, b"half a save").unwrap();
+        std::fs::write(&live, b"a save under way").unwrap();
+        write_atomically(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        if cfg!(target_os = "linux") {
+            assert!(!dead.exists(), "the killed save's file is removed");
+        }
+        assert!(live.exists(), "a living process's file is left alone");
+        let e = write_atomically(&dir.join("no/such/dir/ck"), b"x").unwrap_err().to_string();
+        assert!(e.contains("cannot save") && e.contains("no/such/dir/ck"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

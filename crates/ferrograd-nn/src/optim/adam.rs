@@ -37,15 +37,18 @@ pub struct Adam {
 
 impl Adam {
     pub fn new(params: Vec<Param>, config: AdamConfig) -> Result<Adam> {
-        let ok = config.lr >= 0.0
+        let finite = |x: f64| x.is_finite() && x >= 0.0;
+        let ok = finite(config.lr)
             && (0.0..1.0).contains(&config.beta1)
             && (0.0..1.0).contains(&config.beta2)
-            && config.eps >= 0.0
-            && config.weight_decay >= 0.0;
+            && finite(config.eps)
+            && finite(config.weight_decay);
         if !ok {
             return Err(Error::value(
                 "Adam",
-                format!("needs lr, eps, weight decay ≥ 0 and betas in [0, 1), got {config:?}"),
+                format!(
+                    "needs finite lr, eps, weight decay ≥ 0 and betas in [0, 1), got {config:?}"
+                ),
             ));
         }
         let slots = Slots::new(&["exp_avg", "exp_avg_sq"], params.len());

@@ -28,10 +28,11 @@ pub struct Sgd {
 
 impl Sgd {
     pub fn new(params: Vec<Param>, config: SgdConfig) -> Result<Sgd> {
-        if config.lr < 0.0 || config.momentum < 0.0 || config.weight_decay < 0.0 {
+        let finite = |x: f64| x.is_finite() && x >= 0.0;
+        if !(finite(config.lr) && finite(config.momentum) && finite(config.weight_decay)) {
             return Err(Error::value(
                 "Sgd",
-                format!("lr, momentum and weight decay must be ≥ 0, got {config:?}"),
+                format!("lr, momentum and weight decay must be finite and ≥ 0, got {config:?}"),
             ));
         }
         if config.nesterov && config.momentum == 0.0 {

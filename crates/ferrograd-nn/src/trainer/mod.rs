@@ -525,6 +525,14 @@ impl<'a> Trainer<'a> {
                     if ranks > 1 { data.shard(batch, rank, ranks)? } else { (batch, 1.0) };
                 let l = loss(batch, &mut metrics)?;
                 let value = l.item()?;
+                if !value.is_finite() {
+                    // A step on it would make every parameter NaN.
+                    return Err(Error::value(
+                        "Trainer",
+                        format!("the loss at step {done} is {value}; training stops here (a lower learning rate, or bad data?)"),
+                    )
+                    .into());
+                }
                 let weight = match metrics.take_mean_over() {
                     Some(items) if ranks > 1 => {
                         // A rank repeating an example at weight 0 holds no items of its own.
