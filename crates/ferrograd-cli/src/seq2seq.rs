@@ -354,6 +354,21 @@ pub fn translate(a: &TranslateArgs) -> CliResult<()> {
     let info = inspect_checkpoint(&a.checkpoint)?;
     let task: Seq2SeqTask = serde_json::from_value(info.config)
         .map_err(|e| format!("{}: not a seq2seq checkpoint: {e}", a.checkpoint.display()))?;
+    let c = &task.model;
+    let mut sizes = vec![
+        ("dim", c.dim),
+        ("heads", c.heads),
+        ("source_vocab", c.source_vocab),
+        ("target_vocab", c.target_vocab),
+    ];
+    if c.kind == Seq2SeqKind::Transformer {
+        sizes.extend([("ff", c.ff), ("max_positions", c.max_positions)]);
+    }
+    ferrograd::io::read_safetensors_header(&a.checkpoint)?.check_sizes(
+        &format!("{}'s config", a.checkpoint.display()),
+        &sizes,
+        &[("encoder_layers", c.encoder_layers), ("decoder_layers", c.decoder_layers)],
+    )?;
     let store = ParamStore::new(0);
     let model = SequenceToSequence::new(&store, &task.model)?;
     load_checkpoint(&a.checkpoint, &store, None)?;

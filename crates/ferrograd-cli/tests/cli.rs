@@ -68,6 +68,35 @@ fn a_device_as_checkpoint_and_an_infinite_rate_are_refused_by_name() {
 }
 
 #[test]
+fn a_checkpoint_whose_config_claims_absurd_sizes_is_refused_by_field_in_under_a_second() {
+    let dir = std::env::temp_dir().join(format!("ferrograd-cli-sizes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("text.txt");
+    std::fs::write(&text, "to be or not to be\n".repeat(100)).unwrap();
+    let ck = dir.join("lm.safetensors");
+    let (t, c, o) = (text.to_str().unwrap(), ck.to_str().unwrap(), dir.join("run"));
+    let args = ["train", "lm", "--data", t, "--steps", "2", "--hidden", "8", "--embed", "4"];
+    let out = ferrograd(&[&args[..], &["--checkpoint", c, "--out", o.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (tensors, meta) = ferrograd::io::load_safetensors(&ck).unwrap();
+    for (field, value) in [("embed", 1_000_000_000u64), ("layers", 1_000_000_000), ("hidden", 0)] {
+        let mut config: serde_json::Value = serde_json::from_str(&meta["config"]).unwrap();
+        config[field] = value.into();
+        let mut meta = meta.clone();
+        meta.insert("config".into(), config.to_string());
+        let bad = dir.join(format!("{field}.safetensors"));
+        ferrograd::io::save_safetensors(&bad, &tensors, &meta).unwrap();
+        let start = std::time::Instant::now();
+        let out = ferrograd(&["generate", "--checkpoint", bad.to_str().unwrap(), "--prompt", "to"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(start.elapsed().as_secs_f64() < 1.0, "{field}: {err}");
+        let said = format!("{field} = {value} does not fit the weights");
+        assert!(out.status.code() == Some(1) && err.contains(&said), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn summary_writes_alexnet_in_the_lectures_notation() {
     let out = ferrograd(&["summary", "alexnet"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -414,3 +414,53 @@ fn fused_causal_attention_in_query_blocks_equals_its_composed_twin() {
         }
     }
 }
+
+#[test]
+fn a_bert_config_claiming_absurd_sizes_is_refused_by_field_before_allocating() {
+    let dir = std::env::temp_dir().join(format!("ferrograd-bert-sizes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = BertConfig {
+        vocab_size: 12,
+        hidden_size: 4,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        intermediate_size: 8,
+        max_position_embeddings: 8,
+        type_vocab_size: 2,
+        layer_norm_eps: 1e-12,
+        hidden_act: "gelu".into(),
+    };
+    let store = ParamStore::new(0);
+    Bert::new(&store, &config).unwrap();
+    let tensors: Vec<(String, Tensor)> =
+        store.params().iter().map(|p| (p.name().to_string(), p.get())).collect();
+    ferrograd::io::save_safetensors(&dir.join("model.safetensors"), &tensors, &Default::default())
+        .unwrap();
+    let with = |field: &str, value: serde_json::Value| {
+        let mut c = serde_json::to_value(&config).unwrap();
+        c[field] = value;
+        std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
+        let start = std::time::Instant::now();
+        let r = Bert::from_pretrained(&dir, &ParamStore::new(0)).map(|_| ());
+        assert!(start.elapsed().as_secs_f64() < 1.0, "{field}");
+        r.err().map(|e| e.to_string())
+    };
+    assert_eq!(with("hidden_size", 4.into()), None, "the true config loads");
+    for field in [
+        "num_hidden_layers",
+        "hidden_size",
+        "num_attention_heads",
+        "intermediate_size",
+        "vocab_size",
+        "max_position_embeddings",
+        "type_vocab_size",
+    ] {
+        let e = with(field, 1_000_000_000u64.into()).expect(field);
+        assert!(e.contains("config.json") && e.contains(&format!("{field} = 1000000000")), "{e}");
+    }
+    let e = with("num_hidden_layers", 0.into()).unwrap();
+    assert!(e.contains("num_hidden_layers = 0"), "{e}");
+    let e = with("layer_norm_eps", (-1.0).into()).unwrap();
+    assert!(e.contains("layer_norm_eps = -1"), "{e}");
+    let _ = std::fs::remove_dir_all(dir);
+}

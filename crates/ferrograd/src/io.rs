@@ -137,6 +137,51 @@ pub fn load_safetensors(path: &Path) -> Result<(NamedTensors, BTreeMap<String, S
 /// A safetensors file's metadata, read from its header alone (the tensors are not read or
 /// checked).
 pub fn load_safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    Ok(read_safetensors_header(path)?.metadata)
+}
+
+/// What a safetensors file's header says: its metadata and each tensor's name and shape.
+#[derive(Debug, Clone, Default)]
+pub struct Header {
+    pub metadata: BTreeMap<String, String>,
+    pub shapes: Vec<(String, Vec<usize>)>,
+}
+
+impl Header {
+    /// The largest dimension of any tensor: no size a model's config states can exceed it.
+    pub fn largest_dim(&self) -> usize {
+        self.shapes.iter().flat_map(|(_, s)| s.iter().copied()).max().unwrap_or(0)
+    }
+
+    /// Refuses `sizes` (a config's fields, as (name, value)) that exceed what the file holds:
+    /// each must be at least 1 and at most its largest tensor dimension, and a count of layers
+    /// at most its number of tensors; the error names `what` (the config), the field, the
+    /// value and the bound. Checked before a model of that config is allocated.
+    pub fn check_sizes(
+        &self,
+        what: &str,
+        sizes: &[(&str, usize)],
+        layers: &[(&str, usize)],
+    ) -> Result<()> {
+        let (dim, count) = (self.largest_dim(), self.shapes.len());
+        let bounds = sizes.iter().map(|&(n, v)| (n, v, dim, "its largest tensor dimension"));
+        let bounds =
+            bounds.chain(layers.iter().map(|&(n, v)| (n, v, count, "its number of tensors")));
+        for (name, value, bound, of) in bounds {
+            if value == 0 || value > bound {
+                return Err(Error::value(
+                    "config",
+                    format!("{what}: {name} = {value} does not fit the weights: it must be between 1 and {bound}, {of}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`Header`] of a safetensors file, read without its tensors: its stated length is believed
+/// only as far as the file and a bound of 100 MiB go.
+pub fn read_safetensors_header(path: &Path) -> Result<Header> {
     const OP: &str = "load_safetensors";
     let bad = |what: String| Error::io(OP, format!("{} {what}", path.display()));
     let mut file = open_regular(path, OP)?;
@@ -145,7 +190,6 @@ pub fn load_safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>
     std::io::Read::read_exact(&mut file, &mut n)
         .map_err(|_| bad("is not a valid safetensors file: shorter than its header".into()))?;
     let n = u64::from_le_bytes(n);
-    // The header claims its own length: believed only as far as the file and a sane bound go.
     if n > len.saturating_sub(8) || n > 100 << 20 {
         return Err(bad(format!(
             "is not a valid safetensors file: its header claims {n} bytes of a {len}-byte file"
@@ -156,11 +200,30 @@ pub fn load_safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>
         .map_err(|e| bad(format!("cannot be read: {e}")))?;
     let header: serde_json::Value =
         serde_json::from_slice(&header).map_err(|e| bad(format!("has a bad header: {e}")))?;
-    Ok(header
-        .get("__metadata__")
-        .and_then(|m| m.as_object())
-        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
-        .unwrap_or_default())
+    let Some(entries) = header.as_object() else {
+        return Err(bad("has a bad header: not a JSON object".into()));
+    };
+    let mut out = Header::default();
+    for (name, entry) in entries {
+        if name == "__metadata__" {
+            if let Some(m) = entry.as_object() {
+                out.metadata = m
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect();
+            }
+            continue;
+        }
+        let shape = entry
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .and_then(|s| {
+                s.iter().map(|d| d.as_u64().map(|d| d as usize)).collect::<Option<Vec<_>>>()
+            })
+            .ok_or_else(|| bad(format!("has a bad header: tensor {name:?} has no shape")))?;
+        out.shapes.push((name.clone(), shape));
+    }
+    Ok(out)
 }
 
 /// `path` opened for reading if it is a regular file: a device (`/dev/zero`), a pipe or a

@@ -134,8 +134,31 @@ impl Bert {
         let config: BertConfig = serde_json::from_str(&text).map_err(|e| {
             Error::value(OP, format!("{}: not a BERT config: {e}", config_path.display()))
         })?;
-        let bert = Bert::new(store, &config)?;
         let weights = dir.join("model.safetensors");
+        let c = &config;
+        ferrograd::io::read_safetensors_header(&weights)?.check_sizes(
+            &config_path.display().to_string(),
+            &[
+                ("vocab_size", c.vocab_size),
+                ("hidden_size", c.hidden_size),
+                ("num_attention_heads", c.num_attention_heads),
+                ("intermediate_size", c.intermediate_size),
+                ("max_position_embeddings", c.max_position_embeddings),
+                ("type_vocab_size", c.type_vocab_size),
+            ],
+            &[("num_hidden_layers", c.num_hidden_layers)],
+        )?;
+        if !(c.layer_norm_eps.is_finite() && c.layer_norm_eps > 0.0) {
+            return Err(Error::value(
+                OP,
+                format!(
+                    "{}: layer_norm_eps = {} must be finite and > 0",
+                    config_path.display(),
+                    c.layer_norm_eps
+                ),
+            ));
+        }
+        let bert = Bert::new(store, &config)?;
         let (tensors, _) = ferrograd::io::load_safetensors(&weights)?;
         let find = |name: &str| {
             tensors
