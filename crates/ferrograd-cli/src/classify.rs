@@ -1,6 +1,7 @@
 //! `ferrograd train classify`: the lecture's text classifier,
 //! `score = w · Collapse(SequenceModel^k(EmbedToken(x)))`, on label<TAB>text lines.
 
+use crate::training::{between, BATCH, LAYERS, LENGTH, VOCAB, WIDTH};
 use crate::training::{RunArgs, Tokens};
 use crate::CliResult;
 use clap::Args;
@@ -39,23 +40,23 @@ pub struct ClassifyArgs {
     #[arg(long, value_enum, default_value = "word")]
     tokenizer: Tokens,
     /// Pieces to learn for --tokenizer wordpiece or bpe.
-    #[arg(long, default_value_t = 4000)]
+    #[arg(long, default_value_t = 4000, value_parser = between(VOCAB))]
     vocab_size: usize,
     #[arg(long, default_value_t = 5)]
     epochs: u64,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = between(BATCH))]
     batch_size: usize,
     #[arg(long, default_value_t = 3e-3)]
     lr: f64,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = between(WIDTH))]
     dim: usize,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = between(WIDTH))]
     hidden: usize,
     /// Stacked bidirectional LSTM layers: SequenceModel^k.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = between(LAYERS))]
     layers: usize,
     /// Longest text in tokens; longer ones are cut.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = between(LENGTH))]
     max_len: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,

@@ -1,6 +1,7 @@
 //! Character language models from the command line: `train lm` and `generate`.
 
 use crate::training::RunArgs;
+use crate::training::{between, BATCH, LAYERS, LENGTH, WIDTH};
 use crate::CliResult;
 use clap::{Args, ValueEnum};
 use ferrograd::{no_grad, Rng, Tensor};
@@ -44,19 +45,19 @@ pub struct LmArgs {
     data: PathBuf,
     #[arg(long, default_value_t = 2000)]
     steps: u64,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = between(BATCH))]
     batch_size: usize,
     /// Characters per training sequence.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = between(LENGTH))]
     context: usize,
     #[arg(long, default_value_t = 2e-3)]
     lr: f64,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = between(WIDTH))]
     embed: usize,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = between(WIDTH))]
     hidden: usize,
     /// Stacked recurrent layers: the lecture's SequenceModel^k.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = between(LAYERS))]
     layers: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,

@@ -1,6 +1,7 @@
 //! `ferrograd train mnist`: FeedForward³, a CNN or AlexNet on MNIST digits.
 
 use crate::training::RunArgs;
+use crate::training::{between, BATCH};
 use crate::CliResult;
 use clap::{Args, ValueEnum};
 use ferrograd::Tensor;
@@ -30,7 +31,7 @@ pub struct MnistArgs {
     data: PathBuf,
     #[arg(long, default_value_t = 3)]
     epochs: u64,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = between(BATCH))]
     batch_size: usize,
     /// Adam's learning rate (cosine-decayed to 0); 2e-3 for feedforward, 1e-3 otherwise.
     #[arg(long)]

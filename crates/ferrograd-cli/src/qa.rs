@@ -2,6 +2,7 @@
 //! span head on SQuAD-format JSON; `qa` answers a question about a context.
 
 use crate::training::RunArgs;
+use crate::training::{between, BATCH, LENGTH};
 use crate::CliResult;
 use clap::Args;
 use ferrograd::Tensor;
@@ -25,13 +26,13 @@ pub struct TrainQaArgs {
     data: PathBuf,
     #[arg(long, default_value_t = 2)]
     epochs: u64,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = between(BATCH))]
     batch_size: usize,
     #[arg(long, default_value_t = 5e-5)]
     lr: f64,
     /// Tokens per question + context (Hugging Face's default 384); longer contexts are cut at
     /// the end, and a question whose answer is cut off is not trained on.
-    #[arg(long, default_value_t = 384)]
+    #[arg(long, default_value_t = 384, value_parser = between(LENGTH))]
     max_len: usize,
     /// The longest answer considered, in tokens.
     #[arg(long, default_value_t = 30)]
@@ -173,7 +174,7 @@ pub struct QaArgs {
     question: String,
     #[arg(long)]
     context: String,
-    #[arg(long, default_value_t = 384)]
+    #[arg(long, default_value_t = 384, value_parser = between(LENGTH))]
     max_len: usize,
     #[arg(long, default_value_t = 30)]
     max_answer_len: usize,

@@ -1,6 +1,7 @@
 //! Sequence to sequence from the command line: `train seq2seq` and `translate`; the training
 //! loop and the evaluation (exact match, token accuracy, BLEU) the tour uses too.
 
+use crate::training::{between, BATCH, BEAM, HEADS, LAYERS, LENGTH, VOCAB, WIDTH};
 use crate::training::{RunArgs, Tokens};
 use crate::CliResult;
 use clap::{Args, ValueEnum};
@@ -120,28 +121,28 @@ pub struct Seq2SeqArgs {
     #[arg(long, value_enum, default_value = "word")]
     target_tokens: Tokens,
     /// Pieces to learn for --source-tokens or --target-tokens wordpiece or bpe.
-    #[arg(long, default_value_t = 4000)]
+    #[arg(long, default_value_t = 4000, value_parser = between(VOCAB))]
     vocab_size: usize,
     /// One vocabulary and embedding for both sides (needs the same --source/--target-tokens).
     #[arg(long)]
     shared_vocab: bool,
     #[arg(long, default_value_t = 3000)]
     steps: u64,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = between(BATCH))]
     batch_size: usize,
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = between(WIDTH))]
     dim: usize,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = between(HEADS))]
     heads: usize,
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = between(WIDTH))]
     ff: usize,
     /// Encoder layers and decoder layers (each).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = between(LAYERS))]
     layers: usize,
     /// The longest source or target, in tokens.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = between(LENGTH))]
     max_positions: usize,
     #[arg(long, default_value_t = 0.1)]
     label_smoothing: f64,
@@ -149,7 +150,7 @@ pub struct Seq2SeqArgs {
     #[arg(long, default_value_t = 0.1)]
     dropout: f64,
     /// Beam width for the held-out evaluation.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = between(BEAM))]
     beam: usize,
     #[arg(long, default_value_t = 1000)]
     eval_every: u64,
@@ -329,7 +330,7 @@ pub struct TranslateArgs {
     #[arg(long)]
     checkpoint: PathBuf,
     /// Beam width (1: greedy).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = between(BEAM))]
     beam: usize,
     /// α in log p / length^α when ranking finished outputs.
     #[arg(long, default_value_t = 0.6)]

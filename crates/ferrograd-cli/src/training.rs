@@ -52,6 +52,22 @@ pub fn lead() -> bool {
     group().is_none_or(|g| g.rank() == 0)
 }
 
+/// Bounds on the size flags: sizes of 10^9 would abort on allocation or run for days, and no
+/// model this command line trains comes near these.
+pub const WIDTH: u64 = 1 << 16;
+pub const LAYERS: u64 = 256;
+pub const HEADS: u64 = 1024;
+pub const BATCH: u64 = 1 << 20;
+pub const LENGTH: u64 = 1 << 16;
+pub const VOCAB: u64 = 1 << 20;
+pub const BEAM: u64 = 1024;
+
+/// A size flag's parser: 1 to `max`, else clap's error naming the flag, the value and the
+/// range.
+pub fn between(max: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..=max)
+}
+
 #[derive(Args)]
 pub struct RunArgs {
     /// Save a checkpoint here (atomically) at every evaluation and at the end.

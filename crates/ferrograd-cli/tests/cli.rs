@@ -340,9 +340,21 @@ fn train_seq2seq_learns_translates_and_names_bad_input() {
     let out = ferrograd(&["translate", "--checkpoint", broken.to_str().unwrap(), "one plus two"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.code() == Some(1) && err.contains("no translation"), "{err}");
-    let out = ferrograd(&["train", "seq2seq", "--data", data.to_str().unwrap(), "--ff", "0"]);
+    for (flag, value) in [("--ff", "0"), ("--dim", "1000000000"), ("--layers", "1000000000")] {
+        let out = ferrograd(&["train", "seq2seq", "--data", data.to_str().unwrap(), flag, value]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(flag) && err.contains("1..="), "{err}");
+    }
+    let out = ferrograd(&[
+        "translate",
+        "--checkpoint",
+        &checkpoint.to_string_lossy(),
+        "--beam",
+        "1000000",
+        "x",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.code() == Some(1) && err.contains("ff must be at least 1"), "{err}");
+    assert!(!out.status.success() && err.contains("--beam") && err.contains("1..=1024"), "{err}");
 
     // 20 steps straight equal 10, an interruption, and 10 more resumed: to the bit.
     let straight = dir.join("straight.safetensors");
