@@ -351,7 +351,8 @@ fn all_reduce_times(min_time: Duration, group: Option<&Group>) -> CliResult<Vec<
     let mut out = Vec::new();
     for log2 in (10..=26).step_by(2) {
         let bytes = 1usize << log2;
-        let mut t = Tensor::ones(&[bytes / 4], DType::F32)?;
+        // Zeros: repeated sums of anything else grow to infinity.
+        let mut t = Tensor::zeros(&[bytes / 4], DType::F32)?;
         // Every rank times the same calls: a fixed count, from the first rank's budget.
         let mut reps = [0.0f64];
         if g.rank() == 0 {

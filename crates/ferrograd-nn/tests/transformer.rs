@@ -315,17 +315,7 @@ fn span_head_picks_the_best_allowed_span_and_trains() {
 
     // A tiny model: the loss reaches every parameter, blocked tokens get no probability, and
     // the whole thing passes a gradcheck in f64 (through the token states).
-    let config = BertConfig {
-        vocab_size: 12,
-        hidden_size: 4,
-        num_hidden_layers: 1,
-        num_attention_heads: 2,
-        intermediate_size: 8,
-        max_position_embeddings: 8,
-        type_vocab_size: 2,
-        layer_norm_eps: 1e-12,
-        hidden_act: "gelu".into(),
-    };
+    let config = tiny_bert();
     let store = ParamStore::with_dtype(3, DType::F64);
     let qa = QuestionAnswering::new(&store, &config).unwrap();
     let ids = Tensor::from_vec(vec![2i64, 5, 3, 7, 8, 9, 3], &[1, 7]).unwrap();
@@ -419,17 +409,7 @@ fn fused_causal_attention_in_query_blocks_equals_its_composed_twin() {
 fn a_bert_config_claiming_absurd_sizes_is_refused_by_field_before_allocating() {
     let dir = std::env::temp_dir().join(format!("ferrograd-bert-sizes-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let config = BertConfig {
-        vocab_size: 12,
-        hidden_size: 4,
-        num_hidden_layers: 1,
-        num_attention_heads: 2,
-        intermediate_size: 8,
-        max_position_embeddings: 8,
-        type_vocab_size: 2,
-        layer_norm_eps: 1e-12,
-        hidden_act: "gelu".into(),
-    };
+    let config = tiny_bert();
     let store = ParamStore::new(0);
     Bert::new(&store, &config).unwrap();
     let tensors: Vec<(String, Tensor)> =
@@ -463,4 +443,19 @@ fn a_bert_config_claiming_absurd_sizes_is_refused_by_field_before_allocating() {
     let e = with("layer_norm_eps", (-1.0).into()).unwrap();
     assert!(e.contains("layer_norm_eps = -1"), "{e}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A BERT of 12 tokens, width 4, one layer.
+fn tiny_bert() -> BertConfig {
+    BertConfig {
+        vocab_size: 12,
+        hidden_size: 4,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        intermediate_size: 8,
+        max_position_embeddings: 8,
+        type_vocab_size: 2,
+        layer_norm_eps: 1e-12,
+        hidden_act: "gelu".into(),
+    }
 }

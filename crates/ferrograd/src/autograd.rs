@@ -105,13 +105,28 @@ pub struct GradientPiece {
 /// What [`Tensor::backward_streaming`] hands each finished piece to.
 pub type Ready<'a> = dyn FnMut(GradientPiece) -> Result<()> + 'a;
 
-/// How [`Tensor::backward_streaming`] cuts each bucket, from its end (the last layers'
-/// gradients, final first): `first` elements, then `rest` at a time, as PyTorch DDP's first bucket is small so
-/// that communication starts early.
+/// How a bucket is cut for reduction, from its end (the last layers' gradients, final first):
+/// `first` elements, then `rest` at a time, as PyTorch DDP's first bucket is small so that
+/// communication starts early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PieceSizes {
     pub first: usize,
     pub rest: usize,
+}
+
+impl PieceSizes {
+    /// The pieces of a bucket of `n` elements, the last one first.
+    pub fn cuts(&self, n: usize) -> Vec<std::ops::Range<usize>> {
+        let mut cuts = Vec::new();
+        let mut end = n;
+        while end > 0 {
+            let size = if cuts.is_empty() { self.first } else { self.rest };
+            let start = end.saturating_sub(size.max(1));
+            cuts.push(start..end);
+            end = start;
+        }
+        cuts
+    }
 }
 
 /// The gradients one backward pass produced, for each leaf tensor that requires a gradient.
@@ -531,24 +546,17 @@ impl<'a> Stream<'a> {
         let mut uses: HashMap<TensorId, usize> = HashMap::new();
         for t in nodes {
             let node = t.node().expect("topological_order keeps only tensors with a node");
-            let edges = node.edges.lock().map_err(|_| Error::autograd(node.op, "lock poisoned"))?;
+            let edges =
+                node.edges.lock().map_err(|_| Error::autograd(node.op, "graph lock poisoned"))?;
             for input in edges.iter().flat_map(|(inputs, _)| inputs) {
                 if input.requires_grad() && input.node().is_none() {
                     *uses.entry(input.id()).or_default() += 1;
                 }
             }
         }
-        let (first, rest) = (sizes.first.max(1), sizes.rest.max(1));
         let (mut pieces, mut overlaps) = (Vec::new(), Vec::new());
         for (bucket, slots) in flat.buckets.iter().zip(&flat.layout) {
-            let n = bucket.numel();
-            let mut cuts = Vec::new();
-            let mut end = n;
-            while end > 0 {
-                let start = end.saturating_sub(if cuts.is_empty() { first } else { rest });
-                cuts.push(start..end);
-                end = start;
-            }
+            let cuts = sizes.cuts(bucket.numel());
             let of_slot: Vec<std::ops::Range<usize>> = slots
                 .iter()
                 .map(|slot| {

@@ -166,3 +166,13 @@ fn streamed_pieces_are_the_final_gradients_each_once_the_last_layers_first() {
     assert_eq!(v(sums.get(&w2).unwrap()), v(&whole.get(&w2).unwrap().mul_scalar(2.0).unwrap()));
     assert!(sums.write_piece(0, 55, &pieces[0].values).is_err(), "past the bucket's end");
 }
+
+#[test]
+fn piece_sizes_tile_a_bucket_from_its_end() {
+    use ferrograd::PieceSizes;
+    let sizes = PieceSizes { first: 3, rest: 4 };
+    assert_eq!(sizes.cuts(12), vec![9..12, 5..9, 1..5, 0..1]);
+    assert_eq!(sizes.cuts(2), vec![0..2]);
+    assert!(sizes.cuts(0).is_empty());
+    assert_eq!(PieceSizes { first: 0, rest: 0 }.cuts(2), vec![1..2, 0..1], "at least 1 a piece");
+}

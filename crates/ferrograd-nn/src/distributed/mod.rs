@@ -31,7 +31,7 @@ pub trait Collective: Send + Sync {
     /// sum. This default finishes before it returns.
     fn start_all_reduce_sum(&self, mut t: Tensor) -> Result<Pending> {
         self.all_reduce_sum(&mut t)?;
-        Ok(Pending(Box::new(move || Ok(t))))
+        Ok(Pending::done(t))
     }
     fn barrier(&self) -> Result<()>;
     /// Tells the other ranks this one failed with `message`: their next call ends with an error
@@ -43,6 +43,10 @@ pub trait Collective: Send + Sync {
 pub struct Pending(Box<dyn FnOnce() -> Result<Tensor> + Send>);
 
 impl Pending {
+    /// One already summed.
+    pub fn done(t: Tensor) -> Pending {
+        Pending(Box::new(move || Ok(t)))
+    }
     pub fn wait(self) -> Result<Tensor> {
         (self.0)()
     }
@@ -110,27 +114,20 @@ pub fn all_reduce_gradients(grads: &mut Gradients, c: &dyn Collective) -> Result
     if c.size() == 1 {
         return Ok(());
     }
-    grads.with_buckets_mut(|buckets| {
-        for bucket in buckets.iter_mut() {
-            let n = bucket.numel();
-            if n <= BUCKET_ELEMENTS {
-                c.all_reduce_sum(bucket)?;
-                continue;
-            }
-            let mut end = n;
-            let mut pieces = Vec::new();
-            while end > 0 {
-                let start = end.saturating_sub(BUCKET_ELEMENTS);
-                let mut piece = bucket.narrow(0, start, end - start)?.detach();
-                c.all_reduce_sum(&mut piece)?;
-                pieces.push(piece);
-                end = start;
-            }
-            pieces.reverse();
-            *bucket = Tensor::concat(&pieces, 0)?.detach();
+    for b in 0..grads.buckets().len() {
+        let n = grads.buckets()[b].numel();
+        if n <= BUCKET_ELEMENTS {
+            grads.with_buckets_mut(|buckets| c.all_reduce_sum(&mut buckets[b]))?;
+            continue;
         }
-        Ok(())
-    })
+        let sizes = PieceSizes { first: BUCKET_ELEMENTS, rest: BUCKET_ELEMENTS };
+        for r in sizes.cuts(n) {
+            let mut piece = grads.buckets()[b].narrow(0, r.start, r.len())?.detach();
+            c.all_reduce_sum(&mut piece)?;
+            grads.write_piece(b, r.start, &piece)?;
+        }
+    }
+    Ok(())
 }
 
 /// Makes every rank's parameters rank 0's.

@@ -157,7 +157,7 @@ impl Collective for Mpi {
     fn start_all_reduce_sum(&self, mut t: Tensor) -> Result<Pending> {
         let Some((jobs, _)) = &self.worker else {
             self.all_reduce_sum(&mut t)?;
-            return Ok(Pending(Box::new(move || Ok(t))));
+            return Ok(Pending::done(t));
         };
         let (reply, sum) = mpsc::channel();
         *self.started.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
