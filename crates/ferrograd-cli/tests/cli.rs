@@ -120,10 +120,11 @@ fn shared_mnist() -> Option<std::path::PathBuf> {
     }
 }
 
-/// Both checkpoints hold the same tensors (parameters and optimizer state), to the bit.
-fn assert_same_tensors(a: &std::path::Path, b: &std::path::Path) {
-    let (a, _) = ferrograd::io::load_safetensors(a).unwrap();
-    let (b, _) = ferrograd::io::load_safetensors(b).unwrap();
+/// Both checkpoints hold the same tensors (parameters and optimizer state), to the bit, and
+/// are the same bytes, header included.
+fn assert_same_checkpoints(pa: &std::path::Path, pb: &std::path::Path) {
+    let (a, _) = ferrograd::io::load_safetensors(pa).unwrap();
+    let (b, _) = ferrograd::io::load_safetensors(pb).unwrap();
     assert_eq!(a.len(), b.len());
     assert!(a.iter().any(|(n, _)| n.starts_with("optim/")), "no optimizer state saved");
     for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
@@ -133,6 +134,13 @@ fn assert_same_tensors(a: &std::path::Path, b: &std::path::Path) {
         };
         assert_eq!(bits(ta), bits(tb), "{na} differs after resuming");
     }
+    let (ma, mb) = (std::fs::read(pa).unwrap(), std::fs::read(pb).unwrap());
+    assert!(
+        ma == mb,
+        "same tensors, but the headers of {} and {} differ",
+        pa.display(),
+        pb.display()
+    );
 }
 
 /// Runs `args` + `--checkpoint` twice: straight, then stopped after step `stop` and resumed;
@@ -151,7 +159,7 @@ fn assert_resumes_exactly(dir: &std::path::Path, args: &[&str], stop: &str) {
     let stopped = run(&resumed, &["--stop-after", stop]);
     assert!(stopped.contains(&format!("stopped after step {stop}")), "{stopped}");
     run(&resumed, &["--resume"]);
-    assert_same_tensors(&straight, &resumed);
+    assert_same_checkpoints(&straight, &resumed);
 }
 
 /// The last line of a `--json` run as JSON.
@@ -183,14 +191,23 @@ fn train_mnist_learns_and_resumes_exactly() {
         "--json",
     ];
     let run = |extra: &[&str]| json_result(&ferrograd(&[&base[..], extra].concat()));
-    let straight = run(&["--epochs", "2"]);
+    let whole = dir.join("straight.safetensors");
+    let straight = run(&["--epochs", "2", "--checkpoint", whole.to_str().unwrap()]);
     assert!(straight["eval_accuracy"].as_f64().unwrap() > 0.85, "{straight}");
     assert!(straight["train_images_per_s"].as_f64().unwrap() > 0.0);
     assert!(dir.join("metrics.csv").exists() && dir.join("accuracy.svg").exists());
     run(&["--epochs", "2", "--checkpoint", ck, "--stop-after", "1"]);
+    // Another batch size would put the saved step in another epoch: refused.
+    let other = ferrograd(
+        &[&base[..], &["--epochs", "2", "--checkpoint", ck, "--resume", "--batch-size", "50"]]
+            .concat(),
+    );
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success() && err.contains("another training"), "{err}");
     let resumed = run(&["--epochs", "2", "--checkpoint", ck, "--resume"]);
     assert_eq!(resumed["eval_accuracy"], straight["eval_accuracy"], "resume must continue exactly");
     assert_eq!(resumed["train_loss"], straight["train_loss"]);
+    assert_same_checkpoints(&whole, std::path::Path::new(ck));
     // A corrupt checkpoint is refused with a message, and the run does not start.
     std::fs::write(ck, b"not a checkpoint").unwrap();
     let bad = ferrograd(&[&base[..], &["--epochs", "2", "--checkpoint", ck, "--resume"]].concat());
@@ -370,7 +387,7 @@ fn train_seq2seq_learns_translates_and_names_bad_input() {
     run(&straight, &[]);
     run(&resumed, &["--stop-after", "10"]);
     run(&resumed, &["--resume"]);
-    assert_same_tensors(&straight, &resumed);
+    assert_same_checkpoints(&straight, &resumed);
 
     // The RNN encoder–decoder trains through the same command.
     let mut args = common.to_vec();
@@ -508,6 +525,15 @@ fn train_lm_resumes_exactly_and_checks_its_outputs_before_training() {
     let run = ferrograd(&other);
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success() && err.contains("another training"), "{err}");
+    // Text with other characters has another vocabulary: refused.
+    let shouted = dir.join("shouted.txt");
+    std::fs::write(&shouted, ferrograd_data::corpora::TINY_CORPUS.to_uppercase()).unwrap();
+    let mut other = args.to_vec();
+    other[3] = shouted.to_str().unwrap(); // --data
+    other.extend(["--checkpoint", ck.to_str().unwrap(), "--resume"]);
+    let run = ferrograd(&other);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && err.contains("other data"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -537,6 +563,20 @@ fn train_classify_resumes_exactly_mid_epoch() {
     ];
     // 180 texts in batches of 32: 6 steps an epoch; stop in the middle of the first.
     assert_resumes_exactly(&dir, &args, "4");
+    // As many texts with every word spelled backwards: another vocabulary, refused.
+    let backwards = dir.join("backwards.tsv");
+    let reverse =
+        |t: &str| t.split(' ').map(|w| w.chars().rev().collect()).collect::<Vec<String>>();
+    let text: String =
+        rows.iter().map(|(l, t)| format!("{l}\t{}\n", reverse(t).join(" "))).collect();
+    std::fs::write(&backwards, text).unwrap();
+    let mut other = args.to_vec();
+    other[3] = backwards.to_str().unwrap(); // --data
+    let ck = dir.join("resumed.safetensors");
+    other.extend(["--checkpoint", ck.to_str().unwrap(), "--resume"]);
+    let run = ferrograd(&other);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && err.contains("other data"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

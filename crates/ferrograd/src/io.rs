@@ -4,7 +4,7 @@
 use crate::backend::cpu::CpuStorage;
 use crate::{Error, Result, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -52,11 +52,31 @@ pub fn save_safetensors(
                 .map_err(|e| Error::io(OP, format!("tensor {name}: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let meta: HashMap<String, String> =
-        metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let serialized = safetensors::tensor::serialize(views, Some(meta))
-        .map_err(|e| Error::io(OP, e.to_string()))?;
-    write_atomically(path, &serialized)
+    let serialized =
+        safetensors::tensor::serialize(views, None).map_err(|e| Error::io(OP, e.to_string()))?;
+    write_atomically(path, &with_metadata(serialized, metadata))
+}
+
+/// Puts `metadata` into a serialized file's header, keys in sorted order. The safetensors crate
+/// takes metadata as a `HashMap`, whose order changes from run to run; the same checkpoint must
+/// give the same bytes. Tensor offsets count from the end of the header, so they stay valid.
+fn with_metadata(serialized: Vec<u8>, metadata: &BTreeMap<String, String>) -> Vec<u8> {
+    if metadata.is_empty() {
+        return serialized;
+    }
+    let n = u64::from_le_bytes(serialized[..8].try_into().expect("8 bytes")) as usize;
+    let (header, data) = serialized[8..].split_at(n);
+    let tensors = std::str::from_utf8(header).expect("the crate writes JSON").trim_end();
+    let tensors = &tensors[1..tensors.len() - 1]; // inside the outer braces
+    let meta = serde_json::to_string(metadata).expect("strings serialize");
+    let comma = if tensors.is_empty() { "" } else { "," };
+    let mut header = format!("{{\"__metadata__\":{meta}{comma}{tensors}}}").into_bytes();
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + header.len() + data.len());
+    out.extend((header.len() as u64).to_le_bytes());
+    out.extend(header);
+    out.extend(data);
+    out
 }
 
 /// Replaces `path` with `bytes` so that readers see the old file or the new one, never a mix.

@@ -170,6 +170,30 @@ fn a_file_with_two_tensors_of_one_name_is_refused_before_writing() {
 }
 
 #[test]
+fn a_saved_file_is_the_same_bytes_every_time_and_reads_back() {
+    let dir = std::env::temp_dir();
+    let path =
+        |i: usize| dir.join(format!("ferrograd-bytes-{}-{i}.safetensors", std::process::id()));
+    let meta: std::collections::BTreeMap<String, String> =
+        (0..24).map(|i| (format!("key{i}"), format!("value {i}"))).collect();
+    let tensors = [("b".to_string(), t(&[3])), ("a".to_string(), t(&[2, 2]))];
+    for i in 0..2 {
+        ferrograd::io::save_safetensors(&path(i), &tensors, &meta).unwrap();
+    }
+    let (a, b) = (std::fs::read(path(0)).unwrap(), std::fs::read(path(1)).unwrap());
+    assert_eq!(a, b, "two saves of the same tensors and metadata differ");
+    let (loaded, read_meta) = ferrograd::io::load_safetensors(&path(0)).unwrap();
+    assert_eq!(read_meta, meta);
+    assert_eq!(
+        loaded.iter().map(|(n, t)| (n.as_str(), t.dims())).collect::<Vec<_>>(),
+        [("a", &[2, 2][..]), ("b", &[3][..])]
+    );
+    for i in 0..2 {
+        let _ = std::fs::remove_file(path(i));
+    }
+}
+
+#[test]
 fn autograd_misuse() {
     let x = t(&[2]).requiring_grad();
     fails(x.mul(&x).unwrap().backward(), ErrorKind::Autograd, &["scalar", "[2]"]);
