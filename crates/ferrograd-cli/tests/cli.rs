@@ -745,3 +745,79 @@ fn rank_pid(parent: u32, rank: &str) -> Option<u32> {
     }
     None
 }
+
+/// The temporary files saves leave in `dir` (`.NAME.tmp-PID`).
+fn temporaries(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains(".tmp-"))
+        .collect()
+}
+
+#[test]
+fn a_run_killed_at_random_points_while_it_checkpoints_never_leaves_a_bad_checkpoint() {
+    let dir = std::env::temp_dir().join(format!("ferrograd-cli-kill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("corpus.txt");
+    std::fs::write(&data, ferrograd_data::corpora::TINY_CORPUS).unwrap();
+    let ck = dir.join("lm.safetensors");
+    let (d, c, o) = (data.to_str().unwrap(), ck.to_str().unwrap(), dir.join("run"));
+    // A checkpoint of a few MB at every step, so that many kills land inside a save.
+    let args = [
+        "train",
+        "lm",
+        "--data",
+        d,
+        "--checkpoint",
+        c,
+        "--out",
+        o.to_str().unwrap(),
+        "--steps",
+        "100000",
+        "--sample-every",
+        "1",
+        "--embed",
+        "32",
+        "--hidden",
+        "256",
+        "--batch-size",
+        "2",
+        "--context",
+        "8",
+    ];
+    let mut rng = ferrograd::Rng::seed(7);
+    let (trials, mut inside_a_save) = (24, 0);
+    for trial in 0..trials {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrograd"));
+        cmd.args(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        if ck.exists() {
+            cmd.arg("--resume");
+        }
+        let mut child = cmd.spawn().unwrap();
+        let wait = 100 + (rng.uniform() * 500.0) as u64;
+        std::thread::sleep(std::time::Duration::from_millis(wait));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        inside_a_save +=
+            usize::from(temporaries(&dir).iter().any(|n| n.ends_with(&child.id().to_string())));
+        if ck.exists() {
+            let info = ferrograd_nn::inspect_checkpoint(&ck)
+                .unwrap_or_else(|e| panic!("trial {trial}, killed after {wait} ms: {e}"));
+            ferrograd::io::load_safetensors(&ck)
+                .unwrap_or_else(|e| panic!("trial {trial}, step {}: {e}", info.step));
+        }
+    }
+    eprintln!("{inside_a_save} of {trials} kills left a half-written temporary file");
+    assert!(ck.exists(), "no run got as far as its first checkpoint");
+    // The next run resumes from what the kills left, and its first save clears their files.
+    let mut next = args.to_vec();
+    let step = ferrograd_nn::inspect_checkpoint(&ck).unwrap().step + 2;
+    let step = step.to_string();
+    next.extend(["--resume", "--stop-after", &step]);
+    let out = ferrograd(&next);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(temporaries(&dir), Vec::<String>::new(), "temporary files left");
+    let _ = std::fs::remove_dir_all(dir);
+}
