@@ -198,8 +198,7 @@ fn char_ids(data: Option<&Path>) -> CliResult<Vec<i64>> {
     use ferrograd_data::CharTokenizer;
     Ok(match data {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let text = ferrograd::io::read_text(path, "bench")?;
             let text: String = text.chars().take(200_000).collect();
             CharTokenizer::from_text(&text).encode(&text)
         }

@@ -103,8 +103,7 @@ impl SentenceModel {
 }
 
 fn read_json(path: &Path) -> CliResult<serde_json::Value> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = ferrograd::io::read_text(path, "embed")?;
     Ok(serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?)
 }
 

@@ -112,8 +112,7 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
     {
         return Err("--batch-size, --context, --steps, --embed, --hidden and --sample-every must be positive".into());
     }
-    let text = std::fs::read_to_string(&a.data)
-        .map_err(|e| format!("cannot read {}: {e}", a.data.display()))?;
+    let text = ferrograd::io::read_text(&a.data, "train lm")?;
     let tokenizer = CharTokenizer::from_text(&text);
     let ids = tokenizer.encode(&text);
     let (train_ids, held_ids) = LmBatches::split(&ids, 0.1)?;

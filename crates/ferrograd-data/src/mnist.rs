@@ -6,7 +6,6 @@
 use ferrograd::{Error, Result, Tensor};
 use flate2::read::MultiGzDecoder;
 use std::fmt::Display;
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
@@ -164,7 +163,7 @@ fn fail(path: &Path, message: impl Display) -> Error {
 /// The sizes and data of an IDX file of unsigned bytes whose magic must be `magic`; the data's
 /// length must be exactly the product of the sizes.
 fn read_idx(path: &Path, magic: u32, what: &str) -> Result<(Vec<usize>, Vec<u8>)> {
-    let file = File::open(path).map_err(|e| fail(path, format!("cannot open: {e}")))?;
+    let file = ferrograd::io::open_regular(path, "mnist")?;
     let mut file = BufReader::new(file);
     let head = file.fill_buf().map_err(|e| fail(path, format!("cannot read: {e}")))?;
     let gzip = head.starts_with(&GZIP_MAGIC);

@@ -20,8 +20,7 @@ pub struct QaExample {
 /// question. Offsets are SQuAD's character offsets, turned into bytes and checked against the
 /// text; a question without answers (SQuAD 2's unanswerable ones) is skipped.
 pub fn read_squad(path: &Path) -> Result<Vec<QaExample>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::io("read_squad", format!("{}: cannot read: {e}", path.display())))?;
+    let text = ferrograd::io::read_text(path, "read_squad")?;
     parse_squad(&text, &path.display().to_string())
 }
 

@@ -168,8 +168,7 @@ fn visible_tokens<'a>(vocab: &'a Vocab, ids: &'a [i64]) -> impl Iterator<Item = 
 /// # std::fs::remove_file(&path).unwrap();
 /// ```
 pub fn read_labeled(path: &Path) -> Result<Vec<(String, String)>> {
-    let content = std::fs::read_to_string(path)
-        .map_err(|e| Error::io("read_labeled", format!("{}: cannot read: {e}", path.display())))?;
+    let content = ferrograd::io::read_text(path, "read_labeled")?;
     parse_labeled(&content, &path.display().to_string())
 }
 
@@ -205,8 +204,7 @@ pub fn parse_pairs(content: &str, source_name: &str) -> Result<Vec<(String, Stri
 
 /// [`parse_pairs`] of a file.
 pub fn read_pairs(path: &Path) -> Result<Vec<(String, String)>> {
-    let content = std::fs::read_to_string(path)
-        .map_err(|e| Error::io("read_pairs", format!("{}: cannot read: {e}", path.display())))?;
+    let content = ferrograd::io::read_text(path, "read_pairs")?;
     parse_pairs(&content, &path.display().to_string())
 }
 

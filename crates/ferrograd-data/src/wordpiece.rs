@@ -82,18 +82,54 @@ impl BertBatch {
     }
 }
 
+/// Every special token a `TemplateProcessing` template places (in `single` or `pair`, also
+/// inside a `Sequence` of processors) must be one of its `special_tokens`, each with as many
+/// ids as tokens.
+fn check_post_processor(processor: &serde_json::Value) -> std::result::Result<(), String> {
+    match processor["type"].as_str() {
+        Some("Sequence") => processor["processors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .try_for_each(check_post_processor),
+        Some("TemplateProcessing") => {
+            let defined = &processor["special_tokens"];
+            let placed = ["single", "pair"].into_iter().flat_map(|t| {
+                processor[t].as_array().into_iter().flatten().filter_map(|piece| {
+                    piece.get("SpecialToken").map(|s| s["id"].as_str().unwrap_or_default())
+                })
+            });
+            for token in placed {
+                let entry = &defined[token];
+                let (ids, tokens) = (entry["ids"].as_array(), entry["tokens"].as_array());
+                if !ids.zip(tokens).is_some_and(|(i, t)| i.len() == t.len()) {
+                    return Err(format!(
+                        "post_processor places the special token {token:?}, but its \
+                         special_tokens do not define it with as many ids as tokens"
+                    ));
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 impl BertTokenizer {
     /// Reads a `tokenizer.json`; its own truncation and padding settings are ignored (each call
     /// says `max_len`; a batch pads to its longest sequence).
     pub fn from_file(path: &Path) -> Result<BertTokenizer> {
-        let fail = |why: String| {
-            Error::io("BertTokenizer::from_file", format!("{}: {why}", path.display()))
-        };
-        if !path.is_file() {
-            return Err(fail("no such file".into()));
-        }
-        let mut inner =
-            Tokenizer::from_file(path).map_err(|e| fail(format!("not a tokenizer.json ({e})")))?;
+        const OP: &str = "BertTokenizer::from_file";
+        let fail = |why: String| Error::io(OP, format!("{}: {why}", path.display()));
+        let text = ferrograd::io::read_text(path, OP)?;
+        // The tokenizers crate panics on some malformed files (a syntax error inside a
+        // decoder, a template naming a special token it does not define); those are found
+        // here first.
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| fail(format!("not a tokenizer.json (not JSON: {e})")))?;
+        check_post_processor(&json["post_processor"]).map_err(fail)?;
+        let mut inner: Tokenizer = serde_json::from_value(json)
+            .map_err(|e| fail(format!("not a tokenizer.json ({e})")))?;
         if inner.get_post_processor().is_none() {
             return Err(fail("no post_processor: cannot add [CLS] and [SEP]".into()));
         }

@@ -134,7 +134,7 @@ fn remove_stale_temporaries(dir: &Path, prefix: &str) {
 /// to f32. A missing, truncated or corrupt file is an error naming the file.
 pub fn load_safetensors(path: &Path) -> Result<(NamedTensors, BTreeMap<String, String>)> {
     const OP: &str = "load_safetensors";
-    let bytes = read_file(path, OP)?;
+    let bytes = read_bytes(path, OP)?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| {
         Error::io(OP, format!("{} is not a valid safetensors file: {e}", path.display()))
     })?;
@@ -248,28 +248,41 @@ pub fn read_safetensors_header(path: &Path) -> Result<Header> {
 
 /// `path` opened for reading if it is a regular file: a device (`/dev/zero`), a pipe or a
 /// folder would be read forever or not at all.
-fn open_regular(path: &Path, op: &str) -> Result<std::fs::File> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| Error::io(op, format!("cannot read {}: {e}", path.display())))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io(op, format!("cannot read {}: {e}", path.display())))?;
-    if !meta.is_file() {
-        return Err(Error::io(
+/// Opens `path` for reading if it is a regular file. A folder, a device or a pipe is refused
+/// before it is opened: reading `/dev/zero` never ends, and opening a pipe waits for a writer.
+pub fn open_regular(path: &Path, op: &str) -> Result<std::fs::File> {
+    let cannot = |e: std::io::Error| Error::io(op, format!("cannot read {}: {e}", path.display()));
+    let not_a_file = || {
+        Error::io(
             op,
             format!("{} is not a regular file (a folder, a device or a pipe)", path.display()),
-        ));
+        )
+    };
+    if !std::fs::metadata(path).map_err(cannot)?.is_file() {
+        return Err(not_a_file());
+    }
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    // The path may have been replaced between the two looks.
+    if !file.metadata().map_err(cannot)?.is_file() {
+        return Err(not_a_file());
     }
     Ok(file)
 }
 
-/// The whole of a regular file.
-fn read_file(path: &Path, op: &str) -> Result<Vec<u8>> {
+/// The whole of a regular file (see [`open_regular`]).
+pub fn read_bytes(path: &Path, op: &str) -> Result<Vec<u8>> {
     let mut file = open_regular(path, op)?;
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut file, &mut bytes)
         .map_err(|e| Error::io(op, format!("cannot read {}: {e}", path.display())))?;
     Ok(bytes)
+}
+
+/// The whole of a regular file as UTF-8 text.
+pub fn read_text(path: &Path, op: &str) -> Result<String> {
+    String::from_utf8(read_bytes(path, op)?).map_err(|e| {
+        Error::io(op, format!("{} is not UTF-8 text: {}", path.display(), e.utf8_error()))
+    })
 }
 
 fn tensor_from_view(name: &str, view: &TensorView<'_>) -> Result<Tensor> {

@@ -59,6 +59,25 @@ impl Shape {
 }
 
 /// The shape two shapes broadcast to, NumPy's rule: align on the right, sizes equal or one is 1.
+/// The shape of a result `op` is about to allocate, of `elements` of up to 8 bytes: an error
+/// instead of an abort where their count overflows or memory cannot hold them. Only results of
+/// 64 MiB and more are probed, with an allocation that is released at once.
+pub(crate) fn output_shape(op: &str, dims: Vec<usize>) -> Result<Shape> {
+    let n = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    room(op, n.and_then(|n| n.checked_mul(8)), &dims)?;
+    Ok(Shape(dims))
+}
+
+/// Whether `bytes` (None: more than a usize counts) can be allocated, for a result of `dims`.
+pub(crate) fn room(op: &str, bytes: Option<usize>, dims: &[usize]) -> Result<()> {
+    let refuse = || Error::value(op, format!("a result of shape {dims:?} does not fit in memory"));
+    let bytes = bytes.ok_or_else(refuse)?;
+    if bytes >= 64 << 20 {
+        Vec::<u8>::new().try_reserve_exact(bytes).map_err(|_| refuse())?;
+    }
+    Ok(())
+}
+
 pub fn broadcast_shapes(op: &str, a: &Shape, b: &Shape) -> Result<Shape> {
     let rank = a.rank().max(b.rank());
     let mut out = vec![0; rank];
@@ -77,7 +96,7 @@ pub fn broadcast_shapes(op: &str, a: &Shape, b: &Shape) -> Result<Shape> {
             }
         };
     }
-    Ok(Shape(out))
+    output_shape(op, out)
 }
 
 /// Strides that read `from` as if it had shape `to` (0 along broadcast dimensions).

@@ -160,6 +160,52 @@ fn sizes_too_large_for_memory_are_errors() {
 }
 
 #[test]
+fn results_too_large_for_memory_are_errors_not_aborts() {
+    let big = 1usize << 40;
+    // Summing away an empty dimension leaves 2^40 zeros; a broadcast, an outer product, a
+    // gather of many rows and a sum of a column and a row grow past their inputs.
+    fails(t(&[big, 0]).sum(&[1], false), ErrorKind::Value, &["sum", "memory"]);
+    assert_eq!(t(&[big, 0]).sum_all().unwrap().item().unwrap(), 0.0);
+    fails(t(&[2]).broadcast_to(&[big, 2]), ErrorKind::Value, &["broadcast_to", "memory"]);
+    fails(t(&[1 << 20, 1]).matmul(&t(&[1, 1 << 20])), ErrorKind::Value, &["matmul", "memory"]);
+    let rows = Tensor::zeros(&[1 << 22], DType::I64).unwrap();
+    fails(t(&[1, 1 << 20]).index_select(0, &rows), ErrorKind::Value, &["index_select", "memory"]);
+    let (tall, wide) = (t(&[1 << 20, 1]), t(&[1, 1 << 20]));
+    fails(tall.add(&wide), ErrorKind::Value, &["add", "memory"]);
+    // Padding that no input could need, for convolution and its unfolded patches.
+    fails(
+        t(&[1, 1, 1, 1]).conv2d(&t(&[1, 1, 1, 1]), None, (1, 1), (1 << 20, 1 << 20)),
+        ErrorKind::Value,
+        &["conv", "memory"],
+    );
+    fails(
+        t(&[1, 1, 1, 1]).conv2d(&t(&[1, 1, 1, 1]), None, (1, 1), (usize::MAX / 2 + 1, 0)),
+        ErrorKind::Value,
+        &["conv", "padding"],
+    );
+}
+
+#[test]
+fn convolution_where_padding_is_all_a_kernel_column_sees_runs_both_ways() {
+    // Images of zero width or height are all padding; a kernel of width 5 over a padded
+    // 1-pixel row has columns that see only padding (they get no gradient from the image).
+    for (dims, kernel, padding) in [
+        ([1, 1, 2, 0], [1, 1, 3, 4], (1, 2)),
+        ([1, 1, 0, 2], [1, 1, 2, 3], (1, 2)),
+        ([2, 1, 1, 1], [1, 1, 1, 5], (0, 2)),
+    ] {
+        let x = Tensor::randn(&dims, 0.0, 1.0, DType::F64, &mut ferrograd::Rng::seed(1))
+            .unwrap()
+            .requiring_grad();
+        let w = Tensor::ones(&kernel, DType::F64).unwrap().requiring_grad();
+        let y = x.conv2d(&w, None, (1, 1), padding).unwrap();
+        let g = y.sum_all().unwrap().backward().unwrap();
+        assert_eq!(g.get(&w).unwrap().dims(), &kernel);
+        assert_eq!(g.get(&x).map(|g| g.dims().to_vec()).unwrap_or(dims.to_vec()), dims);
+    }
+}
+
+#[test]
 fn a_file_with_two_tensors_of_one_name_is_refused_before_writing() {
     let path =
         std::env::temp_dir().join(format!("ferrograd-dup-{}.safetensors", std::process::id()));

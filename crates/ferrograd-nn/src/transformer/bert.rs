@@ -129,8 +129,7 @@ impl Bert {
     pub fn from_pretrained(dir: &Path, store: &ParamStore) -> Result<Bert> {
         const OP: &str = "Bert::from_pretrained";
         let config_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&config_path)
-            .map_err(|e| Error::io(OP, format!("cannot read {}: {e}", config_path.display())))?;
+        let text = ferrograd::io::read_text(&config_path, OP)?;
         let config: BertConfig = serde_json::from_str(&text).map_err(|e| {
             Error::value(OP, format!("{}: not a BERT config: {e}", config_path.display()))
         })?;

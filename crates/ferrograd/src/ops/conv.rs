@@ -20,7 +20,9 @@ fn out_size(
             ),
         ));
     }
-    let padded = input + 2 * pad;
+    let padded = pad.checked_mul(2).and_then(|p| p.checked_add(input)).ok_or_else(|| {
+        Error::value(op, format!("{axis}: padding {pad} is larger than any input"))
+    })?;
     if padded < kernel {
         return Err(Error::shape(
             op,
@@ -138,9 +140,17 @@ impl Tensor {
             ));
         }
         let x_needs = self.requires_grad();
+        let shape = crate::shape::output_shape(OP, vec![g.n, o, g.oh, g.ow])?;
+        // The padded images, and the unfolded patches: C·KH·KW values for each of the N·OH·OW
+        // outputs.
+        let padded = [g.n, g.c, g.h + 2 * g.ph, g.w + 2 * g.pw];
+        for buffer in [&padded[..], &[g.c, g.kh, g.kw, g.n, g.oh, g.ow]] {
+            let bytes = buffer.iter().try_fold(8usize, |n, &d| n.checked_mul(d));
+            crate::shape::room(OP, bytes, buffer)?;
+        }
         let out =
             self.storage().conv2d(weight.storage(), bias.map(|b| b.storage()), o, &g, relu)?;
-        let y = Tensor::from_storage(out, Shape::from_vec(vec![g.n, o, g.oh, g.ow]));
+        let y = Tensor::from_storage(out, shape);
         // Backward makes im2col's columns again from the input (cheaper than keeping them: the
         // CPU backend's conv2d).
         let (x, w, w_shape) = (self.detach(), weight.detach(), weight.shape().clone());
@@ -196,9 +206,9 @@ impl Tensor {
         if !self.dtype().is_float() {
             return Err(Error::dtype(OP, format!("takes float images, got {}", self.dtype())));
         }
+        let out_shape = crate::shape::output_shape(OP, vec![g.n, g.c, g.oh, g.ow])?;
         let (out, saved) = self.storage().max_pool(&g)?;
         let in_shape = self.shape().clone();
-        let out_shape = Shape::from_vec(vec![g.n, g.c, g.oh, g.ow]);
         Ok(Tensor::from_op(out, out_shape, OP, &[self], move |grad| {
             let dx = grad.storage().max_pool_backward(&saved, &g)?;
             Ok(vec![Some(Tensor::from_storage(dx, in_shape))])

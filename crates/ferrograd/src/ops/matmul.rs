@@ -114,6 +114,9 @@ fn product(a: &Tensor, a_t: bool, b: &Tensor, b_t: bool, threads: bool) -> Resul
             .collect()
     };
     float_dtype("matmul", &[a, b])?;
+    let mut dims = batch.dims().to_vec();
+    dims.extend([m, n]);
+    let shape = crate::shape::output_shape("matmul", dims)?;
     let products = Products {
         m,
         k,
@@ -125,9 +128,7 @@ fn product(a: &Tensor, a_t: bool, b: &Tensor, b_t: bool, threads: bool) -> Resul
         threads,
     };
     let data = a.storage().matmul(b.storage(), &products)?;
-    let mut dims = batch.dims().to_vec();
-    dims.extend([m, n]);
-    Ok(Tensor::from_storage(data, Shape::new(&dims)?))
+    Ok(Tensor::from_storage(data, shape))
 }
 
 impl Tensor {
@@ -220,6 +221,7 @@ fn affine(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
             format!("bias must be {} like the input, got {}", x.dtype(), bias.dtype()),
         ));
     }
+    let shape = crate::shape::output_shape(OP, vec![m, n])?;
     let data = x.storage().affine(weight.storage(), bias.storage(), m, k)?;
-    Ok(Tensor::from_storage(data, Shape::new(&[m, n])?))
+    Ok(Tensor::from_storage(data, shape))
 }

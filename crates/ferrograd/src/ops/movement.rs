@@ -194,7 +194,7 @@ impl Tensor {
 
     /// Copies along dimensions of size 1 (and new leading ones) to reach `dims`.
     pub fn broadcast_to(&self, dims: &[usize]) -> Result<Tensor> {
-        let target = Shape::new(dims)?;
+        let target = crate::shape::output_shape("broadcast_to", dims.to_vec())?;
         if &target == self.shape() {
             return Ok(self.clone());
         }
@@ -238,9 +238,10 @@ impl Tensor {
         }
         let at = around(self.shape(), d);
         check_indices("index_select", ids, at.n)?;
-        let data = self.storage().index_select(ids.storage(), at)?;
         let mut dims = self.dims().to_vec();
         dims[d] = ids.numel();
+        let dims = crate::shape::output_shape("index_select", dims)?.dims().to_vec();
+        let data = self.storage().index_select(ids.storage(), at)?;
         let (in_shape, ids) = (self.shape().clone(), ids.detach());
         Ok(Tensor::from_op(data, Shape::from_vec(dims), "index_select", &[self], move |g| {
             let data = g.storage().index_add(ids.storage(), at)?;

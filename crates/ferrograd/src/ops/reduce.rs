@@ -23,10 +23,12 @@ impl Tensor {
         let mut shape = self.shape().clone();
         for &d in &dims {
             let src = data.as_ref().unwrap_or(self.storage());
-            data = Some(src.sum(around(&shape, d))?);
             let mut next = shape.dims().to_vec();
             next[d] = 1;
-            shape = Shape::from_vec(next);
+            // Summing away an empty dimension makes the result larger than the input.
+            let next = crate::shape::output_shape("sum", next)?;
+            data = Some(src.sum(around(&shape, d))?);
+            shape = next;
         }
         let data = match data {
             Some(d) => d,

@@ -39,6 +39,9 @@ fn padded<'a, T: Copy + Default>(x: &'a [T], g: &Window) -> Cow<'a, [T]> {
     }
     let (hp, wp) = (g.h + 2 * g.ph, g.w + 2 * g.pw);
     let mut out = vec![T::default(); g.n * g.c * hp * wp];
+    if g.h == 0 || g.w == 0 {
+        return Cow::Owned(out); // padding alone
+    }
     for (plane, src) in out.chunks_mut(hp * wp).zip(x.chunks(g.h * g.w)) {
         for (row, src) in plane[g.ph * wp..].chunks_mut(wp).zip(src.chunks(g.w)) {
             row[g.pw..g.pw + g.w].copy_from_slice(src);
@@ -202,6 +205,9 @@ fn col2im_with<T: Copy + Send + Sync + std::ops::AddAssign + 'static>(
         for ki in 0..g.kh {
             for kj in 0..g.kw {
                 let (lo, hi, ix0) = g.columns(kj);
+                if lo == hi {
+                    continue; // this kernel column sees only padding
+                }
                 let row = &cols[((c * g.kh + ki) * g.kw + kj) * np + n * p..][..p];
                 for oy in 0..g.oh {
                     let Some(iy) = g.row(oy, ki) else { continue };
