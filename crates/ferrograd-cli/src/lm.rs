@@ -232,13 +232,15 @@ pub fn generate(a: &GenerateArgs) -> CliResult<()> {
     let config: LmConfig = serde_json::from_value(info.config)
         .map_err(|e| format!("{}: not a language model checkpoint: {e}", a.checkpoint.display()))?;
     let c = &config;
-    ferrograd::io::read_safetensors_header(&a.checkpoint)?.check_sizes(
+    let header = ferrograd::io::read_safetensors_header(&a.checkpoint)?;
+    header.check_sizes(
         &format!("{}'s config", a.checkpoint.display()),
         &[("embed", c.embed), ("hidden", c.hidden), ("vocab", c.vocab.len())],
         &[("layers", c.layers)],
     )?;
     let store = ParamStore::new(0);
-    let lm = build(&store, &config)?;
+    let source = a.checkpoint.display().to_string();
+    let lm = store.within(header.elements(), &source, || build(&store, &config))?;
     load_checkpoint(&a.checkpoint, &store, None)?;
     let tok = CharTokenizer::new(config.vocab.clone());
     let prompt = tok.encode(&a.prompt);

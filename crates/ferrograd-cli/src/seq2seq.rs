@@ -365,13 +365,16 @@ pub fn translate(a: &TranslateArgs) -> CliResult<()> {
     if c.kind == Seq2SeqKind::Transformer {
         sizes.extend([("ff", c.ff), ("max_positions", c.max_positions)]);
     }
-    ferrograd::io::read_safetensors_header(&a.checkpoint)?.check_sizes(
+    let header = ferrograd::io::read_safetensors_header(&a.checkpoint)?;
+    header.check_sizes(
         &format!("{}'s config", a.checkpoint.display()),
         &sizes,
         &[("encoder_layers", c.encoder_layers), ("decoder_layers", c.decoder_layers)],
     )?;
     let store = ParamStore::new(0);
-    let model = SequenceToSequence::new(&store, &task.model)?;
+    let source = a.checkpoint.display().to_string();
+    let model = store
+        .within(header.elements(), &source, || SequenceToSequence::new(&store, &task.model))?;
     load_checkpoint(&a.checkpoint, &store, None)?;
     store.eval();
     let options = BeamOptions {

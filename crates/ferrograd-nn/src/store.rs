@@ -82,6 +82,8 @@ struct Shared {
     training: AtomicBool,
     rng: Mutex<Rng>,
     dtype: DType,
+    /// At most this many parameter values, and the file that holds them (see `within`).
+    limit: Mutex<Option<(usize, String)>>,
 }
 
 /// The parameters of one model, created by its modules under hierarchical names.
@@ -111,8 +113,26 @@ impl ParamStore {
             training: AtomicBool::new(true),
             rng: Mutex::new(Rng::seed(seed)),
             dtype,
+            limit: Mutex::new(None),
         };
         ParamStore { shared: Arc::new(shared), prefix: String::new() }
+    }
+
+    /// Runs `build`, the building of a model that is to load `source`, which holds `elements`
+    /// values: a parameter that would give `build`'s model more is an error before it is
+    /// allocated, so a config claiming absurd sizes cannot allocate what it claims.
+    pub fn within<T>(
+        &self,
+        elements: usize,
+        source: &str,
+        build: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let held = self.num_params();
+        let lock = || self.shared.limit.lock().unwrap_or_else(|e| e.into_inner());
+        *lock() = Some((held.saturating_add(elements), source.to_string()));
+        let built = build();
+        *lock() = None;
+        built
     }
 
     /// The same store, names below `name` (`store.sub("encoder").sub(0)` → `encoder.0.…`).
@@ -141,6 +161,20 @@ impl ParamStore {
                 "ParamStore::param",
                 format!("a parameter named {full} already exists"),
             ));
+        }
+        if let Some((limit, source)) = &*self.shared.limit.lock().unwrap_or_else(|e| e.into_inner())
+        {
+            let held: usize = params.iter().map(|p| p.get().numel()).sum();
+            let numel = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+            if numel.and_then(|n| n.checked_add(held)).is_none_or(|t| t > *limit) {
+                return Err(Error::value(
+                    "ParamStore::param",
+                    format!(
+                        "{full} of shape {dims:?} would give the model more values than \
+                         {source} holds ({limit}): its config does not describe these weights"
+                    ),
+                ));
+            }
         }
         let dtype = self.shared.dtype;
         let value = self.with_rng(|rng| match init {

@@ -440,6 +440,9 @@ fn a_bert_config_claiming_absurd_sizes_is_refused_by_field_before_allocating() {
     }
     let e = with("num_hidden_layers", 0.into()).unwrap();
     assert!(e.contains("num_hidden_layers = 0"), "{e}");
+    // Within every bound, but a model larger than the file holds: refused as it is built.
+    let e = with("num_hidden_layers", 2.into()).unwrap();
+    assert!(e.contains("model.safetensors") && e.contains("does not describe"), "{e}");
     let e = with("layer_norm_eps", (-1.0).into()).unwrap();
     assert!(e.contains("layer_norm_eps = -1"), "{e}");
     let _ = std::fs::remove_dir_all(dir);

@@ -173,6 +173,15 @@ impl Header {
         self.shapes.iter().flat_map(|(_, s)| s.iter().copied()).max().unwrap_or(0)
     }
 
+    /// The number of values in all its tensors: no model loaded from it has more parameters.
+    pub fn elements(&self) -> usize {
+        let numel = |s: &Vec<usize>| s.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        self.shapes
+            .iter()
+            .map(|(_, s)| numel(s).unwrap_or(usize::MAX))
+            .fold(0, usize::saturating_add)
+    }
+
     /// Refuses `sizes` (a config's fields, as (name, value)) that exceed what the file holds:
     /// each must be at least 1 and at most its largest tensor dimension, and a count of layers
     /// at most its number of tensors; the error names `what` (the config), the field, the

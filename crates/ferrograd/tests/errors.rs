@@ -248,3 +248,21 @@ fn autograd_misuse() {
     loss.backward().unwrap();
     fails(loss.backward(), ErrorKind::Autograd, &["already used", "freed"]);
 }
+
+#[test]
+fn a_pipe_or_a_device_given_as_a_file_is_refused_without_waiting() {
+    let fifo = std::env::temp_dir().join(format!("ferrograd-fifo-{}", std::process::id()));
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: no mkfifo here");
+        return;
+    }
+    // Opening a pipe nobody writes to would wait forever.
+    for path in [fifo.as_path(), std::path::Path::new("/dev/zero")] {
+        let e = ferrograd::io::read_text(path, "read").expect_err("refused");
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let e = ferrograd::io::load_safetensors(path).expect_err("refused");
+        assert!(e.to_string().contains(&*path.to_string_lossy()), "{e}");
+    }
+    let _ = std::fs::remove_file(fifo);
+}

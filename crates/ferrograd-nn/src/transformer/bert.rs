@@ -135,7 +135,8 @@ impl Bert {
         })?;
         let weights = dir.join("model.safetensors");
         let c = &config;
-        ferrograd::io::read_safetensors_header(&weights)?.check_sizes(
+        let header = ferrograd::io::read_safetensors_header(&weights)?;
+        header.check_sizes(
             &config_path.display().to_string(),
             &[
                 ("vocab_size", c.vocab_size),
@@ -157,7 +158,8 @@ impl Bert {
                 ),
             ));
         }
-        let bert = Bert::new(store, &config)?;
+        let source = weights.display().to_string();
+        let bert = store.within(header.elements(), &source, || Bert::new(store, &config))?;
         let (tensors, _) = ferrograd::io::load_safetensors(&weights)?;
         let find = |name: &str| {
             tensors
