@@ -36,8 +36,10 @@ def measure(binary, args):
     )
     seconds = time.time() - start
     peak = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", run.stderr).group(1))
-    said = [l for l in run.stderr.splitlines() if l and not l.startswith("\t")]
-    return run.returncode, peak, seconds, said[-1] if said else ""
+    said = [l for l in run.stderr.splitlines()
+            if l and not l.startswith("\t") and not l.startswith("Command exited")]
+    said = [l for l in said if l.startswith("error")] or said
+    return run.returncode, peak, seconds, said[0] if said else ""
 
 
 def read_safetensors(path):
@@ -132,13 +134,19 @@ def main():
         path = j(f"lm-{field}.safetensors")
         with_config(j("lm.safetensors"), path, lambda c: c.__setitem__(field, HUGE))
         lm_bad.append((f"lm config {field} = 10^9", generate(path)))
+    # Within every per-field bound, but more values than the file holds.
+    tensors = len(read_safetensors(j("lm.safetensors"))[0]) - 1
+    with_config(j("lm.safetensors"), j("lm-deep.safetensors"),
+                lambda c: c.__setitem__("layers", tensors))
+    lm_bad.append((f"lm config layers = {tensors} (its tensors)", generate(j("lm-deep.safetensors"))))
     for label, path in lying_headers(j("lm.safetensors"), tmp).items():
         lm_bad.append((f"lm checkpoint: {label}", generate(path)))
     lm_bad.append(("generate --checkpoint /dev/zero", generate("/dev/zero")))
     groups.append((generate(j("lm.safetensors")), lm_bad))
 
     s2s_bad = []
-    for field in ["dim", "ff", "heads", "layers", "max_positions"]:
+    for field in ["dim", "ff", "heads", "encoder_layers", "decoder_layers", "max_positions",
+                  "source_vocab", "target_vocab"]:
         path = j(f"s2s-{field}.safetensors")
         with_config(j("s2s.safetensors"), path, lambda c: c["model"].__setitem__(field, HUGE))
         s2s_bad.append((f"seq2seq config {field} = 10^9", translate(path)))
