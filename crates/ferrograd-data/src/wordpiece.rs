@@ -102,7 +102,7 @@ fn check_post_processor(processor: &serde_json::Value) -> std::result::Result<()
             for token in placed {
                 let entry = &defined[token];
                 let (ids, tokens) = (entry["ids"].as_array(), entry["tokens"].as_array());
-                if !ids.zip(tokens).is_some_and(|(i, t)| i.len() == t.len()) {
+                if ids.zip(tokens).is_none_or(|(i, t)| i.len() != t.len()) {
                     return Err(format!(
                         "post_processor places the special token {token:?}, but its \
                          special_tokens do not define it with as many ids as tokens"
