@@ -448,6 +448,7 @@ impl<'a> Trainer<'a> {
             self.check_outputs()?;
         }
         let (mut resumed_at, mut since_eval) = (None, Metrics::default());
+        let mut reported: Option<Metrics> = None;
         if let Some(path) = self.resume.take() {
             let info = inspect_checkpoint(&path)?;
             let saved = info.trainer.unwrap_or_default();
@@ -655,7 +656,12 @@ impl<'a> Trainer<'a> {
                     view.println(&format!("    {note}"));
                 }
             }
-            if evaluating && done < end {
+            if evaluating {
+                // The report of a run that stops here gives these; a checkpoint saved now must
+                // not, or a resume would count them again.
+                if done == end {
+                    reported = Some(since_eval.clone());
+                }
                 since_eval = Metrics::default();
             }
             if let Some((path, every)) = &self.checkpoint {
@@ -690,7 +696,7 @@ impl<'a> Trainer<'a> {
             total,
             seconds,
             units_per_s: all.units() as f64 / seconds.max(1e-9),
-            train: since_eval.all_reduced(&*c)?.means(),
+            train: reported.unwrap_or(since_eval).all_reduced(&*c)?.means(),
             eval: last_eval,
             history: log.history().to_vec(),
         })
