@@ -4,8 +4,12 @@
 of global throughputs (N ranks / 1 rank) per round and its median.
 
     cargo build --release -p ferrograd-cli --features mpi
-    python3 bench/distributed.py W2 W3 W7 --rounds 5 [--ranks 2] [--ours BIN]
+    python3 bench/distributed.py W2 W3 W7 --rounds 5 [--ranks 2] [--ours BIN] [--torch]
     python3 bench/distributed.py allreduce [--ranks 2]   # all-reduce time, 1 KiB to 64 MiB
+
+With --torch each round also runs PyTorch DDP with as many ranks (`torchrun`, gloo, through
+bench/torch_workloads.py, whose virtual environment it uses) and prints ferrograd's N ranks
+against PyTorch's N ranks.
 """
 import json
 import os
@@ -39,6 +43,16 @@ def bench(binary, workload, ranks):
     return run(cmd)
 
 
+def torch_ddp(workload, ranks):
+    """PyTorch DDP's global throughput with `ranks` ranks (torch_workloads.py installs torch
+    into .venv-bench when it runs alone first)."""
+    torchrun = ROOT / ".venv-bench" / "bin" / "torchrun"
+    if not torchrun.exists():
+        subprocess.run([sys.executable, str(ROOT / "bench" / "torch_workloads.py"), "W1"], check=True)
+    script = str(ROOT / "bench" / "torch_workloads.py")
+    return run([str(torchrun), "--nproc-per-node", str(ranks), script, workload, "--json"])
+
+
 def option(args, name, default):
     if name in args:
         i = args.index(name)
@@ -53,6 +67,8 @@ def main():
     rounds = int(option(args, "--rounds", 5))
     ranks = int(option(args, "--ranks", 2))
     binary = option(args, "--ours", str(ROOT / "target" / "release" / "ferrograd"))
+    torch = "--torch" in args
+    args = [a for a in args if a != "--torch"]
     if not args:
         sys.exit(__doc__)
     if args == ["allreduce"]:
@@ -64,19 +80,29 @@ def main():
             print(f"| {size:,} | {r[key]:,.1f} | {r['gbps_' + key[3:]]:.2f} |")
         return
     for workload in (w.upper() for w in args):
-        key, ratios = KEY[workload], []
+        key, ratios, against_torch = KEY[workload], [], []
         for i in range(rounds):
-            # Which side goes first alternates, so that neither is credited with the state
-            # the machine happens to be in at the start of a pair.
-            order = (1, ranks) if i % 2 == 0 else (ranks, 1)
-            got = {n: bench(binary, workload, n) for n in order}
+            # Which side goes first turns round, so that none is credited with the state the
+            # machine happens to be in at the start of a round.
+            sides = [1, ranks] + (["torch"] if torch else [])
+            order = sides[i % len(sides):] + sides[:i % len(sides)]
+            got = {n: torch_ddp(workload, ranks) if n == "torch" else bench(binary, workload, n)
+                   for n in order}
             one, many = got[1][key], got[ranks][key]
             ratios.append(many / one)
             each = ", ".join(f"{v:,.0f}" for k, v in sorted(got[ranks].items()) if k[:4] == "rank" and k[4:5].isdigit())
-            print(f"{workload} round {i + 1}: 1 × {got[1]['threads_per_rank']} threads {one:,.0f}, "
-                  f"{ranks} × {got[ranks]['threads_per_rank']} {many:,.0f} (ranks {each}): {many / one:.2f}×")
+            line = (f"{workload} round {i + 1}: 1 × {got[1]['threads_per_rank']} threads {one:,.0f}, "
+                    f"{ranks} × {got[ranks]['threads_per_rank']} {many:,.0f} (ranks {each}): {many / one:.2f}×")
+            if torch:
+                theirs = got["torch"][key]
+                against_torch.append(many / theirs)
+                line += f"; PyTorch DDP {ranks} × {got['torch']['threads_per_rank']} {theirs:,.0f}: ours {many / theirs:.2f}×"
+            print(line)
         print(f"{workload} {key}: {ranks} ranks / 1 rank, median {statistics.median(ratios):.2f}× "
               f"(rounds {min(ratios):.2f}–{max(ratios):.2f})")
+        if torch:
+            print(f"{workload} {key}: ferrograd {ranks} ranks / PyTorch DDP {ranks} ranks, median "
+                  f"{statistics.median(against_torch):.2f}× (rounds {min(against_torch):.2f}–{max(against_torch):.2f})")
 
 
 if __name__ == "__main__":

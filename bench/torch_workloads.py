@@ -2,6 +2,11 @@
 cores, median seconds per repetition after a warm-up.
 
     python3 bench/torch_workloads.py W1 [--json]
+    torchrun --nproc-per-node 2 bench/torch_workloads.py W2 --json   # DDP, W2, W3 and W7
+
+Under torchrun, W2, W3 and W7 train with DistributedDataParallel (gloo): each rank takes its
+contiguous share of the same global batch and the cores divided by the ranks; rank 0 prints
+the global throughput.
 
 Without torch installed it makes a virtual environment (.venv-bench at the repository root),
 installs torch there from PyPI, and runs itself inside it. Set TORCH_PYTHON to use another
@@ -34,10 +39,33 @@ def ensure_torch():
     os.execv(python, [python, *sys.argv])
 
 
-def median_seconds(fn, min_time=1.5):
+# (rank, ranks) under torchrun, else None: set by main.
+RANKS = None
+
+
+def data_parallel(model):
+    """`model` wrapped in DDP under torchrun."""
+    if RANKS is None:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+    return DistributedDataParallel(model)
+
+
+def share(*tensors):
+    """This rank's contiguous share of a global batch (all of it alone)."""
+    if RANKS is None:
+        return tensors
+    rank, n = RANKS
+    size = len(tensors[0]) // n
+    return tuple(t[rank * size:(rank + 1) * size] for t in tensors)
+
+
+def median_seconds(fn, min_time=1.5, steps=None):
+    """Median seconds of `fn` after a warm-up: for `min_time`, or under DDP for `steps`
+    repetitions, since every rank must make the same number of calls."""
     fn()
     times, start = [], time.perf_counter()
-    while len(times) < 3 or time.perf_counter() - start < min_time:
+    while len(times) < 3 or (time.perf_counter() - start < min_time if RANKS is None else len(times) < steps):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
@@ -73,31 +101,32 @@ def mnist_or_random(n=8000):
     return torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
-def train_images_per_s(model, batch):
+def train_images_per_s(model, batch, steps):
     """Adam (lr 1e-3) steps with cross-entropy over shuffled batches; images per second."""
     import torch
     import torch.nn.functional as F
     x, y = mnist_or_random()
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(2))
     batches = [(x[perm[i:i + batch]], y[perm[i:i + batch]]) for i in range(0, len(x) - batch + 1, batch)]
+    model = data_parallel(model)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     state = {"i": 0}
 
     def step():
-        bx, by = batches[state["i"] % len(batches)]
+        bx, by = share(*batches[state["i"] % len(batches)])
         state["i"] += 1
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(bx), by).backward()
         opt.step()
 
-    return round(batch / median_seconds(step, min_time=3.0), 1)
+    return round(batch / median_seconds(step, min_time=3.0, steps=steps), 1)
 
 
 def w2():
     import torch.nn as nn
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
                           nn.Linear(256, 10))
-    return {"train_images_per_s": train_images_per_s(model, 128)}
+    return {"train_images_per_s": train_images_per_s(model, 128, steps=1500)}
 
 
 def w3():
@@ -105,7 +134,7 @@ def w3():
     model = nn.Sequential(nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2, 2),
                           nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2, 2), nn.Flatten(),
                           nn.Linear(64 * 7 * 7, 256), nn.ReLU(), nn.Linear(256, 10))
-    return {"train_images_per_s": train_images_per_s(model, 64)}
+    return {"train_images_per_s": train_images_per_s(model, 64, steps=80)}
 
 
 def w4():
@@ -243,7 +272,7 @@ def w7():
                                  tgt_mask=mask, tgt_is_causal=True)
             return h @ self.embed.weight.T
 
-    model = Seq2Seq()
+    model = data_parallel(Seq2Seq())
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(2)
     batches = [(torch.randint(0, v, (batch, src_len), generator=g), torch.randint(0, v, (batch, tgt_len + 1), generator=g))
@@ -251,28 +280,43 @@ def w7():
     state = {"i": 0}
 
     def step():
-        src, tgt = batches[state["i"] % len(batches)]
+        src, tgt = share(*batches[state["i"] % len(batches)])
         state["i"] += 1
         opt.zero_grad(set_to_none=True)
         logits = model(src, tgt[:, :-1])  # teacher forcing: predict tgt[1:] from tgt[:-1]
         F.cross_entropy(logits.reshape(-1, v), tgt[:, 1:].reshape(-1)).backward()
         opt.step()
 
-    return {"train_tokens_per_s": round(batch * tgt_len / median_seconds(step, min_time=3.0), 1)}
+    seconds = median_seconds(step, min_time=3.0, steps=40)
+    return {"train_tokens_per_s": round(batch * tgt_len / seconds, 1)}
 
 
 WORKLOADS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W6": w6, "W7": w7}
 
 
 def main():
+    global RANKS
     ensure_torch()
     import torch
-    torch.set_num_threads(os.cpu_count())
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     workload = (args[0] if args else "W1").upper()
     if workload not in WORKLOADS:
         sys.exit(f"unknown workload {workload}; available: {', '.join(WORKLOADS)}")
+    if "WORLD_SIZE" in os.environ:
+        import torch.distributed as dist
+        if workload not in ("W2", "W3", "W7"):
+            sys.exit(f"{workload} has no data-parallel form; W2, W3 and W7 do")
+        dist.init_process_group("gloo")
+        RANKS = (dist.get_rank(), dist.get_world_size())
+        torch.set_num_threads(max(1, os.cpu_count() // RANKS[1]))
+    else:
+        torch.set_num_threads(os.cpu_count())
     result = WORKLOADS[workload]()
+    if RANKS is not None:
+        result.update(ranks=RANKS[1], threads_per_rank=torch.get_num_threads())
+        dist.destroy_process_group()
+        if RANKS[0] != 0:
+            return
     if "--json" in sys.argv:
         print(json.dumps(result))
     else:

@@ -188,11 +188,13 @@ fn results_too_large_for_memory_are_errors_not_aborts() {
 #[test]
 fn convolution_where_padding_is_all_a_kernel_column_sees_runs_both_ways() {
     // Images of zero width or height are all padding; a kernel of width 5 over a padded
-    // 1-pixel row has columns that see only padding (they get no gradient from the image).
+    // 1-pixel row has columns that see only padding (they get no gradient from the image);
+    // images of no channels give zeros.
     for (dims, kernel, padding) in [
         ([1, 1, 2, 0], [1, 1, 3, 4], (1, 2)),
         ([1, 1, 0, 2], [1, 1, 2, 3], (1, 2)),
         ([2, 1, 1, 1], [1, 1, 1, 5], (0, 2)),
+        ([1, 0, 3, 3], [2, 0, 2, 2], (1, 1)),
     ] {
         let x = Tensor::randn(&dims, 0.0, 1.0, DType::F64, &mut ferrograd::Rng::seed(1))
             .unwrap()
