@@ -82,37 +82,30 @@ impl BertBatch {
     }
 }
 
-/// Every special token a `TemplateProcessing` template places (in `single` or `pair`, also
-/// inside a `Sequence` of processors) must be one of its `special_tokens`, each with as many
-/// ids as tokens.
+/// Every special token a template places (in `single` or `pair`, also inside a `Sequence` of
+/// processors) must be one of its `special_tokens`, with as many ids as tokens. Checked
+/// whatever the `type` says: the crate also reads a processor without one by its fields.
 fn check_post_processor(processor: &serde_json::Value) -> std::result::Result<(), String> {
-    match processor["type"].as_str() {
-        Some("Sequence") => processor["processors"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .try_for_each(check_post_processor),
-        Some("TemplateProcessing") => {
-            let defined = &processor["special_tokens"];
-            let placed = ["single", "pair"].into_iter().flat_map(|t| {
-                processor[t].as_array().into_iter().flatten().filter_map(|piece| {
-                    piece.get("SpecialToken").map(|s| s["id"].as_str().unwrap_or_default())
-                })
-            });
-            for token in placed {
-                let entry = &defined[token];
-                let (ids, tokens) = (entry["ids"].as_array(), entry["tokens"].as_array());
-                if ids.zip(tokens).is_none_or(|(i, t)| i.len() != t.len()) {
-                    return Err(format!(
-                        "post_processor places the special token {token:?}, but its \
-                         special_tokens do not define it with as many ids as tokens"
-                    ));
-                }
-            }
-            Ok(())
-        }
-        _ => Ok(()),
+    if let Some(inner) = processor["processors"].as_array() {
+        inner.iter().try_for_each(check_post_processor)?;
     }
+    let defined = &processor["special_tokens"];
+    let placed = ["single", "pair"].into_iter().flat_map(|t| {
+        processor[t].as_array().into_iter().flatten().filter_map(|piece| {
+            piece.get("SpecialToken").map(|s| s["id"].as_str().unwrap_or_default())
+        })
+    });
+    for token in placed {
+        let entry = &defined[token];
+        let (ids, tokens) = (entry["ids"].as_array(), entry["tokens"].as_array());
+        if ids.zip(tokens).is_none_or(|(i, t)| i.len() != t.len()) {
+            return Err(format!(
+                "post_processor places the special token {token:?}, but its special_tokens do \
+                 not define it with as many ids as tokens"
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl BertTokenizer {
