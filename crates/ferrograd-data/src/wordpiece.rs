@@ -83,11 +83,16 @@ impl BertBatch {
 }
 
 /// Every special token a template places (in `single` or `pair`, also inside a `Sequence` of
-/// processors) must be one of its `special_tokens`, with as many ids as tokens. Checked
-/// whatever the `type` says: the crate also reads a processor without one by its fields.
+/// processors) must be one of its `special_tokens`, with as many ids as tokens, and the
+/// template of a single text cannot place a second. Checked whatever the `type` says: the
+/// crate also reads a processor without one by its fields.
 fn check_post_processor(processor: &serde_json::Value) -> std::result::Result<(), String> {
     if let Some(inner) = processor["processors"].as_array() {
         inner.iter().try_for_each(check_post_processor)?;
+    }
+    let single = processor["single"].as_array().into_iter().flatten();
+    if single.filter_map(|piece| piece.get("Sequence")).any(|s| s["id"] != "A") {
+        return Err("post_processor's template for one text places a second (B)".into());
     }
     let defined = &processor["special_tokens"];
     let placed = ["single", "pair"].into_iter().flat_map(|t| {
@@ -108,6 +113,14 @@ fn check_post_processor(processor: &serde_json::Value) -> std::result::Result<()
     Ok(())
 }
 
+/// Runs a call into the tokenizers crate, which panics on some files it reads without
+/// complaint (those known are checked in `from_file`): a panic becomes an error naming `op`.
+fn contained<T>(op: &str, call: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).unwrap_or_else(|_| {
+        Err(Error::value(op, "the tokenizers crate failed on this tokenizer.json: it is malformed"))
+    })
+}
+
 impl BertTokenizer {
     /// Reads a `tokenizer.json`; its own truncation and padding settings are ignored (each call
     /// says `max_len`; a batch pads to its longest sequence).
@@ -121,8 +134,9 @@ impl BertTokenizer {
         let json: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| fail(format!("not a tokenizer.json (not JSON: {e})")))?;
         check_post_processor(&json["post_processor"]).map_err(fail)?;
-        let mut inner: Tokenizer = serde_json::from_value(json)
-            .map_err(|e| fail(format!("not a tokenizer.json ({e})")))?;
+        let mut inner: Tokenizer = contained(OP, || {
+            serde_json::from_value(json).map_err(|e| fail(format!("not a tokenizer.json ({e})")))
+        })?;
         if inner.get_post_processor().is_none() {
             return Err(fail("no post_processor: cannot add [CLS] and [SEP]".into()));
         }
@@ -206,8 +220,12 @@ impl BertTokenizer {
         if texts.is_empty() {
             return Err(Error::value(op, "no texts: a batch needs at least one"));
         }
-        let pieces = self.inner.encode_batch(texts.to_vec(), false);
-        Ok((pieces.map_err(|e| Error::value(op, e.to_string()))?, max_len - specials))
+        let pieces = contained(op, || {
+            self.inner
+                .encode_batch(texts.to_vec(), false)
+                .map_err(|e| Error::value(op, e.to_string()))
+        })?;
+        Ok((pieces, max_len - specials))
     }
 
     fn processor(&self) -> &impl PostProcessor {
@@ -216,9 +234,11 @@ impl BertTokenizer {
 
     /// Adds `[CLS]`/`[SEP]` and token types as the tokenizer.json's template says.
     fn template(&self, a: Encoding, b: Option<Encoding>) -> Result<Encoding> {
-        self.processor()
-            .process(a, b, true)
-            .map_err(|e| Error::value("BertTokenizer", e.to_string()))
+        contained("BertTokenizer", || {
+            self.processor()
+                .process(a, b, true)
+                .map_err(|e| Error::value("BertTokenizer", e.to_string()))
+        })
     }
 
     /// Right-pads the sequences to the longest into (B, T) tensors.

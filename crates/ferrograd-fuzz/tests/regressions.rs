@@ -42,3 +42,11 @@ fn a_template_without_its_type_is_checked_all_the_same() {
     let err = refused("untyped", &json.to_string());
     assert!(err.contains("\"[S#P]\""), "{err}");
 }
+
+#[test]
+fn a_template_for_one_text_that_places_a_second_is_refused() {
+    let mut json = tokenizer_seed();
+    json["post_processor"]["single"][1]["Sequence"]["id"] = "B".into();
+    let err = refused("second", &json.to_string());
+    assert!(err.contains("(B)"), "{err}");
+}
