@@ -380,7 +380,7 @@ mod tests {
     fn missing_or_mismatched_files_are_refused() {
         let dir = temp_dir();
         let e = read_images(&dir.join("nothing-here")).unwrap_err();
-        assert!(e.to_string().contains("nothing-here: cannot open"), "{e}");
+        assert!(e.to_string().contains("cannot read") && e.to_string().contains("nothing-here"));
         let e = load(&dir).unwrap_err().to_string();
         assert!(e.contains("found neither t10k-images-idx3-ubyte(.gz)"), "{e}");
         assert!(load(&dir.join("absent")).unwrap_err().to_string().contains("does not exist"));
