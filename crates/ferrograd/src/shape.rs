@@ -58,10 +58,9 @@ impl Shape {
     }
 }
 
-/// The shape two shapes broadcast to, NumPy's rule: align on the right, sizes equal or one is 1.
-/// The shape of a result `op` is about to allocate, of `elements` of up to 8 bytes: an error
-/// instead of an abort where their count overflows or memory cannot hold them. Only results of
-/// 64 MiB and more are probed, with an allocation that is released at once.
+/// `dims` as the shape of a result `op` is about to allocate (elements of up to 8 bytes): an
+/// error instead of an abort where their count overflows or memory cannot hold them. Only
+/// results of 64 MiB and more are probed, with an allocation that is released at once.
 pub(crate) fn output_shape(op: &str, dims: Vec<usize>) -> Result<Shape> {
     let n = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
     room(op, n.and_then(|n| n.checked_mul(8)), &dims)?;
@@ -78,6 +77,7 @@ pub(crate) fn room(op: &str, bytes: Option<usize>, dims: &[usize]) -> Result<()>
     Ok(())
 }
 
+/// The shape two shapes broadcast to, NumPy's rule: align on the right, sizes equal or one is 1.
 pub fn broadcast_shapes(op: &str, a: &Shape, b: &Shape) -> Result<Shape> {
     let rank = a.rank().max(b.rank());
     let mut out = vec![0; rank];
