@@ -64,6 +64,12 @@ fn a_device_as_checkpoint_and_an_infinite_rate_are_refused_by_name() {
     let out = ferrograd(&["train", "lm", "--data", text.to_str().unwrap(), "--lr", "inf"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.code() == Some(1) && err.contains("finite lr"), "{err}");
+    // A count of zero (--sample-every 0 once panicked) is refused by name.
+    for flag in ["--sample-every", "--batch-size", "--context", "--steps"] {
+        let out = ferrograd(&["train", "lm", "--data", text.to_str().unwrap(), flag, "0"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(matches!(out.status.code(), Some(1 | 2)) && err.contains(flag), "{flag}: {err}");
+    }
     let _ = std::fs::remove_file(text);
 }
 
