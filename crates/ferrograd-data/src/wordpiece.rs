@@ -129,8 +129,7 @@ impl BertTokenizer {
         let fail = |why: String| Error::io(OP, format!("{}: {why}", path.display()));
         let text = ferrograd::io::read_text(path, OP)?;
         // The tokenizers crate panics on some malformed files (a syntax error inside a
-        // decoder, a template naming a special token it does not define); those are found
-        // here first.
+        // decoder, templates it does not check): those known are found here first.
         let json: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| fail(format!("not a tokenizer.json (not JSON: {e})")))?;
         check_post_processor(&json["post_processor"]).map_err(fail)?;

@@ -255,8 +255,6 @@ pub fn read_safetensors_header(path: &Path) -> Result<Header> {
     Ok(out)
 }
 
-/// `path` opened for reading if it is a regular file: a device (`/dev/zero`), a pipe or a
-/// folder would be read forever or not at all.
 /// Opens `path` for reading if it is a regular file. A folder, a device or a pipe is refused
 /// before it is opened: reading `/dev/zero` never ends, and opening a pipe waits for a writer.
 pub fn open_regular(path: &Path, op: &str) -> Result<std::fs::File> {
