@@ -486,12 +486,18 @@ fn train_qa_fine_tunes_bert_and_qa_answers() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[test]
-fn train_lm_resumes_exactly_and_checks_its_outputs_before_training() {
-    let dir = std::env::temp_dir().join(format!("ferrograd-cli-lm-{}", std::process::id()));
+/// A scratch folder for test `name` holding the built-in tiny corpus: (folder, corpus file).
+fn tiny_corpus(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("ferrograd-cli-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let data = dir.join("corpus.txt");
     std::fs::write(&data, ferrograd_data::corpora::TINY_CORPUS).unwrap();
+    (dir, data)
+}
+
+#[test]
+fn train_lm_resumes_exactly_and_checks_its_outputs_before_training() {
+    let (dir, data) = tiny_corpus("lm");
     let out = dir.join("run");
     let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
     let args = [
@@ -772,10 +778,7 @@ fn temporaries(dir: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn a_run_killed_at_random_points_while_it_checkpoints_never_leaves_a_bad_checkpoint() {
-    let dir = std::env::temp_dir().join(format!("ferrograd-cli-kill-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let data = dir.join("corpus.txt");
-    std::fs::write(&data, ferrograd_data::corpora::TINY_CORPUS).unwrap();
+    let (dir, data) = tiny_corpus("kill");
     let ck = dir.join("lm.safetensors");
     let (d, c, o) = (data.to_str().unwrap(), ck.to_str().unwrap(), dir.join("run"));
     // A checkpoint of a few MB at every step, so that many kills land inside a save.
