@@ -6,6 +6,7 @@ pub mod bleu;
 pub mod corpora;
 pub mod glyphs;
 pub mod mnist;
+pub mod pretrained;
 pub mod qa;
 pub mod synthetic;
 pub mod text;
@@ -14,6 +15,7 @@ pub mod vocab;
 pub mod wordpiece;
 
 pub use batches::Batches;
+pub use pretrained::{PretrainedTokenizer, TextStream};
 pub use text::{CharTokenizer, LmBatches, WordTokenizer};
 pub use tokenizer::{TokenKind, Tokenizer};
 pub use vocab::Vocab;

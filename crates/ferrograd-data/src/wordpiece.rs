@@ -3,6 +3,7 @@
 //!
 //! Dimension names: B = batch, T = tokens per sequence (the longest in the batch, ≤ `max_len`).
 
+use crate::pretrained::{contained, read_tokenizer_json};
 use ferrograd::{Error, Result, Tensor};
 use std::path::Path;
 use tokenizers::{Encoding, PostProcessor, Tokenizer, TruncationDirection};
@@ -82,60 +83,13 @@ impl BertBatch {
     }
 }
 
-/// Every special token a template places (in `single` or `pair`, also inside a `Sequence` of
-/// processors) must be one of its `special_tokens`, with as many ids as tokens, and the
-/// template of a single text cannot place a second. Checked whatever the `type` says: the
-/// crate also reads a processor without one by its fields.
-fn check_post_processor(processor: &serde_json::Value) -> std::result::Result<(), String> {
-    if let Some(inner) = processor["processors"].as_array() {
-        inner.iter().try_for_each(check_post_processor)?;
-    }
-    let single = processor["single"].as_array().into_iter().flatten();
-    if single.filter_map(|piece| piece.get("Sequence")).any(|s| s["id"] != "A") {
-        return Err("post_processor's template for one text places a second (B)".into());
-    }
-    let defined = &processor["special_tokens"];
-    let placed = ["single", "pair"].into_iter().flat_map(|t| {
-        processor[t].as_array().into_iter().flatten().filter_map(|piece| {
-            piece.get("SpecialToken").map(|s| s["id"].as_str().unwrap_or_default())
-        })
-    });
-    for token in placed {
-        let entry = &defined[token];
-        let (ids, tokens) = (entry["ids"].as_array(), entry["tokens"].as_array());
-        if ids.zip(tokens).is_none_or(|(i, t)| i.len() != t.len()) {
-            return Err(format!(
-                "post_processor places the special token {token:?}, but its special_tokens do \
-                 not define it with as many ids as tokens"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Runs a call into the tokenizers crate, which panics on some files it reads without
-/// complaint (those known are checked in `from_file`): a panic becomes an error naming `op`.
-fn contained<T>(op: &str, call: impl FnOnce() -> Result<T>) -> Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).unwrap_or_else(|_| {
-        Err(Error::value(op, "the tokenizers crate failed on this tokenizer.json: it is malformed"))
-    })
-}
-
 impl BertTokenizer {
     /// Reads a `tokenizer.json`; its own truncation and padding settings are ignored (each call
     /// says `max_len`; a batch pads to its longest sequence).
     pub fn from_file(path: &Path) -> Result<BertTokenizer> {
         const OP: &str = "BertTokenizer::from_file";
         let fail = |why: String| Error::io(OP, format!("{}: {why}", path.display()));
-        let text = ferrograd::io::read_text(path, OP)?;
-        // The tokenizers crate panics on some malformed files (a syntax error inside a
-        // decoder, templates it does not check): those known are found here first.
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| fail(format!("not a tokenizer.json (not JSON: {e})")))?;
-        check_post_processor(&json["post_processor"]).map_err(fail)?;
-        let mut inner: Tokenizer = contained(OP, || {
-            serde_json::from_value(json).map_err(|e| fail(format!("not a tokenizer.json ({e})")))
-        })?;
+        let mut inner = read_tokenizer_json(path, OP)?;
         if inner.get_post_processor().is_none() {
             return Err(fail("no post_processor: cannot add [CLS] and [SEP]".into()));
         }

@@ -11,7 +11,7 @@ pub mod mutate;
 mod seeds;
 
 use ferrograd::{io, Tensor};
-use ferrograd_data::{mnist, qa, text, wordpiece::BertTokenizer};
+use ferrograd_data::{mnist, qa, text, wordpiece::BertTokenizer, PretrainedTokenizer};
 use ferrograd_nn::optim::{Adam, AdamConfig};
 use ferrograd_nn::{Activation, Bert, FeedForward, Module, ParamStore};
 use std::path::PathBuf;
@@ -117,11 +117,17 @@ fn bert_config(bytes: &[u8]) -> bool {
 }
 
 fn tokenizer_json(bytes: &[u8]) -> bool {
-    let Ok(tokenizer) = BertTokenizer::from_file(&written("tokenizer.json", bytes)) else {
+    let path = written("tokenizer.json", bytes);
+    let texts = ["hello worlds", "naïve café, 東京?", ""];
+    // Any tokenizer.json, as GPT-2's is read; then as BERT's, which needs a template.
+    let general = PretrainedTokenizer::from_file(&path).is_ok_and(|t| {
+        texts.iter().all(|text| t.encode(text).and_then(|ids| t.decode(&ids)).is_ok())
+    });
+    let Ok(tokenizer) = BertTokenizer::from_file(&path) else {
         return false;
     };
-    let texts = ["hello worlds", "naïve café, 東京?", ""];
-    tokenizer.encode_batch(&texts, 16).is_ok()
+    general
+        && tokenizer.encode_batch(&texts, 16).is_ok()
         && tokenizer.encode_pairs(&[("the hello", "a world")], 8).is_ok()
 }
 

@@ -149,22 +149,45 @@ pub fn transformer_lm(
     layers: usize,
     context: usize,
 ) -> Result<LanguageModel> {
-    let embed = EmbedToken::new(store.sub("embed"), vocab, dim, None)?;
+    let ff = 4 * dim;
+    let shape =
+        LmShape { vocab, dim, heads, layers, context, ff, activation: Activation::Gelu, eps: 1e-5 };
+    lm_of_shape(store, &shape)
+}
+
+/// The sizes and choices of a GPT-style LanguageModel (GPT-2's come from its `config.json`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LmShape {
+    pub vocab: usize,
+    pub dim: usize,
+    pub heads: usize,
+    pub layers: usize,
+    /// Positions it can see: the longest prompt and continuation together.
+    pub context: usize,
+    /// The FeedForward's hidden size.
+    pub ff: usize,
+    pub activation: Activation,
+    /// LayerNorm's epsilon.
+    pub eps: f64,
+}
+
+/// [`transformer_lm`] of any shape: parameters `embed`, `positions`, `blocks.{i}.*` and
+/// `final_norm` under `store`.
+pub fn lm_of_shape(store: &ParamStore, s: &LmShape) -> Result<LanguageModel> {
+    let embed = EmbedToken::new(store.sub("embed"), s.vocab, s.dim, None)?;
     // Tied to the output, N(0, 1) embeddings would start with huge scores: GPT-2's N(0, 0.02).
     embed.weight.set(&embed.weight.get().mul_scalar(0.02)?)?;
     let mut body: Vec<Box<dyn SequenceModel>> =
-        vec![Box::new(Positions::new(store.sub("positions"), context, dim)?)];
-    for i in 0..layers {
-        body.push(Box::new(TransformerBlock::new(
-            &store.sub("blocks").sub(i),
-            dim,
-            heads,
-            4 * dim,
-            true,
-            true,
-        )?));
+        vec![Box::new(Positions::new(store.sub("positions"), s.context, s.dim)?)];
+    for i in 0..s.layers {
+        let mut block =
+            TransformerBlock::new(&store.sub("blocks").sub(i), s.dim, s.heads, s.ff, true, true)?;
+        block.ff_in.activation = s.activation;
+        block.attention_norm.norm.eps = s.eps;
+        block.ff_norm.norm.eps = s.eps;
+        body.push(Box::new(block));
     }
-    body.push(Box::new(LayerNorm::new(store.sub("final_norm"), dim, 1e-5)?));
+    body.push(Box::new(LayerNorm::new(store.sub("final_norm"), s.dim, s.eps)?));
     let head = GenerateToken::tied(&embed);
     Ok(LanguageModel { embed, body: Box::new(SequenceStack { layers: body }), head })
 }

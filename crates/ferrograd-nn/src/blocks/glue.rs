@@ -26,6 +26,21 @@ impl Activation {
             Activation::GeluTanh => x.gelu_tanh(),
         }
     }
+    /// The activation a Hugging Face `config.json` names (`hidden_act`, GPT-2's
+    /// `activation_function`); an error names what is supported.
+    pub fn hugging_face(op: &str, name: &str) -> Result<Activation> {
+        match name {
+            "gelu" => Ok(Activation::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
+            "relu" => Ok(Activation::Relu),
+            "tanh" => Ok(Activation::Tanh),
+            "sigmoid" => Ok(Activation::Sigmoid),
+            other => Err(Error::value(
+                op,
+                format!("activation {other:?} is not supported (gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, tanh, sigmoid)"),
+            )),
+        }
+    }
     /// The suffix a layer's description gets: "" or " + ReLU".
     pub(crate) fn suffix(&self) -> String {
         if *self == Activation::Identity {

@@ -45,17 +45,7 @@ impl Bert {
     /// A freshly initialized BERT with Hugging Face's parameter names under `store`.
     pub fn new(store: &ParamStore, config: &BertConfig) -> Result<Bert> {
         let c = config;
-        let act = match c.hidden_act.as_str() {
-            "gelu" => Activation::Gelu,
-            "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
-            "relu" => Activation::Relu,
-            other => {
-                return Err(Error::value(
-                    "Bert",
-                    format!("hidden_act {other:?} is not supported (gelu, gelu_new, relu)"),
-                ))
-            }
-        };
+        let act = Activation::hugging_face("Bert", &c.hidden_act)?;
         let e = store.sub("embeddings");
         let normal = Init::Normal { mean: 0.0, std: 0.02 };
         let mut layers = Vec::with_capacity(c.num_hidden_layers);

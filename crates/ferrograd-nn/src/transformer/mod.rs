@@ -1,9 +1,10 @@
 //! The lecture's transformer blocks: Attention, AddNorm (with LayerNorm), TransformerBlock,
-//! and BERT built from them.
+//! and BERT and GPT-2 built from them.
 
 mod attention;
 mod bert;
 mod block;
+pub mod gpt2;
 mod layer_norm;
 mod positions;
 mod qa;
@@ -11,6 +12,7 @@ mod qa;
 pub use attention::Attention;
 pub use bert::{Bert, BertConfig};
 pub use block::{AddNorm, TransformerBlock};
+pub use gpt2::Gpt2Config;
 pub use layer_norm::LayerNorm;
 pub use positions::Positions;
 pub use qa::{QuestionAnswering, Span};
