@@ -5,16 +5,16 @@ use crate::training::{between, BATCH, LAYERS, LENGTH, WIDTH};
 use crate::CliResult;
 use clap::{Args, ValueEnum};
 use ferrograd::{no_grad, Rng, Tensor};
-use ferrograd_data::{CharTokenizer, LmBatches, Vocab};
+use ferrograd_data::{CharTokenizer, LmBatches, PretrainedTokenizer, TextStream, Vocab};
 use ferrograd_nn::optim::{Adam, AdamConfig};
 use ferrograd_nn::trainer::{Draws, Metrics, SampledExamples};
 use ferrograd_nn::{
-    check_resumable, formula, inspect_checkpoint, load_checkpoint, thousands, EmbedToken, Every,
-    GenerateToken, LanguageModel, ParamStore, Sampling, SequenceModel, SequenceRNN, SequenceStack,
-    SimpleRNN, Trainer, LSTM,
+    check_resumable, formula, gpt2, inspect_checkpoint, load_checkpoint, thousands, EmbedToken,
+    Every, GenerateToken, LanguageModel, ParamStore, Sampling, SequenceModel, SequenceRNN,
+    SequenceStack, SimpleRNN, Trainer, LSTM,
 };
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -201,10 +201,16 @@ fn sample_text(
 
 #[derive(Args)]
 pub struct GenerateArgs {
+    /// A model trained by `ferrograd train lm`.
+    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+    checkpoint: Option<PathBuf>,
+    /// A Hugging Face GPT-2 directory (config.json, model.safetensors, tokenizer.json).
     #[arg(long)]
-    checkpoint: PathBuf,
-    #[arg(long, default_value = "\n")]
-    prompt: String,
+    model: Option<PathBuf>,
+    /// The text to continue; several are continued one after another (default: a new line
+    /// for a checkpoint, GPT-2's <|endoftext|>).
+    #[arg(long)]
+    prompt: Vec<String>,
     #[arg(long, default_value_t = 300)]
     tokens: usize,
     /// 0 is greedy.
@@ -218,7 +224,7 @@ pub struct GenerateArgs {
     seed: u64,
 }
 
-/// Streams a continuation of the prompt to stdout, token by token.
+/// Streams a continuation of each prompt to stdout, token by token.
 pub fn generate(a: &GenerateArgs) -> CliResult<()> {
     let valid = a.temperature >= 0.0 && a.top_p > 0.0 && a.top_p <= 1.0; // false for NaN too
     if !valid {
@@ -228,37 +234,112 @@ pub fn generate(a: &GenerateArgs) -> CliResult<()> {
         )
         .into());
     }
-    let info = inspect_checkpoint(&a.checkpoint)?;
+    let sampling = Sampling { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p };
+    match (&a.checkpoint, &a.model) {
+        (Some(checkpoint), _) => generate_from_checkpoint(a, checkpoint, sampling),
+        (None, Some(dir)) => generate_pretrained(a, dir, sampling),
+        (None, None) => Err("give --checkpoint or --model".into()),
+    }
+}
+
+fn generate_from_checkpoint(
+    a: &GenerateArgs,
+    checkpoint: &Path,
+    sampling: Sampling,
+) -> CliResult<()> {
+    let info = inspect_checkpoint(checkpoint)?;
     let config: LmConfig = serde_json::from_value(info.config)
-        .map_err(|e| format!("{}: not a language model checkpoint: {e}", a.checkpoint.display()))?;
+        .map_err(|e| format!("{}: not a language model checkpoint: {e}", checkpoint.display()))?;
     let c = &config;
-    let header = ferrograd::io::read_safetensors_header(&a.checkpoint)?;
+    let header = ferrograd::io::read_safetensors_header(checkpoint)?;
     header.check_sizes(
-        &format!("{}'s config", a.checkpoint.display()),
+        &format!("{}'s config", checkpoint.display()),
         &[("embed", c.embed), ("hidden", c.hidden), ("vocab", c.vocab.len())],
         &[("layers", c.layers)],
     )?;
     let store = ParamStore::new(0);
-    let source = a.checkpoint.display().to_string();
+    let source = checkpoint.display().to_string();
     let lm = store.within(header.elements(), &source, || build(&store, &config))?;
-    load_checkpoint(&a.checkpoint, &store, None)?;
+    load_checkpoint(checkpoint, &store, None)?;
     let tok = CharTokenizer::new(config.vocab.clone());
-    let prompt = tok.encode(&a.prompt);
-    if prompt.is_empty() {
-        return Err("the prompt is empty".into());
-    }
-    if let Some(c) = a.prompt.chars().find(|c| !config.vocab.contains(&c.to_string())) {
-        eprintln!("note: the model never saw {c:?}; it reads as <unk>");
-    }
+    let prompts = if a.prompt.is_empty() { vec!["\n".to_string()] } else { a.prompt.clone() };
     let mut out = std::io::stdout().lock();
-    write!(out, "{}", a.prompt)?;
-    let sampling = Sampling { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p };
-    lm.generate(&prompt, a.tokens, sampling, &[], &mut Rng::seed(a.seed), |t| {
-        let s = tok.decode(&[t])?;
-        let _ = write!(out, "{s}");
-        let _ = out.flush();
-        Ok(())
-    })?;
-    writeln!(out)?;
+    for (i, text) in prompts.iter().enumerate() {
+        let prompt = tok.encode(text);
+        if prompt.is_empty() {
+            return Err("the prompt is empty".into());
+        }
+        if let Some(c) = text.chars().find(|c| !config.vocab.contains(&c.to_string())) {
+            eprintln!("note: the model never saw {c:?}; it reads as <unk>");
+        }
+        if i > 0 {
+            writeln!(out)?;
+        }
+        write!(out, "{text}")?;
+        let mut rng = Rng::seed(a.seed);
+        lm.generate(&prompt, a.tokens, sampling, &[], &mut rng, |t| {
+            let s = tok.decode(&[t])?;
+            let _ = write!(out, "{s}");
+            let _ = out.flush();
+            Ok(())
+        })?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// GPT-2 from a Hugging Face directory, its continuation streamed through its tokenizer.
+fn generate_pretrained(a: &GenerateArgs, dir: &Path, sampling: Sampling) -> CliResult<()> {
+    let store = ParamStore::new(0);
+    let (lm, config) = gpt2::from_pretrained(dir, &store)?;
+    let tok = PretrainedTokenizer::from_file(&dir.join("tokenizer.json"))?;
+    if tok.vocab_size() > config.vocab_size {
+        return Err(format!(
+            "{}: the tokenizer has {} ids, more than the model's vocab_size {}",
+            dir.display(),
+            tok.vocab_size(),
+            config.vocab_size
+        )
+        .into());
+    }
+    eprintln!("{}: {} ({} parameters)", dir.display(), formula(&lm), thousands(store.num_params()));
+    let eos = config.eos_token_id.or_else(|| tok.token_id("<|endoftext|>"));
+    let mut prompts = Vec::new();
+    for text in &a.prompt {
+        let ids = tok.encode(text)?;
+        if ids.is_empty() {
+            return Err(format!("the prompt {text:?} has no tokens").into());
+        }
+        prompts.push((text.clone(), ids));
+    }
+    if prompts.is_empty() {
+        let start = eos.ok_or("no --prompt, and the model has no <|endoftext|> to start from")?;
+        prompts.push((String::new(), vec![start]));
+    }
+    let context = config.n_positions;
+    if let Some((text, ids)) = prompts.iter().find(|(_, ids)| ids.len() + a.tokens > context) {
+        return Err(format!(
+            "the prompt {text:?} ({} tokens) and --tokens {} exceed the model's context of {context} positions",
+            ids.len(),
+            a.tokens
+        )
+        .into());
+    }
+    let stop: Vec<i64> = eos.into_iter().collect();
+    let mut out = std::io::stdout().lock();
+    for (i, (text, ids)) in prompts.iter().enumerate() {
+        if i > 0 {
+            writeln!(out)?;
+        }
+        write!(out, "{text}")?;
+        let mut stream = TextStream::new(&tok);
+        let mut rng = Rng::seed(a.seed);
+        lm.generate(ids, a.tokens, sampling, &stop, &mut rng, |t| {
+            let _ = write!(out, "{}", stream.push(t)?);
+            let _ = out.flush();
+            Ok(())
+        })?;
+        writeln!(out, "{}", stream.finish()?)?;
+    }
     Ok(())
 }

@@ -838,3 +838,35 @@ fn a_run_killed_at_random_points_while_it_checkpoints_never_leaves_a_bad_checkpo
     assert_eq!(temporaries(&dir), Vec::<String>::new(), "temporary files left");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn generate_continues_prompts_with_gpt2_as_transformers_does() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../ferrograd-nn/tests/fixtures/gpt2");
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{dir}/reference.json")).expect("the fixture"),
+    )
+    .expect("JSON");
+    let cases = reference["cases"].as_array().expect("cases");
+    let mut args = vec!["generate", "--model", dir, "--tokens", "20", "--temperature", "0"];
+    for case in cases {
+        args.extend(["--prompt", case["prompt"].as_str().expect("a prompt")]);
+    }
+    let out = ferrograd(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("GenerateToken(TransformerBlock^2(EmbedToken(x)))"), "{stderr}");
+    let expected: Vec<String> = cases
+        .iter()
+        .map(|c| {
+            format!("{}{}\n", c["prompt"].as_str().unwrap(), c["greedy_text"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected.join("\n"));
+
+    let out = ferrograd(&["generate", "--model", dir, "--prompt", "ROMEO:", "--tokens", "62"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("context of 64 positions"), "{stderr}");
+    let out = ferrograd(&["generate", "--model", dir, "--checkpoint", "lm.safetensors"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("cannot be used with"), "{stderr}");
+}

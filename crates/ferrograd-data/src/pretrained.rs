@@ -91,9 +91,11 @@ impl<'t> TextStream<'t> {
         Ok(new)
     }
 
-    /// All the ids' text.
-    pub fn text(&self) -> Result<String> {
-        self.tokenizer.decode(&self.ids)
+    /// What is left once the last id is in: the text held back, even if it ends inside a
+    /// character (shown as U+FFFD, as decoding all the ids would).
+    pub fn finish(self) -> Result<String> {
+        let text = self.tokenizer.decode(&self.ids)?;
+        Ok(text.get(self.shown..).unwrap_or_default().to_string())
     }
 }
 
