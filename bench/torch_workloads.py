@@ -193,7 +193,8 @@ def lm_step_seconds(model, opt, ids, v, batch, context):
 def w5():
     """Transformer character LM: 4 pre-norm blocks, d 128, 4 heads, FF 512 GELU, learned
     positions, context 128, tied output; batch 16 × 128; AdamW 1e-3. Then greedy generation of
-    127 tokens, batch 1, recomputing the whole prefix for each token (no KV cache)."""
+    127 tokens, batch 1, with a key/value cache written by hand (the model has none), and,
+    for comparison, recomputing the whole prefix for each token."""
     import torch
     import torch.nn as nn
     ids, v = char_ids()
@@ -216,15 +217,41 @@ def w5():
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     train = 16 * 128 / lm_step_seconds(model, opt, ids, v, 16, 128)
 
-    def generate():
+    def generate_uncached():
         x = torch.tensor([[1]])
         with torch.no_grad():
             for _ in range(127):
                 nxt = model(x)[:, -1].argmax(-1, keepdim=True)
                 x = torch.cat([x, nxt], 1)
+        return x
 
+    def generate():
+        """The same greedy loop with a key/value cache: each step runs only the new token."""
+        import torch.nn.functional as F
+        tok, out, cache = torch.tensor([[1]]), [1], [None] * len(model.blocks.layers)
+        with torch.no_grad():
+            for t in range(127):
+                h = model.embed(tok) + model.pos[t:t + 1]
+                for i, layer in enumerate(model.blocks.layers):
+                    attn = layer.self_attn
+                    q, k, v = F.linear(layer.norm1(h), attn.in_proj_weight, attn.in_proj_bias).split(128, -1)
+                    if cache[i] is not None:
+                        k, v = torch.cat([cache[i][0], k], 1), torch.cat([cache[i][1], v], 1)
+                    cache[i] = (k, v)
+                    heads = lambda x: x.view(1, -1, 4, 32).transpose(1, 2)
+                    a = F.scaled_dot_product_attention(heads(q), heads(k), heads(v))
+                    h = h + attn.out_proj(a.transpose(1, 2).reshape(1, 1, 128))
+                    h = h + layer.linear2(F.gelu(layer.linear1(layer.norm2(h))))
+                tok = (model.norm(h) @ model.embed.weight.T)[:, -1].argmax(-1, keepdim=True)
+                out.append(int(tok))
+        return out
+
+    model.eval()
+    assert generate() == generate_uncached()[0].tolist(), "the cached loop must choose as the full one"
     gen = 127 / median_seconds(generate, min_time=3.0)
-    return {"train_tokens_per_s": round(train, 1), "generate_tokens_per_s": round(gen, 1)}
+    uncached = 127 / median_seconds(generate_uncached, min_time=3.0)
+    return {"train_tokens_per_s": round(train, 1), "generate_tokens_per_s": round(gen, 1),
+            "generate_uncached_tokens_per_s": round(uncached, 1)}
 
 
 def w6():
@@ -291,7 +318,29 @@ def w7():
     return {"train_tokens_per_s": round(batch * tgt_len / seconds, 1)}
 
 
-WORKLOADS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W6": w6, "W7": w7}
+def w8():
+    """GPT-2 small (transformers' GPT2LMHeadModel, the 124M configuration, random weights),
+    batch 1, a 32-token prompt, 128 new tokens greedy through `generate` with its cache.
+    Prefill is a call for one new token; generation counts the whole call."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config()).eval()
+    g = torch.Generator().manual_seed(8)
+    prompt = torch.randint(0, model.config.vocab_size, (1, 32), generator=g)
+    mask = torch.ones_like(prompt)
+
+    def run(n):
+        with torch.no_grad():
+            model.generate(prompt, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                           use_cache=True, pad_token_id=model.config.eos_token_id)
+
+    prefill = median_seconds(lambda: run(1), min_time=3.0)
+    generate = median_seconds(lambda: run(128), min_time=3.0)
+    return {"prefill_tokens_per_s": round(32 / prefill, 1), "generate_tokens_per_s": round(128 / generate, 1)}
+
+
+WORKLOADS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W6": w6, "W7": w7, "W8": w8}
 
 
 def main():

@@ -49,10 +49,11 @@ pub fn run(
         "W5" => w5_transformer_lm(data, min_time)?,
         "W6" => vec![("sentences_per_s_b32_t128".into(), w6_bert(data, min_time)?)],
         "W7" => w7_seq2seq(min_time, group)?,
+        "W8" => w8_gpt2(data, min_time)?,
         "ALLREDUCE" => all_reduce_times(min_time, group)?,
         other => {
             return Err(format!(
-                "unknown workload {other:?}; available: W1, W2, W3, W4, W5, W6, W7, allreduce"
+                "unknown workload {other:?}; available: W1, W2, W3, W4, W5, W6, W7, W8, allreduce"
             )
             .into())
         }
@@ -252,6 +253,54 @@ fn w5_transformer_lm(data: Option<&Path>, min_time: Duration) -> CliResult<Vec<(
         return Err(e.into());
     }
     Ok(vec![("train_tokens_per_s".into(), train), ("generate_tokens_per_s".into(), 127.0 / secs)])
+}
+
+/// W8: GPT-2 small (124M: 12 layers, d 768, 12 heads, vocabulary 50,257, context 1024) from
+/// `--data`'s Hugging Face directory, or with random weights (speed does not depend on them):
+/// batch 1, a 32-token prompt, 128 new tokens greedy with the key/value cache. Prefill is the
+/// prompt's pass to its first new token; generation counts the whole call, prefill included.
+fn w8_gpt2(model: Option<&Path>, min_time: Duration) -> CliResult<Vec<(String, f64)>> {
+    use ferrograd_nn::models::{lm_of_shape, LmShape};
+    use ferrograd_nn::{gpt2, Activation, Sampling};
+    let store = ParamStore::new(0);
+    let lm = match model {
+        Some(dir) => gpt2::from_pretrained(dir, &store)?.0,
+        None => {
+            let (vocab, dim, heads, layers, context) = (50_257, 768, 12, 12, 1024);
+            let activation = Activation::GeluTanh;
+            let shape =
+                LmShape { vocab, dim, heads, layers, context, ff: 4 * dim, activation, eps: 1e-5 };
+            lm_of_shape(&store, &shape)?
+        }
+    };
+    let mut rng = Rng::seed(8);
+    let vocab = lm.embed.vocab();
+    let prompt: Vec<i64> = (0..32).map(|_| rng.below(vocab) as i64).collect();
+    let mut failed = None;
+    let mut timed = |tokens: usize| {
+        median_seconds(min_time, || {
+            let r = lm.generate(
+                &prompt,
+                tokens,
+                Sampling::greedy(),
+                &[],
+                &mut Rng::seed(0),
+                |_| Ok(()),
+            );
+            if let Err(e) = r {
+                failed = Some(e);
+            }
+        })
+    };
+    let prefill = timed(1);
+    let generate = timed(128);
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    Ok(vec![
+        ("prefill_tokens_per_s".into(), 32.0 / prefill),
+        ("generate_tokens_per_s".into(), 128.0 / generate),
+    ])
 }
 
 /// W7: target tokens per second of training a Transformer encoder–decoder (2 + 2 layers, d 128,

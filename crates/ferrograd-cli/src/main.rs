@@ -58,7 +58,8 @@ enum Command {
         /// W1 matrix products (n = 256, 1024, 2048); W2 FeedForward³ training on MNIST
         /// batches of 128; W3 CNN training, batches of 64; W4 LSTM character LM training;
         /// W5 Transformer character LM training and generation; W6 all-MiniLM-L6-v2
-        /// sentence embeddings (needs --data); W7 Transformer encoder–decoder training.
+        /// sentence embeddings (needs --data); W7 Transformer encoder–decoder training; W8
+        /// GPT-2 small generation (random weights, or --data with a Hugging Face directory).
         workload: String,
         /// Print one JSON object instead of a table.
         #[arg(long)]
