@@ -1,9 +1,15 @@
-"""PyTorch's side of `ferrograd train lm --model lstm`: the same character LSTM language model
-(EmbedToken 64, LSTM 256, untied output), data (the whole text, the last 10% held out), batches
-(32 random windows of 64 characters), optimizer (Adam 2e-3) and number of steps; prints the
-held-out loss in nats per character, measured the same way (32 random held-out batches).
+"""PyTorch's side of `ferrograd train lm`: the same character language model, data (the whole
+text, the last 10% held out), batches (random windows), optimizer and number of steps; prints
+the held-out loss in nats per character, measured the same way (32 random held-out batches).
 
     python3 bench/torch_lm.py ../shared/data/text/tinyshakespeare.txt [--steps 2000]
+        LSTM (EmbedToken 64, LSTM 256, untied output), 32 windows of 64, Adam 2e-3: as
+        `ferrograd train lm --model lstm`
+    python3 bench/torch_lm.py FILE --model transformer [--steps 2000]
+        W5's model (4 pre-norm blocks, d 128, 4 heads, FeedForward 512 GELU, learned
+        positions, tied output), 16 windows of 128, AdamW 1e-3: as `ferrograd train lm
+        --model transformer --embed 128 --hidden 512 --layers 4 --heads 4 --context 128
+        --batch-size 16 --lr 1e-3`
 """
 import sys
 import time
@@ -27,6 +33,26 @@ def main():
     v = len(chars)
     torch.manual_seed(0)
 
+    transformer = "--model" in sys.argv and sys.argv[sys.argv.index("--model") + 1] == "transformer"
+    batch_size, context = (16, 128) if transformer else (32, 64)
+
+    class Gpt(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(v, 128)
+            nn.init.normal_(self.embed.weight, std=0.02)
+            self.pos = nn.Parameter(torch.randn(context, 128) * 0.02)
+            layer = nn.TransformerEncoderLayer(128, 4, 512, dropout=0.0, activation="gelu", batch_first=True,
+                                               norm_first=True)
+            self.blocks = nn.TransformerEncoder(layer, 4, enable_nested_tensor=False)
+            self.norm = nn.LayerNorm(128)
+
+        def forward(self, x):
+            t = x.shape[1]
+            mask = nn.Transformer.generate_square_subsequent_mask(t)
+            h = self.blocks(self.embed(x) + self.pos[:t], mask=mask, is_causal=True)
+            return self.norm(h) @ self.embed.weight.T
+
     class Lm(nn.Module):
         def __init__(self):
             super().__init__()
@@ -36,11 +62,16 @@ def main():
             return self.head(self.lstm(self.embed(x))[0])
 
     def batch(data, g):
-        s = torch.randint(0, len(data) - 64, (32,), generator=g)
-        return torch.stack([data[i:i + 64] for i in s]), torch.stack([data[i + 1:i + 65] for i in s])
+        s = torch.randint(0, len(data) - context, (batch_size,), generator=g)
+        return (torch.stack([data[i:i + context] for i in s]),
+                torch.stack([data[i + 1:i + context + 1] for i in s]))
 
-    model = Lm()
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    if transformer:
+        model = Gpt()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    else:
+        model = Lm()
+        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     g = torch.Generator().manual_seed(1)
     start = time.perf_counter()
     for step in range(steps):
@@ -51,13 +82,14 @@ def main():
         opt.step()
     secs = time.perf_counter() - start
     g = torch.Generator().manual_seed(12345)
+    model.eval()
     with torch.no_grad():
         losses = []
         for _ in range(32):
             x, y = batch(test, g)
             losses.append(F.cross_entropy(model(x).reshape(-1, v), y.reshape(-1)).item())
     print(f"PyTorch {torch.__version__}: held-out loss {sum(losses) / len(losses):.4f} nats/char after {steps} steps "
-          f"({steps * 32 * 64 / secs:.0f} tokens/s)")
+          f"({steps * batch_size * context / secs:.0f} tokens/s)")
 
 
 if __name__ == "__main__":

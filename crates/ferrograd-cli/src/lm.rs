@@ -6,12 +6,13 @@ use crate::CliResult;
 use clap::{Args, ValueEnum};
 use ferrograd::{no_grad, Rng, Tensor};
 use ferrograd_data::{CharTokenizer, LmBatches, PretrainedTokenizer, TextStream, Vocab};
+use ferrograd_nn::models::{lm_of_shape, LmShape};
 use ferrograd_nn::optim::{Adam, AdamConfig};
 use ferrograd_nn::trainer::{Draws, Metrics, SampledExamples};
 use ferrograd_nn::{
-    check_resumable, formula, gpt2, inspect_checkpoint, load_checkpoint, thousands, EmbedToken,
-    Every, GenerateToken, LanguageModel, ParamStore, Sampling, SequenceModel, SequenceRNN,
-    SequenceStack, SimpleRNN, Trainer, LSTM,
+    check_resumable, formula, gpt2, inspect_checkpoint, load_checkpoint, thousands, Activation,
+    EmbedToken, Every, GenerateToken, LanguageModel, ParamStore, Sampling, SequenceModel,
+    SequenceRNN, SequenceStack, SimpleRNN, Trainer, LSTM,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,9 @@ pub enum SequenceKind {
     Lstm,
     /// Elman RNN cells (tanh).
     Rnn,
+    /// Pre-norm causal TransformerBlocks with learned positions and a tied output (W5's
+    /// model): `--embed` is its width, `--hidden` its FeedForward's, `--context` its positions.
+    Transformer,
 }
 
 /// What a checkpoint needs to rebuild its language model.
@@ -34,6 +38,20 @@ struct LmConfig {
     hidden: usize,
     layers: usize,
     vocab: Vocab,
+    /// The transformer's attention heads and positions, and its dropout in training.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    heads: usize,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    context: usize,
+    #[serde(default, skip_serializing_if = "is_zero_f")]
+    dropout: f64,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+fn is_zero_f(x: &f64) -> bool {
+    *x == 0.0
 }
 
 #[derive(Args)]
@@ -56,9 +74,15 @@ pub struct LmArgs {
     embed: usize,
     #[arg(long, default_value_t = 256, value_parser = between(WIDTH))]
     hidden: usize,
-    /// Stacked recurrent layers: the lecture's SequenceModel^k.
+    /// Stacked recurrent layers or TransformerBlocks: the lecture's SequenceModel^k.
     #[arg(long, default_value_t = 1, value_parser = between(LAYERS))]
     layers: usize,
+    /// The transformer's attention heads (they must divide --embed).
+    #[arg(long, default_value_t = 4, value_parser = between(LAYERS))]
+    heads: usize,
+    /// The transformer's dropout in training.
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Print a sample and the held-out loss every this many steps.
@@ -70,17 +94,28 @@ pub struct LmArgs {
 
 fn build(store: &ParamStore, c: &LmConfig) -> ferrograd::Result<LanguageModel> {
     let v = c.vocab.len();
+    if c.model == SequenceKind::Transformer {
+        let shape = LmShape {
+            vocab: v,
+            dim: c.embed,
+            heads: c.heads,
+            layers: c.layers,
+            context: c.context,
+            ff: c.hidden,
+            activation: Activation::Gelu,
+            eps: 1e-5,
+            dropout: c.dropout,
+        };
+        return lm_of_shape(store, &shape);
+    }
     let mut layers: Vec<Box<dyn SequenceModel>> = Vec::new();
     for l in 0..c.layers.max(1) {
         let input = if l == 0 { c.embed } else { c.hidden };
         let s = store.sub("rnn");
-        layers.push(match c.model {
-            SequenceKind::Lstm => {
-                Box::new(SequenceRNN::<LSTM>::new(&s, input, c.hidden, l, false)?)
-            }
-            SequenceKind::Rnn => {
-                Box::new(SequenceRNN::<SimpleRNN>::new(&s, input, c.hidden, l, false)?)
-            }
+        layers.push(if c.model == SequenceKind::Lstm {
+            Box::new(SequenceRNN::<LSTM>::new(&s, input, c.hidden, l, false)?)
+        } else {
+            Box::new(SequenceRNN::<SimpleRNN>::new(&s, input, c.hidden, l, false)?)
         });
     }
     Ok(LanguageModel {
@@ -112,6 +147,13 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
     {
         return Err("--batch-size, --context, --steps, --embed, --hidden and --sample-every must be positive".into());
     }
+    if !(0.0..1.0).contains(&a.dropout) {
+        return Err(format!("--dropout must be in [0, 1), got {}", a.dropout).into());
+    }
+    let transformer = a.model == SequenceKind::Transformer;
+    if transformer && !a.embed.is_multiple_of(a.heads) {
+        return Err(format!("--heads {} must divide --embed {}", a.heads, a.embed).into());
+    }
     let text = ferrograd::io::read_text(&a.data, "train lm")?;
     let tokenizer = CharTokenizer::from_text(&text);
     let ids = tokenizer.encode(&text);
@@ -125,6 +167,9 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
         hidden: a.hidden,
         layers: a.layers.max(1),
         vocab: tokenizer.vocab().clone(),
+        heads: if transformer { a.heads } else { 0 },
+        context: if transformer { a.context } else { 0 },
+        dropout: if transformer { a.dropout } else { 0.0 },
     };
     let store = ParamStore::new(a.seed);
     let lm = build(&store, &config)?;
@@ -140,7 +185,9 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
         tokenizer.vocab().len() - 2,
         held.ids().len()
     );
-    let trainer = Trainer::new(&store, Adam::new(store.params(), AdamConfig::adam(a.lr))?)
+    // The transformer as W5 trains it: AdamW (weight decay 0.01).
+    let rule = if transformer { AdamConfig::adamw(a.lr) } else { AdamConfig::adam(a.lr) };
+    let trainer = Trainer::new(&store, Adam::new(store.params(), rule)?)
         .steps(a.steps)
         .describe("lm", "tokens")
         .data_settings(
@@ -252,9 +299,13 @@ fn generate_from_checkpoint(
         .map_err(|e| format!("{}: not a language model checkpoint: {e}", checkpoint.display()))?;
     let c = &config;
     let header = ferrograd::io::read_safetensors_header(checkpoint)?;
+    let mut sizes = vec![("embed", c.embed), ("hidden", c.hidden), ("vocab", c.vocab.len())];
+    if c.model == SequenceKind::Transformer {
+        sizes.extend([("heads", c.heads), ("context", c.context)]);
+    }
     header.check_sizes(
         &format!("{}'s config", checkpoint.display()),
-        &[("embed", c.embed), ("hidden", c.hidden), ("vocab", c.vocab.len())],
+        &sizes,
         &[("layers", c.layers)],
     )?;
     let store = ParamStore::new(0);

@@ -150,8 +150,8 @@ pub fn transformer_lm(
     context: usize,
 ) -> Result<LanguageModel> {
     let ff = 4 * dim;
-    let shape =
-        LmShape { vocab, dim, heads, layers, context, ff, activation: Activation::Gelu, eps: 1e-5 };
+    let (activation, eps, dropout) = (Activation::Gelu, 1e-5, 0.0);
+    let shape = LmShape { vocab, dim, heads, layers, context, ff, activation, eps, dropout };
     lm_of_shape(store, &shape)
 }
 
@@ -169,6 +169,8 @@ pub struct LmShape {
     pub activation: Activation,
     /// LayerNorm's epsilon.
     pub eps: f64,
+    /// Dropout in training, on the attention weights and each block's sublayer outputs.
+    pub dropout: f64,
 }
 
 /// [`transformer_lm`] of any shape: parameters `embed`, `positions`, `blocks.{i}.*` and
@@ -185,6 +187,9 @@ pub fn lm_of_shape(store: &ParamStore, s: &LmShape) -> Result<LanguageModel> {
         block.ff_in.activation = s.activation;
         block.attention_norm.norm.eps = s.eps;
         block.ff_norm.norm.eps = s.eps;
+        if s.dropout > 0.0 {
+            block = block.with_dropout(store, s.dropout)?;
+        }
         body.push(Box::new(block));
     }
     body.push(Box::new(LayerNorm::new(store.sub("final_norm"), s.dim, s.eps)?));

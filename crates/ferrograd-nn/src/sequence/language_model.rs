@@ -92,7 +92,9 @@ impl LanguageModel {
 
     /// Continues `prompt` by up to `max_tokens` tokens, calling `on_token` with each as it is
     /// chosen (to stream it); stops early at any of `stop`. Each new token costs one step of
-    /// the sequence model, not a pass over the whole prefix.
+    /// the sequence model, not a pass over the whole prefix. A model with a bounded context
+    /// (learned positions) that fills it starts again from the last half of what it has seen
+    /// (the prompt's end when the prompt alone is too long).
     pub fn generate(
         &self,
         prompt: &[i64],
@@ -106,20 +108,30 @@ impl LanguageModel {
             return Err(Error::value("generate", "the prompt is empty: give at least one token"));
         }
         let _g = no_grad();
+        let context = self.body.context().unwrap_or(usize::MAX);
+        let mut seen = prompt.to_vec();
         let mut state = Vec::new();
-        let mut input = Tensor::from_vec(prompt.to_vec(), &[1, prompt.len()])?;
+        let (mut fed, mut input) = (0, seen.clone());
         let mut out = Vec::new();
         for _ in 0..max_tokens {
-            let h = self.body.forward_incremental(&self.embed.forward(&input)?, &mut state)?;
+            if fed + input.len() > context {
+                let keep = if fed == 0 { context } else { (context / 2).max(1) };
+                input = seen[seen.len() - keep..].to_vec();
+                (fed, state) = (0, Vec::new());
+            }
+            let x = Tensor::from_vec(input.clone(), &[1, input.len()])?;
+            let h = self.body.forward_incremental(&self.embed.forward(&x)?, &mut state)?;
+            fed += input.len();
             let last = h.narrow(1, h.dims()[1] - 1, 1)?;
             let scores = self.head.forward(&last)?.to_vec_f64()?;
             let next = sampling.choose(&scores, rng)? as i64;
             out.push(next);
+            seen.push(next);
             on_token(next)?;
             if stop.contains(&next) {
                 break;
             }
-            input = Tensor::from_vec(vec![next], &[1, 1])?;
+            input = vec![next];
         }
         Ok(out)
     }

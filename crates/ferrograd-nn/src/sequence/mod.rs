@@ -25,6 +25,11 @@ pub trait SequenceModel: Module {
     fn forward_incremental(&self, x: &Tensor, state: &mut Vec<Tensor>) -> Result<Tensor>;
     fn state_len(&self) -> usize;
     fn output_size(&self) -> usize;
+    /// The most positions it can take in one sequence (learned positions have a last one);
+    /// `None` when unbounded, as recurrences are.
+    fn context(&self) -> Option<usize> {
+        None
+    }
     /// The attention weights (B, H, T, S) of the first attention in this model for input `x`,
     /// for looking at what it attends to; `None` when it has no attention.
     fn attention_weights(&self, _x: &Tensor, _mask: Option<&Tensor>) -> Option<Result<Tensor>> {
@@ -64,6 +69,9 @@ impl SequenceModel for SequenceStack {
             |l| l.state_len(),
             |l, h, s| l.forward_incremental(h, s),
         )
+    }
+    fn context(&self) -> Option<usize> {
+        self.layers.iter().filter_map(|l| l.context()).min()
     }
     fn state_len(&self) -> usize {
         self.layers.iter().map(|l| l.state_len()).sum()

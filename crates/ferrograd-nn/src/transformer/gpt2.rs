@@ -90,6 +90,7 @@ impl Gpt2Config {
             ff: self.n_inner.unwrap_or(4 * self.n_embd),
             activation: Activation::hugging_face(OP, &self.activation_function)?,
             eps: self.layer_norm_epsilon,
+            dropout: 0.0,
         })
     }
 }

@@ -60,6 +60,9 @@ impl SequenceModel for Positions {
     fn state_len(&self) -> usize {
         1
     }
+    fn context(&self) -> Option<usize> {
+        Some(self.weight.get().dims()[0])
+    }
     fn output_size(&self) -> usize {
         self.weight.get().dims()[1]
     }
