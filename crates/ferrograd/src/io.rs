@@ -302,9 +302,6 @@ fn tensor_from_view(name: &str, view: &TensorView<'_>) -> Result<Tensor> {
         Dtype::F32 => Tensor::from_vec(words::<4>(data).map(f32::from_le_bytes).collect(), dims),
         Dtype::F64 => Tensor::from_vec(words::<8>(data).map(f64::from_le_bytes).collect(), dims),
         Dtype::I64 => Tensor::from_vec(words::<8>(data).map(i64::from_le_bytes).collect(), dims),
-        Dtype::I32 => {
-            Tensor::from_vec(words::<4>(data).map(|b| i32::from_le_bytes(b) as i64).collect(), dims)
-        }
         Dtype::BF16 => Tensor::from_vec(
             words::<2>(data)
                 .map(|b| f32::from_bits((u16::from_le_bytes(b) as u32) << 16))
@@ -315,10 +312,26 @@ fn tensor_from_view(name: &str, view: &TensorView<'_>) -> Result<Tensor> {
             words::<2>(data).map(|b| f16_to_f32(u16::from_le_bytes(b))).collect(),
             dims,
         ),
+        // Integers and booleans (masks, token ids, PyTorch buffers) as i64; a bool as 0 or 1.
+        Dtype::I32 => {
+            Tensor::from_vec(words::<4>(data).map(|b| i32::from_le_bytes(b) as i64).collect(), dims)
+        }
+        Dtype::U32 => {
+            Tensor::from_vec(words::<4>(data).map(|b| u32::from_le_bytes(b) as i64).collect(), dims)
+        }
+        Dtype::I16 => {
+            Tensor::from_vec(words::<2>(data).map(|b| i16::from_le_bytes(b) as i64).collect(), dims)
+        }
+        Dtype::U16 => {
+            Tensor::from_vec(words::<2>(data).map(|b| u16::from_le_bytes(b) as i64).collect(), dims)
+        }
+        Dtype::I8 => Tensor::from_vec(data.iter().map(|&b| b as i8 as i64).collect(), dims),
+        Dtype::U8 => Tensor::from_vec(data.iter().map(|&b| b as i64).collect(), dims),
+        Dtype::BOOL => Tensor::from_vec(data.iter().map(|&b| i64::from(b != 0)).collect(), dims),
         other => Err(Error::dtype(
             "load_safetensors",
             format!(
-                "tensor {name} has dtype {other:?}; f32, f64, f16, bf16, i32 and i64 are supported"
+                "tensor {name} has dtype {other:?}; f64, f32, f16, bf16, i64, i32, u32, i16, u16, i8, u8 and bool are supported"
             ),
         )),
     }
@@ -373,6 +386,30 @@ mod tests {
             .to_string()
             .contains("cannot read"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn integer_and_bool_tensors_load_as_i64() {
+        use safetensors::tensor::TensorView;
+        let path = std::env::temp_dir().join(format!("ferrograd-io-ints-{}", std::process::id()));
+        let u8s = [0u8, 7, 255];
+        let bools = [1u8, 0, 1, 1];
+        let i8s = [-3i8 as u8, 4];
+        let u16s: Vec<u8> = [65535u16, 1].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let views = [
+            ("bool", TensorView::new(Dtype::BOOL, vec![2, 2], &bools).unwrap()),
+            ("i8", TensorView::new(Dtype::I8, vec![2], &i8s).unwrap()),
+            ("u16", TensorView::new(Dtype::U16, vec![2], &u16s).unwrap()),
+            ("u8", TensorView::new(Dtype::U8, vec![3], &u8s).unwrap()),
+        ];
+        std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+        let (ts, _) = load_safetensors(&path).unwrap();
+        let get = |n: &str| ts.iter().find(|(k, _)| k == n).unwrap().1.to_vec::<i64>().unwrap();
+        assert_eq!(get("bool"), [1, 0, 1, 1]);
+        assert_eq!(get("i8"), [-3, 4]);
+        assert_eq!(get("u16"), [65535, 1]);
+        assert_eq!(get("u8"), [0, 7, 255]);
+        let _ = std::fs::remove_file(path);
     }
 
     #[test]
