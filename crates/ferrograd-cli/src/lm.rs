@@ -254,8 +254,8 @@ pub struct GenerateArgs {
     /// A Hugging Face GPT-2 directory (config.json, model.safetensors, tokenizer.json).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// The text to continue; several are continued one after another (default: a new line
-    /// for a checkpoint, GPT-2's <|endoftext|>).
+    /// The text to continue; several are continued one after another from a checkpoint, and
+    /// side by side as one padded batch by GPT-2 (default: a new line; GPT-2's <|endoftext|>).
     #[arg(long)]
     prompt: Vec<String>,
     #[arg(long, default_value_t = 300)]
@@ -378,19 +378,25 @@ fn generate_pretrained(a: &GenerateArgs, dir: &Path, sampling: Sampling) -> CliR
     }
     let stop: Vec<i64> = eos.into_iter().collect();
     let mut out = std::io::stdout().lock();
-    for (i, (text, ids)) in prompts.iter().enumerate() {
-        if i > 0 {
-            writeln!(out)?;
+    let mut rng = Rng::seed(a.seed);
+    if prompts.len() > 1 {
+        let ids: Vec<Vec<i64>> = prompts.iter().map(|(_, ids)| ids.clone()).collect();
+        let continued = lm.generate_batch(&ids, a.tokens, sampling, &stop, &mut rng)?;
+        for (i, ((text, _), new)) in prompts.iter().zip(&continued).enumerate() {
+            let sep = if i > 0 { "\n" } else { "" };
+            writeln!(out, "{sep}{text}{}", tok.decode(new)?)?;
         }
-        write!(out, "{text}")?;
-        let mut stream = TextStream::new(&tok);
-        let mut rng = Rng::seed(a.seed);
-        lm.generate(ids, a.tokens, sampling, &stop, &mut rng, |t| {
-            let _ = write!(out, "{}", stream.push(t)?);
-            let _ = out.flush();
-            Ok(())
-        })?;
-        writeln!(out, "{}", stream.finish()?)?;
+        return Ok(());
     }
+    // One prompt: streamed as it comes.
+    let (text, ids) = &prompts[0];
+    write!(out, "{text}")?;
+    let mut stream = TextStream::new(&tok);
+    lm.generate(ids, a.tokens, sampling, &stop, &mut rng, |t| {
+        let _ = write!(out, "{}", stream.push(t)?);
+        let _ = out.flush();
+        Ok(())
+    })?;
+    writeln!(out, "{}", stream.finish()?)?;
     Ok(())
 }

@@ -113,3 +113,21 @@ fn a_gpt2_config_claiming_absurd_sizes_is_refused_by_field_before_allocating() {
     assert!(e.contains("blocks.0.ff_in.weight") && e.contains("[128, 32]"), "{e}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn gpt2_continues_prompts_of_different_lengths_as_one_padded_batch() {
+    let store = ParamStore::new(0);
+    let (lm, _) = gpt2::from_pretrained(&fixture_dir(), &store).unwrap();
+    let reference = reference();
+    let cases = reference["cases"].as_array().unwrap();
+    let prompts: Vec<Vec<i64>> = cases.iter().map(|c| ids(&c["ids"])).collect();
+    assert!(prompts.iter().map(Vec::len).min() < prompts.iter().map(Vec::len).max());
+    let eos = reference["eos"].as_i64().unwrap();
+    let batch =
+        lm.generate_batch(&prompts, 20, Sampling::greedy(), &[eos], &mut Rng::seed(0)).unwrap();
+    for (got, case) in batch.iter().zip(cases) {
+        assert_eq!(got, &ids(&case["greedy"]), "{}", case["prompt"]);
+    }
+    let e = lm.generate_batch(&prompts, 60, Sampling::greedy(), &[], &mut Rng::seed(0));
+    assert!(e.unwrap_err().to_string().contains("context of 64 positions"));
+}

@@ -1,7 +1,7 @@
 //! LanguageModel: `GenerateToken(SequenceModel(EmbedToken(x)))` at every position — trained on
 //! every next token at once, generating one token at a time.
 
-use super::{EmbedToken, GenerateToken, SequenceModel};
+use super::{EmbedToken, GenerateToken, Padding, SequenceModel};
 use crate::{Module, Param};
 use ferrograd::{no_grad, Error, Result, Rng, Tensor};
 
@@ -132,6 +132,70 @@ impl LanguageModel {
                 break;
             }
             input = vec![next];
+        }
+        Ok(out)
+    }
+}
+
+impl LanguageModel {
+    /// Continues several prompts side by side as one batch, left-padded to the longest: each
+    /// row chooses its own tokens (in row order from `rng`) and ends at any of `stop` or after
+    /// `max_tokens`. Gives each row's new tokens, as [`LanguageModel::generate`] would alone.
+    /// The model must skip padding (a transformer) and hold the longest prompt and the
+    /// continuation within its context.
+    pub fn generate_batch(
+        &self,
+        prompts: &[Vec<i64>],
+        max_tokens: usize,
+        sampling: Sampling,
+        stop: &[i64],
+        rng: &mut Rng,
+    ) -> Result<Vec<Vec<i64>>> {
+        const OP: &str = "generate_batch";
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        if prompts.iter().any(Vec::is_empty) {
+            return Err(Error::value(OP, "a prompt is empty: give at least one token each"));
+        }
+        if let Some(context) = self.body.context().filter(|&c| longest + max_tokens > c) {
+            return Err(Error::value(
+                OP,
+                format!("the longest prompt ({longest} tokens) and {max_tokens} new ones exceed the model's context of {context} positions"),
+            ));
+        }
+        let _g = no_grad();
+        let b = prompts.len();
+        let pad = Padding { lead: prompts.iter().map(|p| longest - p.len()).collect() };
+        // Padding slots hold a prompt's first token: any id the vocabulary has.
+        let ids: Vec<i64> = prompts
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(p[0], longest - p.len()).chain(p.iter().copied()))
+            .collect();
+        let mut input = Tensor::from_vec(ids, &[b, longest])?;
+        let mut state = Vec::new();
+        let mut out = vec![Vec::new(); b];
+        let mut done = vec![false; b];
+        for _ in 0..max_tokens {
+            let h = self.body.forward_incremental_padded(
+                &self.embed.forward(&input)?,
+                &mut state,
+                &pad,
+            )?;
+            let last = h.narrow(1, h.dims()[1] - 1, 1)?;
+            let scores = self.head.forward(&last)?.to_vec_f64()?;
+            let v = scores.len() / b;
+            let mut next = Vec::with_capacity(b);
+            for (row, row_scores) in scores.chunks(v).enumerate() {
+                let token = sampling.choose(row_scores, rng)? as i64;
+                if !done[row] {
+                    out[row].push(token);
+                    done[row] = stop.contains(&token);
+                }
+                next.push(token);
+            }
+            if done.iter().all(|&d| d) {
+                break;
+            }
+            input = Tensor::from_vec(next, &[b, 1])?;
         }
         Ok(out)
     }

@@ -23,6 +23,24 @@ pub trait SequenceModel: Module {
     /// Continues from `state` (empty at the start) over a few more steps, updating it, for
     /// generation that does not recompute the prefix. The state holds `state_len()` tensors.
     fn forward_incremental(&self, x: &Tensor, state: &mut Vec<Tensor>) -> Result<Tensor>;
+    /// [`SequenceModel::forward_incremental`] for rows that start with `pad.lead[b]` padding
+    /// slots (prompts of different lengths, left-padded into one batch): keys on padding are
+    /// not attended to and positions count from each row's first token. Only models that can
+    /// skip padding (attention, positions, pointwise layers) take a padded batch.
+    fn forward_incremental_padded(
+        &self,
+        x: &Tensor,
+        state: &mut Vec<Tensor>,
+        pad: &Padding,
+    ) -> Result<Tensor> {
+        if pad.lead.iter().all(|&n| n == 0) {
+            return self.forward_incremental(x, state);
+        }
+        Err(Error::value(
+            "generate",
+            format!("{} cannot continue a batch of padded rows", self.describe()),
+        ))
+    }
     fn state_len(&self) -> usize;
     fn output_size(&self) -> usize;
     /// The most positions it can take in one sequence (learned positions have a last one);
@@ -34,6 +52,20 @@ pub trait SequenceModel: Module {
     /// for looking at what it attends to; `None` when it has no attention.
     fn attention_weights(&self, _x: &Tensor, _mask: Option<&Tensor>) -> Option<Result<Tensor>> {
         None
+    }
+}
+
+/// How many padding slots each row of a left-padded batch starts with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Padding {
+    pub lead: Vec<usize>,
+}
+
+impl Padding {
+    /// (B, S) i64: 1 on the rows' tokens, 0 on their padding, for keys at slots 0..s.
+    pub fn key_mask(&self, s: usize) -> Result<Tensor> {
+        let mask = self.lead.iter().flat_map(|&n| (0..s).map(move |j| i64::from(j >= n)));
+        Tensor::from_vec(mask.collect(), &[self.lead.len(), s])
     }
 }
 
@@ -68,6 +100,20 @@ impl SequenceModel for SequenceStack {
             state,
             |l| l.state_len(),
             |l, h, s| l.forward_incremental(h, s),
+        )
+    }
+    fn forward_incremental_padded(
+        &self,
+        x: &Tensor,
+        state: &mut Vec<Tensor>,
+        pad: &Padding,
+    ) -> Result<Tensor> {
+        incremental_layers(
+            &self.layers,
+            x,
+            state,
+            |l| l.state_len(),
+            |l, h, s| l.forward_incremental_padded(h, s, pad),
         )
     }
     fn context(&self) -> Option<usize> {

@@ -3,7 +3,7 @@
 //!
 //! Legend: B batch, T query positions, S key positions, D model size, H heads, E = D / H.
 
-use crate::sequence::{check_mask, SequenceModel};
+use crate::sequence::{check_mask, Padding, SequenceModel};
 use crate::{Activation, Dropout, FeedForward, Module, Param, ParamStore};
 use ferrograd::{Error, Result, Tensor};
 
@@ -155,6 +155,30 @@ impl Attention {
     }
 }
 
+impl Attention {
+    /// Keys and values of earlier positions are cached: each new position costs one position.
+    /// With `pad`, keys on each row's leading padding are skipped.
+    pub fn incremental(
+        &self,
+        x: &Tensor,
+        state: &mut Vec<Tensor>,
+        pad: Option<&Padding>,
+    ) -> Result<Tensor> {
+        check_mask("Attention", x, None)?;
+        let (k_new, v_new) = self.keys_values(x)?;
+        let (k, v) = match state.as_slice() {
+            [k, v] => {
+                (Tensor::concat(&[k.clone(), k_new], 1)?, Tensor::concat(&[v.clone(), v_new], 1)?)
+            }
+            _ => (k_new, v_new),
+        };
+        let mask = pad.map(|p| p.key_mask(k.dims()[1])).transpose()?;
+        let out = self.attend_to(x, &k, &v, mask.as_ref())?;
+        *state = vec![k, v];
+        Ok(out)
+    }
+}
+
 impl Module for Attention {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_masked(x, None)
@@ -179,19 +203,16 @@ impl SequenceModel for Attention {
         check_mask("Attention", x, mask)?;
         self.attend(x, x, mask)
     }
-    /// Keys and values of earlier positions are cached: each new position costs one position.
     fn forward_incremental(&self, x: &Tensor, state: &mut Vec<Tensor>) -> Result<Tensor> {
-        check_mask("Attention", x, None)?;
-        let (k_new, v_new) = self.keys_values(x)?;
-        let (k, v) = match state.as_slice() {
-            [k, v] => {
-                (Tensor::concat(&[k.clone(), k_new], 1)?, Tensor::concat(&[v.clone(), v_new], 1)?)
-            }
-            _ => (k_new, v_new),
-        };
-        let out = self.attend_to(x, &k, &v, None)?;
-        *state = vec![k, v];
-        Ok(out)
+        self.incremental(x, state, None)
+    }
+    fn forward_incremental_padded(
+        &self,
+        x: &Tensor,
+        state: &mut Vec<Tensor>,
+        pad: &Padding,
+    ) -> Result<Tensor> {
+        self.incremental(x, state, Some(pad))
     }
     fn state_len(&self) -> usize {
         2

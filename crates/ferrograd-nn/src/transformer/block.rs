@@ -1,7 +1,7 @@
 //! AddNorm and TransformerBlock = AddNorm(FeedForward, AddNorm(Attention, x)).
 
 use super::{Attention, LayerNorm};
-use crate::sequence::{check_mask, SequenceModel};
+use crate::sequence::{check_mask, Padding, SequenceModel};
 use crate::{Activation, Dropout, FeedForward, Module, Param, ParamStore};
 use ferrograd::{Result, Tensor};
 
@@ -112,6 +112,16 @@ impl SequenceModel for TransformerBlock {
     }
     fn forward_incremental(&self, x: &Tensor, state: &mut Vec<Tensor>) -> Result<Tensor> {
         let h = self.attention_norm.apply(x, |y| self.attention.forward_incremental(y, state))?;
+        self.ff_norm.apply(&h, |y| self.feed_forward(y))
+    }
+    fn forward_incremental_padded(
+        &self,
+        x: &Tensor,
+        state: &mut Vec<Tensor>,
+        pad: &Padding,
+    ) -> Result<Tensor> {
+        let attend = |y: &Tensor| self.attention.incremental(y, state, Some(pad));
+        let h = self.attention_norm.apply(x, attend)?;
         self.ff_norm.apply(&h, |y| self.feed_forward(y))
     }
     fn state_len(&self) -> usize {

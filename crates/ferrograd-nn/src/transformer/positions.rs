@@ -1,6 +1,6 @@
 //! Learned position embeddings, added to a sequence: how a transformer knows token order.
 
-use crate::sequence::{check_mask, SequenceModel};
+use crate::sequence::{check_mask, Padding, SequenceModel};
 use crate::{Init, Module, Param, ParamStore};
 use ferrograd::{DType, Error, Result, Tensor};
 
@@ -57,6 +57,39 @@ impl SequenceModel for Positions {
         *state = vec![Tensor::full(&[], (start + x.dims()[1]) as f64, DType::I64)?];
         Ok(out)
     }
+    fn forward_incremental_padded(
+        &self,
+        x: &Tensor,
+        state: &mut Vec<Tensor>,
+        pad: &Padding,
+    ) -> Result<Tensor> {
+        check_mask("Positions", x, None)?;
+        let start = state.first().map(|s| s.item()).transpose()?.unwrap_or(0.0) as usize;
+        let (b, t, d) = (x.dims()[0], x.dims()[1], x.dims()[2]);
+        if pad.lead.len() != b {
+            return Err(Error::shape(
+                "Positions",
+                format!("{} rows of padding for a batch of {b}", pad.lead.len()),
+            ));
+        }
+        // Row r's slot j holds its position j − lead[r] (padding slots take position 0).
+        let slots = pad
+            .lead
+            .iter()
+            .flat_map(|&n| (start..start + t).map(move |j| j.saturating_sub(n) as i64));
+        let slots: Vec<i64> = slots.collect();
+        let max = self.weight.get().dims()[0];
+        if let Some(&p) = slots.iter().find(|&&p| p as usize >= max) {
+            return Err(Error::shape(
+                "Positions",
+                format!("position {} is beyond the model's {max} positions", p + 1),
+            ));
+        }
+        let positions = self.weight.get().index_select(0, &Tensor::from_vec(slots, &[b * t])?)?;
+        let out = x.add(&positions.reshape(&[b, t, d])?)?;
+        *state = vec![Tensor::full(&[], (start + t) as f64, DType::I64)?];
+        Ok(out)
+    }
     fn state_len(&self) -> usize {
         1
     }
@@ -73,6 +106,14 @@ impl SequenceModel for super::LayerNorm {
         self.forward(x)
     }
     fn forward_incremental(&self, x: &Tensor, _state: &mut Vec<Tensor>) -> Result<Tensor> {
+        self.forward(x)
+    }
+    fn forward_incremental_padded(
+        &self,
+        x: &Tensor,
+        _state: &mut Vec<Tensor>,
+        _pad: &Padding,
+    ) -> Result<Tensor> {
         self.forward(x)
     }
     fn state_len(&self) -> usize {
