@@ -11,8 +11,8 @@ use ferrograd_nn::optim::{Adam, AdamConfig};
 use ferrograd_nn::trainer::{Draws, Metrics, SampledExamples};
 use ferrograd_nn::{
     check_resumable, formula, gpt2, inspect_checkpoint, load_checkpoint, thousands, Activation,
-    EmbedToken, Every, GenerateToken, LanguageModel, ParamStore, Sampling, SequenceModel,
-    SequenceRNN, SequenceStack, SimpleRNN, Trainer, LSTM,
+    EmbedToken, Every, GenerateToken, Gpt2Config, LanguageModel, ParamStore, Sampling,
+    SequenceModel, SequenceRNN, SequenceStack, SimpleRNN, Trainer, LSTM,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -37,7 +37,13 @@ struct LmConfig {
     embed: usize,
     hidden: usize,
     layers: usize,
-    vocab: Vocab,
+    /// The characters of a model trained from scratch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    vocab: Option<Vocab>,
+    /// A GPT-2 fine-tuned from `--init`: its config and its tokenizer.json, kept whole so that
+    /// the checkpoint alone continues text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gpt2: Option<(Gpt2Config, String)>,
     /// The transformer's attention heads and positions, and its dropout in training.
     #[serde(default, skip_serializing_if = "is_zero")]
     heads: usize,
@@ -45,6 +51,50 @@ struct LmConfig {
     context: usize,
     #[serde(default, skip_serializing_if = "is_zero_f")]
     dropout: f64,
+}
+
+impl LmConfig {
+    fn vocab_size(&self) -> usize {
+        match (&self.gpt2, &self.vocab) {
+            (Some((g, _)), _) => g.vocab_size,
+            (None, Some(v)) => v.len(),
+            (None, None) => 0,
+        }
+    }
+
+    /// The tokenizer the model reads and writes with.
+    fn text(&self, source: &str) -> CliResult<LmText> {
+        match (&self.gpt2, &self.vocab) {
+            (Some((_, json)), _) => {
+                Ok(LmText::Pretrained(Box::new(PretrainedTokenizer::from_json(json, source)?)))
+            }
+            (None, Some(v)) => Ok(LmText::Chars(CharTokenizer::new(v.clone()))),
+            (None, None) => {
+                Err(format!("{source}: the config has neither a vocabulary nor a tokenizer").into())
+            }
+        }
+    }
+}
+
+/// Characters, or a pretrained model's tokenizer.
+enum LmText {
+    Chars(CharTokenizer),
+    Pretrained(Box<PretrainedTokenizer>),
+}
+
+impl LmText {
+    fn encode(&self, text: &str) -> CliResult<Vec<i64>> {
+        Ok(match self {
+            LmText::Chars(t) => t.encode(text),
+            LmText::Pretrained(t) => t.encode(text)?,
+        })
+    }
+    fn decode(&self, ids: &[i64]) -> CliResult<String> {
+        Ok(match self {
+            LmText::Chars(t) => t.decode(ids)?,
+            LmText::Pretrained(t) => t.decode(ids)?,
+        })
+    }
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -58,7 +108,12 @@ fn is_zero_f(x: &f64) -> bool {
 pub struct LmArgs {
     #[arg(long, value_enum, default_value = "lstm")]
     model: SequenceKind,
-    /// A UTF-8 text file; the model learns its characters. The last 10% is held out.
+    /// Fine-tune a Hugging Face GPT-2 directory (config.json, model.safetensors,
+    /// tokenizer.json) instead of training a model of characters from scratch.
+    #[arg(long, conflicts_with_all = ["model", "embed", "hidden", "layers", "heads", "dropout"])]
+    init: Option<PathBuf>,
+    /// A UTF-8 text file; the model learns its characters (or GPT-2's tokens). The last 10% is
+    /// held out.
     #[arg(long)]
     data: PathBuf,
     #[arg(long, default_value_t = 2000)]
@@ -93,7 +148,10 @@ pub struct LmArgs {
 }
 
 fn build(store: &ParamStore, c: &LmConfig) -> ferrograd::Result<LanguageModel> {
-    let v = c.vocab.len();
+    let v = c.vocab_size();
+    if let Some((g, _)) = &c.gpt2 {
+        return lm_of_shape(store, &g.shape()?);
+    }
     if c.model == SequenceKind::Transformer {
         let shape = LmShape {
             vocab: v,
@@ -155,38 +213,74 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
         return Err(format!("--heads {} must divide --embed {}", a.heads, a.embed).into());
     }
     let text = ferrograd::io::read_text(&a.data, "train lm")?;
-    let tokenizer = CharTokenizer::from_text(&text);
-    let ids = tokenizer.encode(&text);
+    let store = ParamStore::new(a.seed);
+    let (lm, config, tokenizer) = match &a.init {
+        Some(dir) => {
+            let (lm, g) = gpt2::from_pretrained(dir, &store)?;
+            let path = dir.join("tokenizer.json");
+            let json = ferrograd::io::read_text(&path, "train lm")?;
+            let tokenizer = PretrainedTokenizer::from_json(&json, &path.display().to_string())?;
+            if a.context > g.n_positions {
+                return Err(format!(
+                    "--context {} is beyond the model's {} positions",
+                    a.context, g.n_positions
+                )
+                .into());
+            }
+            let shape = g.shape()?;
+            let config = LmConfig {
+                task: "lm".into(),
+                model: SequenceKind::Transformer,
+                embed: shape.dim,
+                hidden: shape.ff,
+                layers: shape.layers,
+                vocab: None,
+                gpt2: Some((g, json)),
+                heads: shape.heads,
+                context: shape.context,
+                dropout: 0.0,
+            };
+            (lm, config, LmText::Pretrained(Box::new(tokenizer)))
+        }
+        None => {
+            let chars = CharTokenizer::from_text(&text);
+            let config = LmConfig {
+                task: "lm".into(),
+                model: a.model,
+                embed: a.embed,
+                hidden: a.hidden,
+                layers: a.layers.max(1),
+                vocab: Some(chars.vocab().clone()),
+                gpt2: None,
+                heads: if transformer { a.heads } else { 0 },
+                context: if transformer { a.context } else { 0 },
+                dropout: if transformer { a.dropout } else { 0.0 },
+            };
+            (build(&store, &config)?, config, LmText::Chars(chars))
+        }
+    };
+    let ids = tokenizer.encode(&text)?;
     let (train_ids, held_ids) = LmBatches::split(&ids, 0.1)?;
     let train = LmBatches::new(train_ids, a.batch_size, a.context)?;
     let held = LmBatches::new(held_ids, a.batch_size, a.context)?;
-    let config = LmConfig {
-        task: "lm".into(),
-        model: a.model,
-        embed: a.embed,
-        hidden: a.hidden,
-        layers: a.layers.max(1),
-        vocab: tokenizer.vocab().clone(),
-        heads: if transformer { a.heads } else { 0 },
-        context: if transformer { a.context } else { 0 },
-        dropout: if transformer { a.dropout } else { 0.0 },
-    };
-    let store = ParamStore::new(a.seed);
-    let lm = build(&store, &config)?;
     if a.run.resume {
         let path = a.run.checkpoint.as_deref().expect("clap requires --checkpoint with --resume");
         check_resumable(path, "language model", |c: &LmConfig| *c == config)?;
     }
     say!(
-        "{} — {} parameters, {} characters ({} distinct), {} held out",
+        "{} — {} parameters, {} tokens ({} distinct), {} held out",
         formula(&lm),
         thousands(store.num_params()),
         ids.len(),
-        tokenizer.vocab().len() - 2,
+        config.vocab_size() - if config.gpt2.is_some() { 0 } else { 2 },
         held.ids().len()
     );
     // The transformer as W5 trains it: AdamW (weight decay 0.01).
-    let rule = if transformer { AdamConfig::adamw(a.lr) } else { AdamConfig::adam(a.lr) };
+    let rule = if config.model == SequenceKind::Transformer {
+        AdamConfig::adamw(a.lr)
+    } else {
+        AdamConfig::adam(a.lr)
+    };
     let trainer = Trainer::new(&store, Adam::new(store.params(), rule)?)
         .steps(a.steps)
         .describe("lm", "tokens")
@@ -219,7 +313,8 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
     }
     let held_loss = held_out_loss(&lm, &held, 32)?;
     say!(
-        "held-out loss: {held_loss:.4} nats/char after {} steps, {:.0} tokens/s (curves in {})",
+        "held-out loss: {held_loss:.4} nats/{} after {} steps, {:.0} tokens/s (curves in {})",
+        if config.gpt2.is_some() { "token" } else { "char" },
         a.steps,
         report.units_per_s,
         a.run.out_dir("lm").display()
@@ -235,15 +330,15 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
 
 fn sample_text(
     lm: &LanguageModel,
-    tok: &CharTokenizer,
+    tok: &LmText,
     prompt: &str,
     n: usize,
     seed: u64,
 ) -> CliResult<String> {
     let sampling = Sampling { temperature: 0.8, top_k: 0, top_p: 1.0 };
     let ids =
-        lm.generate(&tok.encode(prompt), n, sampling, &[], &mut Rng::seed(seed), |_| Ok(()))?;
-    Ok(tok.decode(&ids)?)
+        lm.generate(&tok.encode(prompt)?, n, sampling, &[], &mut Rng::seed(seed), |_| Ok(()))?;
+    tok.decode(&ids)
 }
 
 #[derive(Args)]
@@ -299,7 +394,7 @@ fn generate_from_checkpoint(
         .map_err(|e| format!("{}: not a language model checkpoint: {e}", checkpoint.display()))?;
     let c = &config;
     let header = ferrograd::io::read_safetensors_header(checkpoint)?;
-    let mut sizes = vec![("embed", c.embed), ("hidden", c.hidden), ("vocab", c.vocab.len())];
+    let mut sizes = vec![("embed", c.embed), ("hidden", c.hidden), ("vocab", c.vocab_size())];
     if c.model == SequenceKind::Transformer {
         sizes.extend([("heads", c.heads), ("context", c.context)]);
     }
@@ -312,7 +407,14 @@ fn generate_from_checkpoint(
     let source = checkpoint.display().to_string();
     let lm = store.within(header.elements(), &source, || build(&store, &config))?;
     load_checkpoint(checkpoint, &store, None)?;
-    let tok = CharTokenizer::new(config.vocab.clone());
+    let tok = match config.text(&source)? {
+        LmText::Pretrained(tok) => {
+            let eos = config.gpt2.as_ref().and_then(|(g, _)| g.eos_token_id);
+            return continue_prompts(a, &lm, &tok, eos, config.context, sampling);
+        }
+        LmText::Chars(tok) => tok,
+    };
+    let vocab = tok.vocab().clone();
     let prompts = if a.prompt.is_empty() { vec!["\n".to_string()] } else { a.prompt.clone() };
     let mut out = std::io::stdout().lock();
     for (i, text) in prompts.iter().enumerate() {
@@ -320,7 +422,7 @@ fn generate_from_checkpoint(
         if prompt.is_empty() {
             return Err("the prompt is empty".into());
         }
-        if let Some(c) = text.chars().find(|c| !config.vocab.contains(&c.to_string())) {
+        if let Some(c) = text.chars().find(|c| !vocab.contains(&c.to_string())) {
             eprintln!("note: the model never saw {c:?}; it reads as <unk>");
         }
         if i > 0 {
@@ -354,7 +456,20 @@ fn generate_pretrained(a: &GenerateArgs, dir: &Path, sampling: Sampling) -> CliR
         .into());
     }
     eprintln!("{}: {} ({} parameters)", dir.display(), formula(&lm), thousands(store.num_params()));
-    let eos = config.eos_token_id.or_else(|| tok.token_id("<|endoftext|>"));
+    continue_prompts(a, &lm, &tok, config.eos_token_id, config.n_positions, sampling)
+}
+
+/// Continues `--prompt`s with a model of `context` positions through a pretrained tokenizer,
+/// stopping at `eos` (or `<|endoftext|>`): one prompt streamed, several as one batch.
+fn continue_prompts(
+    a: &GenerateArgs,
+    lm: &LanguageModel,
+    tok: &PretrainedTokenizer,
+    eos: Option<i64>,
+    context: usize,
+    sampling: Sampling,
+) -> CliResult<()> {
+    let eos = eos.or_else(|| tok.token_id("<|endoftext|>"));
     let mut prompts = Vec::new();
     for text in &a.prompt {
         let ids = tok.encode(text)?;
@@ -367,7 +482,6 @@ fn generate_pretrained(a: &GenerateArgs, dir: &Path, sampling: Sampling) -> CliR
         let start = eos.ok_or("no --prompt, and the model has no <|endoftext|> to start from")?;
         prompts.push((String::new(), vec![start]));
     }
-    let context = config.n_positions;
     if let Some((text, ids)) = prompts.iter().find(|(_, ids)| ids.len() + a.tokens > context) {
         return Err(format!(
             "the prompt {text:?} ({} tokens) and --tokens {} exceed the model's context of {context} positions",
@@ -391,7 +505,7 @@ fn generate_pretrained(a: &GenerateArgs, dir: &Path, sampling: Sampling) -> CliR
     // One prompt: streamed as it comes.
     let (text, ids) = &prompts[0];
     write!(out, "{text}")?;
-    let mut stream = TextStream::new(&tok);
+    let mut stream = TextStream::new(tok);
     lm.generate(ids, a.tokens, sampling, &stop, &mut rng, |t| {
         let _ = write!(out, "{}", stream.push(t)?);
         let _ = out.flush();

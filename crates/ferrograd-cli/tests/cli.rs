@@ -909,3 +909,31 @@ fn train_lm_transformer_learns_resumes_exactly_and_generates_past_its_context() 
     assert!(!run.status.success() && err.contains("--dropout must be in [0, 1), got 1.5"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn train_lm_fine_tunes_gpt2_resumes_exactly_and_its_checkpoint_generates() {
+    let (dir, data) = tiny_corpus("lm-gpt2");
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../ferrograd-nn/tests/fixtures/gpt2");
+    let out = dir.join("run");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let mut args = vec!["train", "lm", "--init", model, "--data", d, "--out", o, "--lr", "1e-3"];
+    args.extend(["--steps", "16", "--sample-every", "8", "--batch-size", "4", "--context", "16"]);
+    assert_resumes_exactly(&dir, &args, "9");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let losses: Vec<f64> = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64())
+        .collect();
+    assert!(losses.len() >= 2 && losses.last() < losses.first(), "{losses:?}");
+    // The checkpoint holds the tokenizer: it continues text without the model directory.
+    let ck = dir.join("straight.safetensors");
+    let args =
+        ["generate", "--checkpoint", ck.to_str().unwrap(), "--prompt", "the", "--tokens", "8"];
+    let run = ferrograd(&args);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stdout).starts_with("the"));
+    let run = ferrograd(&["train", "lm", "--init", model, "--data", d, "--embed", "8"]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && err.contains("cannot be used with"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -25,11 +25,24 @@ impl PretrainedTokenizer {
     /// Reads a `tokenizer.json`; its padding and truncation settings are ignored.
     pub fn from_file(path: &Path) -> Result<PretrainedTokenizer> {
         const OP: &str = "PretrainedTokenizer::from_file";
-        let mut inner = read_tokenizer_json(path, OP)?;
+        PretrainedTokenizer::new(read_tokenizer_json(path, OP)?, &path.display().to_string(), OP)
+    }
+
+    /// A `tokenizer.json`'s text (as a checkpoint keeps it), read from `source`.
+    pub fn from_json(text: &str, source: &str) -> Result<PretrainedTokenizer> {
+        const OP: &str = "PretrainedTokenizer::from_json";
+        PretrainedTokenizer::new(parse_tokenizer_json(text, source, OP)?, source, OP)
+    }
+
+    fn new(
+        mut inner: tokenizers::Tokenizer,
+        source: &str,
+        op: &str,
+    ) -> Result<PretrainedTokenizer> {
         inner
             .with_padding(None)
             .with_truncation(None)
-            .map_err(|e| Error::io(OP, format!("{}: {e}", path.display())))?;
+            .map_err(|e| Error::io(op, format!("{source}: {e}")))?;
         Ok(PretrainedTokenizer { inner })
     }
 
@@ -102,9 +115,14 @@ impl<'t> TextStream<'t> {
 /// A `tokenizer.json` as the tokenizers crate reads it, after the checks of what it would
 /// panic on (a syntax error inside a decoder, templates it does not check).
 pub(crate) fn read_tokenizer_json(path: &Path, op: &str) -> Result<tokenizers::Tokenizer> {
-    let fail = |why: String| Error::io(op, format!("{}: {why}", path.display()));
     let text = ferrograd::io::read_text(path, op)?;
-    let json: serde_json::Value = serde_json::from_str(&text)
+    parse_tokenizer_json(&text, &path.display().to_string(), op)
+}
+
+/// [`read_tokenizer_json`] of text already read from `source`.
+fn parse_tokenizer_json(text: &str, source: &str, op: &str) -> Result<tokenizers::Tokenizer> {
+    let fail = |why: String| Error::io(op, format!("{source}: {why}"));
+    let json: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| fail(format!("not a tokenizer.json (not JSON: {e})")))?;
     check_post_processor(&json["post_processor"]).map_err(fail)?;
     contained(op, || {
