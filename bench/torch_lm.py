@@ -15,7 +15,7 @@ import sys
 import time
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from torch_workloads import ensure_torch  # noqa: E402
+from torch_workloads import ensure_torch, w5_model  # noqa: E402
 
 
 def main():
@@ -36,23 +36,6 @@ def main():
     transformer = "--model" in sys.argv and sys.argv[sys.argv.index("--model") + 1] == "transformer"
     batch_size, context = (16, 128) if transformer else (32, 64)
 
-    class Gpt(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed = nn.Embedding(v, 128)
-            nn.init.normal_(self.embed.weight, std=0.02)
-            self.pos = nn.Parameter(torch.randn(context, 128) * 0.02)
-            layer = nn.TransformerEncoderLayer(128, 4, 512, dropout=0.0, activation="gelu", batch_first=True,
-                                               norm_first=True)
-            self.blocks = nn.TransformerEncoder(layer, 4, enable_nested_tensor=False)
-            self.norm = nn.LayerNorm(128)
-
-        def forward(self, x):
-            t = x.shape[1]
-            mask = nn.Transformer.generate_square_subsequent_mask(t)
-            h = self.blocks(self.embed(x) + self.pos[:t], mask=mask, is_causal=True)
-            return self.norm(h) @ self.embed.weight.T
-
     class Lm(nn.Module):
         def __init__(self):
             super().__init__()
@@ -67,7 +50,7 @@ def main():
                 torch.stack([data[i + 1:i + context + 1] for i in s]))
 
     if transformer:
-        model = Gpt()
+        model = w5_model(v)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     else:
         model = Lm()

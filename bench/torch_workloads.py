@@ -190,20 +190,20 @@ def lm_step_seconds(model, opt, ids, v, batch, context):
     return median_seconds(step, min_time=3.0)
 
 
-def w5():
-    """Transformer character LM: 4 pre-norm blocks, d 128, 4 heads, FF 512 GELU, learned
-    positions, context 128, tied output; batch 16 × 128; AdamW 1e-3. Then greedy generation of
-    127 tokens, batch 1, with a key/value cache written by hand (the model has none), and,
-    for comparison, recomputing the whole prefix for each token."""
+def w5_model(v):
+    """W5's model (also bench/torch_lm.py's transformer): 4 pre-norm blocks, d 128, 4 heads,
+    FF 512 GELU, 128 learned positions, tied output, embeddings N(0, 0.02) as ferrograd's."""
     import torch
     import torch.nn as nn
-    ids, v = char_ids()
 
     class Gpt(nn.Module):
         def __init__(self):
             super().__init__()
-            self.embed, self.pos = nn.Embedding(v, 128), nn.Parameter(torch.randn(128, 128) * 0.02)
-            layer = nn.TransformerEncoderLayer(128, 4, 512, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
+            self.embed = nn.Embedding(v, 128)
+            nn.init.normal_(self.embed.weight, std=0.02)
+            self.pos = nn.Parameter(torch.randn(128, 128) * 0.02)
+            layer = nn.TransformerEncoderLayer(128, 4, 512, dropout=0.0, activation="gelu", batch_first=True,
+                                               norm_first=True)
             self.blocks = nn.TransformerEncoder(layer, 4, enable_nested_tensor=False)
             self.norm = nn.LayerNorm(128)
 
@@ -213,7 +213,19 @@ def w5():
             h = self.blocks(self.embed(x) + self.pos[:t], mask=mask, is_causal=True)
             return self.norm(h) @ self.embed.weight.T
 
-    model = Gpt()
+    return Gpt()
+
+
+def w5():
+    """Transformer character LM: 4 pre-norm blocks, d 128, 4 heads, FF 512 GELU, learned
+    positions, context 128, tied output; batch 16 × 128; AdamW 1e-3. Then greedy generation of
+    127 tokens, batch 1, with a key/value cache written by hand (the model has none), and,
+    for comparison, recomputing the whole prefix for each token."""
+    import torch
+    import torch.nn as nn
+    ids, v = char_ids()
+
+    model = w5_model(v)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     train = 16 * 128 / lm_step_seconds(model, opt, ids, v, 16, 128)
 
