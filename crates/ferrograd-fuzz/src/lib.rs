@@ -13,7 +13,7 @@ mod seeds;
 use ferrograd::{io, Tensor};
 use ferrograd_data::{mnist, qa, text, wordpiece::BertTokenizer, PretrainedTokenizer};
 use ferrograd_nn::optim::{Adam, AdamConfig};
-use ferrograd_nn::{Activation, Bert, FeedForward, Module, ParamStore};
+use ferrograd_nn::{gpt2, Activation, Bert, FeedForward, Module, ParamStore};
 use std::path::PathBuf;
 
 /// A reader under test: `run` returns whether it accepted the bytes.
@@ -32,6 +32,7 @@ pub const TARGETS: &[Target] = &[
     Target { name: "squad", run: squad, seeds: seeds::squad },
     Target { name: "bert_config", run: bert_config, seeds: seeds::bert_config },
     Target { name: "tokenizer_json", run: tokenizer_json, seeds: seeds::tokenizer_json },
+    Target { name: "gpt2_config", run: gpt2_config, seeds: seeds::gpt2_config },
 ];
 
 /// The target called `name`.
@@ -114,6 +115,19 @@ fn bert_config(bytes: &[u8]) -> bool {
     let Ok(bert) = Bert::from_pretrained(&dir, &store) else { return false };
     let ids = Tensor::from_vec(vec![1i64, 2, 3], &[1, 3]).expect("ids");
     bert.forward(&ids, None, None).is_ok()
+}
+
+/// A GPT-2 `config.json` beside the weights of the small GPT-2 of ferrograd-nn's fixtures.
+fn gpt2_config(bytes: &[u8]) -> bool {
+    let dir = scratch("gpt2");
+    if !dir.join("model.safetensors").exists() {
+        std::fs::create_dir_all(&dir).expect("a scratch folder");
+        std::fs::copy(seeds::GPT2_WEIGHTS, dir.join("model.safetensors")).expect("the weights");
+    }
+    std::fs::write(dir.join("config.json"), bytes).expect("the scratch folder is writable");
+    let Ok((lm, _)) = gpt2::from_pretrained(&dir, &ParamStore::new(0)) else { return false };
+    let ids = Tensor::from_vec(vec![1i64, 2, 3], &[1, 3]).expect("ids");
+    lm.scores(&ids, None).is_ok()
 }
 
 fn tokenizer_json(bytes: &[u8]) -> bool {

@@ -119,6 +119,18 @@ pub fn bert_config() -> Vec<Vec<u8>> {
     ]
 }
 
+/// The small GPT-2 that scripts/torch_reference_gpt2.py wrote for ferrograd-nn's tests.
+pub const GPT2_WEIGHTS: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../ferrograd-nn/tests/fixtures/gpt2/model.safetensors");
+
+/// Its `config.json` as transformers wrote it, and with only the fields that shape the model.
+pub fn gpt2_config() -> Vec<Vec<u8>> {
+    let written = include_bytes!("../../ferrograd-nn/tests/fixtures/gpt2/config.json").to_vec();
+    let shaping =
+        br#"{"vocab_size": 400, "n_positions": 64, "n_embd": 32, "n_layer": 2, "n_head": 4}"#;
+    vec![written, shaping.to_vec()]
+}
+
 /// A WordPiece `tokenizer.json` of Hugging Face's BERT layout with 20 pieces.
 pub fn tokenizer_json() -> Vec<Vec<u8>> {
     let pieces = [
