@@ -135,9 +135,7 @@ impl LanguageModel {
         }
         Ok(out)
     }
-}
 
-impl LanguageModel {
     /// Continues several prompts side by side as one batch, left-padded to the longest: each
     /// row chooses its own tokens (in row order from `rng`) and ends at any of `stop` or after
     /// `max_tokens`. Gives each row's new tokens, as [`LanguageModel::generate`] would alone.

@@ -77,6 +77,17 @@ impl TransformerBlock {
     fn feed_forward(&self, h: &Tensor) -> Result<Tensor> {
         self.ff_out.forward(&self.ff_in.forward(h)?)
     }
+
+    /// One step from the attention's key/value cache in `state`, skipping `pad`'s keys.
+    fn incremental(
+        &self,
+        x: &Tensor,
+        state: &mut Vec<Tensor>,
+        pad: Option<&Padding>,
+    ) -> Result<Tensor> {
+        let h = self.attention_norm.apply(x, |y| self.attention.incremental(y, state, pad))?;
+        self.ff_norm.apply(&h, |y| self.feed_forward(y))
+    }
 }
 
 impl Module for TransformerBlock {
@@ -111,8 +122,7 @@ impl SequenceModel for TransformerBlock {
         self.ff_norm.apply(&h, |y| self.feed_forward(y))
     }
     fn forward_incremental(&self, x: &Tensor, state: &mut Vec<Tensor>) -> Result<Tensor> {
-        let h = self.attention_norm.apply(x, |y| self.attention.forward_incremental(y, state))?;
-        self.ff_norm.apply(&h, |y| self.feed_forward(y))
+        self.incremental(x, state, None)
     }
     fn forward_incremental_padded(
         &self,
@@ -120,9 +130,7 @@ impl SequenceModel for TransformerBlock {
         state: &mut Vec<Tensor>,
         pad: &Padding,
     ) -> Result<Tensor> {
-        let attend = |y: &Tensor| self.attention.incremental(y, state, Some(pad));
-        let h = self.attention_norm.apply(x, attend)?;
-        self.ff_norm.apply(&h, |y| self.feed_forward(y))
+        self.incremental(x, state, Some(pad))
     }
     fn state_len(&self) -> usize {
         2

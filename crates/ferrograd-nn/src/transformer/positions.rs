@@ -44,6 +44,12 @@ impl Module for Positions {
     }
 }
 
+/// The positions an incremental state has seen (none at the start), after checking `x`.
+fn seen(x: &Tensor, state: &[Tensor]) -> Result<usize> {
+    check_mask("Positions", x, None)?;
+    Ok(state.first().map(|s| s.item()).transpose()?.unwrap_or(0.0) as usize)
+}
+
 impl SequenceModel for Positions {
     fn forward_masked(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         check_mask("Positions", x, mask)?;
@@ -51,8 +57,7 @@ impl SequenceModel for Positions {
     }
     /// The state is the number of positions seen so far.
     fn forward_incremental(&self, x: &Tensor, state: &mut Vec<Tensor>) -> Result<Tensor> {
-        check_mask("Positions", x, None)?;
-        let start = state.first().map(|s| s.item()).transpose()?.unwrap_or(0.0) as usize;
+        let start = seen(x, state)?;
         let out = self.add(x, start)?;
         *state = vec![Tensor::full(&[], (start + x.dims()[1]) as f64, DType::I64)?];
         Ok(out)
@@ -63,8 +68,7 @@ impl SequenceModel for Positions {
         state: &mut Vec<Tensor>,
         pad: &Padding,
     ) -> Result<Tensor> {
-        check_mask("Positions", x, None)?;
-        let start = state.first().map(|s| s.item()).transpose()?.unwrap_or(0.0) as usize;
+        let start = seen(x, state)?;
         let (b, t, d) = (x.dims()[0], x.dims()[1], x.dims()[2]);
         if pad.lead.len() != b {
             return Err(Error::shape(
