@@ -19,6 +19,7 @@ pub mod losses;
 pub mod models;
 mod module;
 pub mod optim;
+pub mod pytorch;
 mod seq2seq;
 mod sequence;
 mod store;

@@ -1,6 +1,7 @@
 //! The `Module` trait, sequential composition, and how a model writes itself in the lecture's
 //! notation (`FeedForward^3(MaxPool(Conv(x)))`) with a table of its layers.
 
+use crate::pytorch::TorchName;
 use crate::Param;
 use ferrograd::{no_grad, Result, Tensor};
 
@@ -21,6 +22,12 @@ pub trait Module: Send + Sync {
     /// Its layers as the summary lists them; a plain layer is its own only layer.
     fn layers(&self) -> Vec<&dyn Module> {
         Vec::new()
+    }
+    /// Its parameters under the names PyTorch's equivalent module gives them in its
+    /// `state_dict` ([`crate::pytorch`]). Each under its own name unless a block says otherwise
+    /// (Attention, the Transformer blocks); a block holding such blocks gathers theirs.
+    fn torch_names(&self) -> Vec<TorchName> {
+        self.params().into_iter().map(TorchName::same).collect()
     }
 }
 
@@ -63,6 +70,9 @@ impl Module for Sequential {
     }
     fn params(&self) -> Vec<Param> {
         self.layers.iter().flat_map(|l| l.params()).collect()
+    }
+    fn torch_names(&self) -> Vec<TorchName> {
+        self.layers.iter().flat_map(|l| l.torch_names()).collect()
     }
     fn layers(&self) -> Vec<&dyn Module> {
         self.layers

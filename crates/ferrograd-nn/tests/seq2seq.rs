@@ -2,62 +2,14 @@
 //! (`scripts/torch_reference_seq2seq.py` wrote the values), gradchecks, cached decoding against
 //! the full pass, and beam search against exhaustive search.
 
-use ferrograd::{gradcheck, DType, Gradients, Rng, Tensor};
+use ferrograd::{gradcheck, DType, Rng, Tensor};
 use ferrograd_nn::*;
-use serde_json::Value;
 
 mod common;
-use common::{assert_close, attention_grads, fixture, load_attention, tensor, token_mask};
+use common::{assert_close, check_torch_grads, fixture, load_torch, tensor, token_mask};
 
 fn close(a: &Tensor, b: &Tensor, what: &str) {
     assert_close(a, b, 2e-5, 1e-4, what);
-}
-
-fn set(param: &Param, p: &Value, name: &str) {
-    param.set(&tensor(&p[name])).unwrap_or_else(|e| panic!("{name}: {e}"));
-}
-
-fn set_norm(norm: &LayerNorm, p: &Value, name: &str) {
-    set(&norm.weight, p, &format!("{name}.weight"));
-    set(&norm.bias, p, &format!("{name}.bias"));
-}
-
-fn set_linear(ff: &FeedForward, p: &Value, name: &str) {
-    set(&ff.weight, p, &format!("{name}.weight"));
-    set(&ff.bias, p, &format!("{name}.bias"));
-}
-
-/// `nn.TransformerDecoderLayer`'s parameters (under `prefix`) into a DecoderBlock.
-fn load_decoder_block(block: &DecoderBlock, p: &Value, prefix: &str) {
-    load_attention(&block.self_attention, p, &format!("{prefix}self_attn."));
-    load_attention(&block.cross_attention, p, &format!("{prefix}multihead_attn."));
-    set_linear(&block.ff_in, p, &format!("{prefix}linear1"));
-    set_linear(&block.ff_out, p, &format!("{prefix}linear2"));
-    set_norm(&block.self_attention_norm.norm, p, &format!("{prefix}norm1"));
-    set_norm(&block.cross_attention_norm.norm, p, &format!("{prefix}norm2"));
-    set_norm(&block.ff_norm.norm, p, &format!("{prefix}norm3"));
-}
-
-/// Our gradients of a DecoderBlock under PyTorch's names, for comparison.
-fn decoder_block_grads(block: &DecoderBlock, g: &Gradients, prefix: &str) -> Vec<(String, Tensor)> {
-    let grad = |p: &Param| g.get(&p.get()).unwrap().clone();
-    let (sw, sb) = attention_grads(&block.self_attention, g);
-    let (cw, cb) = attention_grads(&block.cross_attention, g);
-    vec![
-        (format!("{prefix}self_attn.in_proj_weight"), sw),
-        (format!("{prefix}self_attn.in_proj_bias"), sb),
-        (format!("{prefix}multihead_attn.in_proj_weight"), cw),
-        (format!("{prefix}multihead_attn.in_proj_bias"), cb),
-        (
-            format!("{prefix}multihead_attn.out_proj.weight"),
-            grad(&block.cross_attention.output.weight),
-        ),
-        (format!("{prefix}linear1.weight"), grad(&block.ff_in.weight)),
-        (format!("{prefix}linear2.bias"), grad(&block.ff_out.bias)),
-        (format!("{prefix}norm1.weight"), grad(&block.self_attention_norm.norm.weight)),
-        (format!("{prefix}norm2.bias"), grad(&block.cross_attention_norm.norm.bias)),
-        (format!("{prefix}norm3.weight"), grad(&block.ff_norm.norm.weight)),
-    ]
 }
 
 #[test]
@@ -66,7 +18,7 @@ fn decoder_block_matches_pytorch_decoder_layer() {
     for (case, pre) in [("decoder_layer_post_norm", false), ("decoder_layer_pre_norm", true)] {
         let c = &f[case];
         let block = DecoderBlock::new(&ParamStore::new(0), 8, 2, 16, pre).unwrap();
-        load_decoder_block(&block, &c["params"], "");
+        load_torch(&block, &c["params"]);
         let x = tensor(&c["input"]).requiring_grad();
         let memory = Memory {
             states: tensor(&c["memory"]).requiring_grad(),
@@ -83,71 +35,68 @@ fn decoder_block_matches_pytorch_decoder_layer() {
             &tensor(&grads["memory"]),
             &format!("{case} grad memory"),
         );
-        for (name, ours) in decoder_block_grads(&block, &g, "") {
-            close(&ours, &tensor(&grads[&name]), &format!("{case} grad {name}"));
-        }
+        check_torch_grads(&block, &g, grads, 2e-5, case);
+    }
+}
+
+/// `nn.Transformer` as a user would write it: an encoder stack and a decoder stack, each ending
+/// in a LayerNorm, built under PyTorch's names so that its state_dict loads in one call.
+struct Transformer {
+    encoder: SequenceStack,
+    decoder: DecoderStack,
+}
+
+impl Module for Transformer {
+    fn forward(&self, x: &Tensor) -> ferrograd::Result<Tensor> {
+        self.encoder.forward(x)
+    }
+    fn describe(&self) -> String {
+        "Transformer".into()
+    }
+    fn params(&self) -> Vec<Param> {
+        [self.encoder.params(), self.decoder.params()].concat()
+    }
+    fn torch_names(&self) -> Vec<pytorch::TorchName> {
+        [self.encoder.torch_names(), self.decoder.torch_names()].concat()
     }
 }
 
 #[test]
 fn encoder_decoder_matches_pytorch_transformer() {
     let c = &fixture("seq2seq.json")["transformer"];
-    let p = &c["params"];
     let store = ParamStore::new(0);
+    let (enc, dec) = (store.sub("encoder"), store.sub("decoder"));
     let mut encoder: Vec<Box<dyn SequenceModel>> = Vec::new();
+    let mut decoder = Vec::new();
     for i in 0..2 {
-        let block =
-            TransformerBlock::new(&store.sub("enc").sub(i), 8, 2, 16, false, false).unwrap();
-        let prefix = format!("encoder.layers.{i}.");
-        load_attention(&block.attention, p, &format!("{prefix}self_attn."));
-        set_linear(&block.ff_in, p, &format!("{prefix}linear1"));
-        set_linear(&block.ff_out, p, &format!("{prefix}linear2"));
-        set_norm(&block.attention_norm.norm, p, &format!("{prefix}norm1"));
-        set_norm(&block.ff_norm.norm, p, &format!("{prefix}norm2"));
-        encoder.push(Box::new(block));
+        let layer = enc.sub("layers").sub(i);
+        encoder.push(Box::new(TransformerBlock::new(&layer, 8, 2, 16, false, false).unwrap()));
+        let layer = dec.sub("layers").sub(i);
+        let block = DecoderBlock::new(&layer, 8, 2, 16, false).unwrap();
+        decoder.push(DecoderLayer::Attending(Box::new(block)));
     }
-    let encoder_norm = LayerNorm::new(store.sub("enc_norm"), 8, 1e-5).unwrap();
-    set_norm(&encoder_norm, p, "encoder.norm");
-    encoder.push(Box::new(encoder_norm));
-    let encoder = SequenceStack { layers: encoder };
-    let blocks: Vec<DecoderBlock> = (0..2)
-        .map(|i| {
-            let block = DecoderBlock::new(&store.sub("dec").sub(i), 8, 2, 16, false).unwrap();
-            load_decoder_block(&block, p, &format!("decoder.layers.{i}."));
-            block
-        })
-        .collect();
-    let decoder_norm = LayerNorm::new(store.sub("dec_norm"), 8, 1e-5).unwrap();
-    set_norm(&decoder_norm, p, "decoder.norm");
+    encoder.push(Box::new(LayerNorm::new(enc.sub("norm"), 8, 1e-5).unwrap()));
+    decoder.push(DecoderLayer::Plain(Box::new(LayerNorm::new(dec.sub("norm"), 8, 1e-5).unwrap())));
+    let model = Transformer {
+        encoder: SequenceStack { layers: encoder },
+        decoder: DecoderStack { layers: decoder },
+    };
+    load_torch(&model, &c["params"]);
 
     let (src, tgt) = (tensor(&c["src"]).requiring_grad(), tensor(&c["tgt"]).requiring_grad());
     let src_mask = token_mask(&tensor(&c["src_key_padding_mask"]));
     let tgt_mask = token_mask(&tensor(&c["tgt_key_padding_mask"]));
     let memory = Memory {
-        states: encoder.forward_masked(&src, Some(&src_mask)).unwrap(),
+        states: model.encoder.forward_masked(&src, Some(&src_mask)).unwrap(),
         mask: Some(src_mask),
     };
-    let mut h = tgt.clone();
-    for block in &blocks {
-        h = block.forward_masked(&h, Some(&tgt_mask), &memory).unwrap();
-    }
-    let out = decoder_norm.forward(&h).unwrap();
+    let out = model.decoder.forward_masked(&tgt, Some(&tgt_mask), &memory).unwrap();
     close(&out, &tensor(&c["output"]), "nn.Transformer output");
     let g = out.mul(&tensor(&c["r"])).unwrap().sum_all().unwrap().backward().unwrap();
     let grads = &c["grads"];
     close(g.get(&src).unwrap(), &tensor(&grads["src"]), "grad src");
     close(g.get(&tgt).unwrap(), &tensor(&grads["tgt"]), "grad tgt");
-    for (i, block) in blocks.iter().enumerate() {
-        for (name, ours) in decoder_block_grads(block, &g, &format!("decoder.layers.{i}.")) {
-            close(&ours, &tensor(&grads[&name]), &format!("grad {name}"));
-        }
-    }
-    let first = encoder.layers[0].params();
-    close(
-        g.get(&first[first.len() - 1].get()).unwrap(),
-        &tensor(&grads["encoder.layers.0.norm2.bias"]),
-        "grad encoder.layers.0.norm2.bias",
-    );
+    check_torch_grads(&model, &g, grads, 2e-5, "nn.Transformer");
 }
 
 #[test]

@@ -69,6 +69,95 @@ fn rnn_and_lstm_match_pytorch_on_padded_batches_in_both_directions() {
     }
 }
 
+/// A stacked `nn.LSTM` / `nn.RNN` from initial states: its state_dict file loads by PyTorch's
+/// names in one call, and outputs, final states (layers·directions, B, H) and the gradients of
+/// inputs, initial states and every weight agree.
+fn check_stack<R: Rnn>(c: &Value) {
+    let store = ParamStore::new(0);
+    let (x, h0, c0) = (
+        tensor(&c["x"]).requiring_grad(),
+        tensor(&c["h0"]).requiring_grad(),
+        tensor(&c["c0"]).requiring_grad(),
+    );
+    let hidden = c["hidden"].as_u64().unwrap() as usize;
+    let layers = c["layers"].as_u64().unwrap() as usize;
+    let net = RnnStack::<R>::new(
+        &store,
+        x.dims()[2],
+        hidden,
+        layers,
+        c["bidirectional"].as_bool().unwrap(),
+    )
+    .unwrap();
+    let file =
+        format!("{}/tests/fixtures/{}", env!("CARGO_MANIFEST_DIR"), c["file"].as_str().unwrap());
+    pytorch::load_file(&net, std::path::Path::new(&file)).unwrap();
+    let lstm = c["kind"] == "lstm";
+    // nn.RNN has no c: ours starts from zeros and stays there.
+    let c_start = if lstm { c0.clone() } else { Tensor::zeros(h0.dims(), DType::F32).unwrap() };
+    let (out, fin) = net
+        .run(&x, Some(&tensor(&c["mask"])), Some(&RnnState { h: h0.clone(), c: c_start }))
+        .unwrap();
+    let what = format!("stacked {}", c["kind"]);
+    close(&out, &tensor(&c["out"]), &format!("{what} outputs"));
+    close(&fin.h, &tensor(&c["h_n"]), &format!("{what} h_n"));
+    let mut loss = out.mul(&tensor(&c["r_out"])).unwrap().sum_all().unwrap();
+    loss = loss.add(&fin.h.mul(&tensor(&c["r_h"])).unwrap().sum_all().unwrap()).unwrap();
+    if lstm {
+        close(&fin.c, &tensor(&c["c_n"]), &format!("{what} c_n"));
+        loss = loss.add(&fin.c.mul(&tensor(&c["r_c"])).unwrap().sum_all().unwrap()).unwrap();
+    }
+    let g = loss.backward().unwrap();
+    close(g.get(&x).unwrap(), &tensor(&c["grad_x"]), &format!("{what} grad x"));
+    close(g.get(&h0).unwrap(), &tensor(&c["grad_h0"]), &format!("{what} grad h0"));
+    if lstm {
+        close(g.get(&c0).unwrap(), &tensor(&c["grad_c0"]), &format!("{what} grad c0"));
+    }
+    let grads = c["grads"].as_object().unwrap();
+    assert_eq!(grads.len(), store.params().len(), "{what}: every PyTorch parameter is ours");
+    for p in store.params() {
+        close(
+            g.get(&p.get()).unwrap(),
+            &tensor(&grads[p.name()]),
+            &format!("{what} grad {}", p.name()),
+        );
+    }
+    // Saved under PyTorch's names, the weights are the file's.
+    let (file_tensors, _) = ferrograd::io::load_safetensors(std::path::Path::new(&file)).unwrap();
+    let ours = pytorch::state_dict(&net).unwrap();
+    assert_eq!(ours.len(), file_tensors.len());
+    for (name, t) in &file_tensors {
+        let mine = &ours.iter().find(|(n, _)| n == name).unwrap().1;
+        close(mine, t, &format!("{what} saved {name}"));
+    }
+}
+
+#[test]
+fn stacked_rnns_load_pytorch_state_dicts_and_match_from_initial_states() {
+    let f = fixture("seq.json");
+    let stacks = f["stacks"].as_array().unwrap();
+    check_stack::<LSTM>(&stacks[0]);
+    check_stack::<SimpleRNN>(&stacks[1]);
+}
+
+#[test]
+fn rnn_initial_states_of_the_wrong_shape_are_refused_by_layout() {
+    let store = ParamStore::new(0);
+    let net = RnnStack::<LSTM>::new(&store, 3, 4, 2, true).unwrap();
+    let x = Tensor::zeros(&[2, 5, 3], DType::F32).unwrap();
+    let s = Tensor::zeros(&[2, 2, 4], DType::F32).unwrap();
+    let e = net.run(&x, None, Some(&RnnState { h: s.clone(), c: s })).unwrap_err();
+    assert!(e.to_string().contains("(4, 2, 4) (layers·directions, B, H)"), "{e}");
+    let layer = &net.layers[0];
+    let one = RnnState {
+        h: Tensor::zeros(&[2, 4], DType::F32).unwrap(),
+        c: Tensor::zeros(&[2, 4], DType::F32).unwrap(),
+    };
+    let e = layer.run_from(&x, None, Some(&[one])).unwrap_err();
+    assert!(e.to_string().contains("2 of (2, 4) (one per direction)"), "{e}");
+    assert!(RnnStack::<LSTM>::new(&store.sub("b"), 3, 4, 0, false).is_err());
+}
+
 /// The fused whole-sequence kernel against the lecture's step-by-step definition.
 fn fused_equals_stepwise<R: Rnn>() {
     let store = ParamStore::with_dtype(4, DType::F64);

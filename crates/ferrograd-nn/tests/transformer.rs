@@ -6,7 +6,7 @@ use ferrograd::{gradcheck, DType, Rng, Tensor};
 use ferrograd_nn::*;
 
 mod common;
-use common::{assert_close, attention_grads, fixture, load_attention, tensor, token_mask};
+use common::{assert_close, check_torch_grads, fixture, load_torch, tensor, token_mask};
 
 fn close(a: &Tensor, b: &Tensor, atol: f64, what: &str) {
     assert_close(a, b, atol, 1e-4, what);
@@ -19,7 +19,7 @@ fn attention_matches_pytorch_with_padding_and_causal_masks() {
         let c = &f[case];
         let store = ParamStore::new(0);
         let a = Attention::new(&store, 8, 2, causal).unwrap();
-        load_attention(&a, &c["params"], "");
+        load_torch(&a, &c["params"]);
         let x = tensor(&c["input"]).requiring_grad();
         let mask = (!causal).then(|| token_mask(&tensor(&c["key_padding_mask"])));
         let out = a.forward_masked(&x, mask.as_ref()).unwrap();
@@ -31,25 +31,7 @@ fn attention_matches_pytorch_with_padding_and_causal_masks() {
             1e-5,
             &format!("{case} grad input"),
         );
-        let (gw, gb) = attention_grads(&a, &g);
-        close(
-            &gw,
-            &tensor(&c["grads"]["in_proj_weight"]),
-            1e-5,
-            &format!("{case} grad in_proj_weight"),
-        );
-        close(
-            &gb,
-            &tensor(&c["grads"]["in_proj_bias"]),
-            1e-5,
-            &format!("{case} grad in_proj_bias"),
-        );
-        close(
-            g.get(&a.output.weight.get()).unwrap(),
-            &tensor(&c["grads"]["out_proj.weight"]),
-            1e-5,
-            case,
-        );
+        check_torch_grads(&a, &g, &c["grads"], 1e-5, case);
     }
 }
 
@@ -72,19 +54,9 @@ fn transformer_block_matches_pytorch_encoder_layer() {
     let f = fixture("transformer.json");
     for (case, pre) in [("encoder_layer_post_norm", false), ("encoder_layer_pre_norm", true)] {
         let c = &f[case];
-        let p = &c["params"];
         let store = ParamStore::new(0);
         let block = TransformerBlock::new(&store, 8, 2, 16, false, pre).unwrap();
-        load_attention(&block.attention, p, "self_attn.");
-        let set = |param: &Param, name: &str| param.set(&tensor(&p[name])).unwrap();
-        set(&block.ff_in.weight, "linear1.weight");
-        set(&block.ff_in.bias, "linear1.bias");
-        set(&block.ff_out.weight, "linear2.weight");
-        set(&block.ff_out.bias, "linear2.bias");
-        set(&block.attention_norm.norm.weight, "norm1.weight");
-        set(&block.attention_norm.norm.bias, "norm1.bias");
-        set(&block.ff_norm.norm.weight, "norm2.weight");
-        set(&block.ff_norm.norm.bias, "norm2.bias");
+        load_torch(&block, &c["params"]);
         let x = tensor(&c["input"]).requiring_grad();
         let out =
             block.forward_masked(&x, Some(&token_mask(&tensor(&c["key_padding_mask"])))).unwrap();
@@ -92,26 +64,7 @@ fn transformer_block_matches_pytorch_encoder_layer() {
         let g = out.mul(&tensor(&c["r"])).unwrap().sum_all().unwrap().backward().unwrap();
         let grads = &c["grads"];
         close(g.get(&x).unwrap(), &tensor(&grads["input"]), 1e-5, &format!("{case} grad input"));
-        let (gw, _) = attention_grads(&block.attention, &g);
-        close(
-            &gw,
-            &tensor(&grads["self_attn.in_proj_weight"]),
-            1e-5,
-            &format!("{case} grad in_proj"),
-        );
-        for (param, name) in [
-            (&block.ff_in.weight, "linear1.weight"),
-            (&block.ff_out.weight, "linear2.weight"),
-            (&block.attention_norm.norm.weight, "norm1.weight"),
-            (&block.ff_norm.norm.bias, "norm2.bias"),
-        ] {
-            close(
-                g.get(&param.get()).unwrap(),
-                &tensor(&grads[name]),
-                1e-5,
-                &format!("{case} grad {name}"),
-            );
-        }
+        check_torch_grads(&block, &g, grads, 1e-5, case);
     }
 }
 
@@ -461,4 +414,73 @@ fn tiny_bert() -> BertConfig {
         layer_norm_eps: 1e-12,
         hidden_act: "gelu".into(),
     }
+}
+
+#[test]
+fn pytorch_state_dicts_that_do_not_fit_are_refused_by_name_and_set_nothing() {
+    let store = ParamStore::new(0);
+    let block = TransformerBlock::new(&store.sub("layers").sub(0), 8, 2, 16, false, false).unwrap();
+    let good: std::collections::HashMap<String, Tensor> =
+        pytorch::state_dict(&block).unwrap().into_iter().collect();
+    assert!(good.contains_key("layers.0.self_attn.in_proj_weight"));
+    assert_eq!(good["layers.0.self_attn.in_proj_weight"].dims(), &[24, 8]);
+    let before = pytorch::state_dict(&block).unwrap();
+    let refused = |edit: &dyn Fn(&mut std::collections::HashMap<String, Tensor>), says: &str| {
+        let mut t = good.clone();
+        edit(&mut t);
+        // A value that would show if anything were set before the error.
+        t.insert("layers.0.linear1.bias".into(), Tensor::ones(&[16], DType::F32).unwrap());
+        let e = pytorch::load_state_dict(&block, &t, "model.safetensors").unwrap_err();
+        assert!(e.to_string().contains(says), "{e}");
+        assert!(e.to_string().contains("model.safetensors"), "{e}");
+        for ((_, a), (_, b)) in pytorch::state_dict(&block).unwrap().iter().zip(&before) {
+            assert_eq!(a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap());
+        }
+    };
+    refused(
+        &|t| {
+            t.remove("layers.0.norm2.weight");
+        },
+        "tensor layers.0.norm2.weight (for layers.0.ff_norm.weight) is missing",
+    );
+    refused(
+        &|t| {
+            t.insert("layers.0.self_attn.in_proj_weight".into(), Tensor::zeros(&[8, 8], DType::F32).unwrap());
+        },
+        "layers.0.self_attn.in_proj_weight is f32 [8, 8] in the file, the model expects a float [24, 8]",
+    );
+    refused(
+        &|t| {
+            t.insert(
+                "layers.0.linear1.weight".into(),
+                Tensor::zeros(&[16, 8], DType::I64).unwrap(),
+            );
+        },
+        "layers.0.linear1.weight is i64",
+    );
+    refused(
+        &|t| {
+            t.insert("layers.0.norm3.weight".into(), Tensor::zeros(&[8], DType::F32).unwrap());
+        },
+        "the model has no parameter for layers.0.norm3.weight",
+    );
+    // What state_dict writes loads back (f64 values converted to the model's f32).
+    let mut t = good.clone();
+    t.insert("layers.0.linear1.bias".into(), Tensor::full(&[16], 0.5, DType::F64).unwrap());
+    pytorch::load_state_dict(&block, &t, "edited").unwrap();
+    assert_eq!(block.ff_in.bias.get().to_vec_f64().unwrap(), vec![0.5; 16]);
+    let dir = std::env::temp_dir().join(format!("ferrograd-torch-names-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    pytorch::save_file(&block, &dir.join("block.safetensors")).unwrap();
+    let copy =
+        TransformerBlock::new(&ParamStore::new(9).sub("layers").sub(0), 8, 2, 16, false, false)
+            .unwrap();
+    pytorch::load_file(&copy, &dir.join("block.safetensors")).unwrap();
+    for ((na, a), (nb, b)) in
+        pytorch::state_dict(&copy).unwrap().iter().zip(&pytorch::state_dict(&block).unwrap())
+    {
+        assert_eq!(na, nb);
+        assert_eq!(a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap(), "{na}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

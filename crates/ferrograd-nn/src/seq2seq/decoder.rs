@@ -2,6 +2,7 @@
 //! states. Both attend to the memory through the same cross-attention.
 
 use super::{needs_memory, Decoder, Memory};
+use crate::pytorch::{renamed, scope_of, TorchName};
 use crate::sequence::{check_mask, SequenceModel};
 use crate::{
     Activation, AddNorm, Attention, Dropout, FeedForward, LayerNorm, Module, Param, ParamStore,
@@ -102,6 +103,13 @@ impl DecoderBlock {
         Ok(self)
     }
 
+    /// The FeedForward's activation in place of GELU (`nn.TransformerDecoderLayer`'s default
+    /// is ReLU).
+    pub fn with_activation(mut self, activation: Activation) -> DecoderBlock {
+        self.ff_in.activation = activation;
+        self
+    }
+
     /// Everything after self-attention, the same for a full pass and for one step.
     fn rest(&self, h: &Tensor, memory: &Memory, cache: &mut Vec<Tensor>) -> Result<Tensor> {
         let h = self
@@ -135,6 +143,33 @@ impl Module for DecoderBlock {
         p.extend(self.ff_out.params());
         p.extend(self.ff_norm.norm.params());
         p
+    }
+    /// `nn.TransformerDecoderLayer`'s: `self_attn`, `multihead_attn`, `linear1`, `linear2`,
+    /// `norm1`, `norm2`, `norm3`.
+    fn torch_names(&self) -> Vec<TorchName> {
+        let mut names = self.self_attention.torch_names();
+        names.extend(self.self_attention_norm.norm.params().into_iter().map(TorchName::same));
+        names.extend(self.cross_attention.torch_names());
+        names.extend(self.cross_attention_norm.norm.params().into_iter().map(TorchName::same));
+        for p in [self.ff_in.params(), self.ff_out.params(), self.ff_norm.norm.params()] {
+            names.extend(p.into_iter().map(TorchName::same));
+        }
+        match scope_of(&self.ff_norm.norm.weight, "ff_norm.weight") {
+            Some(scope) => renamed(
+                names,
+                &scope,
+                &[
+                    ("self_attention.", "self_attn."),
+                    ("self_attention_norm.", "norm1."),
+                    ("cross_attention.", "multihead_attn."),
+                    ("cross_attention_norm.", "norm2."),
+                    ("ff_in.", "linear1."),
+                    ("ff_out.", "linear2."),
+                    ("ff_norm.", "norm3."),
+                ],
+            ),
+            None => names,
+        }
     }
 }
 

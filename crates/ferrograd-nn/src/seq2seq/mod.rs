@@ -104,6 +104,9 @@ impl Module for DecoderStack {
     fn params(&self) -> Vec<Param> {
         self.layers.iter().flat_map(|l| l.module().params()).collect()
     }
+    fn torch_names(&self) -> Vec<crate::pytorch::TorchName> {
+        self.layers.iter().flat_map(|l| l.module().torch_names()).collect()
+    }
 }
 
 impl Decoder for DecoderStack {

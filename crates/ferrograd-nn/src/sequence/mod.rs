@@ -11,7 +11,7 @@ pub use classifier::TextClassifier;
 pub use collapse::Collapse;
 pub use embed::{EmbedToken, GenerateToken};
 pub use language_model::{LanguageModel, Sampling};
-pub use rnn::{Rnn, RnnState, SequenceRNN, SimpleRNN, LSTM};
+pub use rnn::{Rnn, RnnStack, RnnState, SequenceRNN, SimpleRNN, LSTM};
 
 use crate::Module;
 use ferrograd::{Error, Result, Tensor};
@@ -86,6 +86,9 @@ impl Module for SequenceStack {
     }
     fn params(&self) -> Vec<crate::Param> {
         self.layers.iter().flat_map(|l| l.params()).collect()
+    }
+    fn torch_names(&self) -> Vec<crate::pytorch::TorchName> {
+        self.layers.iter().flat_map(|l| l.torch_names()).collect()
     }
 }
 

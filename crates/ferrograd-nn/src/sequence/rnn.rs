@@ -5,7 +5,7 @@
 //! Legend: B batch, T time, D input size, H hidden size.
 
 use super::{check_mask, SequenceModel};
-use crate::{Init, Module, Param, ParamStore};
+use crate::{Dropout, Init, Module, Param, ParamStore};
 use ferrograd::{DType, Error, RecurrentCell, Result, Tensor};
 
 /// The state a cell carries from step to step: h, and c for an LSTM (zeros for SimpleRNN).
@@ -225,12 +225,50 @@ impl<R: Rnn> SequenceRNN<R> {
         })
     }
 
-    /// Outputs and final states (forward direction first).
+    /// Outputs and final states (forward direction first), from zero states.
     pub fn run(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<(Tensor, Vec<RnnState>)> {
+        self.run_from(x, mask, None)
+    }
+
+    pub fn directions(&self) -> usize {
+        if self.backward_cell.is_some() {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// [`SequenceRNN::run`] from `initial` states, one (B, H) state per direction (forward
+    /// first); the backward direction starts from its state at each row's last token.
+    pub fn run_from(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        initial: Option<&[RnnState]>,
+    ) -> Result<(Tensor, Vec<RnnState>)> {
         check_mask(R::name(), x, mask)?;
         let (b, t) = (x.dims()[0], x.dims()[1]);
-        let s0 = self.forward_cell.zero_state(b, x.dtype())?;
-        let (out, fs) = self.forward_cell.run(x, mask, &s0)?;
+        let h = self.forward_cell.hidden_size();
+        let starts = match initial {
+            Some(states) => {
+                let fits = |s: &RnnState| s.h.dims() == [b, h] && s.c.dims() == [b, h];
+                if states.len() != self.directions() || !states.iter().all(fits) {
+                    let given: Vec<String> =
+                        states.iter().map(|s| s.h.shape().to_string()).collect();
+                    return Err(Error::shape(
+                        R::name(),
+                        format!(
+                            "initial states must be {} of ({b}, {h}) (one per direction), got [{}]",
+                            self.directions(),
+                            given.join(", ")
+                        ),
+                    ));
+                }
+                states.to_vec()
+            }
+            None => vec![self.forward_cell.zero_state(b, x.dtype())?; self.directions()],
+        };
+        let (out, fs) = self.forward_cell.run(x, mask, &starts[0])?;
         let Some(cell) = &self.backward_cell else { return Ok((out, vec![fs])) };
         // Reverse each sequence within its own length; padding stays where it is.
         let lengths = super::lengths(mask, b, t)?;
@@ -245,7 +283,7 @@ impl<R: Rnn> SequenceRNN<R> {
             }
             y.gather(1, &Tensor::from_vec(idx, &[b, t, d])?)
         };
-        let (back, bs) = cell.run(&reversed(x)?, mask, &s0)?;
+        let (back, bs) = cell.run(&reversed(x)?, mask, &starts[1])?;
         Ok((Tensor::concat(&[out, reversed(&back)?], 2)?, vec![fs, bs]))
     }
 }
@@ -300,5 +338,132 @@ impl<R: Rnn> SequenceModel for SequenceRNN<R> {
     }
     fn output_size(&self) -> usize {
         self.forward_cell.hidden_size() * if self.backward_cell.is_some() { 2 } else { 1 }
+    }
+}
+
+/// SequenceRNN^k: `layers` SequenceRNNs, each reading the outputs of the one before, with
+/// PyTorch's `nn.RNN`/`nn.LSTM` names (`weight_ih_l1_reverse`) and states in its
+/// (layers·directions, B, H) layout.
+pub struct RnnStack<R: Rnn> {
+    pub layers: Vec<SequenceRNN<R>>,
+    /// Between layers, in training (PyTorch's `dropout`).
+    pub dropout: Option<Dropout>,
+}
+
+impl<R: Rnn> RnnStack<R> {
+    /// `nn.LSTM(input, hidden, num_layers=layers, bidirectional=…)` for `R = LSTM`.
+    pub fn new(
+        store: &ParamStore,
+        input: usize,
+        hidden: usize,
+        layers: usize,
+        bidirectional: bool,
+    ) -> Result<Self> {
+        if layers == 0 {
+            return Err(Error::value(R::name(), "an RNN stack needs at least one layer, got 0"));
+        }
+        let dirs = if bidirectional { 2 } else { 1 };
+        let layers = (0..layers)
+            .map(|l| {
+                let d = if l == 0 { input } else { dirs * hidden };
+                SequenceRNN::new(store, d, hidden, l, bidirectional)
+            })
+            .collect::<Result<_>>()?;
+        Ok(RnnStack { layers, dropout: None })
+    }
+
+    /// Dropout with probability `p` on every layer's outputs but the last, in training.
+    pub fn with_dropout(mut self, store: &ParamStore, p: f64) -> Result<Self> {
+        self.dropout = Some(Dropout::new(store, p)?);
+        Ok(self)
+    }
+
+    /// PyTorch's `lstm(x, (h_0, c_0))`: the last layer's outputs (B, T, directions·H) and the
+    /// final states, both from and to (layers·directions, B, H) tensors (h only for SimpleRNN,
+    /// whose c is zeros). Without `initial`, the states start at zero.
+    pub fn run(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        initial: Option<&RnnState>,
+    ) -> Result<(Tensor, RnnState)> {
+        check_mask(R::name(), x, mask)?;
+        let dirs = self.layers[0].directions();
+        let n = self.layers.len() * dirs;
+        let (b, h) = (x.dims()[0], self.layers[0].forward_cell.hidden_size());
+        let starts = match initial {
+            Some(s) => {
+                if s.h.dims() != [n, b, h] || s.c.dims() != [n, b, h] {
+                    return Err(Error::shape(
+                        R::name(),
+                        format!(
+                            "initial states must be ({n}, {b}, {h}) (layers·directions, B, H), \
+                             got h {} and c {}",
+                            s.h.shape(),
+                            s.c.shape()
+                        ),
+                    ));
+                }
+                let at = |t: &Tensor, i: usize| t.narrow(0, i, 1)?.squeeze(0);
+                let states = (0..n)
+                    .map(|i| Ok(RnnState { h: at(&s.h, i)?, c: at(&s.c, i)? }))
+                    .collect::<Result<Vec<_>>>()?;
+                Some(states)
+            }
+            None => None,
+        };
+        let mut h_x = x.clone();
+        let mut finals = Vec::with_capacity(n);
+        for (l, layer) in self.layers.iter().enumerate() {
+            if l > 0 {
+                if let Some(d) = &self.dropout {
+                    h_x = d.forward(&h_x)?;
+                }
+            }
+            let start = starts.as_ref().map(|s| &s[l * dirs..(l + 1) * dirs]);
+            let (out, states) = layer.run_from(&h_x, mask, start)?;
+            h_x = out;
+            finals.extend(states);
+        }
+        let stacked = |f: fn(&RnnState) -> Tensor| {
+            Tensor::stack(&finals.iter().map(f).collect::<Vec<_>>(), 0)
+        };
+        Ok((h_x, RnnState { h: stacked(|s| s.h.clone())?, c: stacked(|s| s.c.clone())? }))
+    }
+}
+
+impl<R: Rnn> Module for RnnStack<R> {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_masked(x, None)
+    }
+    fn describe(&self) -> String {
+        format!("{}^{}", self.layers[0].describe(), self.layers.len())
+    }
+    fn blocks(&self) -> Vec<&'static str> {
+        self.layers.iter().flat_map(|l| l.blocks()).collect()
+    }
+    fn params(&self) -> Vec<Param> {
+        self.layers.iter().flat_map(|l| l.params()).collect()
+    }
+}
+
+impl<R: Rnn> SequenceModel for RnnStack<R> {
+    fn forward_masked(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        Ok(self.run(x, mask, None)?.0)
+    }
+    fn forward_incremental(&self, x: &Tensor, state: &mut Vec<Tensor>) -> Result<Tensor> {
+        super::incremental_layers(
+            &self.layers,
+            x,
+            state,
+            |l| l.state_len(),
+            |l, h, s| l.forward_incremental(h, s),
+        )
+    }
+    fn state_len(&self) -> usize {
+        self.layers.iter().map(|l| l.state_len()).sum()
+    }
+    fn output_size(&self) -> usize {
+        self.layers.last().map_or(0, |l| l.output_size())
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! Legend: B batch, T query positions, S key positions, D model size, H heads, E = D / H.
 
+use crate::pytorch::{scope_of, TorchName};
 use crate::sequence::{check_mask, Padding, SequenceModel};
 use crate::{Activation, Dropout, FeedForward, Module, Param, ParamStore};
 use ferrograd::{Error, Result, Tensor};
@@ -195,6 +196,27 @@ impl Module for Attention {
             .iter()
             .flat_map(|p| p.params())
             .collect()
+    }
+    /// `nn.MultiheadAttention`'s: query, key and value packed in `in_proj_weight` and
+    /// `in_proj_bias`, the output as `out_proj`.
+    fn torch_names(&self) -> Vec<TorchName> {
+        let Some(scope) = scope_of(&self.query.weight, "query.weight") else {
+            return self.params().into_iter().map(TorchName::same).collect();
+        };
+        let packed = |name: &str, part: fn(&FeedForward) -> &Param| TorchName {
+            name: format!("{scope}{name}"),
+            parts: [&self.query, &self.key, &self.value].map(|f| part(f).clone()).to_vec(),
+        };
+        let output = |name: &str, p: &Param| TorchName {
+            name: format!("{scope}out_proj.{name}"),
+            parts: vec![p.clone()],
+        };
+        vec![
+            packed("in_proj_weight", |f| &f.weight),
+            packed("in_proj_bias", |f| &f.bias),
+            output("weight", &self.output.weight),
+            output("bias", &self.output.bias),
+        ]
     }
 }
 

@@ -1,6 +1,7 @@
 //! AddNorm and TransformerBlock = AddNorm(FeedForward, AddNorm(Attention, x)).
 
 use super::{Attention, LayerNorm};
+use crate::pytorch::{renamed, scope_of, TorchName};
 use crate::sequence::{check_mask, Padding, SequenceModel};
 use crate::{Activation, Dropout, FeedForward, Module, Param, ParamStore};
 use ferrograd::{Result, Tensor};
@@ -74,6 +75,13 @@ impl TransformerBlock {
         Ok(self)
     }
 
+    /// The FeedForward's activation in place of GELU (`nn.TransformerEncoderLayer`'s default
+    /// is ReLU).
+    pub fn with_activation(mut self, activation: Activation) -> TransformerBlock {
+        self.ff_in.activation = activation;
+        self
+    }
+
     fn feed_forward(&self, h: &Tensor) -> Result<Tensor> {
         self.ff_out.forward(&self.ff_in.forward(h)?)
     }
@@ -112,6 +120,32 @@ impl Module for TransformerBlock {
         p.extend(self.ff_out.params());
         p.extend(self.ff_norm.norm.params());
         p
+    }
+    /// `nn.TransformerEncoderLayer`'s: `self_attn`, `linear1`, `linear2`, `norm1`, `norm2`.
+    fn torch_names(&self) -> Vec<TorchName> {
+        let mut names = self.attention.torch_names();
+        for p in [
+            self.attention_norm.norm.params(),
+            self.ff_in.params(),
+            self.ff_out.params(),
+            self.ff_norm.norm.params(),
+        ] {
+            names.extend(p.into_iter().map(TorchName::same));
+        }
+        match scope_of(&self.attention_norm.norm.weight, "attention_norm.weight") {
+            Some(scope) => renamed(
+                names,
+                &scope,
+                &[
+                    ("attention.", "self_attn."),
+                    ("attention_norm.", "norm1."),
+                    ("ff_in.", "linear1."),
+                    ("ff_out.", "linear2."),
+                    ("ff_norm.", "norm2."),
+                ],
+            ),
+            None => names,
+        }
     }
 }
 

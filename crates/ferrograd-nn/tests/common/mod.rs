@@ -1,7 +1,7 @@
 //! Shared by the test files: reading the PyTorch fixtures and comparing tensors.
 
 use ferrograd::{Gradients, Tensor};
-use ferrograd_nn::{Attention, FeedForward};
+use ferrograd_nn::{pytorch, Module};
 use serde_json::Value;
 
 /// A fixture tensor: `{"shape": [...], "dtype": "f32" | "i64", "data": [...]}`.
@@ -31,33 +31,33 @@ pub fn assert_close(a: &Tensor, b: &Tensor, atol: f64, rtol: f64, what: &str) {
     }
 }
 
-/// PyTorch's packed in_proj (3D, …) into our query, key and value projections.
-#[allow(dead_code)] // not every test file loads attention
-pub fn load_attention(a: &Attention, p: &Value, prefix: &str) {
-    let w = tensor(&p[format!("{prefix}in_proj_weight")]);
-    let b = tensor(&p[format!("{prefix}in_proj_bias")]);
-    let d = w.dims()[1];
-    for (i, proj) in [&a.query, &a.key, &a.value].iter().enumerate() {
-        proj.weight.set(&w.narrow(0, i * d, d).unwrap()).unwrap();
-        proj.bias.set(&b.narrow(0, i * d, d).unwrap()).unwrap();
-    }
-    a.output.weight.set(&tensor(&p[format!("{prefix}out_proj.weight")])).unwrap();
-    a.output.bias.set(&tensor(&p[format!("{prefix}out_proj.bias")])).unwrap();
+/// A fixture's `params`, a PyTorch `state_dict`, loaded into `module` by PyTorch's names.
+#[allow(dead_code)] // not every test file loads PyTorch weights
+pub fn load_torch(module: &dyn Module, params: &Value) {
+    let tensors = params.as_object().unwrap().iter().map(|(k, v)| (k.clone(), tensor(v))).collect();
+    pytorch::load_state_dict(module, &tensors, "the fixture").unwrap();
 }
 
+/// Our gradients under PyTorch's names against a fixture's `grads`: every parameter's.
 #[allow(dead_code)]
-pub fn attention_grads(a: &Attention, g: &Gradients) -> (Tensor, Tensor) {
-    let cat = |f: &dyn Fn(&FeedForward) -> Tensor| {
-        Tensor::concat(&[f(&a.query), f(&a.key), f(&a.value)], 0).unwrap()
-    };
-    (
-        cat(&|p| g.get(&p.weight.get()).unwrap().clone()),
-        cat(&|p| g.get(&p.bias.get()).unwrap().clone()),
-    )
+pub fn check_torch_grads(module: &dyn Module, g: &Gradients, grads: &Value, atol: f64, what: &str) {
+    let names = module.torch_names();
+    assert!(!names.is_empty());
+    for n in names {
+        let parts: Vec<Tensor> = n.parts.iter().map(|p| g.get(&p.get()).unwrap().clone()).collect();
+        let ours = Tensor::concat(&parts, 0).unwrap();
+        assert_close(
+            &ours,
+            &tensor(&grads[&n.name]),
+            atol,
+            1e-4,
+            &format!("{what} grad {}", n.name),
+        );
+    }
 }
 
 /// PyTorch's key padding mask (1 = padding) as ours (1 = token).
 #[allow(dead_code)]
 pub fn token_mask(padding: &Tensor) -> Tensor {
-    padding.eq(&Tensor::scalar(0i64)).unwrap()
+    pytorch::token_mask(padding).unwrap()
 }
