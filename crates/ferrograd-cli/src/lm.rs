@@ -40,10 +40,16 @@ struct LmConfig {
     /// The characters of a model trained from scratch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     vocab: Option<Vocab>,
-    /// A GPT-2 fine-tuned from `--init`: its config and its tokenizer.json, kept whole so that
-    /// the checkpoint alone continues text.
+    /// A GPT-2 fine-tuned from `--init`: its config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    gpt2: Option<(Gpt2Config, String)>,
+    gpt2: Option<Gpt2Config>,
+    /// GPT-2's tokenizer.json, or the BPE learned from the data (`--tokenizer bpe`), kept whole
+    /// so that the checkpoint alone continues text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tokenizer: Option<String>,
+    /// The ids of a model reading a BPE learned from its data.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    vocab_size: usize,
     /// The transformer's attention heads and positions, and its dropout in training.
     #[serde(default, skip_serializing_if = "is_zero")]
     heads: usize,
@@ -56,17 +62,26 @@ struct LmConfig {
 impl LmConfig {
     fn vocab_size(&self) -> usize {
         match (&self.gpt2, &self.vocab) {
-            (Some((g, _)), _) => g.vocab_size,
+            (Some(g), _) => g.vocab_size,
             (None, Some(v)) => v.len(),
-            (None, None) => 0,
+            (None, None) => self.vocab_size,
         }
     }
 
     /// The tokenizer the model reads and writes with.
     fn text(&self, source: &str) -> CliResult<LmText> {
-        match (&self.gpt2, &self.vocab) {
-            (Some((_, json)), _) => {
-                Ok(LmText::Pretrained(Box::new(PretrainedTokenizer::from_json(json, source)?)))
+        match (&self.tokenizer, &self.vocab) {
+            (Some(json), _) => {
+                let tok = PretrainedTokenizer::from_json(json, source)?;
+                if tok.vocab_size() > self.vocab_size() {
+                    return Err(format!(
+                        "{source}: the tokenizer has {} ids, more than the model's {}",
+                        tok.vocab_size(),
+                        self.vocab_size()
+                    )
+                    .into());
+                }
+                Ok(LmText::Pretrained(Box::new(tok)))
             }
             (None, Some(v)) => Ok(LmText::Chars(CharTokenizer::new(v.clone()))),
             (None, None) => {
@@ -76,7 +91,7 @@ impl LmConfig {
     }
 }
 
-/// Characters, or a pretrained model's tokenizer.
+/// Characters, or a tokenizer.json's tokens (GPT-2's, or a BPE learned from the data).
 enum LmText {
     Chars(CharTokenizer),
     Pretrained(Box<PretrainedTokenizer>),
@@ -104,14 +119,32 @@ fn is_zero_f(x: &f64) -> bool {
     *x == 0.0
 }
 
+/// The most ids a learned BPE may have.
+const BPE_IDS: u64 = 1 << 20;
+
+/// What a model trained from scratch reads: characters, or a byte-level BPE learned from the
+/// data (`--vocab-size` ids).
+#[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq)]
+pub enum TokenizerKind {
+    Char,
+    Bpe,
+}
+
 #[derive(Args)]
 pub struct LmArgs {
     #[arg(long, value_enum, default_value = "lstm")]
     model: SequenceKind,
     /// Fine-tune a Hugging Face GPT-2 directory (config.json, model.safetensors,
     /// tokenizer.json) instead of training a model of characters from scratch.
-    #[arg(long, conflicts_with_all = ["model", "embed", "hidden", "layers", "heads", "dropout"])]
+    #[arg(long, conflicts_with_all = ["model", "embed", "hidden", "layers", "heads", "dropout", "tokenizer"])]
     init: Option<PathBuf>,
+    /// Characters, or a byte-level BPE learned from the training text, saved beside the
+    /// checkpoint as tokenizer.json.
+    #[arg(long, value_enum, default_value = "char")]
+    tokenizer: TokenizerKind,
+    /// With `--tokenizer bpe`, its ids (special token included).
+    #[arg(long, default_value_t = 2000, value_parser = between(BPE_IDS))]
+    vocab_size: usize,
     /// A UTF-8 text file; the model learns its characters (or GPT-2's tokens). The last 10% is
     /// held out.
     #[arg(long)]
@@ -149,7 +182,7 @@ pub struct LmArgs {
 
 fn build(store: &ParamStore, c: &LmConfig) -> ferrograd::Result<LanguageModel> {
     let v = c.vocab_size();
-    if let Some((g, _)) = &c.gpt2 {
+    if let Some(g) = &c.gpt2 {
         return lm_of_shape(store, &g.shape()?);
     }
     if c.model == SequenceKind::Transformer {
@@ -181,6 +214,31 @@ fn build(store: &ParamStore, c: &LmConfig) -> ferrograd::Result<LanguageModel> {
         body: Box::new(SequenceStack { layers }),
         head: GenerateToken::untied(store.sub("head"), c.hidden, v)?,
     })
+}
+
+/// The text a BPE learns from: the part before the held-out tenth (the split falls near there
+/// in tokens too), so that held-out text is not in its merges.
+fn training_part(text: &str) -> &str {
+    let mut end = text.len() - text.len() / 10;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Writes a learned tokenizer.json beside the checkpoint (or into the run's folder), where
+/// Hugging Face's tokenizers can read it; the checkpoint keeps its own copy.
+fn write_beside(checkpoint: Option<&Path>, out_dir: &Path, json: &str) -> CliResult<()> {
+    let dir = match checkpoint.and_then(Path::parent) {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        Some(_) => PathBuf::from("."),
+        None => out_dir.to_path_buf(),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("tokenizer.json");
+    ferrograd::io::write_atomically(&path, json.as_bytes())?;
+    say!("tokenizer: {}", path.display());
+    Ok(())
 }
 
 /// Mean loss over `n` fixed held-out batches.
@@ -235,7 +293,9 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
                 hidden: shape.ff,
                 layers: shape.layers,
                 vocab: None,
-                gpt2: Some((g, json)),
+                gpt2: Some(g),
+                tokenizer: Some(json),
+                vocab_size: 0,
                 heads: shape.heads,
                 context: shape.context,
                 dropout: 0.0,
@@ -243,20 +303,36 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
             (lm, config, LmText::Pretrained(Box::new(tokenizer)))
         }
         None => {
-            let chars = CharTokenizer::from_text(&text);
-            let config = LmConfig {
+            let mut config = LmConfig {
                 task: "lm".into(),
                 model: a.model,
                 embed: a.embed,
                 hidden: a.hidden,
                 layers: a.layers.max(1),
-                vocab: Some(chars.vocab().clone()),
+                vocab: None,
                 gpt2: None,
+                tokenizer: None,
+                vocab_size: 0,
                 heads: if transformer { a.heads } else { 0 },
                 context: if transformer { a.context } else { 0 },
                 dropout: if transformer { a.dropout } else { 0.0 },
             };
-            (build(&store, &config)?, config, LmText::Chars(chars))
+            let tokenizer = match a.tokenizer {
+                TokenizerKind::Char => {
+                    let chars = CharTokenizer::from_text(&text);
+                    config.vocab = Some(chars.vocab().clone());
+                    LmText::Chars(chars)
+                }
+                TokenizerKind::Bpe => {
+                    let bpe = PretrainedTokenizer::train_bpe(training_part(&text), a.vocab_size)?;
+                    let json = bpe.to_json()?;
+                    write_beside(a.run.checkpoint.as_deref(), &a.run.out_dir("lm"), &json)?;
+                    config.vocab_size = bpe.vocab_size();
+                    config.tokenizer = Some(json);
+                    LmText::Pretrained(Box::new(bpe))
+                }
+            };
+            (build(&store, &config)?, config, tokenizer)
         }
     };
     let ids = tokenizer.encode(&text)?;
@@ -272,7 +348,7 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
         formula(&lm),
         thousands(store.num_params()),
         ids.len(),
-        config.vocab_size() - if config.gpt2.is_some() { 0 } else { 2 },
+        config.vocab_size() - if config.vocab.is_some() { 2 } else { 0 },
         held.ids().len()
     );
     // The transformer as W5 trains it: AdamW (weight decay 0.01).
@@ -314,7 +390,7 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
     let held_loss = held_out_loss(&lm, &held, 32)?;
     say!(
         "held-out loss: {held_loss:.4} nats/{} after {} steps, {:.0} tokens/s (curves in {})",
-        if config.gpt2.is_some() { "token" } else { "char" },
+        if config.vocab.is_some() { "char" } else { "token" },
         a.steps,
         report.units_per_s,
         a.run.out_dir("lm").display()
@@ -409,7 +485,10 @@ fn generate_from_checkpoint(
     load_checkpoint(checkpoint, &store, None)?;
     let tok = match config.text(&source)? {
         LmText::Pretrained(tok) => {
-            let eos = config.gpt2.as_ref().and_then(|(g, _)| g.eos_token_id);
+            let eos = match &config.gpt2 {
+                Some(g) => g.eos_token_id,
+                None => tok.token_id("<|endoftext|>"),
+            };
             return continue_prompts(a, &lm, &tok, eos, config.context, sampling);
         }
         LmText::Chars(tok) => tok,
@@ -482,13 +561,24 @@ fn continue_prompts(
         let start = eos.ok_or("no --prompt, and the model has no <|endoftext|> to start from")?;
         prompts.push((String::new(), vec![start]));
     }
-    if let Some((text, ids)) = prompts.iter().find(|(_, ids)| ids.len() + a.tokens > context) {
-        return Err(format!(
-            "the prompt {text:?} ({} tokens) and --tokens {} exceed the model's context of {context} positions",
-            ids.len(),
-            a.tokens
-        )
-        .into());
+    // One row slides its window past the last position; a padded batch cannot.
+    let beyond = prompts.iter().find(|(_, ids)| ids.len() + a.tokens > context);
+    match beyond {
+        Some((text, ids)) if prompts.len() > 1 => {
+            return Err(format!(
+                "the prompt {text:?} ({} tokens) and --tokens {} exceed the model's context of \
+                 {context} positions, which a batch of prompts cannot slide past",
+                ids.len(),
+                a.tokens
+            )
+            .into());
+        }
+        Some(_) => eprintln!(
+            "note: past the model's {context} positions the window slides: each new token sees \
+             the last {} to {context} tokens",
+            context / 2
+        ),
+        None => {}
     }
     let stop: Vec<i64> = eos.into_iter().collect();
     let mut out = std::io::stdout().lock();

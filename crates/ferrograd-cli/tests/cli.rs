@@ -870,9 +870,15 @@ fn generate_continues_prompts_with_gpt2_as_transformers_does() {
     let out_text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out_text, expected[1], "streamed");
 
-    let out = ferrograd(&["generate", "--model", dir, "--prompt", "ROMEO:", "--tokens", "62"]);
+    // Past the 64 positions one prompt slides its window; a padded batch is refused.
+    let long = ["generate", "--model", dir, "--prompt", "ROMEO:", "--tokens", "70"];
+    let out = ferrograd(&long);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("context of 64 positions"), "{stderr}");
+    assert!(out.status.success() && stderr.contains("the window slides"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).len() > 70, "70 tokens of at least a byte each");
+    let out = ferrograd(&[&long[..], &["--prompt", "JULIET:"]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("cannot slide past"), "{stderr}");
     let out = ferrograd(&["generate", "--model", dir, "--checkpoint", "lm.safetensors"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("cannot be used with"), "{stderr}");
@@ -907,6 +913,43 @@ fn train_lm_transformer_learns_resumes_exactly_and_generates_past_its_context() 
     let run = ferrograd(&bad);
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success() && err.contains("--dropout must be in [0, 1), got 1.5"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn train_lm_with_a_learned_bpe_saves_its_tokenizer_resumes_exactly_and_generates() {
+    let (dir, data) = tiny_corpus("lm-bpe");
+    let out = dir.join("run");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let mut args = vec!["train", "lm", "--model", "transformer", "--data", d, "--out", o];
+    args.extend(["--tokenizer", "bpe", "--vocab-size", "300", "--steps", "20"]);
+    args.extend(["--sample-every", "10", "--embed", "16", "--hidden", "32", "--heads", "2"]);
+    args.extend(["--batch-size", "4", "--context", "16", "--lr", "3e-3"]);
+    assert_resumes_exactly(&dir, &args, "7");
+    // Beside the checkpoints, a tokenizer.json that Hugging Face's reader takes, learned from
+    // the text before the held-out tenth.
+    let tok = ferrograd_data::PretrainedTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    assert!(tok.vocab_size() > 257 && tok.vocab_size() <= 300, "{}", tok.vocab_size());
+    let text = ferrograd_data::corpora::TINY_CORPUS;
+    assert_eq!(tok.decode(&tok.encode(text).unwrap()).unwrap(), text);
+    let ck = dir.join("straight.safetensors");
+    let run = ferrograd(&[
+        "generate",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--prompt",
+        "The",
+        "--tokens",
+        "30",
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let said = String::from_utf8_lossy(&run.stdout);
+    assert!(said.starts_with("The") && said.len() > 3 + 30, "{said}");
+    let mut bad = args.clone();
+    bad[11] = "100"; // --vocab-size
+    let run = ferrograd(&bad);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && err.contains("257 to 1048576 ids, got 100"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

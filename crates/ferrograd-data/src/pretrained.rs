@@ -46,6 +46,51 @@ impl PretrainedTokenizer {
         Ok(PretrainedTokenizer { inner })
     }
 
+    /// A byte-level BPE (GPT-2's kind: any text encodes, nothing is unknown) of at most
+    /// `vocab_size` ids learned from `text`'s lines, with `<|endoftext|>` as id 0. The same text
+    /// gives the same tokenizer.
+    pub fn train_bpe(text: &str, vocab_size: usize) -> Result<PretrainedTokenizer> {
+        use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+        use tokenizers::models::TrainerWrapper;
+        use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+        const OP: &str = "PretrainedTokenizer::train_bpe";
+        // 256 bytes and the special token come first; merges take the rest.
+        const BYTES: usize = 257;
+        if !(BYTES..=1 << 20).contains(&vocab_size) {
+            return Err(Error::value(
+                OP,
+                format!("a byte-level BPE needs {BYTES} to 1048576 ids, got {vocab_size}"),
+            ));
+        }
+        let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
+            .vocab_size(vocab_size)
+            .min_frequency(2)
+            .show_progress(false)
+            .special_tokens(vec![tokenizers::AddedToken::from("<|endoftext|>", true)])
+            .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+            .build()
+            .into();
+        let mut inner = tokenizers::Tokenizer::new(BPE::default());
+        inner
+            .with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)))
+            .with_post_processor(Some(ByteLevel::default().trim_offsets(false)))
+            .with_decoder(Some(ByteLevel::default()));
+        contained(OP, || {
+            inner
+                .train(&mut trainer, text.split_inclusive('\n'))
+                .map_err(|e| Error::value(OP, e.to_string()))?;
+            Ok(())
+        })?;
+        Ok(PretrainedTokenizer { inner })
+    }
+
+    /// Its `tokenizer.json` text, which Hugging Face's `tokenizers` and `transformers` read.
+    pub fn to_json(&self) -> Result<String> {
+        self.inner
+            .to_string(true)
+            .map_err(|e| Error::value("PretrainedTokenizer::to_json", e.to_string()))
+    }
+
     /// The number of ids, special tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
