@@ -268,9 +268,18 @@ fn w8_gpt2(model: Option<&Path>, min_time: Duration) -> CliResult<Vec<(String, f
         None => {
             let (vocab, dim, heads, layers, context) = (50_257, 768, 12, 12, 1024);
             let activation = Activation::GeluTanh;
-            let (ff, eps, dropout) = (4 * dim, 1e-5, 0.0);
-            let shape =
-                LmShape { vocab, dim, heads, layers, context, ff, activation, eps, dropout };
+            let (ff, eps) = (4 * dim, 1e-5);
+            let shape = LmShape {
+                vocab,
+                dim,
+                heads,
+                layers,
+                context,
+                ff,
+                activation,
+                eps,
+                ..LmShape::NO_DROPOUT
+            };
             lm_of_shape(&store, &shape)?
         }
     };

@@ -196,6 +196,8 @@ fn build(store: &ParamStore, c: &LmConfig) -> ferrograd::Result<LanguageModel> {
             activation: Activation::Gelu,
             eps: 1e-5,
             dropout: c.dropout,
+            attention_dropout: c.dropout,
+            embed_dropout: 0.0,
         };
         return lm_of_shape(store, &shape);
     }
@@ -483,6 +485,7 @@ fn generate_from_checkpoint(
     let source = checkpoint.display().to_string();
     let lm = store.within(header.elements(), &source, || build(&store, &config))?;
     load_checkpoint(checkpoint, &store, None)?;
+    store.eval(); // no dropout while generating
     let tok = match config.text(&source)? {
         LmText::Pretrained(tok) => {
             let eos = match &config.gpt2 {

@@ -150,8 +150,9 @@ pub fn transformer_lm(
     context: usize,
 ) -> Result<LanguageModel> {
     let ff = 4 * dim;
-    let (activation, eps, dropout) = (Activation::Gelu, 1e-5, 0.0);
-    let shape = LmShape { vocab, dim, heads, layers, context, ff, activation, eps, dropout };
+    let (activation, eps) = (Activation::Gelu, 1e-5);
+    let shape =
+        LmShape { vocab, dim, heads, layers, context, ff, activation, eps, ..LmShape::NO_DROPOUT };
     lm_of_shape(store, &shape)
 }
 
@@ -169,8 +170,29 @@ pub struct LmShape {
     pub activation: Activation,
     /// LayerNorm's epsilon.
     pub eps: f64,
-    /// Dropout in training, on the attention weights and each block's sublayer outputs.
+    /// Dropout in training: on each block's sublayer outputs before they are added back, on
+    /// the attention weights, and on the embeddings with their positions (GPT-2's
+    /// `resid_pdrop`, `attn_pdrop`, `embd_pdrop`).
     pub dropout: f64,
+    pub attention_dropout: f64,
+    pub embed_dropout: f64,
+}
+
+impl LmShape {
+    /// The sizes to fill in, without dropout.
+    pub const NO_DROPOUT: LmShape = LmShape {
+        vocab: 0,
+        dim: 0,
+        heads: 0,
+        layers: 0,
+        context: 0,
+        ff: 0,
+        activation: Activation::Gelu,
+        eps: 1e-5,
+        dropout: 0.0,
+        attention_dropout: 0.0,
+        embed_dropout: 0.0,
+    };
 }
 
 /// [`transformer_lm`] of any shape: parameters `embed`, `positions`, `blocks.{i}.*` and
@@ -179,8 +201,11 @@ pub fn lm_of_shape(store: &ParamStore, s: &LmShape) -> Result<LanguageModel> {
     let embed = EmbedToken::new(store.sub("embed"), s.vocab, s.dim, None)?;
     // Tied to the output, N(0, 1) embeddings would start with huge scores: GPT-2's N(0, 0.02).
     embed.weight.set(&embed.weight.get().mul_scalar(0.02)?)?;
-    let mut body: Vec<Box<dyn SequenceModel>> =
-        vec![Box::new(Positions::new(store.sub("positions"), s.context, s.dim)?)];
+    let mut positions = Positions::new(store.sub("positions"), s.context, s.dim)?;
+    if s.embed_dropout > 0.0 {
+        positions.dropout = Some(Dropout::new(store, s.embed_dropout)?);
+    }
+    let mut body: Vec<Box<dyn SequenceModel>> = vec![Box::new(positions)];
     for i in 0..s.layers {
         let mut block =
             TransformerBlock::new(&store.sub("blocks").sub(i), s.dim, s.heads, s.ff, true, true)?;
@@ -188,7 +213,11 @@ pub fn lm_of_shape(store: &ParamStore, s: &LmShape) -> Result<LanguageModel> {
         block.attention_norm.norm.eps = s.eps;
         block.ff_norm.norm.eps = s.eps;
         if s.dropout > 0.0 {
-            block = block.with_dropout(store, s.dropout)?;
+            block.attention_norm.dropout = Some(Dropout::new(store, s.dropout)?);
+            block.ff_norm.dropout = Some(Dropout::new(store, s.dropout)?);
+        }
+        if s.attention_dropout > 0.0 {
+            block.attention.dropout = Some(Dropout::new(store, s.attention_dropout)?);
         }
         body.push(Box::new(block));
     }

@@ -48,6 +48,17 @@ fn gpt2_matches_transformers_logits_and_greedy_continuation() {
             lm.generate(&prompt, 20, Sampling::greedy(), &[eos], &mut Rng::seed(0), |_| Ok(()));
         assert_eq!(greedy.unwrap(), ids(&case["greedy"]), "{what}");
     }
+    // Loaded for evaluation, as transformers loads it; in training its config's dropout acts.
+    assert!(!store.is_training());
+    assert_eq!((config.resid_pdrop, config.attn_pdrop, config.embd_pdrop), (0.1, 0.1, 0.1));
+    let x = Tensor::from_vec(ids(&reference["cases"][0]["ids"]), &[1, 6]).unwrap();
+    let evaluated = lm.scores(&x, None).unwrap().to_vec_f64().unwrap();
+    store.train();
+    let (a, b) = (lm.scores(&x, None).unwrap(), lm.scores(&x, None).unwrap());
+    assert_ne!(a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap());
+    assert_ne!(a.to_vec_f64().unwrap(), evaluated);
+    store.eval();
+    assert_eq!(lm.scores(&x, None).unwrap().to_vec_f64().unwrap(), evaluated);
 }
 
 #[test]

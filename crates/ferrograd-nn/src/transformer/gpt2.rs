@@ -38,6 +38,18 @@ pub struct Gpt2Config {
     /// The end-of-text token, where generation stops.
     #[serde(default)]
     pub eos_token_id: Option<i64>,
+    /// Dropout in fine-tuning, on each sublayer's output, the attention weights and the
+    /// embeddings (Hugging Face's defaults: 0.1 each).
+    #[serde(default = "one_tenth")]
+    pub resid_pdrop: f64,
+    #[serde(default = "one_tenth")]
+    pub attn_pdrop: f64,
+    #[serde(default = "one_tenth")]
+    pub embd_pdrop: f64,
+}
+
+fn one_tenth() -> f64 {
+    0.1
 }
 
 fn gelu_new() -> String {
@@ -75,6 +87,15 @@ impl Gpt2Config {
         if !c.scale_attn_weights || c.scale_attn_by_inverse_layer_idx {
             return bad("only scale_attn_weights = true, scale_attn_by_inverse_layer_idx = false (GPT-2's) are supported".into());
         }
+        for (name, p) in [
+            ("resid_pdrop", c.resid_pdrop),
+            ("attn_pdrop", c.attn_pdrop),
+            ("embd_pdrop", c.embd_pdrop),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return bad(format!("{name} = {p} must be in [0, 1)"));
+            }
+        }
         Activation::hugging_face(OP, &c.activation_function)?;
         Ok(config)
     }
@@ -90,7 +111,9 @@ impl Gpt2Config {
             ff: self.n_inner.unwrap_or(4 * self.n_embd),
             activation: Activation::hugging_face(OP, &self.activation_function)?,
             eps: self.layer_norm_epsilon,
-            dropout: 0.0,
+            dropout: self.resid_pdrop,
+            attention_dropout: self.attn_pdrop,
+            embed_dropout: self.embd_pdrop,
         })
     }
 }
@@ -98,7 +121,8 @@ impl Gpt2Config {
 /// GPT-2 from `dir` (`config.json`, `model.safetensors`) under `store`. The config's sizes are
 /// checked against the weights file before anything is allocated; every parameter must be in
 /// the file with its shape (an error names the one that is not). The causal-mask buffers of
-/// older files and a tied `lm_head.weight` are skipped.
+/// older files and a tied `lm_head.weight` are skipped. The store is left in evaluation mode,
+/// as Hugging Face's `from_pretrained` leaves its model (a Trainer switches dropout on).
 pub fn from_pretrained(dir: &Path, store: &ParamStore) -> Result<(LanguageModel, Gpt2Config)> {
     let config_path = dir.join("config.json");
     let config = Gpt2Config::read(&config_path)?;
@@ -125,6 +149,7 @@ pub fn from_pretrained(dir: &Path, store: &ParamStore) -> Result<(LanguageModel,
     for (p, t) in store.match_tensors(OP, &source, find)? {
         p.set(&t)?;
     }
+    store.eval();
     Ok((lm, config))
 }
 

@@ -1,12 +1,14 @@
 //! Learned position embeddings, added to a sequence: how a transformer knows token order.
 
 use crate::sequence::{check_mask, Padding, SequenceModel};
-use crate::{Init, Module, Param, ParamStore};
+use crate::{Dropout, Init, Module, Param, ParamStore};
 use ferrograd::{DType, Error, Result, Tensor};
 
 /// `x + P[position]` for (B, T, D) sequences, with a (max_positions, D) table `weight`.
 pub struct Positions {
     pub weight: Param,
+    /// On the sum, in training (GPT-2's `embd_pdrop`).
+    pub dropout: Option<Dropout>,
 }
 
 impl Positions {
@@ -17,6 +19,7 @@ impl Positions {
                 &[max_positions, dim],
                 Init::Normal { mean: 0.0, std: 0.02 },
             )?,
+            dropout: None,
         })
     }
 
@@ -53,7 +56,11 @@ fn seen(x: &Tensor, state: &[Tensor]) -> Result<usize> {
 impl SequenceModel for Positions {
     fn forward_masked(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         check_mask("Positions", x, mask)?;
-        self.add(x, 0)
+        let y = self.add(x, 0)?;
+        match &self.dropout {
+            Some(d) => d.forward(&y),
+            None => Ok(y),
+        }
     }
     /// The state is the number of positions seen so far.
     fn forward_incremental(&self, x: &Tensor, state: &mut Vec<Tensor>) -> Result<Tensor> {

@@ -356,6 +356,15 @@ fn gemm_rows<T: Float + Send + Sync>(
     threads: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
+    if m <= super::small_x86::DOT_ROWS
+        && a.col_stride == 1
+        && b.row_stride == 1
+        && b.col_stride != 1
+        && super::small_x86::available::<T>()
+    {
+        return rows_dot(a, b, (m, k, n), out, row_stride, accumulate, threads);
+    }
+    #[cfg(target_arch = "x86_64")]
     if !threads
         && b.col_stride == 1
         && m * k * n <= super::small_x86::SMALL_PRODUCT
@@ -399,6 +408,34 @@ fn gemm_rows<T: Float + Send + Sync>(
             parallelism,
         );
     }
+}
+
+/// [`super::small_x86::rows_dot`], its columns split across threads when the weight is large
+/// (GPT-2's, which a token's step streams from memory).
+#[cfg(target_arch = "x86_64")]
+fn rows_dot<T: Float + Send + Sync>(
+    a: MatRef<T>,
+    b: MatRef<T>,
+    (m, k, n): (usize, usize, usize),
+    out: *mut T,
+    row_stride: usize,
+    accumulate: bool,
+    threads: bool,
+) {
+    let parts = if threads && k * n >= PARALLEL_FLOPS { rayon::current_num_threads() } else { 1 };
+    let per = n.div_ceil(parts).next_multiple_of(8);
+    let out = out as usize; // shared: each part writes only its own columns
+    let part = |cols: std::ops::Range<usize>| {
+        // SAFETY: available::<T>() was checked, the spans are the callers' (as for gemm), and
+        // the parts' column ranges are disjoint.
+        unsafe {
+            super::small_x86::rows_dot(a, b, (m, k, n), cols, out as *mut T, row_stride, accumulate)
+        }
+    };
+    if parts == 1 {
+        return part(0..n);
+    }
+    (0..n.div_ceil(per)).into_par_iter().for_each(|i| part(i * per..((i + 1) * per).min(n)));
 }
 
 /// A batch of products; `a_offsets[i]`, `b_offsets[i]` locate the i-th operands. With

@@ -119,6 +119,82 @@ unsafe fn tile<const R: usize>(
     }
 }
 
+/// Products with at most this many rows whose right operand is a transposed weight go to
+/// [`rows_dot`]: generation's one-row `x · Wᵀ`, a dot product per output, where gemm's tiles
+/// (made for many rows) add work and no reuse.
+pub const DOT_ROWS: usize = 4;
+
+/// `out (+)= a · b` for an (m, k) `a` with column stride 1 and a (k, n) `b` with row stride 1
+/// (Wᵀ for a row-major (n, k) weight W, so that each output is a dot product of two contiguous
+/// rows): eight rows of W at a time, each an accumulator over k in 16-lane steps, masked at
+/// the end of k, reduced and written once. Columns `cols` of the output only (a thread's
+/// share); rows of `out` are `row_stride` apart.
+///
+/// # Safety
+/// [`available`]`::<T>()` holds; `a` and `b` span their matrices with those unit strides; `out`
+/// is valid for (m − 1)·row_stride + n elements, initialized when `accumulate`.
+pub unsafe fn rows_dot<T: 'static>(
+    a: MatRef<T>,
+    b: MatRef<T>,
+    (m, k, n): (usize, usize, usize),
+    cols: std::ops::Range<usize>,
+    out: *mut T,
+    row_stride: usize,
+    accumulate: bool,
+) {
+    debug_assert!(available::<T>() && a.col_stride == 1 && b.row_stride == 1 && cols.end <= n);
+    let (x, w) = (a.data.as_ptr() as *const f32, b.data.as_ptr() as *const f32);
+    let out = out as *mut f32;
+    for i in 0..m {
+        // SAFETY: T is f32 with AVX-512F present; row i of a and rows `cols` of W are inside
+        // their spans, and out's row i holds n ≥ cols.end elements.
+        unsafe {
+            let x = x.add(i * a.row_stride);
+            let o = out.add(i * row_stride);
+            let mut j = cols.start;
+            while j + 8 <= cols.end {
+                dots::<8>(x, w, b.col_stride, j, k, o, accumulate);
+                j += 8;
+            }
+            for j in j..cols.end {
+                dots::<1>(x, w, b.col_stride, j, k, o, accumulate);
+            }
+        }
+    }
+}
+
+/// `o[j..j + R] (+)= x · W[j..j + R]ᵀ`, W's rows `stride` apart.
+#[target_feature(enable = "avx512f")]
+unsafe fn dots<const R: usize>(
+    x: *const f32,
+    w: *const f32,
+    stride: usize,
+    j: usize,
+    k: usize,
+    o: *mut f32,
+    accumulate: bool,
+) {
+    // SAFETY (whole body): loads are masked to p..k, inside x's row and W's rows j..j + R.
+    unsafe {
+        let mut acc = [_mm512_setzero_ps(); R];
+        let mut p = 0;
+        while p < k {
+            let mask = first(k - p);
+            let xv = _mm512_maskz_loadu_ps(mask, x.add(p));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let wv = _mm512_maskz_loadu_ps(mask, w.add((j + r) * stride + p));
+                *acc = _mm512_fmadd_ps(xv, wv, *acc);
+            }
+            p += 16;
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            let sum = _mm512_reduce_add_ps(*acc);
+            let at = o.add(j + r);
+            *at = if accumulate { *at + sum } else { sum };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +237,76 @@ mod tests {
                 matmul_rows_accumulate(a, b, (m, k, n), &mut through, n);
                 assert_eq!(through, want.iter().map(|w| 2.0 * w).collect::<Vec<_>>());
             }
+        }
+    }
+
+    #[test]
+    fn row_dots_equal_gemms_for_ragged_shapes_column_ranges_and_sums() {
+        if !available::<f32>() {
+            return;
+        }
+        for (m, k, n) in [(1, 1, 1), (1, 15, 9), (1, 16, 8), (2, 17, 23), (4, 128, 65), (3, 33, 7)]
+        {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+            let w: Vec<f32> = (0..n * k).map(|i| ((i * 5) % 13) as f32 - 6.0).collect();
+            let a = MatRef { data: &a[..], row_stride: k, col_stride: 1 };
+            let wt = MatRef { data: &w[..], row_stride: 1, col_stride: k }; // Wᵀ, (k, n)
+            let mut want = vec![0.0f32; m * n];
+            // SAFETY: the same spans for both; f32 with AVX-512F (checked above).
+            unsafe { gemm_reference(a, wt, (m, k, n), &mut want) };
+            let stride = n + 2;
+            let mut got = vec![-7.0f32; (m - 1) * stride + n];
+            // Two column ranges, as two threads would split them.
+            let half = n / 2;
+            for cols in [0..half, half..n] {
+                unsafe { rows_dot(a, wt, (m, k, n), cols, got.as_mut_ptr(), stride, false) };
+            }
+            let mut sum = got.clone();
+            unsafe { rows_dot(a, wt, (m, k, n), 0..n, sum.as_mut_ptr(), stride, true) };
+            for i in 0..m {
+                assert_eq!(&got[i * stride..i * stride + n], &want[i * n..(i + 1) * n]);
+                let twice: Vec<f32> = want[i * n..(i + 1) * n].iter().map(|v| 2.0 * v).collect();
+                assert_eq!(&sum[i * stride..i * stride + n], &twice[..], "{m}×{k}×{n}");
+                if i + 1 < m {
+                    assert!(got[i * stride + n..(i + 1) * stride].iter().all(|&v| v == -7.0));
+                }
+            }
+            // And through the public path, which picks this kernel for few rows.
+            let mut through = want.clone();
+            matmul_rows_accumulate(a, wt, (m, k, n), &mut through, n);
+            assert_eq!(through, want.iter().map(|v| 2.0 * v).collect::<Vec<_>>());
+        }
+    }
+
+    /// gemm itself, the twin.
+    unsafe fn gemm_reference(
+        a: MatRef<f32>,
+        b: MatRef<f32>,
+        (m, k, n): (usize, usize, usize),
+        out: &mut [f32],
+    ) {
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.data.as_ptr(),
+                a.col_stride as isize,
+                a.row_stride as isize,
+                b.data.as_ptr(),
+                b.col_stride as isize,
+                b.row_stride as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
         }
     }
 }
