@@ -136,15 +136,15 @@ pub struct LmArgs {
     model: SequenceKind,
     /// Fine-tune a Hugging Face GPT-2 directory (config.json, model.safetensors,
     /// tokenizer.json) instead of training a model of characters from scratch.
-    #[arg(long, conflicts_with_all = ["model", "embed", "hidden", "layers", "heads", "dropout", "tokenizer"])]
+    #[arg(long, conflicts_with_all = ["model", "embed", "hidden", "layers", "heads", "tokenizer"])]
     init: Option<PathBuf>,
     /// Characters, or a byte-level BPE learned from the training text, saved beside the
     /// checkpoint as tokenizer.json.
     #[arg(long, value_enum, default_value = "char")]
     tokenizer: TokenizerKind,
-    /// With `--tokenizer bpe`, its ids (special token included).
-    #[arg(long, default_value_t = 2000, value_parser = between(BPE_IDS))]
-    vocab_size: usize,
+    /// With `--tokenizer bpe`, its ids, special token included (default 2000).
+    #[arg(long, value_parser = between(BPE_IDS))]
+    vocab_size: Option<usize>,
     /// A UTF-8 text file; the model learns its characters (or GPT-2's tokens). The last 10% is
     /// held out.
     #[arg(long)]
@@ -168,9 +168,10 @@ pub struct LmArgs {
     /// The transformer's attention heads (they must divide --embed).
     #[arg(long, default_value_t = 4, value_parser = between(LAYERS))]
     heads: usize,
-    /// The transformer's dropout in training.
-    #[arg(long, default_value_t = 0.0)]
-    dropout: f64,
+    /// The transformer's dropout in training (default 0); with `--init`, in place of GPT-2's
+    /// three rates from its config.json.
+    #[arg(long)]
+    dropout: Option<f64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Print a sample and the held-out loss every this many steps.
@@ -238,6 +239,16 @@ fn write_beside(checkpoint: Option<&Path>, out_dir: &Path, json: &str) -> CliRes
     };
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("tokenizer.json");
+    // The same tokenizer again (a resumed run) is fine; another's is not replaced.
+    if let Ok(old) = std::fs::read_to_string(&path) {
+        if old != json {
+            return Err(format!(
+                "{} holds another tokenizer; move it, or give --checkpoint in another folder",
+                path.display()
+            )
+            .into());
+        }
+    }
     ferrograd::io::write_atomically(&path, json.as_bytes())?;
     say!("tokenizer: {}", path.display());
     Ok(())
@@ -265,8 +276,14 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
     {
         return Err("--batch-size, --context, --steps, --embed, --hidden and --sample-every must be positive".into());
     }
-    if !(0.0..1.0).contains(&a.dropout) {
-        return Err(format!("--dropout must be in [0, 1), got {}", a.dropout).into());
+    let dropout = a.dropout.unwrap_or(0.0);
+    if !(0.0..1.0).contains(&dropout) {
+        return Err(format!("--dropout must be in [0, 1), got {dropout}").into());
+    }
+    if a.vocab_size.is_some() && (a.init.is_some() || a.tokenizer != TokenizerKind::Bpe) {
+        return Err(
+            "--vocab-size is the size of a learned BPE: give it with --tokenizer bpe".into()
+        );
     }
     let transformer = a.model == SequenceKind::Transformer;
     if transformer && !a.embed.is_multiple_of(a.heads) {
@@ -276,7 +293,11 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
     let store = ParamStore::new(a.seed);
     let (lm, config, tokenizer) = match &a.init {
         Some(dir) => {
-            let (lm, g) = gpt2::from_pretrained(dir, &store)?;
+            let mut g = Gpt2Config::read(&dir.join("config.json"))?;
+            if let Some(p) = a.dropout {
+                (g.resid_pdrop, g.attn_pdrop, g.embd_pdrop) = (p, p, p);
+            }
+            let lm = gpt2::load(dir, &g, &store)?;
             let path = dir.join("tokenizer.json");
             let json = ferrograd::io::read_text(&path, "train lm")?;
             let tokenizer = PretrainedTokenizer::from_json(&json, &path.display().to_string())?;
@@ -317,7 +338,7 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
                 vocab_size: 0,
                 heads: if transformer { a.heads } else { 0 },
                 context: if transformer { a.context } else { 0 },
-                dropout: if transformer { a.dropout } else { 0.0 },
+                dropout: if transformer { dropout } else { 0.0 },
             };
             let tokenizer = match a.tokenizer {
                 TokenizerKind::Char => {
@@ -326,9 +347,9 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
                     LmText::Chars(chars)
                 }
                 TokenizerKind::Bpe => {
-                    let bpe = PretrainedTokenizer::train_bpe(training_part(&text), a.vocab_size)?;
+                    let size = a.vocab_size.unwrap_or(2000);
+                    let bpe = PretrainedTokenizer::train_bpe(training_part(&text), size)?;
                     let json = bpe.to_json()?;
-                    write_beside(a.run.checkpoint.as_deref(), &a.run.out_dir("lm"), &json)?;
                     config.vocab_size = bpe.vocab_size();
                     config.tokenizer = Some(json);
                     LmText::Pretrained(Box::new(bpe))
@@ -344,6 +365,9 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
     if a.run.resume {
         let path = a.run.checkpoint.as_deref().expect("clap requires --checkpoint with --resume");
         check_resumable(path, "language model", |c: &LmConfig| *c == config)?;
+    }
+    if let (Some(json), None) = (&config.tokenizer, &config.gpt2) {
+        write_beside(a.run.checkpoint.as_deref(), &a.run.out_dir("lm"), json)?;
     }
     say!(
         "{} — {} parameters, {} tokens ({} distinct), {} held out",
@@ -389,6 +413,7 @@ pub fn train(a: &LmArgs) -> CliResult<()> {
         say!("stopped after step {} of {}; continue with --resume", report.end, report.total);
         return Ok(());
     }
+    store.eval(); // the Trainer leaves it training
     let held_loss = held_out_loss(&lm, &held, 32)?;
     say!(
         "held-out loss: {held_loss:.4} nats/{} after {} steps, {:.0} tokens/s (curves in {})",

@@ -950,6 +950,19 @@ fn train_lm_with_a_learned_bpe_saves_its_tokenizer_resumes_exactly_and_generates
     let run = ferrograd(&bad);
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success() && err.contains("257 to 1048576 ids, got 100"), "{err}");
+    // Another BPE beside the same checkpoints does not replace the first's tokenizer.json.
+    let mut other = args.clone();
+    other[11] = "280";
+    let ck = dir.join("other.safetensors");
+    other.extend(["--checkpoint", ck.to_str().unwrap()]);
+    let run = ferrograd(&other);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && err.contains("holds another tokenizer"), "{err}");
+    let mut chars = args.clone();
+    chars[9] = "char";
+    let run = ferrograd(&chars);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && err.contains("give it with --tokenizer bpe"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -975,6 +988,14 @@ fn train_lm_fine_tunes_gpt2_resumes_exactly_and_its_checkpoint_generates() {
     let run = ferrograd(&args);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(String::from_utf8_lossy(&run.stdout).starts_with("the"));
+    // --dropout replaces GPT-2's three rates; the checkpoint keeps them.
+    let ck = dir.join("no-dropout.safetensors");
+    let args = ["train", "lm", "--init", model, "--data", d, "--out", o, "--steps", "2"];
+    let run =
+        ferrograd(&[&args[..], &["--dropout", "0", "--checkpoint", ck.to_str().unwrap()]].concat());
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let config = ferrograd_nn::inspect_checkpoint(&ck).unwrap().config;
+    assert_eq!(config["gpt2"]["attn_pdrop"], 0.0, "{config}");
     let run = ferrograd(&["train", "lm", "--init", model, "--data", d, "--embed", "8"]);
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success() && err.contains("cannot be used with"), "{err}");

@@ -170,11 +170,12 @@ pub struct LmShape {
     pub activation: Activation,
     /// LayerNorm's epsilon.
     pub eps: f64,
-    /// Dropout in training: on each block's sublayer outputs before they are added back, on
-    /// the attention weights, and on the embeddings with their positions (GPT-2's
-    /// `resid_pdrop`, `attn_pdrop`, `embd_pdrop`).
+    /// Dropout in training on each block's sublayer outputs before they are added back
+    /// (GPT-2's `resid_pdrop`).
     pub dropout: f64,
+    /// On the attention weights (`attn_pdrop`).
     pub attention_dropout: f64,
+    /// On the embeddings with their positions (`embd_pdrop`).
     pub embed_dropout: f64,
 }
 

@@ -25,7 +25,8 @@ pub trait Module: Send + Sync {
     }
     /// Its parameters under the names PyTorch's equivalent module gives them in its
     /// `state_dict` ([`crate::pytorch`]). Each under its own name unless a block says otherwise
-    /// (Attention, the Transformer blocks); a block holding such blocks gathers theirs.
+    /// (Attention, the Transformer blocks); the stacks, Sequential, LanguageModel and RnnDecoder
+    /// gather their parts'. A model of your own that holds such blocks gathers theirs too.
     fn torch_names(&self) -> Vec<TorchName> {
         self.params().into_iter().map(TorchName::same).collect()
     }

@@ -45,6 +45,9 @@ impl TorchName {
             .first()
             .ok_or_else(|| Error::value(OP, format!("{} stands for no parameter", self.name)))?;
         let mut dims = first.get().dims().to_vec();
+        if self.parts.len() > 1 && dims.is_empty() {
+            return Err(Error::shape(OP, format!("{}: scalars cannot stack", self.name)));
+        }
         for p in &self.parts[1..] {
             let d = p.get().dims().to_vec();
             if d.len() != dims.len() || d.get(1..) != dims.get(1..) {
@@ -60,7 +63,7 @@ impl TorchName {
 }
 
 /// The scope a block was built under, from one of its parameters, named `{scope}{tail}`; `None`
-/// when it was built under other names (BERT's), which then stay as they are.
+/// when it was built under other names, which then stay as they are.
 pub(crate) fn scope_of(p: &Param, tail: &str) -> Option<String> {
     p.name().strip_suffix(tail).map(str::to_string)
 }
@@ -85,6 +88,19 @@ pub(crate) fn renamed(
         .collect()
 }
 
+/// `names`, or an error naming one that two parameters share (blocks of two stores built under
+/// the same names).
+fn distinct(names: Vec<TorchName>) -> Result<Vec<TorchName>> {
+    let mut seen = std::collections::HashSet::new();
+    match names.iter().find(|n| !seen.insert(n.name.as_str())) {
+        Some(n) => Err(Error::value(
+            OP,
+            format!("two parameters of the model are both named {} in PyTorch's names", n.name),
+        )),
+        None => Ok(names),
+    }
+}
+
 /// Loads a PyTorch `state_dict` (`tensors`, read from `source`) into `module`, strictly, as
 /// PyTorch's `load_state_dict` does: every tensor the module needs must be there with its
 /// shape, and a tensor it does not use is an error too. Floating-point tensors are converted
@@ -94,7 +110,7 @@ pub fn load_state_dict(
     tensors: &HashMap<String, Tensor>,
     source: &str,
 ) -> Result<()> {
-    let names = module.torch_names();
+    let names = distinct(module.torch_names())?;
     let mut updates = Vec::new();
     for n in &names {
         let t = tensors.get(&n.name).ok_or_else(|| {
@@ -117,11 +133,14 @@ pub fn load_state_dict(
                 ),
             ));
         }
+        if let [p] = n.parts.as_slice() {
+            updates.push((p.clone(), t.to_dtype(p.get().dtype())?));
+            continue;
+        }
         let mut offset = 0;
         for p in &n.parts {
             let rows = p.get().dims()[0];
-            let part = if n.parts.len() == 1 { t.clone() } else { t.narrow(0, offset, rows)? };
-            updates.push((p.clone(), part.to_dtype(p.get().dtype())?));
+            updates.push((p.clone(), t.narrow(0, offset, rows)?.to_dtype(p.get().dtype())?));
             offset += rows;
         }
     }
@@ -159,8 +178,7 @@ pub fn load_file(module: &dyn Module, path: &Path) -> Result<()> {
 /// The module's parameters under PyTorch's names, packed where PyTorch packs them, in the
 /// module's order.
 pub fn state_dict(module: &dyn Module) -> Result<Vec<(String, Tensor)>> {
-    module
-        .torch_names()
+    distinct(module.torch_names())?
         .into_iter()
         .map(|n| {
             let parts: Vec<Tensor> = n.parts.iter().map(|p| p.get().detach()).collect();

@@ -359,3 +359,12 @@ fn a_language_model_learns_and_generates() {
     let b = lm.generate(&[1], 8, s, &[], &mut Rng::seed(4), |_| Ok(())).unwrap();
     assert_eq!(a, b);
 }
+
+#[test]
+fn an_empty_rnn_stack_is_an_error_not_a_panic() {
+    let stack = RnnStack::<LSTM> { layers: Vec::new(), dropout: None };
+    let x = Tensor::zeros(&[1, 2, 3], DType::F32).unwrap();
+    let e = stack.run(&x, None, None).unwrap_err();
+    assert!(e.to_string().contains("at least one layer"), "{e}");
+    assert_eq!(stack.describe(), "RnnStack(no layers)");
+}

@@ -484,3 +484,62 @@ fn pytorch_state_dicts_that_do_not_fit_are_refused_by_name_and_set_nothing() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A model of one's own: a learned scalar beside an Attention, and a second Attention whose
+/// PyTorch names collide with the first's.
+struct Scaled {
+    scale: Param,
+    attention: Attention,
+    twin: Option<Attention>,
+}
+
+impl Module for Scaled {
+    fn forward(&self, x: &Tensor) -> ferrograd::Result<Tensor> {
+        self.attention.forward(x)?.mul(&self.scale.get())
+    }
+    fn describe(&self) -> String {
+        "Scaled".into()
+    }
+    fn params(&self) -> Vec<Param> {
+        let mut p = vec![self.scale.clone()];
+        p.extend(self.attention.params());
+        p.extend(self.twin.iter().flat_map(|t| t.params()));
+        p
+    }
+    fn torch_names(&self) -> Vec<pytorch::TorchName> {
+        let mut n = vec![pytorch::TorchName::same(self.scale.clone())];
+        n.extend(self.attention.torch_names());
+        n.extend(self.twin.iter().flat_map(|t| t.torch_names()));
+        n
+    }
+}
+
+#[test]
+fn pytorch_names_keep_berts_own_take_scalars_and_refuse_twins() {
+    // BERT's attention is named as Hugging Face names it, not packed.
+    let store = ParamStore::new(0);
+    let bert = Bert::new(&store, &tiny_bert()).unwrap();
+    let names: Vec<String> =
+        pytorch::state_dict(&bert).unwrap().into_iter().map(|(n, _)| n).collect();
+    assert!(names.iter().any(|n| n.ends_with("attention.self.query.weight")), "{names:?}");
+    assert!(!names.iter().any(|n| n.contains("in_proj")), "{names:?}");
+
+    let store = ParamStore::new(0);
+    let model = Scaled {
+        scale: store.param("scale", &[], Init::Ones).unwrap(),
+        attention: Attention::new(&store.sub("attn"), 4, 2, false).unwrap(),
+        twin: None,
+    };
+    let mut tensors: std::collections::HashMap<String, Tensor> =
+        pytorch::state_dict(&model).unwrap().into_iter().collect();
+    tensors.insert("scale".into(), Tensor::full(&[], 3.0, DType::F32).unwrap());
+    pytorch::load_state_dict(&model, &tensors, "scaled").unwrap();
+    assert_eq!(model.scale.get().item().unwrap(), 3.0);
+
+    let other = ParamStore::new(1);
+    let twins =
+        Scaled { twin: Some(Attention::new(&other.sub("attn"), 4, 2, false).unwrap()), ..model };
+    let e = pytorch::state_dict(&twins).unwrap_err();
+    assert!(e.to_string().contains("both named attn.in_proj_weight"), "{e}");
+    assert!(pytorch::load_state_dict(&twins, &tensors, "scaled").is_err());
+}

@@ -242,6 +242,12 @@ impl Module for RnnDecoder {
         p.extend(self.attention_norm.norm.params());
         p
     }
+    fn torch_names(&self) -> Vec<TorchName> {
+        let mut n = self.rnn.torch_names();
+        n.extend(self.attention.torch_names());
+        n.extend(self.attention_norm.norm.torch_names());
+        n
+    }
 }
 
 impl Decoder for RnnDecoder {

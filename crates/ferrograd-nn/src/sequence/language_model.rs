@@ -218,4 +218,10 @@ impl Module for LanguageModel {
         p.extend(self.head.params());
         p
     }
+    fn torch_names(&self) -> Vec<crate::pytorch::TorchName> {
+        let mut n = self.embed.torch_names();
+        n.extend(self.body.torch_names());
+        n.extend(self.head.torch_names());
+        n
+    }
 }

@@ -230,6 +230,7 @@ impl<R: Rnn> SequenceRNN<R> {
         self.run_from(x, mask, None)
     }
 
+    /// 2 when it also runs right to left, else 1.
     pub fn directions(&self) -> usize {
         if self.backward_cell.is_some() {
             2
@@ -253,8 +254,10 @@ impl<R: Rnn> SequenceRNN<R> {
             Some(states) => {
                 let fits = |s: &RnnState| s.h.dims() == [b, h] && s.c.dims() == [b, h];
                 if states.len() != self.directions() || !states.iter().all(fits) {
-                    let given: Vec<String> =
-                        states.iter().map(|s| s.h.shape().to_string()).collect();
+                    let given: Vec<String> = states
+                        .iter()
+                        .map(|s| format!("h {} c {}", s.h.shape(), s.c.shape()))
+                        .collect();
                     return Err(Error::shape(
                         R::name(),
                         format!(
@@ -379,8 +382,9 @@ impl<R: Rnn> RnnStack<R> {
     }
 
     /// PyTorch's `lstm(x, (h_0, c_0))`: the last layer's outputs (B, T, directions·H) and the
-    /// final states, both from and to (layers·directions, B, H) tensors (h only for SimpleRNN,
-    /// whose c is zeros). Without `initial`, the states start at zero.
+    /// final states, both from and to (layers·directions, B, H) tensors. SimpleRNN carries its
+    /// c through unchanged: give it zeros (PyTorch's `nn.RNN` has h only). Without `initial`,
+    /// the states start at zero.
     pub fn run(
         &self,
         x: &Tensor,
@@ -388,9 +392,12 @@ impl<R: Rnn> RnnStack<R> {
         initial: Option<&RnnState>,
     ) -> Result<(Tensor, RnnState)> {
         check_mask(R::name(), x, mask)?;
-        let dirs = self.layers[0].directions();
+        let first = self.layers.first().ok_or_else(|| {
+            Error::value(R::name(), "an RNN stack needs at least one layer, got 0")
+        })?;
+        let dirs = first.directions();
         let n = self.layers.len() * dirs;
-        let (b, h) = (x.dims()[0], self.layers[0].forward_cell.hidden_size());
+        let (b, h) = (x.dims()[0], first.forward_cell.hidden_size());
         let starts = match initial {
             Some(s) => {
                 if s.h.dims() != [n, b, h] || s.c.dims() != [n, b, h] {
@@ -437,7 +444,10 @@ impl<R: Rnn> Module for RnnStack<R> {
         self.forward_masked(x, None)
     }
     fn describe(&self) -> String {
-        format!("{}^{}", self.layers[0].describe(), self.layers.len())
+        match self.layers.first() {
+            Some(l) => format!("{}^{}", l.describe(), self.layers.len()),
+            None => "RnnStack(no layers)".into(),
+        }
     }
     fn blocks(&self) -> Vec<&'static str> {
         self.layers.iter().flat_map(|l| l.blocks()).collect()

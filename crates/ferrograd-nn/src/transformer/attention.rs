@@ -200,7 +200,24 @@ impl Module for Attention {
     /// `nn.MultiheadAttention`'s: query, key and value packed in `in_proj_weight` and
     /// `in_proj_bias`, the output as `out_proj`.
     fn torch_names(&self) -> Vec<TorchName> {
-        let Some(scope) = scope_of(&self.query.weight, "query.weight") else {
+        let ours = |f: &FeedForward, name: &str| {
+            [(&f.weight, "weight"), (&f.bias, "bias")]
+                .iter()
+                .map(|(p, kind)| scope_of(p, &format!("{name}.{kind}")))
+                .collect::<Vec<_>>()
+        };
+        let scopes: Vec<Option<String>> = [
+            ours(&self.query, "query"),
+            ours(&self.key, "key"),
+            ours(&self.value, "value"),
+            ours(&self.output, "output"),
+        ]
+        .concat();
+        // Built under other names (BERT's `attention.self.query`, `attention.output.dense`):
+        // those stay.
+        let Some(scope) =
+            scopes[0].clone().filter(|s| scopes.iter().all(|o| o.as_ref() == Some(s)))
+        else {
             return self.params().into_iter().map(TorchName::same).collect();
         };
         let packed = |name: &str, part: fn(&FeedForward) -> &Param| TorchName {

@@ -38,12 +38,14 @@ pub struct Gpt2Config {
     /// The end-of-text token, where generation stops.
     #[serde(default)]
     pub eos_token_id: Option<i64>,
-    /// Dropout in fine-tuning, on each sublayer's output, the attention weights and the
-    /// embeddings (Hugging Face's defaults: 0.1 each).
+    /// Dropout in fine-tuning on each sublayer's output (Hugging Face's default 0.1, as for
+    /// the next two).
     #[serde(default = "one_tenth")]
     pub resid_pdrop: f64,
+    /// On the attention weights.
     #[serde(default = "one_tenth")]
     pub attn_pdrop: f64,
+    /// On the embeddings with their positions.
     #[serde(default = "one_tenth")]
     pub embd_pdrop: f64,
 }
@@ -124,10 +126,16 @@ impl Gpt2Config {
 /// older files and a tied `lm_head.weight` are skipped. The store is left in evaluation mode,
 /// as Hugging Face's `from_pretrained` leaves its model (a Trainer switches dropout on).
 pub fn from_pretrained(dir: &Path, store: &ParamStore) -> Result<(LanguageModel, Gpt2Config)> {
+    let config = Gpt2Config::read(&dir.join("config.json"))?;
+    Ok((load(dir, &config, store)?, config))
+}
+
+/// [`from_pretrained`] with `config` in place of `dir`'s own (read from it, then edited: a
+/// fine-tuning run's dropout).
+pub fn load(dir: &Path, config: &Gpt2Config, store: &ParamStore) -> Result<LanguageModel> {
     let config_path = dir.join("config.json");
-    let config = Gpt2Config::read(&config_path)?;
     let weights = dir.join("model.safetensors");
-    let c = &config;
+    let c = config;
     let header = ferrograd::io::read_safetensors_header(&weights)?;
     header.check_sizes(
         &config_path.display().to_string(),
@@ -150,7 +158,7 @@ pub fn from_pretrained(dir: &Path, store: &ParamStore) -> Result<(LanguageModel,
         p.set(&t)?;
     }
     store.eval();
-    Ok((lm, config))
+    Ok(lm)
 }
 
 /// Hugging Face's GPT-2 tensors under the names [`lm_of_shape`] gives them, Conv1D weights

@@ -131,8 +131,9 @@ pub const DOT_ROWS: usize = 4;
 /// share); rows of `out` are `row_stride` apart.
 ///
 /// # Safety
-/// [`available`]`::<T>()` holds; `a` and `b` span their matrices with those unit strides; `out`
-/// is valid for (m − 1)·row_stride + n elements, initialized when `accumulate`.
+/// [`available`]`::<T>()` holds; `a` and `b` span their matrices with those unit strides;
+/// `cols.start ≤ cols.end ≤ n`; `out` is valid for (m − 1)·row_stride + n elements,
+/// initialized when `accumulate`.
 pub unsafe fn rows_dot<T: 'static>(
     a: MatRef<T>,
     b: MatRef<T>,
