@@ -4,6 +4,7 @@
 use super::{needs_memory, Decoder, Memory};
 use crate::pytorch::{renamed, scope_of, TorchName};
 use crate::sequence::{check_mask, SequenceModel};
+use crate::transformer::feed_forward;
 use crate::{
     Activation, AddNorm, Attention, Dropout, FeedForward, LayerNorm, Module, Param, ParamStore,
     SequenceRNN, LSTM,
@@ -65,6 +66,8 @@ pub struct DecoderBlock {
     pub ff_in: FeedForward,
     pub ff_out: FeedForward,
     pub ff_norm: AddNorm,
+    /// Between the FeedForward's two layers, in training.
+    pub ff_dropout: Option<Dropout>,
 }
 
 impl DecoderBlock {
@@ -87,13 +90,16 @@ impl DecoderBlock {
             ff_in: FeedForward::new(store.sub("ff_in"), dim, ff, Activation::Gelu)?,
             ff_out: FeedForward::new(store.sub("ff_out"), ff, dim, Activation::Identity)?,
             ff_norm: add_norm("ff_norm")?,
+            ff_dropout: None,
         })
     }
 
-    /// Dropout with probability `p` in training, on both attentions' weights and on each
-    /// sublayer's output before it is added back (PyTorch's `dropout` of the layer).
+    /// Dropout with probability `p` in training where `nn.TransformerDecoderLayer(dropout=p)`
+    /// has it: on both attentions' weights, between the FeedForward's layers, and on each
+    /// sublayer's output before it is added back.
     pub fn with_dropout(mut self, store: &ParamStore, p: f64) -> Result<DecoderBlock> {
         self.self_attention.dropout = Some(Dropout::new(store, p)?);
+        self.ff_dropout = Some(Dropout::new(store, p)?);
         self.cross_attention.dropout = Some(Dropout::new(store, p)?);
         for norm in
             [&mut self.self_attention_norm, &mut self.cross_attention_norm, &mut self.ff_norm]
@@ -115,7 +121,8 @@ impl DecoderBlock {
         let h = self
             .cross_attention_norm
             .apply(h, |y| cross_attend(&self.cross_attention, y, memory, cache))?;
-        self.ff_norm.apply(&h, |y| self.ff_out.forward(&self.ff_in.forward(y)?))
+        let ff = |y: &Tensor| feed_forward(&self.ff_in, &self.ff_out, self.ff_dropout.as_ref(), y);
+        self.ff_norm.apply(&h, ff)
     }
 }
 

@@ -89,6 +89,7 @@ impl Bert {
                     LayerNorm::new(l.sub("output.LayerNorm"), c.hidden_size, c.layer_norm_eps)?,
                     false,
                 ),
+                ff_dropout: None,
             });
         }
         Ok(Bert {

@@ -41,6 +41,22 @@ pub struct TransformerBlock {
     pub ff_in: FeedForward,
     pub ff_out: FeedForward,
     pub ff_norm: AddNorm,
+    /// Between the FeedForward's two layers, in training (PyTorch's `dropout` there).
+    pub ff_dropout: Option<Dropout>,
+}
+
+/// A block's two-layer FeedForward, with `dropout` between its layers.
+pub(crate) fn feed_forward(
+    ff_in: &FeedForward,
+    ff_out: &FeedForward,
+    dropout: Option<&Dropout>,
+    h: &Tensor,
+) -> Result<Tensor> {
+    let hidden = ff_in.forward(h)?;
+    match dropout {
+        Some(d) => ff_out.forward(&d.forward(&hidden)?),
+        None => ff_out.forward(&hidden),
+    }
 }
 
 impl TransformerBlock {
@@ -63,13 +79,16 @@ impl TransformerBlock {
             ff_in: FeedForward::new(store.sub("ff_in"), dim, ff, Activation::Gelu)?,
             ff_out: FeedForward::new(store.sub("ff_out"), ff, dim, Activation::Identity)?,
             ff_norm: AddNorm::new(LayerNorm::new(store.sub("ff_norm"), dim, 1e-5)?, pre_norm),
+            ff_dropout: None,
         })
     }
 
-    /// Dropout with probability `p` in training: on the attention weights and on each
-    /// sublayer's output before it is added back (PyTorch's `dropout` of the layer).
+    /// Dropout with probability `p` in training where `nn.TransformerEncoderLayer(dropout=p)`
+    /// has it: on the attention weights, between the FeedForward's layers, and on each
+    /// sublayer's output before it is added back.
     pub fn with_dropout(mut self, store: &ParamStore, p: f64) -> Result<TransformerBlock> {
         self.attention.dropout = Some(Dropout::new(store, p)?);
+        self.ff_dropout = Some(Dropout::new(store, p)?);
         self.attention_norm.dropout = Some(Dropout::new(store, p)?);
         self.ff_norm.dropout = Some(Dropout::new(store, p)?);
         Ok(self)
@@ -83,7 +102,7 @@ impl TransformerBlock {
     }
 
     fn feed_forward(&self, h: &Tensor) -> Result<Tensor> {
-        self.ff_out.forward(&self.ff_in.forward(h)?)
+        feed_forward(&self.ff_in, &self.ff_out, self.ff_dropout.as_ref(), h)
     }
 
     /// One step from the attention's key/value cache in `state`, skipping `pad`'s keys.
