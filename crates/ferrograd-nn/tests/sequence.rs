@@ -241,6 +241,31 @@ fn recurrence_passes_gradcheck() {
 }
 
 #[test]
+fn stacked_bidirectional_lstm_from_initial_states_passes_gradcheck() {
+    let store = ParamStore::with_dtype(5, DType::F64);
+    let net = RnnStack::<LSTM>::new(&store, 3, 2, 2, true).unwrap();
+    let mut rng = Rng::seed(6);
+    let x = Tensor::randn(&[2, 4, 3], 0.0, 1.0, DType::F64, &mut rng).unwrap();
+    let h0 = Tensor::randn(&[4, 2, 2], 0.0, 1.0, DType::F64, &mut rng).unwrap();
+    let c0 = Tensor::randn(&[4, 2, 2], 0.0, 1.0, DType::F64, &mut rng).unwrap();
+    let mask = Tensor::from_vec(vec![1i64, 1, 1, 1, 1, 1, 0, 0], &[2, 4]).unwrap();
+    gradcheck(
+        |v| {
+            let initial = RnnState { h: v[1].clone(), c: v[2].clone() };
+            let (out, fin) = net.run(&v[0], Some(&mask), Some(&initial))?;
+            Tensor::concat(
+                &[out.flatten_from(0)?, fin.h.flatten_from(0)?, fin.c.flatten_from(0)?],
+                0,
+            )
+        },
+        &[x, h0, c0],
+        1e-6,
+        1e-5,
+    )
+    .unwrap();
+}
+
+#[test]
 fn embed_token_and_collapse_match_pytorch() {
     let f = &fixture("seq.json")["embed"];
     let store = ParamStore::new(0);
