@@ -2,7 +2,7 @@
 //! side is `bench/torch_workloads.py`, measured the same way (median of timed repetitions).
 
 use crate::CliResult;
-use ferrograd::{no_grad, DType, Rng, Tensor};
+use ferrograd::{no_grad, DType, Precision, Rng, Tensor};
 use ferrograd_nn::distributed::{self, Collective, SingleProcess};
 use ferrograd_nn::optim::{Adam, AdamConfig, Optimizer};
 use ferrograd_nn::trainer::{Cycle, Data, Epochs, Flow, Log, Metrics, StepInfo};
@@ -47,7 +47,7 @@ pub fn run(
         }
         "W4" => vec![("train_tokens_per_s".into(), w4_lstm_lm(data, min_time)?)],
         "W5" => w5_transformer_lm(data, min_time)?,
-        "W6" => vec![("sentences_per_s_b32_t128".into(), w6_bert(data, min_time)?)],
+        "W6" => w6_bert(data, min_time)?,
         "W7" => w7_seq2seq(min_time, group)?,
         "W8" => w8_gpt2(data, min_time)?,
         "ALLREDUCE" => all_reduce_times(min_time, group)?,
@@ -341,8 +341,9 @@ fn w7_seq2seq(min_time: Duration, group: Option<&Group>) -> CliResult<Vec<(Strin
     Ok(throughput("train_tokens_per_s", 32 * 32, secs, group)?)
 }
 
-/// W6: all-MiniLM-L6-v2 inference, batches of 32 sentences × 128 tokens, no padding.
-fn w6_bert(model: Option<&Path>, min_time: Duration) -> CliResult<f64> {
+/// W6: all-MiniLM-L6-v2 inference, batches of 32 sentences × 128 tokens, no padding, with
+/// f32 products and with int8 weights.
+fn w6_bert(model: Option<&Path>, min_time: Duration) -> CliResult<Vec<(String, f64)>> {
     let dir = model.ok_or("W6 needs --data pointing at the all-MiniLM-L6-v2 directory")?;
     let store = ParamStore::new(0);
     let bert = ferrograd_nn::Bert::from_pretrained(dir, &store)?;
@@ -358,16 +359,24 @@ fn w6_bert(model: Option<&Path>, min_time: Duration) -> CliResult<f64> {
     let ids = Tensor::from_vec(ids, &[32, 128])?;
     let mask = Tensor::ones(&[32, 128], DType::I64)?;
     let _g = no_grad();
-    let mut failed = None;
-    let secs = median_seconds(min_time, || {
-        if let Err(e) = bert.sentence_embeddings(&ids, &mask) {
-            failed = Some(e);
+    let mut results = Vec::new();
+    for (key, precision) in [
+        ("sentences_per_s_b32_t128", Precision::F32),
+        ("sentences_per_s_b32_t128_int8", Precision::Int8),
+    ] {
+        store.set_precision(precision)?;
+        let mut failed = None;
+        let secs = median_seconds(min_time, || {
+            if let Err(e) = bert.sentence_embeddings(&ids, &mask) {
+                failed = Some(e);
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e.into());
         }
-    });
-    if let Some(e) = failed {
-        return Err(e.into());
+        results.push((key.to_string(), 32.0 / secs));
     }
-    Ok(32.0 / secs)
+    Ok(results)
 }
 
 /// W4: an LSTM character language model, EmbedToken(65→64)·LSTM(64→256)·GenerateToken

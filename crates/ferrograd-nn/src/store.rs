@@ -1,7 +1,7 @@
 //! Parameters and where they live: a store of named, trainable tensors shared by the modules
 //! of one model, with its train/eval mode and its random generator.
 
-use ferrograd::{DType, Error, Result, Rng, Tensor, Update};
+use ferrograd::{DType, Error, PackedWeight, Precision, Result, Rng, Tensor, Update};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -29,6 +29,10 @@ impl Init {
 pub struct Param {
     name: Arc<str>,
     value: Arc<RwLock<Tensor>>,
+    /// The store's precision for products with weights, shared by all its parameters.
+    precision: Arc<RwLock<Precision>>,
+    /// The value packed in that precision, made on first use and dropped when it changes.
+    packed: Arc<Mutex<Option<Arc<PackedWeight>>>>,
 }
 
 impl Param {
@@ -56,6 +60,7 @@ impl Param {
             ));
         }
         *slot = t.detach().requiring_grad();
+        self.drop_packed();
         Ok(())
     }
     pub fn numel(&self) -> usize {
@@ -65,9 +70,40 @@ impl Param {
     /// parameter.
     pub fn update(&self, grad: &Tensor, slots: &mut [Tensor], rule: &Update) -> Result<()> {
         let mut value = self.value.write().unwrap_or_else(|e| e.into_inner());
+        self.drop_packed();
         value.update(grad, slots, rule).map_err(|e| {
             Error::new(e.kind, "optimizer", format!("{}: {}: {}", self.name, e.op, e.message))
         })
+    }
+}
+
+impl Param {
+    /// `x · Wᵀ + b` with this parameter as the (out, in) weight W: in the store's
+    /// [`Precision`] when no gradient is being recorded (under [`ferrograd::no_grad`]), with
+    /// the weight packed on first use; in f32 otherwise, so that training is exact.
+    pub fn linear(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let precision = *self.precision.read().unwrap_or_else(|e| e.into_inner());
+        if precision == Precision::F32 || ferrograd::is_grad_enabled() {
+            return x.linear(&self.get(), bias);
+        }
+        let packed = {
+            let mut slot = self.packed.lock().unwrap_or_else(|e| e.into_inner());
+            match &*slot {
+                Some(p) if p.precision() == precision => p.clone(),
+                _ => {
+                    let p = Arc::new(self.get().quantize(precision).map_err(|e| {
+                        Error::new(e.kind, e.op, format!("{}: {}", self.name, e.message))
+                    })?);
+                    *slot = Some(p.clone());
+                    p
+                }
+            }
+        };
+        x.linear_packed(&packed, bias)
+    }
+
+    fn drop_packed(&self) {
+        *self.packed.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 
@@ -82,6 +118,7 @@ struct Shared {
     training: AtomicBool,
     rng: Mutex<Rng>,
     dtype: DType,
+    precision: Arc<RwLock<Precision>>,
     /// At most this many parameter values, and the file that holds them (see `within`).
     limit: Mutex<Option<(usize, String)>>,
 }
@@ -113,6 +150,7 @@ impl ParamStore {
             training: AtomicBool::new(true),
             rng: Mutex::new(Rng::seed(seed)),
             dtype,
+            precision: Arc::new(RwLock::new(Precision::F32)),
             limit: Mutex::new(None),
         };
         ParamStore { shared: Arc::new(shared), prefix: String::new() }
@@ -184,7 +222,12 @@ impl ParamStore {
             Init::Uniform { low, high } => Tensor::rand_uniform(dims, low, high, dtype, rng),
             Init::Normal { mean, std } => Tensor::randn(dims, mean, std, dtype, rng),
         })?;
-        let p = Param { name: full.into(), value: Arc::new(RwLock::new(value.requiring_grad())) };
+        let p = Param {
+            name: full.into(),
+            value: Arc::new(RwLock::new(value.requiring_grad())),
+            precision: self.shared.precision.clone(),
+            packed: Arc::default(),
+        };
         params.push(p.clone());
         Ok(p)
     }
@@ -261,6 +304,38 @@ impl ParamStore {
     }
     pub fn is_training(&self) -> bool {
         self.shared.training.load(Ordering::Relaxed)
+    }
+
+    /// Products with the model's weights (every FeedForward, GenerateToken) run in
+    /// `precision` whenever no gradient is recorded — inference under [`ferrograd::no_grad`];
+    /// gradients and training stay f32. Each weight is packed on its first such product, and
+    /// again after it changes. Low precisions take an f32 store.
+    ///
+    /// ```
+    /// use ferrograd::{no_grad, DType, Precision, Tensor};
+    /// use ferrograd_nn::{Activation, FeedForward, Module, ParamStore};
+    /// let store = ParamStore::new(0);
+    /// let ff = FeedForward::new(store.sub("fc"), 64, 32, Activation::Relu).unwrap();
+    /// let x = Tensor::ones(&[2, 64], DType::F32).unwrap();
+    /// let exact = ff.forward(&x).unwrap();
+    /// store.set_precision(Precision::Int8).unwrap();
+    /// let int8 = { let _g = no_grad(); ff.forward(&x).unwrap() };
+    /// let diff = exact.sub(&int8).unwrap().to_vec::<f32>().unwrap();
+    /// assert!(diff.iter().all(|d| d.abs() < 0.05), "{diff:?}");
+    /// ```
+    pub fn set_precision(&self, precision: Precision) -> Result<()> {
+        if precision != Precision::F32 && self.dtype() != DType::F32 {
+            return Err(Error::dtype(
+                "ParamStore::set_precision",
+                format!("{precision} products take an f32 model, this one is {}", self.dtype()),
+            ));
+        }
+        *self.shared.precision.write().unwrap_or_else(|e| e.into_inner()) = precision;
+        self.params().iter().for_each(Param::drop_packed);
+        Ok(())
+    }
+    pub fn precision(&self) -> Precision {
+        *self.shared.precision.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Runs `f` with the model's random generator (initialization, dropout).

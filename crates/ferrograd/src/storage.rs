@@ -7,7 +7,7 @@ use crate::backend::{
     Around, AttentionDims, BackendStorage, Binary, Broadcast, Cell, Compare, Products,
     RecurrentDims, Saved, Unary, Update, Window,
 };
-use crate::{DType, Device, Error, Result};
+use crate::{DType, Device, Error, Precision, Result};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
 static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
@@ -172,6 +172,20 @@ impl BackendStorage for Storage {
     }
     fn affine(&self, w: &Storage, bias: &Storage, m: usize, k: usize) -> Result<Storage> {
         dispatch!(self, |s, on, one| s.affine(on(w)?, on(bias)?, m, k).map(one))
+    }
+    fn pack_weight(&self, precision: Precision, n: usize, k: usize) -> Result<Saved> {
+        dispatch!(self, |s, on, one| s.pack_weight(precision, n, k))
+    }
+    fn packed_affine(&self, w: &Saved, bias: Option<&Storage>, m: usize) -> Result<Storage> {
+        dispatch!(self, |s, on, one| {
+            let bias = bias.map(on).transpose()?;
+            s.packed_affine(w, bias, m).map(one)
+        })
+    }
+    fn unpack_weight(w: &Saved, device: Device) -> Result<Storage> {
+        match device {
+            Device::Cpu => CpuStorage::unpack_weight(w, device).map(Storage::Cpu),
+        }
     }
     fn cross_entropy(&self, targets: &Storage, c: usize, ignore: i64) -> Result<(Storage, Saved)> {
         dispatch!(self, |s, on, one| s

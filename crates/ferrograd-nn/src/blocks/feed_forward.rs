@@ -39,7 +39,7 @@ impl FeedForward {
 
 impl Module for FeedForward {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.activation.apply(&x.linear(&self.weight.get(), Some(&self.bias.get()))?)
+        self.activation.apply(&self.weight.linear(x, Some(&self.bias.get()))?)
     }
     fn describe(&self) -> String {
         let d = self.weight.get();

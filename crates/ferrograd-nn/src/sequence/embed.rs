@@ -124,7 +124,7 @@ impl GenerateToken {
 
 impl Module for GenerateToken {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.linear(&self.weight.get(), self.bias.as_ref().map(|b| b.get()).as_ref())
+        self.weight.linear(x, self.bias.as_ref().map(|b| b.get()).as_ref())
     }
     fn describe(&self) -> String {
         let w = self.weight.get();

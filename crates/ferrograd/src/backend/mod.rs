@@ -13,7 +13,7 @@
 
 pub(crate) mod cpu;
 
-use crate::{DType, Device, Result, Shape};
+use crate::{DType, Device, Precision, Result, Shape};
 use std::any::Any;
 
 /// Element-wise functions of one tensor; each backend knows its forward and its derivative.
@@ -177,8 +177,9 @@ impl Update {
     }
 }
 
-/// What a fused forward keeps for its backward, in the form of the backend that made it
-/// (host vectors for the CPU, device buffers for an accelerator). Only that backend reads it.
+/// Data in the form of the backend that made it (host vectors for the CPU, device buffers for
+/// an accelerator), which only that backend reads: what a fused forward keeps for its
+/// backward, a weight packed for low-precision products.
 pub(crate) struct Saved(Box<dyn Any + Send + Sync>);
 
 impl Saved {
@@ -266,6 +267,12 @@ pub(crate) trait BackendStorage: Sized + Send + Sync {
     fn matmul(&self, rhs: &Self, p: &Products) -> Result<Self>;
     /// `x · Wᵀ + b` for `self` = x (m, k), an (n, k) `w` and an (n,) bias.
     fn affine(&self, w: &Self, bias: &Self, m: usize, k: usize) -> Result<Self>;
+    /// `self`, an (n, k) f32 weight, packed for products in `precision`.
+    fn pack_weight(&self, precision: Precision, n: usize, k: usize) -> Result<Saved>;
+    /// `x · Wᵀ (+ b)` in f32 for `self` = x (m, k) f32 and a weight from `pack_weight`.
+    fn packed_affine(&self, w: &Saved, bias: Option<&Self>, m: usize) -> Result<Self>;
+    /// The (n, k) f32 values a packed weight's products use.
+    fn unpack_weight(w: &Saved, device: Device) -> Result<Self>;
 
     // ---- fused kernels ------------------------------------------------------------------
     /// Mean cross-entropy of (N, C) scores against i64 targets (rows at `ignore` left out):

@@ -7,6 +7,7 @@ mod loss;
 mod matmul;
 mod movement;
 mod norm;
+pub(crate) mod quantized;
 pub(crate) mod recurrent;
 mod reduce;
 mod unary;

@@ -8,7 +8,7 @@ use crate::backend::{
 };
 use crate::shape::broadcast_strides;
 use crate::storage::count_bytes;
-use crate::{DType, Device, Element, Error, Result};
+use crate::{DType, Device, Element, Error, Precision, Result};
 use rayon::prelude::*;
 use std::any::Any;
 use std::ops::Deref;
@@ -468,6 +468,22 @@ impl BackendStorage for CpuStorage {
         })
     }
 
+    fn pack_weight(&self, precision: Precision, n: usize, k: usize) -> Result<Saved> {
+        let w = self.slice::<f32>()?;
+        match precision {
+            Precision::Int8 => Ok(Saved::new(super::Int8Weight::pack(w, n, k))),
+            Precision::F32 => Err(Error::value("quantize", "f32 weights are not packed")),
+        }
+    }
+    fn packed_affine(&self, w: &Saved, bias: Option<&Self>, m: usize) -> Result<Self> {
+        let x = self.slice::<f32>()?;
+        let bias = bias.map(|b| b.slice::<f32>()).transpose()?;
+        let w = w.get::<super::Int8Weight>("linear_packed")?;
+        Ok(put(super::affine_int8(x, w, bias, m)))
+    }
+    fn unpack_weight(w: &Saved, _device: Device) -> Result<Self> {
+        Ok(put(w.get::<super::Int8Weight>("dequantize")?.dequantize()))
+    }
     fn cross_entropy(&self, targets: &CpuStorage, c: usize, ignore: i64) -> Result<(Self, Saved)> {
         let kept: Vec<Option<usize>> =
             targets.slice::<i64>()?.iter().map(|&t| (t != ignore).then_some(t as usize)).collect();
