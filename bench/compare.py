@@ -26,6 +26,7 @@ ALSO = {
     ("W5", "generate_tokens_per_s"): ["generate_uncached_tokens_per_s"],
     ("W6", "sentences_per_s_b32_t128"): ["sentences_per_s_b32_t128_ort_fp32"],
     ("W6", "sentences_per_s_b32_t128_int8"): ["sentences_per_s_b32_t128_ort_int8"],
+    ("W6", "sentences_per_s_b32_t128_bf16"): ["sentences_per_s_b32_t128_ort_fp32"],
 }
 
 

@@ -17,9 +17,17 @@ pub fn run(
     quick: bool,
     data: Option<&Path>,
     distributed: Option<Ranks>,
+    dtype: Option<Precision>,
 ) -> CliResult<()> {
     let min_time = if quick { Duration::ZERO } else { Duration::from_millis(3000) };
     let workload = workload.to_ascii_uppercase();
+    let precision = dtype.unwrap_or_default();
+    if precision != Precision::F32 && !["W5", "W6", "W8"].contains(&workload.as_str()) {
+        return Err(format!(
+            "--dtype {precision} measures inference: W5's and W8's generation, and W6; {workload} trains, in f32"
+        )
+        .into());
+    }
     let group = if let Some(ranks) = distributed {
         if !["W2", "W3", "W7", "ALLREDUCE"].contains(&workload.as_str()) {
             return Err(format!(
@@ -46,10 +54,13 @@ pub fn run(
             train_images_per_s(&store, &net, 64, data, min_time, group)?
         }
         "W4" => vec![("train_tokens_per_s".into(), w4_lstm_lm(data, min_time)?)],
-        "W5" => w5_transformer_lm(data, min_time)?,
-        "W6" => w6_bert(data, min_time)?,
+        "W5" => w5_transformer_lm(data, min_time, precision)?,
+        "W6" => match dtype {
+            Some(precision) => w6_bert(data, min_time, &[precision])?,
+            None => w6_bert(data, min_time, &[Precision::F32, Precision::Int8, Precision::Bf16])?,
+        },
         "W7" => w7_seq2seq(min_time, group)?,
-        "W8" => w8_gpt2(data, min_time)?,
+        "W8" => w8_gpt2(data, min_time, precision)?,
         "ALLREDUCE" => all_reduce_times(min_time, group)?,
         other => {
             return Err(format!(
@@ -80,7 +91,7 @@ pub fn run(
             None => println!("{workload} ({threads} threads)"),
         }
         for (k, v) in &results {
-            println!("  {k:<24} {v:>10.1}");
+            println!("  {k:<32} {v:>10.1}");
         }
     }
     Ok(())
@@ -233,7 +244,11 @@ fn lm_step_seconds(
 /// W5: a character Transformer LM (4 pre-norm blocks, d 128, 4 heads, FeedForward 512 GELU,
 /// learned positions, context 128, tied GenerateToken), batches of 16 × 128, AdamW 1e-3; then
 /// greedy generation of 127 tokens from one, batch 1, with the KV cache.
-fn w5_transformer_lm(data: Option<&Path>, min_time: Duration) -> CliResult<Vec<(String, f64)>> {
+fn w5_transformer_lm(
+    data: Option<&Path>,
+    min_time: Duration,
+    precision: Precision,
+) -> CliResult<Vec<(String, f64)>> {
     use ferrograd_nn::Sampling;
     let ids = char_ids(data)?;
     let vocab = (ids.iter().copied().max().unwrap_or(0) + 1).max(65) as usize;
@@ -241,6 +256,7 @@ fn w5_transformer_lm(data: Option<&Path>, min_time: Duration) -> CliResult<Vec<(
     let lm = models::transformer_lm(&store, vocab, 128, 4, 4, 128)?;
     let adamw = Adam::new(store.params(), AdamConfig::adamw(1e-3))?;
     let train = (16 * 128) as f64 / lm_step_seconds(&store, &lm, adamw, ids, 16, 128, min_time)?;
+    store.set_precision(precision)?;
     let mut failed = None;
     let secs = median_seconds(min_time, || {
         if let Err(e) =
@@ -252,14 +268,21 @@ fn w5_transformer_lm(data: Option<&Path>, min_time: Duration) -> CliResult<Vec<(
     if let Some(e) = failed {
         return Err(e.into());
     }
-    Ok(vec![("train_tokens_per_s".into(), train), ("generate_tokens_per_s".into(), 127.0 / secs)])
+    Ok(vec![
+        ("train_tokens_per_s".into(), train),
+        (in_precision("generate_tokens_per_s", precision), 127.0 / secs),
+    ])
 }
 
 /// W8: GPT-2 small (124M: 12 layers, d 768, 12 heads, vocabulary 50,257, context 1024) from
 /// `--data`'s Hugging Face directory, or with random weights (speed does not depend on them):
 /// batch 1, a 32-token prompt, 128 new tokens greedy with the key/value cache. Prefill is the
 /// prompt's pass to its first new token; generation counts the whole call, prefill included.
-fn w8_gpt2(model: Option<&Path>, min_time: Duration) -> CliResult<Vec<(String, f64)>> {
+fn w8_gpt2(
+    model: Option<&Path>,
+    min_time: Duration,
+    precision: Precision,
+) -> CliResult<Vec<(String, f64)>> {
     use ferrograd_nn::models::{lm_of_shape, LmShape};
     use ferrograd_nn::{gpt2, Activation, Sampling};
     let store = ParamStore::new(0);
@@ -283,6 +306,7 @@ fn w8_gpt2(model: Option<&Path>, min_time: Duration) -> CliResult<Vec<(String, f
             lm_of_shape(&store, &shape)?
         }
     };
+    store.set_precision(precision)?;
     let mut rng = Rng::seed(8);
     let vocab = lm.embed.vocab();
     let prompt: Vec<i64> = (0..32).map(|_| rng.below(vocab) as i64).collect();
@@ -308,9 +332,17 @@ fn w8_gpt2(model: Option<&Path>, min_time: Duration) -> CliResult<Vec<(String, f
         return Err(e.into());
     }
     Ok(vec![
-        ("prefill_tokens_per_s".into(), 32.0 / prefill),
-        ("generate_tokens_per_s".into(), 128.0 / generate),
+        (in_precision("prefill_tokens_per_s", precision), 32.0 / prefill),
+        (in_precision("generate_tokens_per_s", precision), 128.0 / generate),
     ])
+}
+
+/// A result's key, marked with the precision it was measured in unless that is f32.
+fn in_precision(key: &str, precision: Precision) -> String {
+    match precision {
+        Precision::F32 => key.to_string(),
+        other => format!("{key}_{other}"),
+    }
 }
 
 /// W7: target tokens per second of training a Transformer encoder–decoder (2 + 2 layers, d 128,
@@ -342,8 +374,12 @@ fn w7_seq2seq(min_time: Duration, group: Option<&Group>) -> CliResult<Vec<(Strin
 }
 
 /// W6: all-MiniLM-L6-v2 inference, batches of 32 sentences × 128 tokens, no padding, with
-/// f32 products and with int8 weights.
-fn w6_bert(model: Option<&Path>, min_time: Duration) -> CliResult<Vec<(String, f64)>> {
+/// products in each of `precisions`.
+fn w6_bert(
+    model: Option<&Path>,
+    min_time: Duration,
+    precisions: &[Precision],
+) -> CliResult<Vec<(String, f64)>> {
     let dir = model.ok_or("W6 needs --data pointing at the all-MiniLM-L6-v2 directory")?;
     let store = ParamStore::new(0);
     let bert = ferrograd_nn::Bert::from_pretrained(dir, &store)?;
@@ -360,10 +396,7 @@ fn w6_bert(model: Option<&Path>, min_time: Duration) -> CliResult<Vec<(String, f
     let mask = Tensor::ones(&[32, 128], DType::I64)?;
     let _g = no_grad();
     let mut results = Vec::new();
-    for (key, precision) in [
-        ("sentences_per_s_b32_t128", Precision::F32),
-        ("sentences_per_s_b32_t128_int8", Precision::Int8),
-    ] {
+    for &precision in precisions {
         store.set_precision(precision)?;
         let mut failed = None;
         let secs = median_seconds(min_time, || {
@@ -374,7 +407,7 @@ fn w6_bert(model: Option<&Path>, min_time: Duration) -> CliResult<Vec<(String, f
         if let Some(e) = failed {
             return Err(e.into());
         }
-        results.push((key.to_string(), 32.0 / secs));
+        results.push((in_precision("sentences_per_s_b32_t128", precision), 32.0 / secs));
     }
     Ok(results)
 }

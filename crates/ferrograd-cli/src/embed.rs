@@ -16,6 +16,8 @@ pub struct EmbedArgs {
     /// Print the vectors as a JSON array of arrays, in input order.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    dtype: crate::DtypeArg,
     /// The sentences.
     #[arg(required = true)]
     texts: Vec<String>,
@@ -39,9 +41,10 @@ pub struct SentenceModel {
 }
 
 impl SentenceModel {
-    pub fn load(dir: &Path) -> CliResult<SentenceModel> {
+    pub fn load(dir: &Path, dtype: crate::DtypeArg) -> CliResult<SentenceModel> {
         let store = ParamStore::new(0);
         let bert = Bert::from_pretrained(dir, &store)?;
+        dtype.apply(&store)?;
         let tokenizer = BertTokenizer::from_file(&dir.join("tokenizer.json"))?;
         // modules.json lists the pipeline; its Pooling module's config says how to pool.
         let modules: serde_json::Value =
@@ -108,7 +111,7 @@ fn read_json(path: &Path) -> CliResult<serde_json::Value> {
 }
 
 pub fn run(a: &EmbedArgs) -> CliResult<()> {
-    let model = SentenceModel::load(&a.model)?;
+    let model = SentenceModel::load(&a.model, a.dtype)?;
     let texts: Vec<&str> = a.texts.iter().map(String::as_str).collect();
     let emb = model.embed(&texts)?;
     let d = emb.dims()[1];

@@ -467,6 +467,8 @@ pub struct GenerateArgs {
     top_p: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    #[command(flatten)]
+    dtype: crate::DtypeArg,
 }
 
 /// Streams a continuation of each prompt to stdout, token by token.
@@ -511,6 +513,7 @@ fn generate_from_checkpoint(
     let lm = store.within(header.elements(), &source, || build(&store, &config))?;
     load_checkpoint(checkpoint, &store, None)?;
     store.eval(); // no dropout while generating
+    a.dtype.apply(&store)?;
     let tok = match config.text(&source)? {
         LmText::Pretrained(tok) => {
             let eos = match &config.gpt2 {
@@ -552,6 +555,7 @@ fn generate_from_checkpoint(
 fn generate_pretrained(a: &GenerateArgs, dir: &Path, sampling: Sampling) -> CliResult<()> {
     let store = ParamStore::new(0);
     let (lm, config) = gpt2::from_pretrained(dir, &store)?;
+    a.dtype.apply(&store)?;
     let tok = PretrainedTokenizer::from_file(&dir.join("tokenizer.json"))?;
     if tok.vocab_size() > config.vocab_size {
         return Err(format!(

@@ -28,6 +28,22 @@ use clap::{Parser, Subcommand};
 /// What a command returns: its error is printed for the person, so any error will do.
 type CliResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
+/// `--dtype`: the precision of products with a model's weights when it runs (not trains).
+#[derive(clap::Args, Clone, Copy)]
+struct DtypeArg {
+    /// Products with the model's weights (every FeedForward and GenerateToken, so every
+    /// Transformer projection) in f32, int8 (weights per channel, activations per row) or
+    /// bf16; the rest of the model stays f32.
+    #[arg(long = "dtype", value_name = "DTYPE", default_value_t = ferrograd::Precision::F32)]
+    precision: ferrograd::Precision,
+}
+
+impl DtypeArg {
+    fn apply(self, store: &ferrograd_nn::ParamStore) -> CliResult<()> {
+        Ok(store.set_precision(self.precision)?)
+    }
+}
+
 // Training allocates and frees the same large buffers (im2col columns, activations) every
 // step; glibc's malloc hands those back to the kernel each time and pays page faults to get
 // them again. mimalloc, told not to purge (below), keeps them.
@@ -79,6 +95,10 @@ enum Command {
         /// shape without it), the model directory for W6.
         #[arg(long)]
         data: Option<PathBuf>,
+        /// W6 alone in this precision (it measures f32, int8 and bf16 without it); W5's and
+        /// W8's generation in it, their keys marked with it.
+        #[arg(long)]
+        dtype: Option<ferrograd::Precision>,
     },
     /// Train a model.
     #[command(subcommand)]
@@ -147,9 +167,17 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> CliResult<()> {
     match cli.command {
         Command::Tour { out } => tour::run(&out),
-        Command::Bench { workload, json, quick, distributed, overlap_communication, data } => {
+        Command::Bench {
+            workload,
+            json,
+            quick,
+            distributed,
+            overlap_communication,
+            data,
+            dtype,
+        } => {
             let ranks = distributed.then_some(bench::Ranks { overlap: overlap_communication });
-            bench::run(&workload, json, quick, data.as_deref(), ranks)
+            bench::run(&workload, json, quick, data.as_deref(), ranks, dtype)
         }
         Command::Train(task) => train::run(task),
         Command::Summary { model } => summary::run(&model),

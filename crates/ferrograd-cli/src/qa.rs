@@ -178,6 +178,8 @@ pub struct QaArgs {
     max_len: usize,
     #[arg(long, default_value_t = 30)]
     max_answer_len: usize,
+    #[command(flatten)]
+    dtype: crate::DtypeArg,
 }
 
 /// Prints the answer span of the question in the context, and its score.
@@ -190,6 +192,7 @@ pub fn answer(a: &QaArgs) -> CliResult<()> {
     if let Some(path) = &a.checkpoint {
         load_checkpoint(path, &store, None)?;
     }
+    a.dtype.apply(&store)?;
     let example = QaExample {
         question: a.question.clone(),
         context: a.context.clone(),

@@ -338,6 +338,8 @@ pub struct TranslateArgs {
     /// Print every output with its score, best first, not only the best.
     #[arg(long)]
     all: bool,
+    #[command(flatten)]
+    dtype: crate::DtypeArg,
     /// The sentences to translate.
     #[arg(required = true)]
     text: Vec<String>,
@@ -377,6 +379,7 @@ pub fn translate(a: &TranslateArgs) -> CliResult<()> {
         .within(header.elements(), &source, || SequenceToSequence::new(&store, &task.model))?;
     load_checkpoint(&a.checkpoint, &store, None)?;
     store.eval();
+    a.dtype.apply(&store)?;
     let options = BeamOptions {
         width: a.beam,
         length_penalty: a.length_penalty,

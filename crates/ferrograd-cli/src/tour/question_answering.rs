@@ -1,7 +1,7 @@
 //! Chapter 5: BERT — extractive question answering on the lecture's paragraph.
 
 use crate::CliResult;
-use ferrograd::{no_grad, Rng, Tensor};
+use ferrograd::{no_grad, Precision, Rng, Tensor};
 use ferrograd_nn::optim::{Adam, AdamConfig, Schedule};
 use ferrograd_nn::trainer::{Metrics, Sampled};
 use ferrograd_nn::{Module, ParamStore, Progress, Trainer};
@@ -124,19 +124,44 @@ pub fn chapter() -> CliResult<()> {
             .map(|o| o.map(|sp| (sp.start, sp.end)))
             .collect())
     };
-    let mut right = 0;
-    for chunk in held.chunks(64) {
-        right +=
-            answer(chunk)?.iter().zip(chunk).filter(|(got, want)| **got == want.answer).count();
-    }
+    let lecture: Vec<Encoded> = PRECIPITATION_QUESTIONS
+        .iter()
+        .map(|(question, truth)| encode(question, PRECIPITATION, truth))
+        .collect();
+    // Every held-out answer, then the lecture's.
+    let all_answers = || -> ferrograd::Result<Vec<Option<(usize, usize)>>> {
+        let mut spans = Vec::new();
+        for chunk in held.chunks(64) {
+            spans.extend(answer(chunk)?);
+        }
+        for row in &lecture {
+            spans.extend(answer(std::slice::from_ref(row))?);
+        }
+        Ok(spans)
+    };
+    let spans = all_answers()?;
+    let right = spans.iter().zip(&held).filter(|(got, want)| **got == want.answer).count();
     println!("     held out: exact match {:.1}%", 100.0 * right as f64 / held.len() as f64);
     println!("   the lecture's paragraph: {PRECIPITATION:?}");
-    for (question, truth) in PRECIPITATION_QUESTIONS {
-        let row = encode(question, PRECIPITATION, truth);
-        let span = answer(std::slice::from_ref(&row))?[0];
+    for ((question, _), (row, span)) in
+        PRECIPITATION_QUESTIONS.iter().zip(lecture.iter().zip(&spans[held.len()..]))
+    {
         let text = span.map(|(s, e)| tok.decode(&row.ids[s..=e])).transpose()?.unwrap_or_default();
-        let mark = if span == row.answer { "right" } else { "wrong" };
+        let mark = if *span == row.answer { "right" } else { "wrong" };
         println!("     {question:<90} → {text:?} ({mark})");
     }
+    // The same model with bf16 products (inference only): the answers should not move.
+    store.set_precision(Precision::Bf16)?;
+    let bf16 = all_answers()?;
+    store.set_precision(Precision::F32)?;
+    let same = bf16.iter().zip(&spans).filter(|(a, b)| a == b).count();
+    let right_bf16 = bf16.iter().zip(&held).filter(|(got, want)| **got == want.answer).count();
+    let lecture_same = bf16[held.len()..] == spans[held.len()..];
+    println!(
+        "   with bf16 products: held out exact match {:.1}%, {same} of {} answers as in f32; the lecture's {}",
+        100.0 * right_bf16 as f64 / held.len() as f64,
+        spans.len(),
+        if lecture_same { "unchanged" } else { "changed" },
+    );
     Ok(())
 }

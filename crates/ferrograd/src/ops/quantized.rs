@@ -17,6 +17,9 @@ pub enum Precision {
     /// int8 weights, one scale per output channel (symmetric), against activations quantized
     /// per row at every call; exact i32 sums (VNNI where the processor has it).
     Int8,
+    /// bf16 weights and activations (rounded to nearest even), products summed in f32
+    /// (AVX512-BF16 where the processor has it).
+    Bf16,
 }
 
 impl fmt::Display for Precision {
@@ -24,6 +27,7 @@ impl fmt::Display for Precision {
         f.write_str(match self {
             Precision::F32 => "f32",
             Precision::Int8 => "int8",
+            Precision::Bf16 => "bf16",
         })
     }
 }
@@ -34,7 +38,10 @@ impl FromStr for Precision {
         match s {
             "f32" => Ok(Precision::F32),
             "int8" => Ok(Precision::Int8),
-            other => Err(Error::value("precision", format!("{other:?} is not one of f32, int8"))),
+            "bf16" => Ok(Precision::Bf16),
+            other => {
+                Err(Error::value("precision", format!("{other:?} is not one of f32, int8, bf16")))
+            }
         }
     }
 }

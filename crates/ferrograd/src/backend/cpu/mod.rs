@@ -12,9 +12,7 @@ mod loss;
 mod matmul;
 mod norm;
 mod optim;
-mod quantized;
-#[cfg(target_arch = "x86_64")]
-mod quantized_x86;
+mod packed;
 mod recurrent;
 mod reduce;
 #[cfg(target_arch = "x86_64")]
@@ -28,7 +26,7 @@ pub(crate) use conv::*;
 pub(crate) use copy::*;
 pub(crate) use elementwise::*;
 pub(crate) use matmul::*;
-pub(crate) use quantized::{affine_int8, Int8Weight};
+pub(crate) use packed::PackedCpu;
 pub(crate) use recurrent::{recurrence_backward, recurrence_forward, Saved as RecurrentSaved};
 pub(crate) use reduce::*;
 pub(crate) use storage::{Buffer, CpuStorage};

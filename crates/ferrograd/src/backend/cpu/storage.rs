@@ -469,20 +469,15 @@ impl BackendStorage for CpuStorage {
     }
 
     fn pack_weight(&self, precision: Precision, n: usize, k: usize) -> Result<Saved> {
-        let w = self.slice::<f32>()?;
-        match precision {
-            Precision::Int8 => Ok(Saved::new(super::Int8Weight::pack(w, n, k))),
-            Precision::F32 => Err(Error::value("quantize", "f32 weights are not packed")),
-        }
+        Ok(Saved::new(super::PackedCpu::pack(precision, self.slice::<f32>()?, n, k)?))
     }
     fn packed_affine(&self, w: &Saved, bias: Option<&Self>, m: usize) -> Result<Self> {
         let x = self.slice::<f32>()?;
         let bias = bias.map(|b| b.slice::<f32>()).transpose()?;
-        let w = w.get::<super::Int8Weight>("linear_packed")?;
-        Ok(put(super::affine_int8(x, w, bias, m)))
+        Ok(put(w.get::<super::PackedCpu>("linear_packed")?.affine(x, bias, m)))
     }
     fn unpack_weight(w: &Saved, _device: Device) -> Result<Self> {
-        Ok(put(w.get::<super::Int8Weight>("dequantize")?.dequantize()))
+        Ok(put(w.get::<super::PackedCpu>("dequantize")?.dequantize()))
     }
     fn cross_entropy(&self, targets: &CpuStorage, c: usize, ignore: i64) -> Result<(Self, Saved)> {
         let kept: Vec<Option<usize>> =

@@ -1,9 +1,10 @@
-//! The int8 tiles of `quantized.rs` on x86: `vpdpbusd` (AVX512-VNNI, four products per 32-bit
+//! The int8 tiles of `int8.rs` on x86: `vpdpbusd` (AVX512-VNNI, four products per 32-bit
 //! lane in one instruction), else the same sums from `vpmaddwd` on bytes widened to 16 bits
 //! (AVX-512BW, AVX2). `vpmaddwd` is exact where `vpmaddubsw` would saturate (2 · 255 · 127 >
 //! 2¹⁵), so every level's sums equal the portable loop's.
 
-use super::quantized::{Level, Tile, MR, NR};
+use super::int8::Tile;
+use super::{Level, MR, NR};
 use std::arch::x86_64::*;
 
 /// The tile's sums on `level`, written out.
@@ -46,7 +47,7 @@ pub(crate) unsafe fn run(tile: &Tile, level: Level) {
                     }
                 }
             }
-            Level::Portable => unreachable!("the portable level has no x86 kernel"),
+            _ => unreachable!("{level:?} has no int8 kernel"),
         }
     }
 }

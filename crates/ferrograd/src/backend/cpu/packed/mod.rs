@@ -1,0 +1,184 @@
+//! Products `x · Wᵀ + b` with weights packed once in a low precision for inference: int8
+//! (`int8.rs`, VNNI) and bf16 (`bf16.rs`, AVX512-BF16). Both share one skeleton, here: the
+//! weight in panels of [`NR`] columns, laid out so that one 64-byte load feeds sixteen lanes'
+//! dot products of a few k each; register tiles of up to [`MR`] rows against one panel; and
+//! tasks of row blocks × panel runs across threads. Each precision has a portable loop, the
+//! reference its x86 kernels (`*_x86.rs`) are tested against on every level the processor
+//! has.
+
+mod bf16;
+#[cfg(target_arch = "x86_64")]
+mod bf16_x86;
+mod int8;
+#[cfg(target_arch = "x86_64")]
+mod int8_x86;
+
+use bf16::{affine_bf16, Bf16Weight};
+use int8::{affine_int8, Int8Weight};
+
+use crate::{Error, Precision, Result};
+use rayon::prelude::*;
+
+/// A weight packed for one precision's products.
+pub(crate) enum PackedCpu {
+    Int8(Int8Weight),
+    Bf16(Bf16Weight),
+}
+
+impl PackedCpu {
+    /// A row-major (n, k) f32 `w` packed for `precision`.
+    pub fn pack(precision: Precision, w: &[f32], n: usize, k: usize) -> Result<PackedCpu> {
+        match precision {
+            Precision::Int8 => Ok(PackedCpu::Int8(Int8Weight::pack(w, n, k))),
+            Precision::Bf16 => Ok(PackedCpu::Bf16(Bf16Weight::pack(w, n, k))),
+            Precision::F32 => Err(Error::value("quantize", "f32 weights are not packed")),
+        }
+    }
+
+    /// `x · Wᵀ + b` for a row-major (m, k) `x`.
+    pub fn affine(&self, x: &[f32], bias: Option<&[f32]>, m: usize) -> Vec<f32> {
+        match self {
+            PackedCpu::Int8(w) => affine_int8(x, w, bias, m),
+            PackedCpu::Bf16(w) => affine_bf16(x, w, bias, m),
+        }
+    }
+
+    /// The row-major (n, k) weight the products use.
+    pub fn dequantize(&self) -> Vec<f32> {
+        match self {
+            PackedCpu::Int8(w) => w.dequantize(),
+            PackedCpu::Bf16(w) => w.dequantize(),
+        }
+    }
+}
+
+/// Columns per panel: three 16-lane vectors.
+pub const NR: usize = 48;
+/// Rows per register tile.
+pub const MR: usize = 8;
+/// Products of at least this many multiply-adds are split across threads.
+const PARALLEL_MACS: usize = 1 << 20;
+/// Rows per task: they share each panel while it is in cache.
+const ROW_BLOCK: usize = 64;
+
+/// The instructions a tile is summed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    /// `vpdpbusd`, int8 only.
+    #[cfg(target_arch = "x86_64")]
+    Vnni,
+    /// `vdpbf16ps`, bf16 only.
+    #[cfg(target_arch = "x86_64")]
+    Bf16,
+}
+
+impl Level {
+    /// Every level this processor runs for `precision`'s products, the fastest last.
+    pub fn available(precision: Precision) -> Vec<Level> {
+        let mut levels = vec![Level::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") {
+                levels.push(Level::Avx2);
+            }
+            if has!("avx512f") && has!("avx512bw") {
+                levels.push(Level::Avx512);
+                match precision {
+                    Precision::Int8 if has!("avx512vnni") => levels.push(Level::Vnni),
+                    Precision::Bf16 if has!("avx512bf16") => levels.push(Level::Bf16),
+                    _ => {}
+                }
+            }
+        }
+        levels
+    }
+
+    pub fn best(precision: Precision) -> Level {
+        use std::sync::OnceLock;
+        static BEST: [OnceLock<Level>; 2] = [OnceLock::new(), OnceLock::new()];
+        let slot = if precision == Precision::Bf16 { 1 } else { 0 };
+        *BEST[slot]
+            .get_or_init(|| *Level::available(precision).last().expect("portable is always there"))
+    }
+}
+
+/// A raw output pointer shared by tasks that each write their own rectangle of it.
+#[derive(Clone, Copy)]
+pub(crate) struct Out(*mut f32);
+// SAFETY: the tasks write disjoint elements (one rectangle of rows × panels each) and the
+// buffer outlives them (rayon's scope).
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// The pointer (a method, so that closures capture the whole `Out`, which is `Sync`).
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
+/// An (m, n) f32 output written tile by tile: `tile(out, i0, rows, panel)` must write rows
+/// `i0..i0 + rows` (≤ [`MR`]) of the panel's columns, `out` pointing at row `i0`, column
+/// `panel · NR`. Tasks are up to [`ROW_BLOCK`] rows × a run of panels, so that a short product
+/// (one row when generating) still splits, by panels.
+pub(crate) fn tiled_output(
+    m: usize,
+    n: usize,
+    k: usize,
+    tile: impl Fn(Out, usize, usize, usize) + Sync,
+) -> Vec<f32> {
+    let panels = n.div_ceil(NR);
+    let mut out = Vec::<f32>::with_capacity(m * n);
+    let at = Out(out.as_mut_ptr());
+    let row_blocks = m.div_ceil(ROW_BLOCK);
+    let threads = if m * n * k >= PARALLEL_MACS { rayon::current_num_threads() } else { 1 };
+    let panel_runs = (4 * threads).div_ceil(row_blocks.max(1)).clamp(1, panels.max(1));
+    let per_run = panels.div_ceil(panel_runs).max(1);
+    let task = |t: usize| {
+        let (block, run) = (t / panel_runs, t % panel_runs);
+        let rows = block * ROW_BLOCK..(block * ROW_BLOCK + ROW_BLOCK).min(m);
+        for panel in run * per_run..((run + 1) * per_run).min(panels) {
+            for i0 in rows.clone().step_by(MR) {
+                tile(Out(at.at(i0 * n + panel * NR)), i0, MR.min(m - i0), panel);
+            }
+        }
+    };
+    let tasks = row_blocks * panel_runs;
+    if threads > 1 {
+        (0..tasks).into_par_iter().for_each(task);
+    } else {
+        (0..tasks).for_each(task);
+    }
+    // SAFETY: every (row, column) lies in exactly one task's rectangle, and `tile` wrote it.
+    unsafe { out.set_len(m * n) };
+    out
+}
+
+/// Writes a tile's f32 results: `rows` rows of `columns` (≤ [`NR`]) outputs, `n` apart from
+/// `out`, each `value(r, c)`. Inlined into each kernel, so that it is compiled for that
+/// kernel's vectors.
+///
+/// # Safety
+/// The tile's outputs are valid to write and no one else's.
+#[inline(always)]
+pub(crate) unsafe fn write_tile(
+    out: Out,
+    n: usize,
+    rows: usize,
+    columns: usize,
+    value: impl Fn(usize, usize) -> f32,
+) {
+    for r in 0..rows {
+        // SAFETY: the caller's promise.
+        let row = unsafe { std::slice::from_raw_parts_mut(out.at(r * n), columns) };
+        for (c, o) in row.iter_mut().enumerate() {
+            *o = value(r, c);
+        }
+    }
+}
