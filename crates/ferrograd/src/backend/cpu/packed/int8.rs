@@ -176,15 +176,15 @@ pub(crate) struct Tile<'a> {
     pub b: &'a [i8],
     pub quads: usize,
     /// Output row 0's first column of the panel, `n` apart, the panel's columns ≤ n.
-    out: Out,
-    n: usize,
-    columns: usize,
+    pub(super) out: Out,
+    pub(super) n: usize,
+    pub(super) columns: usize,
     /// From the tile's first row and the panel's first column on.
-    row_scales: &'a [f32],
-    row_zeros: &'a [i32],
-    scales: &'a [f32],
-    sums: &'a [i32],
-    bias: Option<&'a [f32]>,
+    pub(super) row_scales: &'a [f32],
+    pub(super) row_zeros: &'a [i32],
+    pub(super) scales: &'a [f32],
+    pub(super) sums: &'a [i32],
+    pub(super) bias: Option<&'a [f32]>,
 }
 
 impl Tile<'_> {
@@ -364,9 +364,12 @@ mod tests {
                     "{m}×{k}×{n} [{i}]: {got} vs {want} ± {bound}"
                 );
             }
+            let unbiased = affine_int8_on(Level::Portable, &x, &packed, None, m);
             for &level in &levels {
                 let got = affine_int8_on(level, &x, &packed, Some(&bias), m);
                 assert_eq!(got, portable, "{level:?} at {m}×{k}×{n}");
+                let got = affine_int8_on(level, &x, &packed, None, m);
+                assert_eq!(got, unbiased, "{level:?} at {m}×{k}×{n}, no bias");
             }
         }
     }

@@ -76,15 +76,8 @@ unsafe fn vnni<const R: usize>(tile: &Tile) {
             }
         }
     }
-    let mut acc = [[0i32; NR]; MR];
-    for (r, row) in c.iter().enumerate() {
-        for (v, &sum) in row.iter().enumerate() {
-            // SAFETY: 16 i32 of the 48 in acc[r].
-            unsafe { _mm512_storeu_si512(acc[r].as_mut_ptr().add(16 * v) as *mut _, sum) };
-        }
-    }
     // SAFETY: the tile's outputs are the caller's to write.
-    unsafe { tile.write(&acc, R) };
+    unsafe { write_512(tile, &c) };
 }
 
 /// Sixteen 4-way dot products of unsigned `a` bytes and signed `w` bytes, from 16-bit
@@ -115,15 +108,48 @@ unsafe fn avx512<const R: usize>(tile: &Tile) {
             }
         }
     }
-    let mut acc = [[0i32; NR]; MR];
-    for (r, row) in c.iter().enumerate() {
-        for (v, &sum) in row.iter().enumerate() {
-            // SAFETY: 16 i32 of the 48 in acc[r].
-            unsafe { _mm512_storeu_si512(acc[r].as_mut_ptr().add(16 * v) as *mut _, sum) };
+    // SAFETY: the tile's outputs are the caller's to write.
+    unsafe { write_512(tile, &c) };
+}
+
+/// [`Tile::write`] in sixteen lanes, from the sums in registers: the same operations in the
+/// same order (i32 to f32 rounds to nearest, as `as f32` does), so the same bits. Masked
+/// loads and stores cover a last panel's missing columns (and the bias's end) without
+/// touching them.
+///
+/// # Safety
+/// The processor has AVX-512F; the tile's outputs are the caller's to write.
+#[inline(always)]
+unsafe fn write_512<const R: usize>(tile: &Tile, c: &[[__m512i; 3]; R]) {
+    let masks = [0, 1, 2].map(|v| {
+        let live = tile.columns.saturating_sub(16 * v).min(16);
+        ((1u32 << live) - 1) as __mmask16
+    });
+    // SAFETY: the masks keep every load within the panel's columns (the scales, sums and bias
+    // hold at least `columns` from their start) and every store within the tile's outputs.
+    unsafe {
+        let sums =
+            [0, 1, 2].map(|v| _mm512_maskz_loadu_epi32(masks[v], tile.sums.as_ptr().add(16 * v)));
+        let scales =
+            [0, 1, 2].map(|v| _mm512_maskz_loadu_ps(masks[v], tile.scales.as_ptr().add(16 * v)));
+        let bias = tile
+            .bias
+            .map(|b| [0, 1, 2].map(|v| _mm512_maskz_loadu_ps(masks[v], b.as_ptr().add(16 * v))));
+        for (r, row) in c.iter().enumerate() {
+            let zero = _mm512_set1_epi32(tile.row_zeros[r]);
+            let row_scale = _mm512_set1_ps(tile.row_scales[r]);
+            let out = tile.out.at(r * tile.n);
+            for v in 0..3 {
+                let exact = _mm512_sub_epi32(row[v], _mm512_mullo_epi32(zero, sums[v]));
+                let (x, s) = (_mm512_cvtepi32_ps(exact), _mm512_mul_ps(row_scale, scales[v]));
+                let y = match &bias {
+                    Some(b) => _mm512_fmadd_ps(x, s, b[v]),
+                    None => _mm512_mul_ps(x, s),
+                };
+                _mm512_mask_storeu_ps(out.add(16 * v), masks[v], y);
+            }
         }
     }
-    // SAFETY: the tile's outputs are the caller's to write.
-    unsafe { tile.write(&acc, R) };
 }
 
 #[target_feature(enable = "avx2,fma")]
