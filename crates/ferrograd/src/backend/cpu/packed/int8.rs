@@ -104,6 +104,7 @@ fn round_to_int(v: f32) -> i32 {
 /// A row's range, widened to hold 0 (so that zero is exact); NaN if the row holds a NaN or an
 /// infinity, whose products are not finite either.
 #[inline(always)]
+#[allow(clippy::eq_op)] // `v − v` is the point: 0, or NaN for a NaN or an infinity.
 fn range(row: &[f32]) -> (f32, f32) {
     // Sixteen lanes of minima, maxima and `v − v` summed (0 unless some v is not finite): a
     // loop the compiler vectorizes.
