@@ -82,9 +82,18 @@ impl Param {
     /// [`Precision`] when no gradient is being recorded (under [`ferrograd::no_grad`]), with
     /// the weight packed on first use; in f32 otherwise, so that training is exact.
     pub fn linear(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        match self.packed()? {
+            Some(packed) => x.linear_packed(&packed, bias),
+            None => x.linear(&self.get(), bias),
+        }
+    }
+
+    /// This weight packed in the store's precision, packed on first use, when products take
+    /// it packed: a precision other than f32 and no gradient being recorded.
+    pub(crate) fn packed(&self) -> Result<Option<Arc<PackedWeight>>> {
         let precision = *self.precision.read().unwrap_or_else(|e| e.into_inner());
         if precision == Precision::F32 || ferrograd::is_grad_enabled() {
-            return x.linear(&self.get(), bias);
+            return Ok(None);
         }
         let packed = {
             let mut slot = self.packed.lock().unwrap_or_else(|e| e.into_inner());
@@ -99,7 +108,7 @@ impl Param {
                 }
             }
         };
-        x.linear_packed(&packed, bias)
+        Ok(Some(packed))
     }
 
     fn drop_packed(&self) {

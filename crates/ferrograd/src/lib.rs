@@ -31,7 +31,7 @@ pub use device::Device;
 pub use dtype::{DType, Element};
 pub use error::{Error, ErrorKind, Result};
 pub use gradcheck::{gradcheck, GradcheckReport};
-pub use ops::quantized::{PackedWeight, Precision};
+pub use ops::quantized::{Nonlinearity, PackedWeight, Precision};
 pub use ops::recurrent::{Recurrence, RecurrentCell};
 pub use optim::Update;
 pub use rng::Rng;

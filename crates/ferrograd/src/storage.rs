@@ -182,6 +182,18 @@ impl BackendStorage for Storage {
             s.packed_affine(w, bias, m).map(one)
         })
     }
+    fn packed_feed_forward(
+        &self,
+        first: (&Saved, Option<&Storage>),
+        between: Option<Unary>,
+        second: (&Saved, Option<&Storage>),
+        m: usize,
+    ) -> Result<Storage> {
+        dispatch!(self, |s, on, one| {
+            let (b1, b2) = (first.1.map(on).transpose()?, second.1.map(on).transpose()?);
+            s.packed_feed_forward((first.0, b1), between, (second.0, b2), m).map(one)
+        })
+    }
     fn unpack_weight(w: &Saved, device: Device) -> Result<Storage> {
         match device {
             Device::Cpu => CpuStorage::unpack_weight(w, device).map(Storage::Cpu),

@@ -26,6 +26,18 @@ impl Activation {
             Activation::GeluTanh => x.gelu_tanh(),
         }
     }
+    /// The same function, for [`Tensor::feed_forward_packed`].
+    pub fn nonlinearity(&self) -> ferrograd::Nonlinearity {
+        use ferrograd::Nonlinearity as N;
+        match self {
+            Activation::Identity => N::Identity,
+            Activation::Relu => N::Relu,
+            Activation::Tanh => N::Tanh,
+            Activation::Sigmoid => N::Sigmoid,
+            Activation::Gelu => N::Gelu,
+            Activation::GeluTanh => N::GeluTanh,
+        }
+    }
     /// The activation a Hugging Face `config.json` names (`hidden_act`, GPT-2's
     /// `activation_function`); an error names what is supported.
     pub fn hugging_face(op: &str, name: &str) -> Result<Activation> {

@@ -52,6 +52,15 @@ pub(crate) fn feed_forward(
     dropout: Option<&Dropout>,
     h: &Tensor,
 ) -> Result<Tensor> {
+    if !dropout.is_some_and(Dropout::active) {
+        if let (Some(w1), Some(w2)) = (ff_in.weight.packed()?, ff_out.weight.packed()?) {
+            // Packed inference: both products in one pass over blocks of rows.
+            let (b1, b2) = (ff_in.bias.get(), ff_out.bias.get());
+            let between = ff_in.activation.nonlinearity();
+            let y = h.feed_forward_packed((&w1, Some(&b1)), between, (&w2, Some(&b2)))?;
+            return ff_out.activation.apply(&y);
+        }
+    }
     let hidden = ff_in.forward(h)?;
     match dropout {
         Some(d) => ff_out.forward(&d.forward(&hidden)?),

@@ -271,6 +271,15 @@ pub(crate) trait BackendStorage: Sized + Send + Sync {
     fn pack_weight(&self, precision: Precision, n: usize, k: usize) -> Result<Saved>;
     /// `x · Wᵀ (+ b)` in f32 for `self` = x (m, k) f32 and a weight from `pack_weight`.
     fn packed_affine(&self, w: &Saved, bias: Option<&Self>, m: usize) -> Result<Self>;
+    /// `between(x · W₁ᵀ + b₁) · W₂ᵀ + b₂` for `self` = x (m, k) f32 and packed W₁ (h, k),
+    /// W₂ (n, h): the values of `packed_affine`, `between`, `packed_affine`, computed together.
+    fn packed_feed_forward(
+        &self,
+        first: (&Saved, Option<&Self>),
+        between: Option<Unary>,
+        second: (&Saved, Option<&Self>),
+        m: usize,
+    ) -> Result<Self>;
     /// The (n, k) f32 values a packed weight's products use.
     fn unpack_weight(w: &Saved, device: Device) -> Result<Self>;
 

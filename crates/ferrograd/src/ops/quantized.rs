@@ -2,7 +2,7 @@
 //! ([`Tensor::quantize`]) and every product with it ([`Tensor::linear_packed`]) reads the
 //! packed form. There is no gradient through them; training keeps f32.
 
-use crate::backend::{BackendStorage, Saved};
+use crate::backend::{BackendStorage, Saved, Unary};
 use crate::storage::Storage;
 use crate::{DType, Device, Error, Result, Shape, Tensor};
 use std::fmt;
@@ -113,10 +113,74 @@ impl Tensor {
     /// want one (run it under [`crate::no_grad`]).
     pub fn linear_packed(&self, weight: &PackedWeight, bias: Option<&Tensor>) -> Result<Tensor> {
         const OP: &str = "linear_packed";
+        let m = self.check_packed(OP, weight, bias)?;
+        let data = self.storage().packed_affine(&weight.data, bias.map(|b| b.storage()), m)?;
+        Ok(self.with_features(data, weight.dims[0]))
+    }
+
+    /// `between(x · W₁ᵀ + b₁) · W₂ᵀ + b₂`, a FeedForward pair (a Transformer block's): the
+    /// values of [`Tensor::linear_packed`], `between`, [`Tensor::linear_packed`], computed
+    /// in blocks of rows so that the hidden values stay in cache between the products.
+    ///
+    /// ```
+    /// use ferrograd::{no_grad, DType, Nonlinearity, Precision, Rng, Tensor};
+    /// let mut rng = Rng::seed(0);
+    /// let mut randn = |dims: &[usize]| Tensor::randn(dims, 0.0, 1.0, DType::F32, &mut rng).unwrap();
+    /// let (x, w1, w2) = (randn(&[300, 16]), randn(&[32, 16]), randn(&[8, 32]));
+    /// let (p1, p2) = (w1.quantize(Precision::Int8).unwrap(), w2.quantize(Precision::Int8).unwrap());
+    /// let _g = no_grad();
+    /// let fused = x.feed_forward_packed((&p1, None), Nonlinearity::Gelu, (&p2, None)).unwrap();
+    /// let steps = x.linear_packed(&p1, None).unwrap().gelu().unwrap().linear_packed(&p2, None).unwrap();
+    /// assert_eq!(fused.to_vec::<f32>().unwrap(), steps.to_vec::<f32>().unwrap());
+    /// ```
+    pub fn feed_forward_packed(
+        &self,
+        first: (&PackedWeight, Option<&Tensor>),
+        between: Nonlinearity,
+        second: (&PackedWeight, Option<&Tensor>),
+    ) -> Result<Tensor> {
+        const OP: &str = "feed_forward_packed";
+        let m = self.check_packed(OP, first.0, first.1)?;
+        let ([hidden, _], [out_f, inner]) = (first.0.dims, second.0.dims);
+        if inner != hidden {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "the first weight {:?} gives {hidden} features, the second {:?} takes {inner}",
+                    first.0.dims, second.0.dims
+                ),
+            ));
+        }
+        if second.0.precision != first.0.precision {
+            return Err(Error::value(
+                OP,
+                format!(
+                    "weights in {} and {}: pack both alike",
+                    first.0.precision, second.0.precision
+                ),
+            ));
+        }
+        check_bias(OP, second.1, out_f)?;
+        let data = self.storage().packed_feed_forward(
+            (&first.0.data, first.1.map(|b| b.storage())),
+            between.unary(),
+            (&second.0.data, second.1.map(|b| b.storage())),
+            m,
+        )?;
+        Ok(self.with_features(data, out_f))
+    }
+
+    /// The checks of a product with a packed weight; the number of rows.
+    fn check_packed(
+        &self,
+        op: &str,
+        weight: &PackedWeight,
+        bias: Option<&Tensor>,
+    ) -> Result<usize> {
         let [out_f, in_f] = weight.dims;
         if self.rank() == 0 || self.dims()[self.rank() - 1] != in_f {
             return Err(Error::shape(
-                OP,
+                op,
                 format!(
                     "input {} must end in {in_f} features for weight {:?}",
                     self.shape(),
@@ -124,27 +188,105 @@ impl Tensor {
                 ),
             ));
         }
-        if self.dtype() != DType::F32 || bias.is_some_and(|b| b.dtype() != DType::F32) {
-            return Err(Error::dtype(OP, "takes an f32 input and bias"));
+        if self.dtype() != DType::F32 {
+            return Err(Error::dtype(op, format!("takes an f32 input, got {}", self.dtype())));
         }
-        if let Some(b) = bias.filter(|b| b.dims() != [out_f]) {
-            return Err(Error::shape(OP, format!("bias must be ({out_f},), got {}", b.shape())));
-        }
-        if crate::is_grad_enabled()
-            && (self.requires_grad() || bias.is_some_and(Tensor::requires_grad))
-        {
+        check_bias(op, bias, out_f)?;
+        if crate::is_grad_enabled() && self.requires_grad() {
             return Err(Error::autograd(
-                OP,
+                op,
                 format!(
                     "{} products have no gradient; run them under no_grad, or train in f32",
                     weight.precision
                 ),
             ));
         }
-        let m = self.numel() / in_f.max(1);
-        let data = self.storage().packed_affine(&weight.data, bias.map(|b| b.storage()), m)?;
+        Ok(self.numel() / in_f.max(1))
+    }
+
+    /// `data` in this tensor's shape with the last dimension `features` long.
+    fn with_features(&self, data: Storage, features: usize) -> Tensor {
         let mut dims = self.dims().to_vec();
-        *dims.last_mut().expect("rank checked above") = out_f;
-        Ok(Tensor::from_storage(data, Shape::from_vec(dims)))
+        *dims.last_mut().expect("rank checked") = features;
+        Tensor::from_storage(data, Shape::from_vec(dims))
+    }
+}
+
+/// A bias for `features` outputs: f32, (features,), wanting no gradient when one is recorded.
+fn check_bias(op: &str, bias: Option<&Tensor>, features: usize) -> Result<()> {
+    let Some(b) = bias else { return Ok(()) };
+    if b.dtype() != DType::F32 {
+        return Err(Error::dtype(op, format!("takes an f32 bias, got {}", b.dtype())));
+    }
+    if b.dims() != [features] {
+        return Err(Error::shape(op, format!("bias must be ({features},), got {}", b.shape())));
+    }
+    if crate::is_grad_enabled() && b.requires_grad() {
+        return Err(Error::autograd(
+            op,
+            "packed products have no gradient; run them under no_grad, or train in f32",
+        ));
+    }
+    Ok(())
+}
+
+/// The function between the two products of [`Tensor::feed_forward_packed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Nonlinearity {
+    #[default]
+    Identity,
+    Relu,
+    Tanh,
+    Sigmoid,
+    /// Exact GELU, `x Φ(x)`.
+    Gelu,
+    /// GELU's tanh approximation (GPT-2's).
+    GeluTanh,
+}
+
+impl Nonlinearity {
+    fn unary(self) -> Option<Unary> {
+        match self {
+            Nonlinearity::Identity => None,
+            Nonlinearity::Relu => Some(Unary::Relu),
+            Nonlinearity::Tanh => Some(Unary::Tanh),
+            Nonlinearity::Sigmoid => Some(Unary::Sigmoid),
+            Nonlinearity::Gelu => Some(Unary::Gelu),
+            Nonlinearity::GeluTanh => Some(Unary::GeluTanh),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{no_grad, Rng};
+
+    #[test]
+    fn packed_products_name_what_does_not_fit() {
+        let mut rng = Rng::seed(1);
+        let mut randn =
+            |dims: &[usize]| Tensor::randn(dims, 0.0, 1.0, DType::F32, &mut rng).unwrap();
+        let (x, w1, w2) = (randn(&[4, 6]), randn(&[10, 6]), randn(&[3, 10]));
+        let int8 = |w: &Tensor| w.quantize(Precision::Int8).unwrap();
+        let (p1, p2) = (int8(&w1), int8(&w2));
+        let message = |r: Result<Tensor>| r.unwrap_err().to_string();
+        let _g = no_grad();
+        let crossed = x.feed_forward_packed((&p1, None), Nonlinearity::Relu, (&p1, None));
+        assert!(message(crossed).contains("gives 10 features, the second [10, 6] takes 6"));
+        let bf16 = w2.quantize(Precision::Bf16).unwrap();
+        let mixed = x.feed_forward_packed((&p1, None), Nonlinearity::Relu, (&bf16, None));
+        assert!(message(mixed).contains("int8 and bf16"));
+        let bias = Tensor::zeros(&[4], DType::F32).unwrap();
+        let wrong_bias = x.feed_forward_packed((&p1, None), Nonlinearity::Gelu, (&p2, Some(&bias)));
+        assert!(message(wrong_bias).contains("bias must be (3,), got [4]"));
+        let narrow =
+            randn(&[4, 5]).feed_forward_packed((&p1, None), Nonlinearity::Gelu, (&p2, None));
+        assert!(message(narrow).contains("must end in 6 features"));
+        drop(_g);
+        let wants_grad = x.requiring_grad();
+        assert!(message(wants_grad.linear_packed(&p1, None)).contains("no gradient"));
+        let pair = wants_grad.feed_forward_packed((&p1, None), Nonlinearity::Gelu, (&p2, None));
+        assert!(message(pair).contains("no gradient"));
     }
 }

@@ -476,6 +476,20 @@ impl BackendStorage for CpuStorage {
         let bias = bias.map(|b| b.slice::<f32>()).transpose()?;
         Ok(put(w.get::<super::PackedCpu>("linear_packed")?.affine(x, bias, m)))
     }
+    fn packed_feed_forward(
+        &self,
+        first: (&Saved, Option<&Self>),
+        between: Option<Unary>,
+        second: (&Saved, Option<&Self>),
+        m: usize,
+    ) -> Result<Self> {
+        const OP: &str = "feed_forward_packed";
+        let (w1, w2) =
+            (first.0.get::<super::PackedCpu>(OP)?, second.0.get::<super::PackedCpu>(OP)?);
+        let b1 = first.1.map(|b| b.slice::<f32>()).transpose()?;
+        let b2 = second.1.map(|b| b.slice::<f32>()).transpose()?;
+        Ok(put(w1.feed_forward(b1, between, w2, b2, self.slice::<f32>()?, m)))
+    }
     fn unpack_weight(w: &Saved, _device: Device) -> Result<Self> {
         Ok(put(w.get::<super::PackedCpu>("dequantize")?.dequantize()))
     }

@@ -2,7 +2,7 @@
 //! derivative `dy/dx` (from x and y), which backward multiplies by the incoming gradient.
 #![allow(clippy::excessive_precision, clippy::approx_constant)]
 
-use super::{map, zip, zip3, Float};
+use super::{map, with_wide_vectors, zip, zip3, Float};
 use crate::backend::Unary;
 
 /// A constant in the element type (1/√2, √(2/π), ... are written once as f64 literals).
@@ -11,15 +11,39 @@ fn c<T: Float>(x: f64) -> T {
     T::from(x).unwrap_or_else(T::nan)
 }
 
+// The parameterized maps are computed in f64 and rounded back.
+#[inline(always)]
+fn pow<T: Float>(x: T, p: f64) -> T {
+    c::<T>(x.to_f64().unwrap_or(f64::NAN).powf(p))
+}
+#[inline(always)]
+fn affine<T: Float>(x: T, a: f64, b: f64) -> T {
+    c::<T>(a * x.to_f64().unwrap_or(f64::NAN) + b)
+}
+
 macro_rules! rules {
     ($( $op:ident: |$x:ident| $fwd:expr, d |$dx:ident, $dy:ident| $deriv:expr; )*) => {
         /// `op` applied to every element.
         pub(crate) fn forward<T: Float + Send + Sync>(x: &[T], op: Unary) -> Vec<T> {
             match op {
                 $( Unary::$op => map(x, |$x: T| $fwd), )*
-                // The parameterized maps are computed in f64 and rounded back.
-                Unary::Pow(p) => map(x, |x: T| c::<T>(x.to_f64().unwrap_or(f64::NAN).powf(p))),
-                Unary::Affine(a, b) => map(x, |x: T| c::<T>(a * x.to_f64().unwrap_or(f64::NAN) + b)),
+                Unary::Pow(p) => map(x, |x: T| pow(x, p)),
+                Unary::Affine(a, b) => map(x, |x: T| affine(x, a, b)),
+            }
+        }
+
+        /// [`forward`] in place and on this thread (a task of a larger kernel): the same values.
+        pub(crate) fn apply_in_place<T: Float>(x: &mut [T], op: Unary) {
+            match op {
+                $( Unary::$op => with_wide_vectors(
+                    #[inline(always)]
+                    || x.iter_mut().for_each(|v| {
+                        let $x: T = *v;
+                        *v = $fwd;
+                    }),
+                ), )*
+                Unary::Pow(p) => x.iter_mut().for_each(|v| *v = pow(*v, p)),
+                Unary::Affine(a, b) => x.iter_mut().for_each(|v| *v = affine(*v, a, b)),
             }
         }
 

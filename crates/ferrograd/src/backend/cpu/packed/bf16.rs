@@ -10,11 +10,10 @@
 //! tests hold them to (for normal numbers: `vdpbf16ps` counts bf16 subnormals, below
 //! about 1.2e-38, as zero).
 
-use super::{tiled_output, write_tile, Level, Out, MR, NR};
-use crate::Precision;
+use super::{tiled_output, write_tile, Level, Out, Split, MR, NR};
 use rayon::prelude::*;
 
-/// An (n, k) weight rounded to bf16 and packed for [`affine_bf16`].
+/// An (n, k) weight rounded to bf16 and packed for [`affine_bf16_on`].
 pub struct Bf16Weight {
     pub n: usize,
     pub k: usize,
@@ -69,7 +68,7 @@ pub fn from_bf16(h: u16) -> f32 {
 }
 
 /// The rows of an (m, k) `x` in bf16, each row 2·pairs values (padding zero).
-fn convert_rows(x: &[f32], m: usize, k: usize, pairs: usize) -> Vec<u16> {
+fn convert_rows(x: &[f32], m: usize, k: usize, pairs: usize, split: Split) -> Vec<u16> {
     let stride = 2 * pairs;
     let mut out = vec![0u16; m * stride];
     let row = |(src, dst): (&[f32], &mut [u16])| {
@@ -79,7 +78,7 @@ fn convert_rows(x: &[f32], m: usize, k: usize, pairs: usize) -> Vec<u16> {
         )
     };
     let (k, stride) = (k.max(1), stride.max(1));
-    if m * k < super::super::PARALLEL_MIN {
+    if split == Split::Serial || m * k < super::super::PARALLEL_MIN {
         x.chunks_exact(k).zip(out.chunks_exact_mut(stride)).for_each(row);
     } else {
         x.par_chunks_exact(k).zip(out.par_chunks_exact_mut(stride)).for_each(row);
@@ -158,24 +157,21 @@ impl Tile<'_> {
     }
 }
 
-/// `x · Wᵀ + b` for a row-major (m, k) `x`, on the fastest level this processor has.
-pub fn affine_bf16(x: &[f32], w: &Bf16Weight, bias: Option<&[f32]>, m: usize) -> Vec<f32> {
-    affine_bf16_on(Level::best(Precision::Bf16), x, w, bias, m)
-}
-
-/// [`affine_bf16`] on the given level (the tests run each level the processor has).
+/// `x · Wᵀ + b` for a row-major (m, k) `x`, on `level` (the fastest the processor has, but
+/// the tests run each).
 pub fn affine_bf16_on(
     level: Level,
     x: &[f32],
     w: &Bf16Weight,
     bias: Option<&[f32]>,
     m: usize,
+    split: Split,
 ) -> Vec<f32> {
     let (n, k) = (w.n, w.k);
-    let a = convert_rows(x, m, k, w.pairs);
+    let a = convert_rows(x, m, k, w.pairs, split);
     let stride = 2 * w.pairs;
     let panel_len = w.pairs * NR * 2;
-    tiled_output(m, n, k, |out, i0, rows, panel| {
+    tiled_output(m, n, k, split, |out, i0, rows, panel| {
         let j0 = panel * NR;
         Tile {
             a: &a[i0 * stride..],
@@ -195,6 +191,7 @@ pub fn affine_bf16_on(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Precision;
     use crate::Rng;
 
     fn normal(len: usize, rng: &mut Rng) -> Vec<f32> {
@@ -234,7 +231,8 @@ mod tests {
             let w = normal(n * k, &mut rng);
             let bias = normal(n, &mut rng);
             let packed = Bf16Weight::pack(&w, n, k);
-            let portable = affine_bf16_on(Level::Portable, &x, &packed, Some(&bias), m);
+            let portable =
+                affine_bf16_on(Level::Portable, &x, &packed, Some(&bias), m, Split::Threads);
             for i in 0..m {
                 for j in 0..n {
                     let (xr, wr) = (&x[i * k..][..k], &w[j * k..][..k]);
@@ -252,9 +250,9 @@ mod tests {
                 }
             }
             for level in Level::available(Precision::Bf16) {
-                let got = affine_bf16_on(level, &x, &packed, Some(&bias), m);
+                let got = affine_bf16_on(level, &x, &packed, Some(&bias), m, Split::Threads);
                 assert_eq!(got, portable, "{level:?} at {m}×{k}×{n}");
-                let unbiased = affine_bf16_on(level, &x, &packed, None, m);
+                let unbiased = affine_bf16_on(level, &x, &packed, None, m, Split::Threads);
                 let shifted: Vec<f32> =
                     unbiased.iter().enumerate().map(|(i, v)| v + bias[i % n]).collect();
                 assert_eq!(shifted, portable, "{level:?} at {m}×{k}×{n} without bias");
@@ -271,7 +269,8 @@ mod tests {
         assert_eq!(Bf16Weight::pack(&w, 50, 30).dequantize(), w);
         let packed = Bf16Weight::pack(&[1.0, 2.0, 3.0, 4.0], 2, 2);
         for level in Level::available(Precision::Bf16) {
-            let y = affine_bf16_on(level, &[1.0, f32::NAN, 1.0, 1.0], &packed, None, 2);
+            let y =
+                affine_bf16_on(level, &[1.0, f32::NAN, 1.0, 1.0], &packed, None, 2, Split::Threads);
             assert!(y[0].is_nan() && y[1].is_nan(), "{level:?} {y:?}");
             assert_eq!(&y[2..], &[3.0, 7.0], "{level:?}");
         }

@@ -12,11 +12,10 @@
 //! sum with: integer sums are exact, so every level gives the portable loop's outputs to the
 //! bit, which the tests hold them to.
 
-use super::{tiled_output, write_tile, Level, Out, MR, NR};
-use crate::Precision;
+use super::{tiled_output, write_tile, Level, Out, Split, MR, NR};
 use rayon::prelude::*;
 
-/// An (n, k) weight quantized to int8 per output channel and packed for [`affine_int8`].
+/// An (n, k) weight quantized to int8 per output channel and packed for [`affine_int8_on`].
 pub struct Int8Weight {
     pub n: usize,
     pub k: usize,
@@ -132,7 +131,13 @@ fn range(row: &[f32]) -> (f32, f32) {
 /// The rows of an (m, k) `x` quantized to bytes `round(x / scale) + zero`, with the row's
 /// range (holding 0) spread over 0..=255: rows of 4·quads bytes (padding 0, against zero
 /// weights), each row's scale and zero point.
-fn quantize_rows(x: &[f32], m: usize, k: usize, quads: usize) -> (Vec<u8>, Vec<f32>, Vec<i32>) {
+fn quantize_rows(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    quads: usize,
+    split: Split,
+) -> (Vec<u8>, Vec<f32>, Vec<i32>) {
     let stride = 4 * quads;
     let mut bytes = vec![0u8; m * stride];
     let mut params = vec![(0.0f32, 0i32); m];
@@ -144,7 +149,7 @@ fn quantize_rows(x: &[f32], m: usize, k: usize, quads: usize) -> (Vec<u8>, Vec<f
         )
     };
     let (k, stride) = (k.max(1), stride.max(1));
-    if m * k < super::super::PARALLEL_MIN {
+    if split == Split::Serial || m * k < super::super::PARALLEL_MIN {
         x.chunks_exact(k).zip(bytes.chunks_exact_mut(stride).zip(&mut params)).for_each(row);
     } else {
         let rows = bytes.par_chunks_exact_mut(stride).zip(&mut params);
@@ -254,24 +259,21 @@ impl Tile<'_> {
     }
 }
 
-/// `x · Wᵀ + b` for a row-major (m, k) `x`, on the fastest level this processor has.
-pub fn affine_int8(x: &[f32], w: &Int8Weight, bias: Option<&[f32]>, m: usize) -> Vec<f32> {
-    affine_int8_on(Level::best(Precision::Int8), x, w, bias, m)
-}
-
-/// [`affine_int8`] on the given level (the tests run each level the processor has).
+/// `x · Wᵀ + b` for a row-major (m, k) `x`, on `level` (the fastest the processor has, but
+/// the tests run each).
 pub fn affine_int8_on(
     level: Level,
     x: &[f32],
     w: &Int8Weight,
     bias: Option<&[f32]>,
     m: usize,
+    split: Split,
 ) -> Vec<f32> {
     let (n, k) = (w.n, w.k);
-    let (a, row_scales, row_zeros) = quantize_rows(x, m, k, w.quads);
+    let (a, row_scales, row_zeros) = quantize_rows(x, m, k, w.quads, split);
     let stride = 4 * w.quads;
     let panel_len = w.quads * NR * 4;
-    tiled_output(m, n, k, |out, i0, rows, panel| {
+    tiled_output(m, n, k, split, |out, i0, rows, panel| {
         let j0 = panel * NR;
         Tile {
             a: &a[i0 * stride..],
@@ -295,6 +297,7 @@ pub fn affine_int8_on(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Precision;
     use crate::Rng;
 
     fn normal(len: usize, rng: &mut Rng) -> Vec<f32> {
@@ -357,7 +360,8 @@ mod tests {
             let w = normal(n * k, &mut rng);
             let bias = normal(n, &mut rng);
             let packed = Int8Weight::pack(&w, n, k);
-            let portable = affine_int8_on(Level::Portable, &x, &packed, Some(&bias), m);
+            let portable =
+                affine_int8_on(Level::Portable, &x, &packed, Some(&bias), m, Split::Threads);
             let (want, bound) = reference(&x, &w, &bias, m, k, n);
             for (i, (&got, (&want, &bound))) in
                 portable.iter().zip(want.iter().zip(&bound)).enumerate()
@@ -367,11 +371,11 @@ mod tests {
                     "{m}×{k}×{n} [{i}]: {got} vs {want} ± {bound}"
                 );
             }
-            let unbiased = affine_int8_on(Level::Portable, &x, &packed, None, m);
+            let unbiased = affine_int8_on(Level::Portable, &x, &packed, None, m, Split::Threads);
             for &level in &levels {
-                let got = affine_int8_on(level, &x, &packed, Some(&bias), m);
+                let got = affine_int8_on(level, &x, &packed, Some(&bias), m, Split::Threads);
                 assert_eq!(got, portable, "{level:?} at {m}×{k}×{n}");
-                let got = affine_int8_on(level, &x, &packed, None, m);
+                let got = affine_int8_on(level, &x, &packed, None, m, Split::Threads);
                 assert_eq!(got, unbiased, "{level:?} at {m}×{k}×{n}, no bias");
             }
         }
@@ -392,7 +396,7 @@ mod tests {
         let packed = Int8Weight::pack(&w, n, k);
         let (_, bound) = reference(&x, &w, &vec![0.0; n], m, k, n);
         for level in Level::available(Precision::Int8) {
-            let y = affine_int8_on(level, &x, &packed, None, m);
+            let y = affine_int8_on(level, &x, &packed, None, m, Split::Threads);
             for j in 0..n {
                 let sign = if j % 2 == 0 { -1.0 } else { 1.0 };
                 assert!((y[j] - sign * 3000.0).abs() <= 1e-3, "{level:?} row 0 col {j}: {}", y[j]);
@@ -409,7 +413,7 @@ mod tests {
         let packed = Int8Weight::pack(&[1.0, 2.0, 3.0, 4.0], 2, 2);
         for level in Level::available(Precision::Int8) {
             let x = [1.0, f32::NAN, f32::NEG_INFINITY, 1.0, 1.0, 1.0];
-            let y = affine_int8_on(level, &x, &packed, None, 3);
+            let y = affine_int8_on(level, &x, &packed, None, 3, Split::Threads);
             assert!(y[..4].iter().all(|v| v.is_nan()), "{level:?}: {y:?}");
             assert!((y[4] - 3.0).abs() < 0.02 && (y[5] - 7.0).abs() < 0.02, "{level:?}: {y:?}");
         }

@@ -13,9 +13,10 @@ mod int8;
 #[cfg(target_arch = "x86_64")]
 mod int8_x86;
 
-use bf16::{affine_bf16, Bf16Weight};
-use int8::{affine_int8, Int8Weight};
+use bf16::{affine_bf16_on, Bf16Weight};
+use int8::{affine_int8_on, Int8Weight};
 
+use crate::backend::Unary;
 use crate::{Error, Precision, Result};
 use rayon::prelude::*;
 
@@ -37,10 +38,59 @@ impl PackedCpu {
 
     /// `x · Wᵀ + b` for a row-major (m, k) `x`.
     pub fn affine(&self, x: &[f32], bias: Option<&[f32]>, m: usize) -> Vec<f32> {
+        self.affine_split(x, bias, m, Split::Threads)
+    }
+
+    fn affine_split(&self, x: &[f32], bias: Option<&[f32]>, m: usize, split: Split) -> Vec<f32> {
         match self {
-            PackedCpu::Int8(w) => affine_int8(x, w, bias, m),
-            PackedCpu::Bf16(w) => affine_bf16(x, w, bias, m),
+            PackedCpu::Int8(w) => {
+                affine_int8_on(Level::best(Precision::Int8), x, w, bias, m, split)
+            }
+            PackedCpu::Bf16(w) => {
+                affine_bf16_on(Level::best(Precision::Bf16), x, w, bias, m, split)
+            }
         }
+    }
+
+    /// (n, k): the weight's outputs and inputs.
+    fn dims(&self) -> (usize, usize) {
+        match self {
+            PackedCpu::Int8(w) => (w.n, w.k),
+            PackedCpu::Bf16(w) => (w.n, w.k),
+        }
+    }
+
+    /// `between(x · W₁ᵀ + b₁) · W₂ᵀ + b₂` for a row-major (m, k) `x`, `self` = W₁ (h, k) and
+    /// `second` = W₂ (n, h): a FeedForward pair, in blocks of [`ROW_BLOCK`] rows, one thread
+    /// each, so that a block's hidden values stay in cache from the first product through
+    /// `between` and its quantization to the second. Each row's quantization and sums are
+    /// its own, so these are the values of the three steps one after another over all rows.
+    pub fn feed_forward(
+        &self,
+        first_bias: Option<&[f32]>,
+        between: Option<Unary>,
+        second: &PackedCpu,
+        second_bias: Option<&[f32]>,
+        x: &[f32],
+        m: usize,
+    ) -> Vec<f32> {
+        let ((_, k), (n, _)) = (self.dims(), second.dims());
+        let pair = |x: &[f32], m: usize, split: Split| {
+            let mut hidden = self.affine_split(x, first_bias, m, split);
+            if let Some(op) = between {
+                super::unary::apply_in_place(&mut hidden, op);
+            }
+            second.affine_split(&hidden, second_bias, m, split)
+        };
+        // Too few blocks to share among the threads: each product splits by itself.
+        if k == 0 || n == 0 || m < 2 * ROW_BLOCK * rayon::current_num_threads() {
+            return pair(x, m, Split::Threads);
+        }
+        let mut out = vec![0.0f32; m * n];
+        out.par_chunks_mut(ROW_BLOCK * n).zip(x.par_chunks(ROW_BLOCK * k)).for_each(|(y, x)| {
+            y.copy_from_slice(&pair(x, x.len() / k, Split::Serial));
+        });
+        out
     }
 
     /// The row-major (n, k) weight the products use.
@@ -60,6 +110,14 @@ pub const MR: usize = 8;
 const PARALLEL_MACS: usize = 1 << 20;
 /// Rows per task: they share each panel while it is in cache.
 const ROW_BLOCK: usize = 64;
+
+/// Whether a product shares its work among the threads or runs on the calling one (a task of
+/// a larger kernel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Threads,
+    Serial,
+}
 
 /// The instructions a tile is summed with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,13 +189,18 @@ pub(crate) fn tiled_output(
     m: usize,
     n: usize,
     k: usize,
+    split: Split,
     tile: impl Fn(Out, usize, usize, usize) + Sync,
 ) -> Vec<f32> {
     let panels = n.div_ceil(NR);
     let mut out = Vec::<f32>::with_capacity(m * n);
     let at = Out(out.as_mut_ptr());
     let row_blocks = m.div_ceil(ROW_BLOCK);
-    let threads = if m * n * k >= PARALLEL_MACS { rayon::current_num_threads() } else { 1 };
+    let threads = if split == Split::Threads && m * n * k >= PARALLEL_MACS {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
     let panel_runs = (4 * threads).div_ceil(row_blocks.max(1)).clamp(1, panels.max(1));
     let per_run = panels.div_ceil(panel_runs).max(1);
     let task = |t: usize| {
@@ -179,6 +242,40 @@ pub(crate) unsafe fn write_tile(
         let row = unsafe { std::slice::from_raw_parts_mut(out.at(r * n), columns) };
         for (c, o) in row.iter_mut().enumerate() {
             *o = value(r, c);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Rng;
+
+    #[test]
+    fn a_feed_forward_pair_in_blocks_gives_the_values_of_its_three_steps() {
+        let mut rng = Rng::seed(11);
+        let mut normal = |len: usize| (0..len).map(|_| rng.normal() as f32).collect::<Vec<_>>();
+        // Both sides of the threshold for blocks, with a ragged last block.
+        let fused = 2 * ROW_BLOCK * rayon::current_num_threads();
+        for (m, k, h, n) in
+            [(1, 3, 5, 2), (fused - 1, 8, 20, 9), (fused, 40, 100, 30), (fused + 37, 64, 96, 49)]
+        {
+            let (x, w1, b1, w2, b2) =
+                (normal(m * k), normal(h * k), normal(h), normal(n * h), normal(n));
+            for precision in [Precision::Int8, Precision::Bf16] {
+                let first = PackedCpu::pack(precision, &w1, h, k).unwrap();
+                let second = PackedCpu::pack(precision, &w2, n, h).unwrap();
+                for between in [None, Some(Unary::Gelu), Some(Unary::Relu)] {
+                    let b2 = (between != Some(Unary::Relu)).then_some(&b2[..]);
+                    let mut hidden = first.affine(&x, Some(&b1), m);
+                    if let Some(op) = between {
+                        hidden = super::super::unary::forward(&hidden, op);
+                    }
+                    let want = second.affine(&hidden, b2, m);
+                    let got = first.feed_forward(Some(&b1), between, &second, b2, &x, m);
+                    assert_eq!(got, want, "{precision} {m}×{k}×{h}×{n}, {between:?}");
+                }
+            }
         }
     }
 }
