@@ -121,20 +121,22 @@ unsafe fn avx512<const R: usize>(tile: &Tile) {
 /// The processor has AVX-512F; the tile's outputs are the caller's to write.
 #[inline(always)]
 unsafe fn write_512<const R: usize>(tile: &Tile, c: &[[__m512i; 3]; R]) {
-    let masks = [0, 1, 2].map(|v| {
-        let live = tile.columns.saturating_sub(16 * v).min(16);
-        ((1u32 << live) - 1) as __mmask16
-    });
+    // Plain loops, not closures: a closure is compiled without the kernel's target features,
+    // so its intrinsics would become calls.
+    let (mut masks, mut sums) = ([0 as __mmask16; 3], [_mm512_setzero_si512(); 3]);
+    let (mut scales, mut bias) = ([_mm512_setzero_ps(); 3], [_mm512_setzero_ps(); 3]);
     // SAFETY: the masks keep every load within the panel's columns (the scales, sums and bias
     // hold at least `columns` from their start) and every store within the tile's outputs.
     unsafe {
-        let sums =
-            [0, 1, 2].map(|v| _mm512_maskz_loadu_epi32(masks[v], tile.sums.as_ptr().add(16 * v)));
-        let scales =
-            [0, 1, 2].map(|v| _mm512_maskz_loadu_ps(masks[v], tile.scales.as_ptr().add(16 * v)));
-        let bias = tile
-            .bias
-            .map(|b| [0, 1, 2].map(|v| _mm512_maskz_loadu_ps(masks[v], b.as_ptr().add(16 * v))));
+        for v in 0..3 {
+            let live = tile.columns.saturating_sub(16 * v).min(16);
+            masks[v] = ((1u32 << live) - 1) as __mmask16;
+            sums[v] = _mm512_maskz_loadu_epi32(masks[v], tile.sums.as_ptr().add(16 * v));
+            scales[v] = _mm512_maskz_loadu_ps(masks[v], tile.scales.as_ptr().add(16 * v));
+            if let Some(b) = tile.bias {
+                bias[v] = _mm512_maskz_loadu_ps(masks[v], b.as_ptr().add(16 * v));
+            }
+        }
         for (r, row) in c.iter().enumerate() {
             let zero = _mm512_set1_epi32(tile.row_zeros[r]);
             let row_scale = _mm512_set1_ps(tile.row_scales[r]);
@@ -142,8 +144,8 @@ unsafe fn write_512<const R: usize>(tile: &Tile, c: &[[__m512i; 3]; R]) {
             for v in 0..3 {
                 let exact = _mm512_sub_epi32(row[v], _mm512_mullo_epi32(zero, sums[v]));
                 let (x, s) = (_mm512_cvtepi32_ps(exact), _mm512_mul_ps(row_scale, scales[v]));
-                let y = match &bias {
-                    Some(b) => _mm512_fmadd_ps(x, s, b[v]),
+                let y = match tile.bias {
+                    Some(_) => _mm512_fmadd_ps(x, s, bias[v]),
                     None => _mm512_mul_ps(x, s),
                 };
                 _mm512_mask_storeu_ps(out.add(16 * v), masks[v], y);

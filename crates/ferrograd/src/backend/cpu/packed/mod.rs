@@ -86,10 +86,15 @@ impl PackedCpu {
         if k == 0 || n == 0 || m < 2 * ROW_BLOCK * rayon::current_num_threads() {
             return pair(x, m, Split::Threads);
         }
-        let mut out = vec![0.0f32; m * n];
-        out.par_chunks_mut(ROW_BLOCK * n).zip(x.par_chunks(ROW_BLOCK * k)).for_each(|(y, x)| {
-            y.copy_from_slice(&pair(x, x.len() / k, Split::Serial));
+        let mut out = Vec::with_capacity(m * n);
+        let blocks = out.spare_capacity_mut().par_chunks_mut(ROW_BLOCK * n);
+        blocks.zip(x.par_chunks(ROW_BLOCK * k)).for_each(|(y, x)| {
+            for (y, v) in y.iter_mut().zip(pair(x, x.len() / k, Split::Serial)) {
+                y.write(v);
+            }
         });
+        // SAFETY: block i's rows × n values filled output chunk i, and the chunks cover m · n.
+        unsafe { out.set_len(m * n) };
         out
     }
 
