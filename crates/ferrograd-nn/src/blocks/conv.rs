@@ -73,7 +73,7 @@ impl Module for Conv {
         if self.options.padding != 0 {
             s += &format!(", pad {}", self.options.padding);
         }
-        s + ")" + &self.options.activation.suffix()
+        s + ")" + &super::glue::suffix(&self.options.activation)
     }
     fn blocks(&self) -> Vec<&'static str> {
         vec!["Conv"]

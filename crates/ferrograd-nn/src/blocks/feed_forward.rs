@@ -43,7 +43,12 @@ impl Module for FeedForward {
     }
     fn describe(&self) -> String {
         let d = self.weight.get();
-        format!("FeedForward({}→{}){}", d.dims()[1], d.dims()[0], self.activation.suffix())
+        format!(
+            "FeedForward({}→{}){}",
+            d.dims()[1],
+            d.dims()[0],
+            super::glue::suffix(&self.activation)
+        )
     }
     fn blocks(&self) -> Vec<&'static str> {
         vec!["FeedForward"]

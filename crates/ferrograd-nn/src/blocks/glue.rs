@@ -4,62 +4,16 @@
 use crate::{Module, ParamStore};
 use ferrograd::{DType, Error, Result, Tensor};
 
-/// A nonlinearity σ, applied element-wise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    Identity,
-    Relu,
-    Tanh,
-    Sigmoid,
-    Gelu,
-    GeluTanh,
-}
+/// A nonlinearity σ, applied element-wise ([`ferrograd::Nonlinearity`], under the name the
+/// blocks use).
+pub use ferrograd::Nonlinearity as Activation;
 
-impl Activation {
-    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Activation::Identity => Ok(x.clone()),
-            Activation::Relu => x.relu(),
-            Activation::Tanh => x.tanh(),
-            Activation::Sigmoid => x.sigmoid(),
-            Activation::Gelu => x.gelu(),
-            Activation::GeluTanh => x.gelu_tanh(),
-        }
-    }
-    /// The same function, for [`Tensor::feed_forward_packed`].
-    pub fn nonlinearity(&self) -> ferrograd::Nonlinearity {
-        use ferrograd::Nonlinearity as N;
-        match self {
-            Activation::Identity => N::Identity,
-            Activation::Relu => N::Relu,
-            Activation::Tanh => N::Tanh,
-            Activation::Sigmoid => N::Sigmoid,
-            Activation::Gelu => N::Gelu,
-            Activation::GeluTanh => N::GeluTanh,
-        }
-    }
-    /// The activation a Hugging Face `config.json` names (`hidden_act`, GPT-2's
-    /// `activation_function`); an error names what is supported.
-    pub fn hugging_face(op: &str, name: &str) -> Result<Activation> {
-        match name {
-            "gelu" => Ok(Activation::Gelu),
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
-            "relu" => Ok(Activation::Relu),
-            "tanh" => Ok(Activation::Tanh),
-            "sigmoid" => Ok(Activation::Sigmoid),
-            other => Err(Error::value(
-                op,
-                format!("activation {other:?} is not supported (gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, tanh, sigmoid)"),
-            )),
-        }
-    }
-    /// The suffix a layer's description gets: "" or " + ReLU".
-    pub(crate) fn suffix(&self) -> String {
-        if *self == Activation::Identity {
-            String::new()
-        } else {
-            format!(" + {}", self.describe())
-        }
+/// The suffix a layer's description gets: "" or " + ReLU".
+pub(crate) fn suffix(activation: &Activation) -> String {
+    if *activation == Activation::Identity {
+        String::new()
+    } else {
+        format!(" + {}", activation.describe())
     }
 }
 

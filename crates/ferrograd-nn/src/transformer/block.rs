@@ -56,8 +56,7 @@ pub(crate) fn feed_forward(
         if let (Some(w1), Some(w2)) = (ff_in.weight.packed()?, ff_out.weight.packed()?) {
             // Packed inference: both products in one pass over blocks of rows.
             let (b1, b2) = (ff_in.bias.get(), ff_out.bias.get());
-            let between = ff_in.activation.nonlinearity();
-            let y = h.feed_forward_packed((&w1, Some(&b1)), between, (&w2, Some(&b2)))?;
+            let y = h.feed_forward_packed((&w1, Some(&b1)), ff_in.activation, (&w2, Some(&b2)))?;
             return ff_out.activation.apply(&y);
         }
     }

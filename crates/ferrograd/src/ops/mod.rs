@@ -10,7 +10,7 @@ mod norm;
 pub(crate) mod quantized;
 pub(crate) mod recurrent;
 mod reduce;
-mod unary;
+pub(crate) mod unary;
 
 use crate::{DType, Error, Result, Tensor};
 

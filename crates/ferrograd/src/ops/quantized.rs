@@ -2,9 +2,9 @@
 //! ([`Tensor::quantize`]) and every product with it ([`Tensor::linear_packed`]) reads the
 //! packed form. There is no gradient through them; training keeps f32.
 
-use crate::backend::{BackendStorage, Saved, Unary};
+use crate::backend::{BackendStorage, Saved};
 use crate::storage::Storage;
-use crate::{DType, Device, Error, Result, Shape, Tensor};
+use crate::{DType, Device, Error, Nonlinearity, Result, Shape, Tensor};
 use std::fmt;
 use std::str::FromStr;
 
@@ -228,33 +228,6 @@ fn check_bias(op: &str, bias: Option<&Tensor>, features: usize) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// The function between the two products of [`Tensor::feed_forward_packed`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Nonlinearity {
-    #[default]
-    Identity,
-    Relu,
-    Tanh,
-    Sigmoid,
-    /// Exact GELU, `x Φ(x)`.
-    Gelu,
-    /// GELU's tanh approximation (GPT-2's).
-    GeluTanh,
-}
-
-impl Nonlinearity {
-    fn unary(self) -> Option<Unary> {
-        match self {
-            Nonlinearity::Identity => None,
-            Nonlinearity::Relu => Some(Unary::Relu),
-            Nonlinearity::Tanh => Some(Unary::Tanh),
-            Nonlinearity::Sigmoid => Some(Unary::Sigmoid),
-            Nonlinearity::Gelu => Some(Unary::Gelu),
-            Nonlinearity::GeluTanh => Some(Unary::GeluTanh),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use super::float_dtype;
 use crate::backend::{BackendStorage, Unary};
-use crate::{Result, Tensor};
+use crate::{Error, Result, Tensor};
 
 macro_rules! unary_ops {
     ($( $(#[$doc:meta])* $name:ident => $op:expr; )*) => { $(
@@ -75,5 +75,69 @@ impl Tensor {
             let dx = g.storage().unary_backward(op, xs.storage(), ys.storage())?;
             Ok(vec![Some(Tensor::from_storage(dx, shape))])
         }))
+    }
+}
+
+/// A nonlinearity σ applied element-wise: a FeedForward's activation, and what runs between
+/// the products of [`Tensor::feed_forward_packed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Nonlinearity {
+    #[default]
+    Identity,
+    Relu,
+    Tanh,
+    Sigmoid,
+    /// Exact GELU, `x Φ(x)`.
+    Gelu,
+    /// GELU's tanh approximation (GPT-2's).
+    GeluTanh,
+}
+
+impl Nonlinearity {
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        match self.unary() {
+            None => Ok(x.clone()),
+            Some(op) => x.unary(self.name(), op),
+        }
+    }
+
+    /// The op, none for the identity.
+    pub(crate) fn unary(self) -> Option<Unary> {
+        match self {
+            Nonlinearity::Identity => None,
+            Nonlinearity::Relu => Some(Unary::Relu),
+            Nonlinearity::Tanh => Some(Unary::Tanh),
+            Nonlinearity::Sigmoid => Some(Unary::Sigmoid),
+            Nonlinearity::Gelu => Some(Unary::Gelu),
+            Nonlinearity::GeluTanh => Some(Unary::GeluTanh),
+        }
+    }
+
+    /// The name of the tensor method it is.
+    fn name(self) -> &'static str {
+        match self {
+            Nonlinearity::Identity => "identity",
+            Nonlinearity::Relu => "relu",
+            Nonlinearity::Tanh => "tanh",
+            Nonlinearity::Sigmoid => "sigmoid",
+            Nonlinearity::Gelu => "gelu",
+            Nonlinearity::GeluTanh => "gelu_tanh",
+        }
+    }
+
+    /// The function a Hugging Face `config.json` names (`hidden_act`, GPT-2's
+    /// `activation_function`); an error names what is supported.
+    pub fn hugging_face(op: &str, name: &str) -> Result<Nonlinearity> {
+        match name {
+            "gelu" => Ok(Nonlinearity::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Nonlinearity::GeluTanh),
+            "relu" => Ok(Nonlinearity::Relu),
+            "tanh" => Ok(Nonlinearity::Tanh),
+            "sigmoid" => Ok(Nonlinearity::Sigmoid),
+            other => Err(Error::value(
+                op,
+                format!("activation {other:?} is not supported (gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, tanh, sigmoid)"),
+            )),
+        }
     }
 }
