@@ -101,6 +101,9 @@ impl BackendStorage for Storage {
     fn write_at(&mut self, start: usize, src: &Storage, accumulate: bool) -> Result<()> {
         dispatch!(self, |s, on, one| s.write_at(start, on(src)?, accumulate))
     }
+    fn append(&mut self, src: &Storage) -> Result<bool> {
+        dispatch!(self, |s, on, one| s.append(on(src)?))
+    }
     fn try_clone(&self) -> Result<Storage> {
         dispatch!(self, |s, on, one| s.try_clone().map(one))
     }

@@ -253,3 +253,37 @@ fn fused_attention_passes_gradcheck_with_masks_and_causality() {
     let e = q.attention(&k, &v, 2, Some(&mask.narrow(1, 0, 3).unwrap()), false).unwrap_err();
     assert!(e.to_string().contains("key mask must be (2, 4)"), "{e}");
 }
+
+/// `append` gives what `concat` gives: in place for memory of its own over many steps (a
+/// growing cache), by concatenation where another handle shares the memory (which keeps its
+/// old values) or a dimension before the joined one exceeds 1; mismatched shapes are errors.
+#[test]
+fn append_equals_concat_in_place_or_not() {
+    use ferrograd::{DType, Tensor};
+    let ramp = |n: usize, shape: &[usize]| {
+        Tensor::from_vec((0..n).map(|i| i as f32).collect::<Vec<_>>(), shape).unwrap()
+    };
+    let step = Tensor::from_vec(vec![9.0f32, 8.0, 7.0], &[1, 1, 3]).unwrap();
+    let mut own = ramp(6, &[1, 2, 3]);
+    let mut want = own.clone().detach();
+    for _ in 0..20 {
+        own.append(&step, 1).unwrap();
+        want = Tensor::concat(&[want, step.clone()], 1).unwrap();
+        assert_eq!(own.dims(), want.dims());
+        assert_eq!(own.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
+    }
+    let kept = ramp(6, &[1, 2, 3]);
+    let mut shared = kept.clone();
+    shared.append(&step, 1).unwrap();
+    assert_eq!(shared.dims(), &[1, 3, 3]);
+    assert_eq!(kept.dims(), &[1, 2, 3]);
+    assert_eq!(kept.to_vec::<f32>().unwrap(), ramp(6, &[1, 2, 3]).to_vec::<f32>().unwrap());
+    let mut rows = ramp(6, &[2, 1, 3]);
+    let other = ramp(6, &[2, 1, 3]);
+    let joined = Tensor::concat(&[rows.clone(), other.clone()], 1).unwrap();
+    rows.append(&other, 1).unwrap();
+    assert_eq!(rows.to_vec::<f32>().unwrap(), joined.to_vec::<f32>().unwrap());
+    let wrong = Tensor::zeros(&[1, 1, 4], DType::F32).unwrap();
+    let err = own.append(&wrong, 1).unwrap_err().to_string();
+    assert!(err.contains("concat") && err.contains("[1, 1, 4]"), "{err}");
+}

@@ -144,7 +144,9 @@ impl SequenceModel for SequenceStack {
 }
 
 /// Runs `layers` in turn from a stack's `state`, each on its own slice of it (`state_len` of
-/// them), and puts their new states back in the same order.
+/// them, or none where the state runs short), and puts their new states back in the same
+/// order. The tensors are moved, not cloned, so that a layer's cache is its own to grow in
+/// place ([`Tensor::append`]); after an error the state is empty.
 pub(crate) fn incremental_layers<L>(
     layers: &[L],
     x: &Tensor,
@@ -153,14 +155,16 @@ pub(crate) fn incremental_layers<L>(
     mut step: impl FnMut(&L, &Tensor, &mut Vec<Tensor>) -> Result<Tensor>,
 ) -> Result<Tensor> {
     let mut h = x.clone();
-    let mut next = Vec::with_capacity(state.len());
-    let mut offset = 0;
+    let mut old = std::mem::take(state).into_iter();
+    let mut next = Vec::with_capacity(old.len());
     for l in layers {
         let n = state_len(l);
-        let mut s = state.get(offset..offset + n).map(<[Tensor]>::to_vec).unwrap_or_default();
+        let mut s: Vec<Tensor> = old.by_ref().take(n).collect();
+        if s.len() < n {
+            s.clear();
+        }
         h = step(l, &h, &mut s)?;
         next.extend(s);
-        offset += n;
     }
     *state = next;
     Ok(h)

@@ -167,11 +167,14 @@ impl Attention {
     ) -> Result<Tensor> {
         check_mask("Attention", x, None)?;
         let (k_new, v_new) = self.keys_values(x)?;
-        let (k, v) = match state.as_slice() {
-            [k, v] => {
-                (Tensor::concat(&[k.clone(), k_new], 1)?, Tensor::concat(&[v.clone(), v_new], 1)?)
+        // The cache grows in place (each step writes its position only).
+        let (k, v) = match <[Tensor; 2]>::try_from(std::mem::take(state)) {
+            Ok([mut k, mut v]) => {
+                k.append(&k_new, 1)?;
+                v.append(&v_new, 1)?;
+                (k, v)
             }
-            _ => (k_new, v_new),
+            Err(_) => (k_new, v_new),
         };
         let mask = pad.map(|p| p.key_mask(k.dims()[1])).transpose()?;
         let out = self.attend_to(x, &k, &v, mask.as_ref())?;

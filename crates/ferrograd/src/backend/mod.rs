@@ -219,6 +219,9 @@ pub(crate) trait BackendStorage: Sized + Send + Sync {
     /// `src` copied (or, with `accumulate`, added) into elements `start..start + src.len()`,
     /// in place; fails when another handle shares this memory.
     fn write_at(&mut self, start: usize, src: &Self, accumulate: bool) -> Result<()>;
+    /// `src`'s elements added at the end, in place, growing the memory as a `Vec` grows;
+    /// false (and nothing changed) where this memory cannot grow in place (views share it).
+    fn append(&mut self, src: &Self) -> Result<bool>;
     /// A copy of the data in a new buffer of the same device.
     fn try_clone(&self) -> Result<Self>;
     /// The same values in `dtype` (floats to integers truncate toward zero).

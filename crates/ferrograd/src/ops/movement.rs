@@ -125,6 +125,42 @@ impl Tensor {
         }))
     }
 
+    /// `self` becomes `Tensor::concat(&[self, other], dim)`. Where nothing else holds its
+    /// memory, it has no history, `other` needs no gradient and every dimension before `dim`
+    /// is 1, `other` is written after it in place, the memory growing as a `Vec` grows: a
+    /// key/value cache then costs each step of generation its new position, where
+    /// concatenation copies the whole cache.
+    ///
+    /// ```
+    /// use ferrograd::Tensor;
+    /// let mut cache = Tensor::from_vec(vec![1.0f32, 2.0], &[1, 1, 2])?;
+    /// cache.append(&Tensor::from_vec(vec![3.0f32, 4.0], &[1, 1, 2])?, 1)?;
+    /// assert_eq!(cache.dims(), &[1, 2, 2]);
+    /// assert_eq!(cache.to_vec::<f32>()?, [1.0, 2.0, 3.0, 4.0]);
+    /// # Ok::<(), ferrograd::Error>(())
+    /// ```
+    pub fn append(&mut self, other: &Tensor, dim: isize) -> Result<()> {
+        let d = self.dim("append", dim)?;
+        let fits = self.rank() == other.rank()
+            && self.dtype() == other.dtype()
+            && (0..self.rank()).all(|j| j == d || self.dims()[j] == other.dims()[j])
+            && self.dims()[..d].iter().all(|&n| n == 1)
+            && !other.requires_grad();
+        if fits {
+            let mut dims = self.dims().to_vec();
+            dims[d] += other.dims()[d];
+            let shape = Shape::new(&dims)?;
+            if let Some((storage, old)) = self.unique_parts_mut() {
+                if storage.append(other.storage())? {
+                    *old = shape;
+                    return Ok(());
+                }
+            }
+        }
+        *self = Tensor::concat(&[self.clone(), other.clone()], dim)?;
+        Ok(())
+    }
+
     /// Tensors joined along `dim`; all other dimensions and the dtype must agree.
     pub fn concat(tensors: &[Tensor], dim: isize) -> Result<Tensor> {
         let first = tensors

@@ -44,6 +44,10 @@ impl AttentionDims {
 /// (T × S) square.
 const QUERY_BLOCK: usize = 32;
 
+/// Queries (per sequence) up to which forward reads the keys transposed in place instead of
+/// copying them: the one-row products' kernel takes them so ([`super::matmul`]'s `rows_dot`).
+const FEW_QUERIES: usize = 4;
+
 /// Row i of raw scores with −∞ for every key query i may not see (past the causal prefix, or
 /// masked out); the scale is left to the exponentials, a pass fewer. Contiguous loops, so they
 /// vectorize.
@@ -165,10 +169,17 @@ pub fn attention_forward<T: Float + Send + Sync>(
         .for_each(|(b, (block, lse))| {
             let lse = zeroed(lse);
             let rows = if d.causal { QUERY_BLOCK.min(t) } else { t };
-            let (mut p, mut kt) = (vec![T::zero(); rows * s], vec![T::zero(); e * s]);
+            // A step of generation reads the keys in place: each score is then one dot product
+            // of contiguous rows, which costs less than copying the keys transposed.
+            let in_place = t <= FEW_QUERIES;
+            let mut p = vec![T::zero(); rows * s];
+            let mut kt = if in_place { Vec::new() } else { vec![T::zero(); e * s] };
             let allowed = allowed.map(|a| &a[b * s..(b + 1) * s]);
             for h in 0..d.heads {
-                let kt = transposed_head(k, d, s, b, h, &mut kt);
+                let kt = match in_place {
+                    true => head_t(k, d, s, b, h),
+                    false => transposed_head(k, d, s, b, h, &mut kt),
+                };
                 for (i0, n, seen) in d.blocks() {
                     let p = &mut p[..n * seen];
                     matmul(head(q, d, t, b, h, i0), kt, n, e, seen, p, false);

@@ -357,24 +357,25 @@ fn gemm_rows<T: Float + Send + Sync>(
     threads: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if m <= super::small_x86::DOT_ROWS
-        && a.col_stride == 1
-        && b.row_stride == 1
-        && b.col_stride != 1
-        && super::small_x86::available::<T>()
-    {
-        return rows_dot(a, b, (m, k, n), out, row_stride, accumulate, threads);
-    }
-    #[cfg(target_arch = "x86_64")]
-    if !threads
-        && b.col_stride == 1
-        && m * k * n <= super::small_x86::SMALL_PRODUCT
-        && super::small_x86::available::<T>()
-    {
-        // SAFETY: the kernel is available for T here, and the spans are as for gemm below.
-        return unsafe {
-            super::small_x86::small_product(a, b, (m, k, n), out, row_stride, accumulate)
-        };
+    if let Some(level) = super::small_x86::level::<T>() {
+        if m <= super::small_x86::DOT_ROWS
+            && a.col_stride == 1
+            && b.row_stride == 1
+            && b.col_stride != 1
+        {
+            return rows_dot(level, a, b, (m, k, n), out, row_stride, accumulate, threads);
+        }
+        // Products below gemm's threads' threshold (on one thread either way).
+        let size = m * k * n;
+        if b.col_stride == 1
+            && size <= super::small_x86::SMALL_PRODUCT
+            && (!threads || size < PARALLEL_FLOPS)
+        {
+            // SAFETY: the kernel runs here for T, and the spans are as for gemm below.
+            return unsafe {
+                super::small_x86::small_product(level, a, b, (m, k, n), out, row_stride, accumulate)
+            };
+        }
     }
     let parallelism = if threads && m * k * n >= PARALLEL_FLOPS {
         Parallelism::Rayon(rayon::current_num_threads())
@@ -414,7 +415,9 @@ fn gemm_rows<T: Float + Send + Sync>(
 /// [`super::small_x86::rows_dot`], its columns split across threads when the weight is large
 /// (GPT-2's, which a token's step streams from memory).
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
 fn rows_dot<T: Float + Send + Sync>(
+    level: super::small_x86::Level,
     a: MatRef<T>,
     b: MatRef<T>,
     (m, k, n): (usize, usize, usize),
@@ -427,10 +430,11 @@ fn rows_dot<T: Float + Send + Sync>(
     let per = n.div_ceil(parts).next_multiple_of(8);
     let out = out as usize; // shared: each part writes only its own columns
     let part = |cols: std::ops::Range<usize>| {
-        // SAFETY: available::<T>() was checked, the spans are the callers' (as for gemm), and
-        // the parts' column ranges are disjoint.
+        // SAFETY: the level runs here for T, the spans are the callers' (as for gemm), and the
+        // parts' column ranges are disjoint.
         unsafe {
-            super::small_x86::rows_dot(a, b, (m, k, n), cols, out as *mut T, row_stride, accumulate)
+            let out = out as *mut T;
+            super::small_x86::rows_dot(level, a, b, (m, k, n), cols, out, row_stride, accumulate)
         }
     };
     if parts == 1 {

@@ -110,6 +110,20 @@ impl<T: Send + 'static> Buffer<T> {
             }
         }
     }
+    /// `src` appended in place when this buffer is its own allocation (false for a view).
+    fn extend(&mut self, src: &[T]) -> bool
+    where
+        T: Copy,
+    {
+        match self {
+            Buffer::Owned(a) => {
+                count_bytes(std::mem::size_of_val(src) as isize);
+                a.data.extend_from_slice(src);
+                true
+            }
+            Buffer::Shared { .. } => false,
+        }
+    }
     fn is_unique(&self) -> bool {
         match self {
             Buffer::Owned(_) => true,
@@ -298,6 +312,12 @@ impl BackendStorage for CpuStorage {
             Ok(())
         })
     }
+    fn append(&mut self, src: &CpuStorage) -> Result<bool> {
+        with_any!(self.dtype(), T => {
+            let src = src.slice::<T>()?;
+            Ok(T::buffer_mut(self).is_some_and(|b| b.extend(src)))
+        })
+    }
     fn try_clone(&self) -> Result<CpuStorage> {
         Ok(match self {
             CpuStorage::F32(b) => CpuStorage::F32(b.copied()),
@@ -387,11 +407,14 @@ impl BackendStorage for CpuStorage {
         let total: usize = sizes.iter().sum();
         let dtype = parts.first().map_or(DType::F32, |p| p.dtype());
         with_any!(dtype, T => {
-            let mut out = vec![T::default(); outer * total * inner];
-            let mut offset = 0;
-            for (p, &n) in parts.iter().zip(sizes) {
-                super::copy_block(p.slice::<T>()?, &mut out, outer, n, total, inner, offset);
-                offset += n;
+            let parts: Vec<&[T]> = parts.iter().map(|p| p.slice::<T>()).collect::<Result<_>>()?;
+            // Each outer row's blocks appended in turn: no zeroed output written over (a step
+            // of generation concatenates its whole key/value cache).
+            let mut out = Vec::with_capacity(outer * total * inner);
+            for o in 0..outer {
+                for (p, &n) in parts.iter().zip(sizes) {
+                    out.extend_from_slice(&p[o * n * inner..(o + 1) * n * inner]);
+                }
             }
             Ok(put(out))
         })
