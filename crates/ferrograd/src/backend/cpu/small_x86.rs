@@ -70,6 +70,15 @@ trait Lanes {
     unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn sum(v: Self::V) -> f32;
+    /// Each register's sum.
+    #[inline(always)]
+    unsafe fn sums<const R: usize>(v: &[Self::V; R]) -> [f32; R] {
+        let mut out = [0.0; R];
+        for (o, &v) in out.iter_mut().zip(v) {
+            *o = unsafe { Self::sum(v) };
+        }
+        out
+    }
 }
 
 struct Avx512;
@@ -174,6 +183,28 @@ impl Lanes for Avx2 {
             let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
             let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
             _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
+        }
+    }
+    /// Eight registers' sums through a tree of pairwise adds (seven horizontal adds, one
+    /// lane swap), where one by one each took five steps.
+    #[inline(always)]
+    unsafe fn sums<const R: usize>(v: &[__m256; R]) -> [f32; R] {
+        if R != 8 {
+            let mut out = [0.0; R];
+            for (o, &v) in out.iter_mut().zip(v) {
+                *o = unsafe { Self::sum(v) };
+            }
+            return out;
+        }
+        unsafe {
+            let h = |a: usize, b: usize| _mm256_hadd_ps(v[a], v[b]);
+            let (q0, q1) = (_mm256_hadd_ps(h(0, 1), h(2, 3)), _mm256_hadd_ps(h(4, 5), h(6, 7)));
+            // q0 holds registers 0–3's partial sums in each 128-bit half, q1 those of 4–7.
+            let lo = _mm256_permute2f128_ps(q0, q1, 0x20);
+            let hi = _mm256_permute2f128_ps(q0, q1, 0x31);
+            let mut out = [0.0; R];
+            _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(lo, hi));
+            out
         }
     }
 }
@@ -434,18 +465,26 @@ impl Dots {
         // SAFETY (whole body): loads are masked to p..k, inside x's row and W's rows j..j + R.
         unsafe {
             let mut acc = [L::zero(); R];
+            // Whole registers, then the masked rest (one mask for all of them).
+            let (whole, full) = (self.k / L::N * L::N, L::first(L::N));
             let mut p = 0;
-            while p < self.k {
-                let mask = L::first(self.k - p);
-                let xv = L::load(mask, x.add(p));
+            while p < whole {
+                let xv = L::load(full, x.add(p));
                 for (r, acc) in acc.iter_mut().enumerate() {
-                    let wv = L::load(mask, self.w.add((j + r) * self.w_rows + p));
+                    let wv = L::load(full, self.w.add((j + r) * self.w_rows + p));
                     *acc = L::fmadd(xv, wv, *acc);
                 }
                 p += L::N;
             }
-            for (r, acc) in acc.iter().enumerate() {
-                let sum = L::sum(*acc);
+            if whole < self.k {
+                let mask = L::first(self.k - whole);
+                let xv = L::load(mask, x.add(whole));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let wv = L::load(mask, self.w.add((j + r) * self.w_rows + whole));
+                    *acc = L::fmadd(xv, wv, *acc);
+                }
+            }
+            for (r, sum) in L::sums(&acc).into_iter().enumerate() {
                 let at = o.add(j + r);
                 *at = if self.accumulate { *at + sum } else { sum };
             }
