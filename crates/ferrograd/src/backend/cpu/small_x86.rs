@@ -329,6 +329,33 @@ impl Tiles {
         }
     }
 
+    /// Row `p` of `b` times column `p` of `a`'s rows `i0..i0 + R`, added into `acc`.
+    #[inline(always)]
+    unsafe fn step<L: Lanes, const R: usize, const C: usize>(
+        &self,
+        p: usize,
+        i0: usize,
+        j0: usize,
+        masks: &[L::M; C],
+        acc: &mut [[L::V; C]; R],
+    ) {
+        let (a, b) = (self.a, self.b);
+        // SAFETY: as in `tile`, whose promise this is.
+        unsafe {
+            let row = b.at.wrapping_add(p * b.rows + j0);
+            let mut bv = [L::zero(); C];
+            for (c, v) in bv.iter_mut().enumerate() {
+                *v = L::load(masks[c], row.wrapping_add(c * L::N));
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = L::splat(*a.at.add((i0 + r) * a.rows + p * a.cols));
+                for (acc, &bv) in acc.iter_mut().zip(&bv) {
+                    *acc = L::fmadd(x, bv, *acc);
+                }
+            }
+        }
+    }
+
     /// Rows `i0..i0 + R`, columns `j0..` (as far as the masks reach) of the product.
     #[inline(always)]
     unsafe fn tile<L: Lanes, const R: usize, const C: usize>(
@@ -337,22 +364,31 @@ impl Tiles {
         j0: usize,
         masks: &[L::M; C],
     ) {
-        let (a, b) = (self.a, self.b);
         // SAFETY (whole body): every read and write is masked to lanes inside the matrices;
         // the pointers to masked-off lanes are formed with wrapping_add and never dereferenced.
         unsafe {
             let mut acc = [[L::zero(); C]; R];
-            for p in 0..self.k {
-                let row = b.at.wrapping_add(p * b.rows + j0);
-                let mut bv = [L::zero(); C];
-                for (c, v) in bv.iter_mut().enumerate() {
-                    *v = L::load(masks[c], row.wrapping_add(c * L::N));
+            // A tile of few registers sums even and odd k apart, so that twice as many sums
+            // are under way while each waits on its FMA (attention's one-row mixing).
+            if R * C <= 4 {
+                let mut odd = [[L::zero(); C]; R];
+                let mut p = 0;
+                while p + 1 < self.k {
+                    self.step::<L, R, C>(p, i0, j0, masks, &mut acc);
+                    self.step::<L, R, C>(p + 1, i0, j0, masks, &mut odd);
+                    p += 2;
                 }
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let x = L::splat(*a.at.add((i0 + r) * a.rows + p * a.cols));
-                    for (acc, &bv) in acc.iter_mut().zip(&bv) {
-                        *acc = L::fmadd(x, bv, *acc);
+                if p < self.k {
+                    self.step::<L, R, C>(p, i0, j0, masks, &mut acc);
+                }
+                for (acc, odd) in acc.iter_mut().zip(&odd) {
+                    for (acc, &odd) in acc.iter_mut().zip(odd) {
+                        *acc = L::add(*acc, odd);
                     }
+                }
+            } else {
+                for p in 0..self.k {
+                    self.step::<L, R, C>(p, i0, j0, masks, &mut acc);
                 }
             }
             for (r, acc) in acc.iter().enumerate() {
