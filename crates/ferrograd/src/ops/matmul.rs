@@ -162,13 +162,22 @@ impl Tensor {
             }
         }
         let m = self.numel() / in_f.max(1);
+        let mut dims = self.dims().to_vec();
+        *dims.last_mut().expect("rank checked above") = out_f;
+        let recorded = crate::is_grad_enabled()
+            && (self.requires_grad()
+                || weight.requires_grad()
+                || bias.is_some_and(Tensor::requires_grad));
+        if let (Some(b), false) = (bias, recorded) {
+            // No history to keep: the product straight from the input, in the output's shape
+            // (a step of generation runs dozens of these on one row each).
+            return affine(self, (m, in_f), weight, b, dims);
+        }
         let x2 = self.detach().reshape(&[m, in_f])?;
         let y = match bias {
             None => product(&x2, false, weight, true, true)?,
-            Some(b) => affine(&x2, weight, b)?,
+            Some(b) => affine(&x2, (m, in_f), weight, b, vec![m, out_f])?,
         };
-        let mut dims = self.dims().to_vec();
-        *dims.last_mut().expect("rank checked above") = out_f;
         let y = y.reshape(&dims)?.detach();
         let (w, x_needs, w_needs) = (weight.detach(), self.requires_grad(), weight.requires_grad());
         let has_bias = bias.is_some();
@@ -209,11 +218,16 @@ impl Tensor {
     }
 }
 
-/// `x · Wᵀ + b` for a 2-D `x` (m, in), in one product (gemm adds onto rows holding `b`); no
-/// history.
-fn affine(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+/// `x · Wᵀ + b` for `x` holding (m, k) rows, in one product (gemm adds onto rows holding `b`),
+/// shaped `dims`; no history.
+fn affine(
+    x: &Tensor,
+    (m, k): (usize, usize),
+    weight: &Tensor,
+    bias: &Tensor,
+    dims: Vec<usize>,
+) -> Result<Tensor> {
     const OP: &str = "linear";
-    let (m, k, n) = (x.dims()[0], x.dims()[1], weight.dims()[0]);
     float_dtype(OP, &[x, weight])?;
     if bias.dtype() != x.dtype() {
         return Err(Error::dtype(
@@ -221,7 +235,7 @@ fn affine(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
             format!("bias must be {} like the input, got {}", x.dtype(), bias.dtype()),
         ));
     }
-    let shape = crate::shape::output_shape(OP, vec![m, n])?;
+    let shape = crate::shape::output_shape(OP, dims)?;
     let data = x.storage().affine(weight.storage(), bias.storage(), m, k)?;
     Ok(Tensor::from_storage(data, shape))
 }
