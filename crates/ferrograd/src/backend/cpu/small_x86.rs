@@ -72,13 +72,22 @@ trait Lanes {
     unsafe fn sum(v: Self::V) -> f32;
     /// Each register's sum.
     #[inline(always)]
-    unsafe fn sums<const R: usize>(v: &[Self::V; R]) -> [f32; R] {
-        let mut out = [0.0; R];
-        for (o, &v) in out.iter_mut().zip(v) {
-            *o = unsafe { Self::sum(v) };
-        }
-        out
+    unsafe fn sums<const R: usize>(v: &[Self::V; R]) -> [f32; R]
+    where
+        Self: Sized,
+    {
+        unsafe { one_by_one::<Self, R>(v) }
     }
+}
+
+/// Each register's sum, one after another.
+#[inline(always)]
+unsafe fn one_by_one<L: Lanes, const R: usize>(v: &[L::V; R]) -> [f32; R] {
+    let mut out = [0.0; R];
+    for (o, &v) in out.iter_mut().zip(v) {
+        *o = unsafe { L::sum(v) };
+    }
+    out
 }
 
 struct Avx512;
@@ -190,11 +199,7 @@ impl Lanes for Avx2 {
     #[inline(always)]
     unsafe fn sums<const R: usize>(v: &[__m256; R]) -> [f32; R] {
         if R != 8 {
-            let mut out = [0.0; R];
-            for (o, &v) in out.iter_mut().zip(v) {
-                *o = unsafe { Self::sum(v) };
-            }
-            return out;
+            return unsafe { one_by_one::<Self, R>(v) };
         }
         unsafe {
             let h = |a: usize, b: usize| _mm256_hadd_ps(v[a], v[b]);
