@@ -250,8 +250,6 @@ impl Tensor {
     pub(crate) fn cpu(&self, op: &str) -> Result<&CpuStorage> {
         self.0.storage.cpu(op)
     }
-    /// The data to write in place, when this handle is the only one to it and it has no
-    /// history: nothing else can observe the change (gradient sums in backward).
     /// The storage and shape to change in place, as [`Tensor::unique_storage_mut`] gives the
     /// storage.
     pub(crate) fn unique_parts_mut(&mut self) -> Option<(&mut Storage, &mut Shape)> {
@@ -261,6 +259,8 @@ impl Tensor {
         }
         Some((Arc::get_mut(&mut inner.storage)?, &mut inner.shape))
     }
+    /// The data to write in place, when this handle is the only one to it and it has no
+    /// history: nothing else can observe the change (gradient sums in backward).
     pub(crate) fn unique_storage_mut(&mut self) -> Option<&mut Storage> {
         let inner = Arc::get_mut(&mut self.0)?;
         if inner.node.is_some() || inner.requires_grad {

@@ -121,6 +121,11 @@ fn empty_tensors_work_or_fail_cleanly() {
     assert_eq!(e.sum(&[0], false).unwrap().to_vec::<f32>().unwrap(), vec![0.0; 3]);
     assert_eq!(e.matmul(&t(&[3, 2])).unwrap().dims(), &[0, 2]);
     assert_eq!(t(&[2, 0]).matmul(&t(&[0, 2])).unwrap().to_vec::<f32>().unwrap(), vec![0.0; 4]);
+    // No input features: the bias on every row, as in PyTorch, with or without a gradient.
+    for x in [t(&[2, 0]), t(&[2, 0]).requiring_grad()] {
+        let y = x.linear(&t(&[3, 0]), Some(&t(&[3]))).unwrap();
+        assert_eq!((y.dims(), y.to_vec::<f32>().unwrap()), (&[2, 3][..], vec![1.0; 6]));
+    }
     assert_eq!(e.softmax(1).unwrap().dims(), &[0, 3]);
     fails(t(&[2, 0]).cross_entropy(&ids(&[0, 0]), None), ErrorKind::Shape, &["zero classes"]);
     // No outputs, no channels, no sequences: empty results and gradients, not a panic.

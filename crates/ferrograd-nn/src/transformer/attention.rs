@@ -158,7 +158,8 @@ impl Attention {
 
 impl Attention {
     /// Keys and values of earlier positions are cached: each new position costs one position.
-    /// With `pad`, keys on each row's leading padding are skipped.
+    /// With `pad`, keys on each row's leading padding are skipped. After an error the cache is
+    /// empty (the step starts again from no earlier positions).
     pub fn incremental(
         &self,
         x: &Tensor,

@@ -161,7 +161,7 @@ impl Tensor {
                 ));
             }
         }
-        let m = self.numel() / in_f.max(1);
+        let m = self.dims()[..self.rank() - 1].iter().product();
         let mut dims = self.dims().to_vec();
         *dims.last_mut().expect("rank checked above") = out_f;
         let recorded = crate::is_grad_enabled()

@@ -202,8 +202,9 @@ impl Lanes for Avx2 {
             return unsafe { one_by_one::<Self, R>(v) };
         }
         unsafe {
-            let h = |a: usize, b: usize| _mm256_hadd_ps(v[a], v[b]);
-            let (q0, q1) = (_mm256_hadd_ps(h(0, 1), h(2, 3)), _mm256_hadd_ps(h(4, 5), h(6, 7)));
+            let (h01, h23) = (_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+            let (h45, h67) = (_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+            let (q0, q1) = (_mm256_hadd_ps(h01, h23), _mm256_hadd_ps(h45, h67));
             // q0 holds registers 0–3's partial sums in each 128-bit half, q1 those of 4–7.
             let lo = _mm256_permute2f128_ps(q0, q1, 0x20);
             let hi = _mm256_permute2f128_ps(q0, q1, 0x31);
