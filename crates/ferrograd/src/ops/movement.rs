@@ -7,6 +7,38 @@ use crate::shape::broadcast_strides;
 use crate::storage::Storage;
 use crate::{Error, Result, Shape, Tensor};
 
+/// The dimension `dim` names and the shape of `tensors` joined along it: concat's checks
+/// (at least one tensor, one dtype, every other dimension equal).
+fn joined_shape(tensors: &[&Tensor], dim: isize) -> Result<(usize, Shape)> {
+    let first = tensors
+        .first()
+        .ok_or_else(|| Error::value("concat", "needs at least one tensor, got none"))?;
+    let d = first.dim("concat", dim)?;
+    for (i, t) in tensors.iter().enumerate() {
+        let same_rest = t.rank() == first.rank()
+            && t.dims().iter().zip(first.dims()).enumerate().all(|(j, (a, b))| j == d || a == b);
+        if !same_rest {
+            return Err(Error::shape(
+                "concat",
+                format!(
+                    "tensor {i} has shape {}, tensor 0 has {}: only dimension {dim} may differ",
+                    t.shape(),
+                    first.shape()
+                ),
+            ));
+        }
+        if t.dtype() != first.dtype() {
+            return Err(Error::dtype(
+                "concat",
+                format!("tensor {i} is {}, tensor 0 is {}", t.dtype(), first.dtype()),
+            ));
+        }
+    }
+    let mut dims = first.dims().to_vec();
+    dims[d] = tensors.iter().map(|t| t.dims()[d]).sum();
+    Ok((d, Shape::new(&dims)?))
+}
+
 impl Tensor {
     /// The same elements under a new shape with as many elements; shares the data.
     pub fn reshape(&self, dims: &[usize]) -> Result<Tensor> {
@@ -140,16 +172,8 @@ impl Tensor {
     /// # Ok::<(), ferrograd::Error>(())
     /// ```
     pub fn append(&mut self, other: &Tensor, dim: isize) -> Result<()> {
-        let d = self.dim("append", dim)?;
-        let fits = self.rank() == other.rank()
-            && self.dtype() == other.dtype()
-            && (0..self.rank()).all(|j| j == d || self.dims()[j] == other.dims()[j])
-            && self.dims()[..d].iter().all(|&n| n == 1)
-            && !other.requires_grad();
-        if fits {
-            let mut dims = self.dims().to_vec();
-            dims[d] += other.dims()[d];
-            let shape = Shape::new(&dims)?;
+        let (d, shape) = joined_shape(&[self, other], dim)?;
+        if self.dims()[..d].iter().all(|&n| n == 1) && !other.requires_grad() {
             if let Some((storage, old)) = self.unique_parts_mut() {
                 if storage.append(other.storage())? {
                     *old = shape;
@@ -163,43 +187,12 @@ impl Tensor {
 
     /// Tensors joined along `dim`; all other dimensions and the dtype must agree.
     pub fn concat(tensors: &[Tensor], dim: isize) -> Result<Tensor> {
-        let first = tensors
-            .first()
-            .ok_or_else(|| Error::value("concat", "needs at least one tensor, got none"))?;
-        let d = first.dim("concat", dim)?;
-        for (i, t) in tensors.iter().enumerate() {
-            let same_rest = t.rank() == first.rank()
-                && t.dims()
-                    .iter()
-                    .zip(first.dims())
-                    .enumerate()
-                    .all(|(j, (a, b))| j == d || a == b);
-            if !same_rest {
-                return Err(Error::shape(
-                    "concat",
-                    format!(
-                        "tensor {i} has shape {}, tensor 0 has {}: only dimension {dim} may differ",
-                        t.shape(),
-                        first.shape()
-                    ),
-                ));
-            }
-            if t.dtype() != first.dtype() {
-                return Err(Error::dtype(
-                    "concat",
-                    format!("tensor {i} is {}, tensor 0 is {}", t.dtype(), first.dtype()),
-                ));
-            }
-        }
+        let inputs: Vec<&Tensor> = tensors.iter().collect();
+        let (d, out_shape) = joined_shape(&inputs, dim)?;
         let sizes: Vec<usize> = tensors.iter().map(|t| t.dims()[d]).collect();
-        let total: usize = sizes.iter().sum();
-        let mut dims = first.dims().to_vec();
-        dims[d] = total;
-        let (outer, _, inner) = first.shape().split_at_dim(d);
-        let out_shape = Shape::new(&dims)?;
+        let (outer, _, inner) = tensors[0].shape().split_at_dim(d);
         let parts: Vec<&Storage> = tensors.iter().map(|t| t.storage()).collect();
         let data = Storage::concat(&parts, outer, &sizes, inner)?;
-        let inputs: Vec<&Tensor> = tensors.iter().collect();
         Ok(Tensor::from_op(data, out_shape, "concat", &inputs, move |g| {
             let mut start = 0;
             sizes

@@ -345,8 +345,8 @@ fn split_k<T: Float + Send + Sync>(
 }
 
 /// `out (+)= a · b` through gemm (or, for few rows against a transposed weight or a small
-/// product, an AVX-512 or AVX2 kernel of `small_x86.rs`), the rows of `out` `row_stride` apart (n for
-/// a row-major (m, n) output).
+/// product, an AVX-512 or AVX2 kernel of `small_x86.rs`), the rows of `out` `row_stride` apart
+/// (n for a row-major (m, n) output).
 fn gemm_rows<T: Float + Send + Sync>(
     a: MatRef<T>,
     b: MatRef<T>,
