@@ -69,9 +69,27 @@ impl Param {
     /// One optimizer step of the value in place ([`Tensor::update`]); errors name the
     /// parameter.
     pub fn update(&self, grad: &Tensor, slots: &mut [Tensor], rule: &Update) -> Result<()> {
+        self.change(|value| value.update(grad, slots, rule))
+    }
+    /// [`Tensor::update_part`] of the value: elements `start..start + grad.numel()` only.
+    pub fn update_part(
+        &self,
+        start: usize,
+        grad: &Tensor,
+        slots: &mut [Tensor],
+        rule: &Update,
+    ) -> Result<()> {
+        self.change(|value| value.update_part(start, grad, slots, rule))
+    }
+    /// Writes `values` over elements `start..` of the value in place ([`Tensor::write_at`]).
+    pub fn write_at(&self, start: usize, values: &Tensor) -> Result<()> {
+        self.change(|value| value.write_at(start, values))
+    }
+    /// `f` on the value, in place; errors name the parameter.
+    fn change(&self, f: impl FnOnce(&mut Tensor) -> Result<()>) -> Result<()> {
         let mut value = self.value.write().unwrap_or_else(|e| e.into_inner());
         self.drop_packed();
-        value.update(grad, slots, rule).map_err(|e| {
+        f(&mut value).map_err(|e| {
             Error::new(e.kind, "optimizer", format!("{}: {}: {}", self.name, e.op, e.message))
         })
     }

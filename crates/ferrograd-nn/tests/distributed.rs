@@ -3,7 +3,7 @@
 
 use ferrograd::{DType, Rng, Tensor};
 use ferrograd_nn::distributed::{Collective, Threads};
-use ferrograd_nn::optim::{Adam, AdamConfig};
+use ferrograd_nn::optim::{Adam, AdamConfig, Sgd, SgdConfig};
 use ferrograd_nn::trainer::{Epochs, Metrics};
 use ferrograd_nn::{models, Every, Module, ParamStore, Progress, Sequential, Trainer};
 use std::path::{Path, PathBuf};
@@ -32,6 +32,9 @@ struct Run<'p> {
     stop_after: Option<u64>,
     resume: bool,
     overlap: bool,
+    shard: bool,
+    /// SGD with Nesterov momentum instead of Adam.
+    sgd: bool,
     /// Example i counts 1 + i mod 4 times in the loss's mean; `Some(true)` says so to the
     /// Trainer (`mean_over`), `Some(false)` does not.
     items: Option<bool>,
@@ -46,6 +49,8 @@ impl Default for Run<'_> {
             stop_after: None,
             resume: false,
             overlap: false,
+            shard: true,
+            sgd: false,
             items: None,
         }
     }
@@ -58,10 +63,15 @@ fn train(c: Option<Arc<dyn Collective>>, run: &Run) -> ferrograd::Result<Vec<Vec
     let store = ParamStore::with_dtype(3 + rank as u64, DType::F64);
     let net: Sequential = models::feed_forward3(&store, [2, run.hidden, 16, 3])?;
     let data = points();
-    let adam = Adam::new(store.params(), AdamConfig::adam(1e-2))?;
-    let mut t = Trainer::new(&store, adam).steps(20).progress(Progress::Quiet);
+    let mut t = if run.sgd {
+        let config = SgdConfig { lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 1e-3 };
+        Trainer::new(&store, Sgd::new(store.params(), config)?)
+    } else {
+        Trainer::new(&store, Adam::new(store.params(), AdamConfig::adam(1e-2))?)
+    };
+    t = t.steps(20).progress(Progress::Quiet);
     if let Some(c) = c {
-        t = t.distributed(c).overlap_communication(run.overlap);
+        t = t.distributed(c).overlap_communication(run.overlap).shard_optimizer(run.shard);
     }
     if let Some(path) = run.checkpoint {
         t = t.checkpoint(path, Every::Steps(5), serde_json::Value::Null).stop_after(run.stop_after);
@@ -129,6 +139,24 @@ fn two_ranks_end_bit_identical_and_equal_to_one_process_on_the_same_global_batch
         bits(a),
         bits(&untrained.params().iter().map(|p| p.get().to_vec_f64().unwrap()).collect::<Vec<_>>())
     );
+}
+
+#[test]
+fn a_sharded_step_gives_the_bits_of_the_whole_step_on_two_and_three_ranks() {
+    let bits = |r: &ferrograd::Result<Vec<Vec<f64>>>| {
+        r.as_ref().unwrap().iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>()
+    };
+    for sgd in [false, true] {
+        for n in [2, 3] {
+            // 371 parameters: the thirds cut through weights.
+            let run = |shard| Run { shard, sgd, ..Run::default() };
+            let whole = ranks(&(0..n).map(|_| run(false)).collect::<Vec<_>>());
+            let sharded = ranks(&(0..n).map(|_| run(true)).collect::<Vec<_>>());
+            for (r, result) in sharded.iter().enumerate() {
+                assert_eq!(bits(result), bits(&whole[0]), "rank {r} of {n}, sgd {sgd}");
+            }
+        }
+    }
 }
 
 #[test]

@@ -242,13 +242,7 @@ impl Gradients {
                 ),
             ));
         }
-        self.with_buckets_mut(|buckets| {
-            buckets[bucket].storage_for_update("Gradients::write_piece")?.write_at(
-                start,
-                values.storage(),
-                false,
-            )
-        })
+        self.with_buckets_mut(|buckets| buckets[bucket].write_at(start, values))
     }
 
     /// Adds `other`'s gradients to these (`+=`), as over several backward passes: bucket by

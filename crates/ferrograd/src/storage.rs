@@ -308,13 +308,19 @@ impl BackendStorage for Storage {
             .recurrence_backward(cell, on(w_hh)?, saved, d)
             .map(|(a, b, c, e)| (one(a), one(b), one(c), one(e))))
     }
-    fn update(&mut self, grad: &Storage, slots: &mut [&mut Storage], rule: &Update) -> Result<()> {
+    fn update(
+        &mut self,
+        start: usize,
+        grad: &Storage,
+        slots: &mut [&mut Storage],
+        rule: &Update,
+    ) -> Result<()> {
         dispatch!(self, |s, on, one| {
             let mut state = Vec::with_capacity(slots.len());
             for slot in slots.iter_mut() {
                 state.push(cpu_operand_mut(slot)?);
             }
-            s.update(on(grad)?, &mut state, rule)
+            s.update(start, on(grad)?, &mut state, rule)
         })
     }
     fn scale(&mut self, factor: f64) -> Result<()> {

@@ -8,10 +8,12 @@
 
 #[cfg(feature = "mpi")]
 mod mpi;
+mod sharded;
 mod threads;
 
 #[cfg(feature = "mpi")]
 pub use self::mpi::Mpi;
+pub use sharded::Sharded;
 pub use threads::Threads;
 
 use crate::{Param, ParamStore};
@@ -33,6 +35,13 @@ pub trait Collective: Send + Sync {
         self.all_reduce_sum(&mut t)?;
         Ok(Pending::done(t))
     }
+    /// Writes into `out` (`counts[rank]` elements) this rank's part of the sum over ranks of
+    /// `t` (1-D, `counts`' total elements on every rank): elements from `counts[..rank]`'s total
+    /// on, added as [`Collective::all_reduce_sum`] adds. Half an all-reduce's traffic.
+    fn reduce_scatter_sum(&self, t: &Tensor, counts: &[usize], out: &mut Tensor) -> Result<()>;
+    /// Writes into `out` (1-D, `counts`' total elements) every rank's `part` (`counts[r]`
+    /// elements from rank r), one after another in rank order.
+    fn all_gather(&self, part: &Tensor, counts: &[usize], out: &mut Tensor) -> Result<()>;
     fn barrier(&self) -> Result<()>;
     /// Tells the other ranks this one failed with `message`: their next call ends with an error
     /// naming this rank instead of waiting for it.
@@ -68,10 +77,49 @@ impl Collective for SingleProcess {
     fn broadcast(&self, _t: &mut Tensor, _root: usize) -> Result<()> {
         Ok(())
     }
+    fn reduce_scatter_sum(&self, t: &Tensor, counts: &[usize], out: &mut Tensor) -> Result<()> {
+        check_parts("reduce_scatter_sum", t, counts, 0, out)?;
+        out.write_at(0, t)
+    }
+    fn all_gather(&self, part: &Tensor, counts: &[usize], out: &mut Tensor) -> Result<()> {
+        check_parts("all_gather", out, counts, 0, part)?;
+        out.write_at(0, part)
+    }
     fn barrier(&self) -> Result<()> {
         Ok(())
     }
     fn abort(&self, _message: &str) {}
+}
+
+/// Checks a reduce-scatter's or all-gather's operands: `whole` (1-D) holds `counts`' total
+/// elements, `part` rank `rank`'s count, both of one dtype, one count per rank.
+pub(crate) fn check_parts(
+    op: &str,
+    whole: &Tensor,
+    counts: &[usize],
+    rank: usize,
+    part: &Tensor,
+) -> Result<()> {
+    let total: usize = counts.iter().sum();
+    let fits = whole.rank() == 1
+        && whole.numel() == total
+        && counts.get(rank) == Some(&part.numel())
+        && whole.dtype() == part.dtype();
+    if fits {
+        return Ok(());
+    }
+    Err(Error::shape(
+        op,
+        format!(
+            "rank {rank} of {} ranks with counts {counts:?}: the whole must be 1-D with {total} elements, the part {} of them, one dtype; got {} {} and {} {}",
+            counts.len(),
+            counts.get(rank).copied().unwrap_or(0),
+            whole.dtype(),
+            whole.shape(),
+            part.dtype(),
+            part.shape()
+        ),
+    ))
 }
 
 /// The gradient buckets' elements per all-reduce: PyTorch DDP's 25 MiB of f32.

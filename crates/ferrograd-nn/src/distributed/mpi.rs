@@ -144,6 +144,51 @@ fn sum_into<T: Equivalence + Copy + Default>(
     data.copy_from_slice(received);
 }
 
+/// Counts as MPI takes them (C ints), or an error naming `op`.
+fn mpi_counts(op: &str, counts: &[usize]) -> Result<Vec<i32>> {
+    counts
+        .iter()
+        .map(|&n| i32::try_from(n))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| Error::value(op, format!("counts {counts:?} exceed MPI's 2³¹ − 1 elements")))
+}
+
+/// This rank's part (`counts[rank]` elements) of the sum over ranks of `send`.
+fn reduce_scatter_into<T: Equivalence>(
+    world: &SimpleCommunicator,
+    send: &[T],
+    counts: &[i32],
+    recv: &mut [T],
+) {
+    use ::mpi::raw::AsRaw;
+    // The `mpi` crate has only the equal-blocks form (MPI_Reduce_scatter_block).
+    // SAFETY: `send` holds the counts' total and `recv` this rank's count of T, as checked by
+    // `check_parts`; the datatype is T's and `counts` has one entry per rank.
+    unsafe {
+        ::mpi::ffi::MPI_Reduce_scatter(
+            send.as_ptr().cast(),
+            recv.as_mut_ptr().cast(),
+            counts.as_ptr(),
+            T::equivalent_datatype().as_raw(),
+            SystemOperation::sum().as_raw(),
+            world.as_raw(),
+        );
+    }
+}
+
+/// Every rank's `part` (`counts[r]` elements from rank r) in rank order into `recv`.
+fn gather_into<T: Equivalence>(
+    world: &SimpleCommunicator,
+    part: &[T],
+    counts: &[i32],
+    recv: &mut [T],
+) {
+    let displs: Vec<i32> =
+        counts.iter().scan(0, |at, &n| Some(std::mem::replace(at, *at + n))).collect();
+    let mut partition = ::mpi::datatype::PartitionMut::new(recv, counts, &displs[..]);
+    world.all_gather_varcount_into(part, &mut partition);
+}
+
 impl Collective for Mpi {
     fn rank(&self) -> usize {
         self.rank
@@ -177,6 +222,60 @@ impl Collective for Mpi {
             DType::F32 => root.broadcast_into(t.as_mut_slice::<f32>("broadcast")?),
             DType::F64 => root.broadcast_into(t.as_mut_slice::<f64>("broadcast")?),
             DType::I64 => root.broadcast_into(t.as_mut_slice::<i64>("broadcast")?),
+        }
+        Ok(())
+    }
+    fn reduce_scatter_sum(&self, t: &Tensor, counts: &[usize], out: &mut Tensor) -> Result<()> {
+        super::check_parts("reduce_scatter_sum", t, counts, self.rank, out)?;
+        let counts = mpi_counts("reduce_scatter_sum", counts)?;
+        let _one_at_a_time = self.turn();
+        let world = SimpleCommunicator::world();
+        match t.dtype() {
+            DType::F32 => reduce_scatter_into(
+                &world,
+                t.as_slice::<f32>("reduce_scatter_sum")?,
+                &counts,
+                out.as_mut_slice::<f32>("reduce_scatter_sum")?,
+            ),
+            DType::F64 => reduce_scatter_into(
+                &world,
+                t.as_slice::<f64>("reduce_scatter_sum")?,
+                &counts,
+                out.as_mut_slice::<f64>("reduce_scatter_sum")?,
+            ),
+            DType::I64 => reduce_scatter_into(
+                &world,
+                t.as_slice::<i64>("reduce_scatter_sum")?,
+                &counts,
+                out.as_mut_slice::<i64>("reduce_scatter_sum")?,
+            ),
+        }
+        Ok(())
+    }
+    fn all_gather(&self, part: &Tensor, counts: &[usize], out: &mut Tensor) -> Result<()> {
+        super::check_parts("all_gather", out, counts, self.rank, part)?;
+        let counts = mpi_counts("all_gather", counts)?;
+        let _one_at_a_time = self.turn();
+        let world = SimpleCommunicator::world();
+        match part.dtype() {
+            DType::F32 => gather_into(
+                &world,
+                part.as_slice::<f32>("all_gather")?,
+                &counts,
+                out.as_mut_slice::<f32>("all_gather")?,
+            ),
+            DType::F64 => gather_into(
+                &world,
+                part.as_slice::<f64>("all_gather")?,
+                &counts,
+                out.as_mut_slice::<f64>("all_gather")?,
+            ),
+            DType::I64 => gather_into(
+                &world,
+                part.as_slice::<i64>("all_gather")?,
+                &counts,
+                out.as_mut_slice::<i64>("all_gather")?,
+            ),
         }
         Ok(())
     }

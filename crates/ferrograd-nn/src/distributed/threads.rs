@@ -1,7 +1,7 @@
 //! Ranks as threads of one process, meeting at a rendezvous: the logic of data-parallel
 //! training, tested without MPI.
 
-use super::{sum_in_rank_order, Collective};
+use super::{check_parts, sum_in_rank_order, Collective};
 use ferrograd::{Error, Result, Tensor};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -113,6 +113,44 @@ impl Collective for Threads {
             ));
         }
         sum_in_rank_order(&[theirs], t.dtype(), t)
+    }
+    fn reduce_scatter_sum(&self, t: &Tensor, counts: &[usize], out: &mut Tensor) -> Result<()> {
+        check_parts("reduce_scatter_sum", t, counts, self.rank, out)?;
+        let start: usize = counts[..self.rank].iter().sum();
+        let mine = start..start + counts[self.rank];
+        let values = t.to_vec_f64()?;
+        let parts = {
+            let s = self.rendezvous(|s| s.slots[self.rank] = values)?;
+            if let Some((r, p)) = s.slots.iter().enumerate().find(|(_, p)| p.len() != t.numel()) {
+                return Err(Error::shape(
+                    "reduce_scatter_sum",
+                    format!("rank {} sums {} values, rank {r} {}", self.rank, t.numel(), p.len()),
+                ));
+            }
+            s.slots.iter().map(|p| p[mine.clone()].to_vec()).collect::<Vec<_>>()
+        };
+        drop(self.rendezvous(|_| {})?);
+        sum_in_rank_order(&parts, t.dtype(), out)
+    }
+    fn all_gather(&self, part: &Tensor, counts: &[usize], out: &mut Tensor) -> Result<()> {
+        check_parts("all_gather", out, counts, self.rank, part)?;
+        let values = part.to_vec_f64()?;
+        let whole = {
+            let s = self.rendezvous(|s| s.slots[self.rank] = values)?;
+            if let Some((r, p)) = s.slots.iter().enumerate().find(|(r, p)| p.len() != counts[*r]) {
+                return Err(Error::shape(
+                    "all_gather",
+                    format!(
+                        "rank {r} gave {} values, counts {counts:?} expect {}",
+                        p.len(),
+                        counts[r]
+                    ),
+                ));
+            }
+            s.slots.concat()
+        };
+        drop(self.rendezvous(|_| {})?);
+        sum_in_rank_order(&[whole], out.dtype(), out)
     }
     fn barrier(&self) -> Result<()> {
         drop(self.rendezvous(|_| {})?);

@@ -1,7 +1,7 @@
 //! Adam (L2 weight decay folded into the gradient) and AdamW (decoupled weight decay), as
 //! PyTorch's `torch.optim.Adam` and `torch.optim.AdamW` compute them.
 
-use super::{update, Optimizer, Slots};
+use super::{update, Optimizer, Shard, Slots};
 use crate::Param;
 use ferrograd::{Error, Gradients, Result, Tensor, Update};
 use rayon::prelude::*;
@@ -56,8 +56,9 @@ impl Adam {
     }
 }
 
-impl Optimizer for Adam {
-    fn step(&mut self, grads: &Gradients) -> Result<()> {
+impl Adam {
+    /// A step of every element, or of those of `shard`.
+    fn step_of(&mut self, grads: &Gradients, shard: Option<&Shard>) -> Result<()> {
         let AdamConfig { lr, beta1, beta2, eps, weight_decay, decoupled } = self.config;
         self.steps += 1;
         let t = self.steps as i32;
@@ -72,14 +73,25 @@ impl Optimizer for Adam {
         // The parameters side by side, not one after another: a parameter of one chunk (each
         // of W7's 128×128 weights) was updated by one thread while the others waited.
         self.params.par_iter().zip(self.slots.values.par_iter_mut()).try_for_each(|(p, slots)| {
-            // A statement of its own: a handle to the parameter alive through the update would
-            // make it copy instead of writing in place.
-            let g = grads.get(&p.get());
+            // No handle to the parameter alive through the update: it would make it copy
+            // instead of writing in place.
+            let t = p.get();
+            let (g, part) = (grads.get(&t), shard.and_then(|s| s.part_of(grads, &t)));
+            drop(t);
             match g {
-                Some(g) => update(p, g, slots, &rule),
+                Some(g) => update(p, g, slots, &rule, part),
                 None => Ok(()),
             }
         })
+    }
+}
+
+impl Optimizer for Adam {
+    fn step(&mut self, grads: &Gradients) -> Result<()> {
+        self.step_of(grads, None)
+    }
+    fn step_shard(&mut self, grads: &Gradients, shard: &Shard) -> Result<()> {
+        self.step_of(grads, Some(shard))
     }
     fn lr(&self) -> f64 {
         self.config.lr

@@ -13,11 +13,21 @@ pub use sgd::{Sgd, SgdConfig};
 
 use crate::Param;
 use ferrograd::{DType, Error, Gradients, Result, Tensor};
+use std::ops::Range;
 
 /// Updates parameters from their gradients.
 pub trait Optimizer {
     /// One update of every parameter that has a gradient in `grads`.
     fn step(&mut self, grads: &Gradients) -> Result<()>;
+    /// One rank's share of a sharded step: only the elements `shard` gives of each flat
+    /// gradient bucket need be updated (`grads` holds the global gradient there only); the
+    /// trainer then gathers every rank's share. State slots must still be made for every
+    /// parameter with a gradient, so that all ranks hold the same ones. The default updates
+    /// everything, correct for rules that update each element on its own, only not faster.
+    fn step_shard(&mut self, grads: &Gradients, shard: &Shard) -> Result<()> {
+        let _ = shard;
+        self.step(grads)
+    }
     fn lr(&self) -> f64;
     fn set_lr(&mut self, lr: f64);
     /// Steps taken so far.
@@ -26,6 +36,24 @@ pub trait Optimizer {
     fn state(&self) -> (Vec<(String, Tensor)>, u64);
     /// Restores a `state()`; every slot of every parameter must be there with its shape.
     fn load_state(&mut self, tensors: &[(String, Tensor)], steps: u64) -> Result<()>;
+}
+
+/// The elements of each flat gradient bucket that one rank updates in a sharded step
+/// ([`Optimizer::step_shard`]): `ranges[b]` of bucket `b`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shard {
+    pub ranges: Vec<Range<usize>>,
+}
+
+impl Shard {
+    /// Which of `t`'s elements the shard holds (possibly none); `None` when `t` has no place
+    /// in the buckets, and so is updated whole.
+    pub fn part_of(&self, grads: &Gradients, t: &Tensor) -> Option<Range<usize>> {
+        let (b, r) = grads.bucket_range(t)?;
+        let mine = self.ranges.get(b)?;
+        let (lo, hi) = (r.start.max(mine.start), r.end.min(mine.end));
+        Some(if lo < hi { lo - r.start..hi - r.start } else { 0..0 })
+    }
 }
 
 /// Per-parameter state slots (momentum buffers, moment estimates) as tensors in the
@@ -96,16 +124,24 @@ impl Slots {
     }
 }
 
-/// One fused update of `param` from `grad` with its `slots`, which start at zero.
+/// One fused update of `param` from `grad` with its `slots`, which start at zero: of the
+/// elements `part` only when given.
 pub(crate) fn update(
     param: &Param,
     grad: &Tensor,
     slots: &mut Vec<Tensor>,
     rule: &ferrograd::Update,
+    part: Option<Range<usize>>,
 ) -> Result<()> {
     if slots.is_empty() && rule.slots() > 0 {
         let p = param.get();
         *slots = (0..rule.slots()).map(|_| p.zeros_like()).collect::<Result<_>>()?;
     }
-    param.update(grad, slots, rule)
+    match part {
+        None => param.update(grad, slots, rule),
+        Some(r) => {
+            let grad = grad.reshape(&[grad.numel()])?.narrow(0, r.start, r.len())?;
+            param.update_part(r.start, &grad, slots, rule)
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Stochastic gradient descent with momentum, Nesterov momentum and weight decay (PyTorch's
 //! `torch.optim.SGD`).
 
-use super::{update, Optimizer, Slots};
+use super::{update, Optimizer, Shard, Slots};
 use crate::Param;
 use ferrograd::{Error, Gradients, Result, Tensor, Update};
 
@@ -43,13 +43,16 @@ impl Sgd {
     }
 }
 
-impl Optimizer for Sgd {
-    fn step(&mut self, grads: &Gradients) -> Result<()> {
+impl Sgd {
+    /// A step of every element, or of those of `shard`.
+    fn step_of(&mut self, grads: &Gradients, shard: Option<&Shard>) -> Result<()> {
         let SgdConfig { lr, momentum, nesterov, weight_decay } = self.config;
         for (p, slots) in self.params.iter().zip(self.slots.values.iter_mut()) {
-            // A statement of its own: a handle to the parameter alive through the update would
-            // make it copy instead of writing in place.
-            let g = grads.get(&p.get());
+            // No handle to the parameter alive through the update: it would make it copy
+            // instead of writing in place.
+            let t = p.get();
+            let (g, part) = (grads.get(&t), shard.and_then(|s| s.part_of(grads, &t)));
+            drop(t);
             let Some(g) = g else { continue };
             let rule = if momentum == 0.0 {
                 // Plain SGD keeps no state.
@@ -58,10 +61,19 @@ impl Optimizer for Sgd {
                 let first = slots.is_empty();
                 Update::Momentum { lr, momentum, nesterov, weight_decay, first }
             };
-            update(p, g, slots, &rule)?;
+            update(p, g, slots, &rule, part)?;
         }
         self.steps += 1;
         Ok(())
+    }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self, grads: &Gradients) -> Result<()> {
+        self.step_of(grads, None)
+    }
+    fn step_shard(&mut self, grads: &Gradients, shard: &Shard) -> Result<()> {
+        self.step_of(grads, Some(shard))
     }
     fn lr(&self) -> f64 {
         self.config.lr

@@ -37,7 +37,7 @@ pub use log::{Log, Metrics, Record};
 use crate::checkpoint::{inspect_checkpoint, load_checkpoint, save_training_checkpoint};
 use crate::distributed::{
     all_reduce_gradients, all_reduce_values, broadcast_parameters, check_agreement, check_replicas,
-    Collective, Reducing, SingleProcess, GRADIENT_PIECES,
+    Collective, Reducing, Sharded, SingleProcess, GRADIENT_PIECES,
 };
 use crate::optim::{clip_grad_norm, scale_gradients, Optimizer, Schedule};
 use crate::{Param, ParamStore};
@@ -160,6 +160,7 @@ pub struct Trainer<'a> {
     on_eval: Vec<EvalHook<'a>>,
     collective: Arc<dyn Collective>,
     overlap: bool,
+    shard_optimizer: bool,
 }
 
 impl<'a> Trainer<'a> {
@@ -195,6 +196,7 @@ impl<'a> Trainer<'a> {
             on_eval: vec![],
             collective: Arc::new(SingleProcess),
             overlap: false,
+            shard_optimizer: true,
         }
     }
 
@@ -299,6 +301,16 @@ impl<'a> Trainer<'a> {
     /// (docs/distributed.md has the measurements). Without accumulation only.
     pub fn overlap_communication(mut self, overlap: bool) -> Self {
         self.overlap = overlap;
+        self
+    }
+    /// Whether a data-parallel step is sharded (the default): each rank receives its part of
+    /// the summed gradients only, updates that part of the parameters and optimizer state,
+    /// and the parameters are then gathered ([`Sharded`]: the same parameters to the bit, the
+    /// optimizer's work divided among the ranks). Steps that need every gradient on every
+    /// rank are not sharded: with overlapped communication, clipping by norm or an
+    /// `after_backward` hook.
+    pub fn shard_optimizer(mut self, shard: bool) -> Self {
+        self.shard_optimizer = shard;
         self
     }
     /// Runs on the gradients of every step (summed across ranks when data-parallel) before
@@ -503,6 +515,12 @@ impl<'a> Trainer<'a> {
         let acc = self.accumulate as u64;
         // Gradients are summed while backward goes on when one backward makes the step's.
         let overlap = ranks > 1 && acc == 1 && self.overlap;
+        let sharding = ranks > 1
+            && self.shard_optimizer
+            && !overlap
+            && self.clip_norm.is_none()
+            && self.after_backward.is_empty();
+        let mut sharded: Option<Sharded> = None;
         let epoch_of = |step: u64| per_epoch.map_or(0.0, |p| (step * acc) as f64 / p as f64);
         let epochs_done = |step: u64| per_epoch.map_or(0, |p| step * acc / p as u64);
 
@@ -572,20 +590,30 @@ impl<'a> Trainer<'a> {
             }
             let lr = self.schedule.lr(self.base_lr, step);
             let epoch = epoch_of(done);
-            if overlap {
-                reducing.finish(&mut grads)?;
-            } else {
-                all_reduce_gradients(&mut grads, &*c)?;
-            }
-            for hook in &mut self.after_backward {
-                hook(&mut grads, &StepInfo::new(done, total, epoch, lr, &metrics))?;
-            }
-            if let Some(max_norm) = self.clip_norm {
-                let norm = clip_grad_norm(&mut grads, &self.params, max_norm)?;
-                metrics.add("grad_norm", norm, 1.0);
-            }
             self.optimizer.set_lr(lr);
-            self.optimizer.step(&grads)?;
+            if sharding {
+                if !sharded.as_ref().is_some_and(|s| s.fits(&grads, &self.params)) {
+                    sharded = Some(Sharded::new(&grads, &self.params, &*c)?);
+                }
+                let plan = sharded.as_mut().expect("made above");
+                plan.reduce(&mut grads, &*c)?;
+                self.optimizer.step_shard(&grads, plan.shard())?;
+                plan.gather_params(&self.params, &mut grads, &*c)?;
+            } else {
+                if overlap {
+                    reducing.finish(&mut grads)?;
+                } else {
+                    all_reduce_gradients(&mut grads, &*c)?;
+                }
+                for hook in &mut self.after_backward {
+                    hook(&mut grads, &StepInfo::new(done, total, epoch, lr, &metrics))?;
+                }
+                if let Some(max_norm) = self.clip_norm {
+                    let norm = clip_grad_norm(&mut grads, &self.params, max_norm)?;
+                    metrics.add("grad_norm", norm, 1.0);
+                }
+                self.optimizer.step(&grads)?;
+            }
             drop(grads);
             self.step = done;
             seconds += began.elapsed().as_secs_f64();
@@ -667,6 +695,9 @@ impl<'a> Trainer<'a> {
             if let Some((path, every)) = &self.checkpoint {
                 if due(*every) || last {
                     let since_eval = since_eval.all_reduced(&*c)?;
+                    if let Some(plan) = &mut sharded {
+                        plan.gather_state(&self.params, &mut *self.optimizer, &*c)?;
+                    }
                     if lead {
                         let trainer = serde_json::json!({"shape": shape, "since_eval": since_eval});
                         let opt: Option<&dyn Optimizer> = Some(&*self.optimizer);

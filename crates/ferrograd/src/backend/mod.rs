@@ -360,8 +360,15 @@ pub(crate) trait BackendStorage: Sized + Send + Sync {
     ) -> Result<(Self, Self, Self, Self)>;
 
     // ---- optimizers ---------------------------------------------------------------------
-    /// `self` (the weights) updated in place from `grad` and the state slots.
-    fn update(&mut self, grad: &Self, slots: &mut [&mut Self], rule: &Update) -> Result<()>;
+    /// Elements `start..start + grad's length` of `self` (the weights) and of each state slot
+    /// (each as long as `self`) updated in place from `grad`.
+    fn update(
+        &mut self,
+        start: usize,
+        grad: &Self,
+        slots: &mut [&mut Self],
+        rule: &Update,
+    ) -> Result<()>;
     /// Every element multiplied by `factor`, in place.
     fn scale(&mut self, factor: f64) -> Result<()>;
 }

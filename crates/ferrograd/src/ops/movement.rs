@@ -147,7 +147,12 @@ impl Tensor {
                 ),
             ));
         }
-        let data = self.storage().narrow(at, start, len)?;
+        // A range of whole rows is a view of memory that views share (a gradient bucket).
+        let data = if at.outer == 1 {
+            self.storage().view(start * at.inner, len * at.inner)
+        } else {
+            self.storage().narrow(at, start, len)?
+        };
         let mut dims = self.dims().to_vec();
         dims[d] = len;
         let in_shape = self.shape().clone();

@@ -663,14 +663,20 @@ impl BackendStorage for CpuStorage {
         })
     }
 
-    fn update(&mut self, grad: &Self, slots: &mut [&mut Self], rule: &Update) -> Result<()> {
+    fn update(
+        &mut self,
+        start: usize,
+        grad: &Self,
+        slots: &mut [&mut Self],
+        rule: &Update,
+    ) -> Result<()> {
         with_float!(self.dtype(), T => {
             let g = grad.slice::<T>()?;
             let mut state = Vec::with_capacity(slots.len());
             for s in slots.iter_mut() {
-                state.push(s.slice_mut::<T>()?);
+                state.push(elements(s.slice_mut::<T>()?, start, g.len())?);
             }
-            super::optim::update(self.slice_mut::<T>()?, g, &mut state, rule);
+            super::optim::update(elements(self.slice_mut::<T>()?, start, g.len())?, g, &mut state, rule);
             Ok(())
         })
     }
@@ -680,6 +686,13 @@ impl BackendStorage for CpuStorage {
             Ok(())
         })
     }
+}
+
+/// Elements `start..start + len` of `s`, or an error naming `update`.
+fn elements<T>(s: &mut [T], start: usize, len: usize) -> Result<&mut [T]> {
+    let n = s.len();
+    s.get_mut(start..start.saturating_add(len))
+        .ok_or_else(|| Error::shape("update", format!("{len} elements from {start} of {n}")))
 }
 
 /// `f` pairwise over two operands broadcast to the output's shape (equal shapes: a plain zip).
