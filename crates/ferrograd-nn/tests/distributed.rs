@@ -2,11 +2,12 @@
 //! in one.
 
 use ferrograd::{DType, Rng, Tensor};
-use ferrograd_nn::distributed::{Collective, Threads};
+use ferrograd_nn::distributed::{Collective, Pending, Threads};
 use ferrograd_nn::optim::{Adam, AdamConfig, Sgd, SgdConfig};
 use ferrograd_nn::trainer::{Epochs, Metrics};
 use ferrograd_nn::{models, Every, Module, ParamStore, Progress, Sequential, Trainer};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 fn scratch(name: &str) -> PathBuf {
@@ -35,6 +36,8 @@ struct Run<'p> {
     shard: bool,
     /// SGD with Nesterov momentum instead of Adam.
     sgd: bool,
+    /// A parameter the loss does not use (no gradient, no optimizer state).
+    unused: bool,
     /// Example i counts 1 + i mod 4 times in the loss's mean; `Some(true)` says so to the
     /// Trainer (`mean_over`), `Some(false)` does not.
     items: Option<bool>,
@@ -51,6 +54,7 @@ impl Default for Run<'_> {
             overlap: false,
             shard: true,
             sgd: false,
+            unused: false,
             items: None,
         }
     }
@@ -62,6 +66,9 @@ fn train(c: Option<Arc<dyn Collective>>, run: &Run) -> ferrograd::Result<Vec<Vec
     let rank = c.as_ref().map_or(0, |c| c.rank());
     let store = ParamStore::with_dtype(3 + rank as u64, DType::F64);
     let net: Sequential = models::feed_forward3(&store, [2, run.hidden, 16, 3])?;
+    if run.unused {
+        store.param("unused", &[5], ferrograd_nn::Init::Zeros)?;
+    }
     let data = points();
     let mut t = if run.sgd {
         let config = SgdConfig { lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 1e-3 };
@@ -97,20 +104,83 @@ fn train(c: Option<Arc<dyn Collective>>, run: &Run) -> ferrograd::Result<Vec<Vec
         net.forward(&data.0.index_select(0, &ids)?)?
             .cross_entropy(&data.1.index_select(0, &ids)?, None)
     })?;
-    Ok(store.params().iter().map(|p| p.get().to_vec_f64().unwrap()).collect())
+    // The parameters, then the optimizer's state, which a sharded run gathers at the end.
+    let mut values: Vec<Vec<f64>> =
+        store.params().iter().map(|p| p.get().to_vec_f64().unwrap()).collect();
+    let (mut state, _) = t.optimizer().state();
+    state.sort_by(|a, b| a.0.cmp(&b.0));
+    values.extend(state.iter().map(|(_, t)| t.to_vec_f64().unwrap()));
+    Ok(values)
 }
 
 /// Each rank of a group of `n` threads trains with its own `Run`.
 fn ranks(runs: &[Run]) -> Vec<ferrograd::Result<Vec<Vec<f64>>>> {
+    ranks_counting(runs).0
+}
+
+/// [`ranks`], and how many reduce-scatters (sharded steps' sums) the ranks made.
+fn ranks_counting(runs: &[Run]) -> (Vec<ferrograd::Result<Vec<Vec<f64>>>>, usize) {
+    let scatters = Arc::new(AtomicUsize::new(0));
     let group = Threads::group(runs.len());
-    std::thread::scope(|s| {
+    let results = std::thread::scope(|s| {
         let handles: Vec<_> = group
             .into_iter()
             .zip(runs)
-            .map(|(c, run)| s.spawn(move || train(Some(Arc::new(c)), run)))
+            .map(|(c, run)| {
+                let c = Arc::new(Counting { inner: c, scatters: scatters.clone() });
+                s.spawn(move || train(Some(c), run))
+            })
             .collect();
         handles.into_iter().map(|h| h.join().expect("no panic")).collect()
-    })
+    });
+    (results, scatters.load(Ordering::Relaxed))
+}
+
+/// A rank that counts its reduce-scatters.
+struct Counting {
+    inner: Threads,
+    scatters: Arc<AtomicUsize>,
+}
+
+impl Collective for Counting {
+    fn rank(&self) -> usize {
+        self.inner.rank()
+    }
+    fn size(&self) -> usize {
+        self.inner.size()
+    }
+    fn all_reduce_sum(&self, t: &mut Tensor) -> ferrograd::Result<()> {
+        self.inner.all_reduce_sum(t)
+    }
+    fn broadcast(&self, t: &mut Tensor, root: usize) -> ferrograd::Result<()> {
+        self.inner.broadcast(t, root)
+    }
+    fn start_all_reduce_sum(&self, t: Tensor) -> ferrograd::Result<Pending> {
+        self.inner.start_all_reduce_sum(t)
+    }
+    fn reduce_scatter_sum(
+        &self,
+        t: &Tensor,
+        counts: &[usize],
+        out: &mut Tensor,
+    ) -> ferrograd::Result<()> {
+        self.scatters.fetch_add(1, Ordering::Relaxed);
+        self.inner.reduce_scatter_sum(t, counts, out)
+    }
+    fn all_gather(
+        &self,
+        part: &Tensor,
+        counts: &[usize],
+        out: &mut Tensor,
+    ) -> ferrograd::Result<()> {
+        self.inner.all_gather(part, counts, out)
+    }
+    fn barrier(&self) -> ferrograd::Result<()> {
+        self.inner.barrier()
+    }
+    fn abort(&self, message: &str) {
+        self.inner.abort(message)
+    }
 }
 
 fn assert_close(a: &[Vec<f64>], b: &[Vec<f64>], rel: f64) {
@@ -146,17 +216,36 @@ fn a_sharded_step_gives_the_bits_of_the_whole_step_on_two_and_three_ranks() {
     let bits = |r: &ferrograd::Result<Vec<Vec<f64>>>| {
         r.as_ref().unwrap().iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>()
     };
-    for sgd in [false, true] {
+    for (sgd, unused) in [(false, false), (true, false), (false, true)] {
         for n in [2, 3] {
             // 371 parameters: the thirds cut through weights.
-            let run = |shard| Run { shard, sgd, ..Run::default() };
-            let whole = ranks(&(0..n).map(|_| run(false)).collect::<Vec<_>>());
-            let sharded = ranks(&(0..n).map(|_| run(true)).collect::<Vec<_>>());
+            let run = |shard| Run { shard, sgd, unused, ..Run::default() };
+            let (whole, none) = ranks_counting(&(0..n).map(|_| run(false)).collect::<Vec<_>>());
+            let (sharded, scatters) =
+                ranks_counting(&(0..n).map(|_| run(true)).collect::<Vec<_>>());
+            assert_eq!((none, scatters), (0, 20 * n), "one reduce-scatter a step and rank");
+            // Parameters and the optimizer's state, gathered at the end.
             for (r, result) in sharded.iter().enumerate() {
-                assert_eq!(bits(result), bits(&whole[0]), "rank {r} of {n}, sgd {sgd}");
+                assert_eq!(bits(result), bits(&whole[0]), "rank {r} of {n}, {sgd} {unused}");
             }
         }
     }
+    // A sharded run resumes sharded from a checkpoint written mid-way, unused parameter and all.
+    let dir = scratch("sharded-resume");
+    let path = dir.join("half.safetensors");
+    let at = |stop_after, resume| Run {
+        checkpoint: Some(&path),
+        stop_after,
+        resume,
+        unused: true,
+        ..Run::default()
+    };
+    let straight = ranks(&[at(None, false), at(None, false)]);
+    assert!(ranks(&[at(Some(10), false), at(Some(10), false)]).iter().all(|r| r.is_ok()));
+    let resumed = ranks(&[at(None, true), at(None, true)]);
+    assert_eq!(bits(&resumed[0]), bits(&straight[0]));
+    assert_eq!(bits(&resumed[1]), bits(&straight[0]));
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

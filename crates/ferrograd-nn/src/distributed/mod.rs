@@ -78,11 +78,11 @@ impl Collective for SingleProcess {
         Ok(())
     }
     fn reduce_scatter_sum(&self, t: &Tensor, counts: &[usize], out: &mut Tensor) -> Result<()> {
-        check_parts("reduce_scatter_sum", t, counts, 0, out)?;
+        check_parts("reduce_scatter_sum", t, counts, (0, 1), out)?;
         out.write_at(0, t)
     }
     fn all_gather(&self, part: &Tensor, counts: &[usize], out: &mut Tensor) -> Result<()> {
-        check_parts("all_gather", out, counts, 0, part)?;
+        check_parts("all_gather", out, counts, (0, 1), part)?;
         out.write_at(0, part)
     }
     fn barrier(&self) -> Result<()> {
@@ -91,17 +91,18 @@ impl Collective for SingleProcess {
     fn abort(&self, _message: &str) {}
 }
 
-/// Checks a reduce-scatter's or all-gather's operands: `whole` (1-D) holds `counts`' total
-/// elements, `part` rank `rank`'s count, both of one dtype, one count per rank.
+/// Checks a reduce-scatter's or all-gather's operands on rank `rank` of `size`: one count per
+/// rank, `whole` (1-D) holds their total, `part` rank `rank`'s count, both of one dtype.
 pub(crate) fn check_parts(
     op: &str,
     whole: &Tensor,
     counts: &[usize],
-    rank: usize,
+    (rank, size): (usize, usize),
     part: &Tensor,
 ) -> Result<()> {
     let total: usize = counts.iter().sum();
-    let fits = whole.rank() == 1
+    let fits = counts.len() == size
+        && whole.rank() == 1
         && whole.numel() == total
         && counts.get(rank) == Some(&part.numel())
         && whole.dtype() == part.dtype();
@@ -111,8 +112,7 @@ pub(crate) fn check_parts(
     Err(Error::shape(
         op,
         format!(
-            "rank {rank} of {} ranks with counts {counts:?}: the whole must be 1-D with {total} elements, the part {} of them, one dtype; got {} {} and {} {}",
-            counts.len(),
+            "rank {rank} of {size} ranks with counts {counts:?} (one per rank): the whole must be 1-D with {total} elements, the part {} of them, one dtype; got {} {} and {} {}",
             counts.get(rank).copied().unwrap_or(0),
             whole.dtype(),
             whole.shape(),

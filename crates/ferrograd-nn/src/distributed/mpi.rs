@@ -144,13 +144,16 @@ fn sum_into<T: Equivalence + Copy + Default>(
     data.copy_from_slice(received);
 }
 
-/// Counts as MPI takes them (C ints), or an error naming `op`.
+/// Counts as MPI takes them (C ints: their total too, as the displacements add up), or an
+/// error naming `op`.
 fn mpi_counts(op: &str, counts: &[usize]) -> Result<Vec<i32>> {
-    counts
-        .iter()
-        .map(|&n| i32::try_from(n))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|_| Error::value(op, format!("counts {counts:?} exceed MPI's 2³¹ − 1 elements")))
+    if i32::try_from(counts.iter().sum::<usize>()).is_err() {
+        return Err(Error::value(
+            op,
+            format!("counts {counts:?} exceed MPI's 2³¹ − 1 elements a call"),
+        ));
+    }
+    Ok(counts.iter().map(|&n| n as i32).collect())
 }
 
 /// This rank's part (`counts[rank]` elements) of the sum over ranks of `send`.
@@ -161,9 +164,14 @@ fn reduce_scatter_into<T: Equivalence>(
     recv: &mut [T],
 ) {
     use ::mpi::raw::AsRaw;
+    let total: i32 = counts.iter().sum();
+    let mine = counts[world.rank() as usize];
+    assert!(counts.len() == world.size() as usize && send.len() == total as usize);
+    assert!(recv.len() == mine as usize, "reduce_scatter_into: {} for {mine}", recv.len());
     // The `mpi` crate has only the equal-blocks form (MPI_Reduce_scatter_block).
-    // SAFETY: `send` holds the counts' total and `recv` this rank's count of T, as checked by
-    // `check_parts`; the datatype is T's and `counts` has one entry per rank.
+    // SAFETY: `send` holds the counts' total and `recv` this rank's count of T (asserted);
+    // the datatype is T's and `counts` has one entry per rank. Errors abort the job (MPI's
+    // default handler), as in the `mpi` crate's own calls.
     unsafe {
         ::mpi::ffi::MPI_Reduce_scatter(
             send.as_ptr().cast(),
@@ -183,6 +191,8 @@ fn gather_into<T: Equivalence>(
     counts: &[i32],
     recv: &mut [T],
 ) {
+    let total: i32 = counts.iter().sum();
+    assert!(recv.len() == total as usize && part.len() == counts[world.rank() as usize] as usize);
     let displs: Vec<i32> =
         counts.iter().scan(0, |at, &n| Some(std::mem::replace(at, *at + n))).collect();
     let mut partition = ::mpi::datatype::PartitionMut::new(recv, counts, &displs[..]);
@@ -226,7 +236,7 @@ impl Collective for Mpi {
         Ok(())
     }
     fn reduce_scatter_sum(&self, t: &Tensor, counts: &[usize], out: &mut Tensor) -> Result<()> {
-        super::check_parts("reduce_scatter_sum", t, counts, self.rank, out)?;
+        super::check_parts("reduce_scatter_sum", t, counts, (self.rank, self.size), out)?;
         let counts = mpi_counts("reduce_scatter_sum", counts)?;
         let _one_at_a_time = self.turn();
         let world = SimpleCommunicator::world();
@@ -253,7 +263,7 @@ impl Collective for Mpi {
         Ok(())
     }
     fn all_gather(&self, part: &Tensor, counts: &[usize], out: &mut Tensor) -> Result<()> {
-        super::check_parts("all_gather", out, counts, self.rank, part)?;
+        super::check_parts("all_gather", out, counts, (self.rank, self.size), part)?;
         let counts = mpi_counts("all_gather", counts)?;
         let _one_at_a_time = self.turn();
         let world = SimpleCommunicator::world();

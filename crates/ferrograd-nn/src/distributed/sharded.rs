@@ -4,12 +4,13 @@
 //! of the parameters and optimizer state, and the updated parameters are all-gathered. The
 //! step's work per rank so falls with the number of ranks instead of being repeated on each.
 //! Every element is updated by exactly one rank with the arithmetic of the whole step, so the
-//! parameters are those of the unsharded step, to the bit.
+//! ranks' parameters stay identical, and are the unsharded step's to the bit where the
+//! reduce-scatter adds as the all-reduce does (the threaded ranks; MPI picks its own order).
 
-use super::Collective;
-use crate::optim::{Optimizer, Shard};
+use super::{fingerprint, ranks_differing, Collective};
+use crate::optim::{overlap, Optimizer, Shard};
 use crate::Param;
-use ferrograd::{Gradients, Result, Tensor};
+use ferrograd::{Error, Gradients, Result, Tensor};
 use std::ops::Range;
 
 /// Where each bucket is cut among the ranks, and where each parameter lies in the buckets.
@@ -102,32 +103,42 @@ impl Sharded {
         Ok(())
     }
 
-    /// Gives every rank the whole optimizer state (before a checkpoint): each rank holds only
-    /// its part of every slot up to date.
+    /// Gives every rank the whole optimizer state (before a checkpoint, a new plan, the end of
+    /// training): each rank keeps only its part of every slot up to date.
     pub fn gather_state(
         &mut self,
         params: &[Param],
         optimizer: &mut dyn Optimizer,
         c: &dyn Collective,
     ) -> Result<()> {
-        let (state, steps) = optimizer.state();
-        // Slots are named `{slot}/{parameter}`; each kind of slot is gathered like the
-        // parameters, as every rank holds the same slots.
-        let mut kinds: Vec<&str> = Vec::new();
-        for (name, _) in &state {
-            let kind = name.split('/').next().unwrap_or_default();
+        let mut state = optimizer.state_mut();
+        // Slots are named `{slot}/{parameter}`: each kind is gathered like the parameters.
+        // Ranks holding other slots would make other collectives, so they are refused first.
+        let names: Vec<&str> = state.iter().map(|(n, _)| n.as_str()).collect();
+        let differ = ranks_differing(&[fingerprint(names.join("\n").as_bytes())], c)?;
+        if !differ.is_empty() {
+            return Err(Error::value(
+                "sharded optimizer step",
+                format!("rank(s) {differ:?} hold other optimizer state than rank 0"),
+            ));
+        }
+        let mut kinds: Vec<String> = Vec::new();
+        for name in names {
+            let kind = name.split('/').next().unwrap_or_default().to_string();
             if !kinds.contains(&kind) {
                 kinds.push(kind);
             }
         }
-        let mut gathered = Vec::with_capacity(state.len());
         for kind in kinds {
-            let names: Vec<String> =
-                params.iter().map(|p| format!("{kind}/{}", p.name())).collect();
-            let mut values: Vec<Option<Tensor>> = names
+            let slot_of: Vec<Option<usize>> = params
                 .iter()
-                .map(|n| state.iter().find(|(k, _)| k == n).map(|(_, t)| t.clone()))
+                .map(|p| {
+                    let name = format!("{kind}/{}", p.name());
+                    state.iter().position(|(n, _)| *n == name)
+                })
                 .collect();
+            let values: Vec<Option<Tensor>> =
+                slot_of.iter().map(|i| i.map(|i| state[i].1.clone())).collect();
             let mut buckets = self
                 .received
                 .iter()
@@ -135,24 +146,17 @@ impl Sharded {
                 .map(|(t, c)| Tensor::zeros(&[c.iter().sum()], t.dtype()))
                 .collect::<Result<Vec<_>>>()?;
             self.gather(&values, &mut buckets, c)?;
-            for ((name, value), at) in names.into_iter().zip(&mut values).zip(&self.places) {
-                let (Some(t), Some((b, r))) = (value.as_mut(), at) else { continue };
+            // No second handle to a slot while it is written: it would be copied.
+            drop(values);
+            for (i, at) in slot_of.iter().zip(&self.places) {
+                let (Some(i), Some((b, r))) = (i, at) else { continue };
                 for piece in self.theirs(*b, r) {
-                    t.write_at(
-                        piece.start - r.start,
-                        &buckets[*b].narrow(0, piece.start, piece.len())?,
-                    )?;
+                    let from = buckets[*b].narrow(0, piece.start, piece.len())?;
+                    state[*i].1.write_at(piece.start - r.start, &from)?;
                 }
-                gathered.push((name, value.take().expect("checked above")));
             }
         }
-        // Slots of parameters outside the buckets are every rank's own.
-        for (name, t) in state {
-            if !gathered.iter().any(|(n, _)| *n == name) {
-                gathered.push((name, t));
-            }
-        }
-        optimizer.load_state(&gathered, steps)
+        Ok(())
     }
 
     /// Every rank's part of `values` (one per parameter, as laid out in the buckets; none:
@@ -167,12 +171,19 @@ impl Sharded {
             let mine = &self.shard.ranges[b];
             let part = &mut self.parts[b];
             for (value, at) in values.iter().zip(&self.places) {
-                let (Some(v), Some((vb, r))) = (value, at) else { continue };
-                let (lo, hi) = (r.start.max(mine.start), r.end.min(mine.end));
-                if *vb == b && lo < hi {
-                    let flat = v.reshape(&[v.numel()])?;
-                    part.write_at(lo - mine.start, &flat.narrow(0, lo - r.start, hi - lo)?)?;
+                let Some((_, r)) = at.as_ref().filter(|(vb, _)| *vb == b) else { continue };
+                let common = overlap(r, mine);
+                if common.is_empty() {
+                    continue;
                 }
+                let piece = match value {
+                    Some(v) => {
+                        let flat = v.reshape(&[v.numel()])?;
+                        flat.narrow(0, common.start - r.start, common.len())?
+                    }
+                    None => Tensor::zeros(&[common.len()], part.dtype())?,
+                };
+                part.write_at(common.start - mine.start, &piece)?;
             }
             c.all_gather(part, counts, &mut out[b])?;
         }
@@ -183,9 +194,9 @@ impl Sharded {
     /// this rank's part.
     fn theirs(&self, b: usize, r: &Range<usize>) -> Vec<Range<usize>> {
         let mine = &self.shard.ranges[b];
-        [r.start..r.end.min(mine.start), r.start.max(mine.end)..r.end]
+        [overlap(r, &(0..mine.start)), overlap(r, &(mine.end..usize::MAX))]
             .into_iter()
-            .filter(|p| p.start < p.end)
+            .filter(|p| !p.is_empty())
             .collect()
     }
 }

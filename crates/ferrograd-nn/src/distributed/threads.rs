@@ -61,6 +61,12 @@ impl Threads {
     }
 }
 
+/// `values` (as f64) written over `out` in its dtype: copied, not summed, so that −0 stays −0.
+fn write_values(values: Vec<f64>, out: &mut Tensor) -> Result<()> {
+    let n = values.len();
+    out.write_at(0, &Tensor::from_vec(values, &[n])?.to_dtype(out.dtype())?)
+}
+
 fn failed(s: &State) -> Result<()> {
     match &s.failed {
         Some((rank, message)) => {
@@ -112,10 +118,10 @@ impl Collective for Threads {
                 ),
             ));
         }
-        sum_in_rank_order(&[theirs], t.dtype(), t)
+        write_values(theirs, t)
     }
     fn reduce_scatter_sum(&self, t: &Tensor, counts: &[usize], out: &mut Tensor) -> Result<()> {
-        check_parts("reduce_scatter_sum", t, counts, self.rank, out)?;
+        check_parts("reduce_scatter_sum", t, counts, (self.rank, self.group.size), out)?;
         let start: usize = counts[..self.rank].iter().sum();
         let mine = start..start + counts[self.rank];
         let values = t.to_vec_f64()?;
@@ -133,7 +139,7 @@ impl Collective for Threads {
         sum_in_rank_order(&parts, t.dtype(), out)
     }
     fn all_gather(&self, part: &Tensor, counts: &[usize], out: &mut Tensor) -> Result<()> {
-        check_parts("all_gather", out, counts, self.rank, part)?;
+        check_parts("all_gather", out, counts, (self.rank, self.group.size), part)?;
         let values = part.to_vec_f64()?;
         let whole = {
             let s = self.rendezvous(|s| s.slots[self.rank] = values)?;
@@ -150,7 +156,7 @@ impl Collective for Threads {
             s.slots.concat()
         };
         drop(self.rendezvous(|_| {})?);
-        sum_in_rank_order(&[whole], out.dtype(), out)
+        write_values(whole, out)
     }
     fn barrier(&self) -> Result<()> {
         drop(self.rendezvous(|_| {})?);

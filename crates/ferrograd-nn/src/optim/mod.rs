@@ -19,14 +19,23 @@ use std::ops::Range;
 pub trait Optimizer {
     /// One update of every parameter that has a gradient in `grads`.
     fn step(&mut self, grads: &Gradients) -> Result<()>;
+    /// Whether [`Optimizer::step_shard`] and [`Optimizer::state_mut`] are implemented: the
+    /// rule updates each element on its own, so a data-parallel trainer may shard the step.
+    fn shardable(&self) -> bool {
+        false
+    }
     /// One rank's share of a sharded step: only the elements `shard` gives of each flat
-    /// gradient bucket need be updated (`grads` holds the global gradient there only); the
-    /// trainer then gathers every rank's share. State slots must still be made for every
-    /// parameter with a gradient, so that all ranks hold the same ones. The default updates
-    /// everything, correct for rules that update each element on its own, only not faster.
+    /// gradient bucket are updated (`grads` holds the global gradient there only) and the
+    /// trainer then gathers every rank's share. State slots are still made for every parameter
+    /// with a gradient, so that all ranks hold the same ones. Called only when `shardable`.
     fn step_shard(&mut self, grads: &Gradients, shard: &Shard) -> Result<()> {
         let _ = shard;
         self.step(grads)
+    }
+    /// The state as in [`Optimizer::state`], to rewrite in place (a sharded step's state
+    /// gathered from the ranks). Needed when `shardable`.
+    fn state_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        Vec::new()
     }
     fn lr(&self) -> f64;
     fn set_lr(&mut self, lr: f64);
@@ -34,7 +43,8 @@ pub trait Optimizer {
     fn steps(&self) -> u64;
     /// Its state as named tensors (`exp_avg/0.weight`, …) and the step count, for checkpoints.
     fn state(&self) -> (Vec<(String, Tensor)>, u64);
-    /// Restores a `state()`; every slot of every parameter must be there with its shape.
+    /// Restores a `state()`: each parameter with state has all its slots there, in its shape
+    /// (one that never had a gradient may have none).
     fn load_state(&mut self, tensors: &[(String, Tensor)], steps: u64) -> Result<()>;
 }
 
@@ -50,9 +60,18 @@ impl Shard {
     /// in the buckets, and so is updated whole.
     pub fn part_of(&self, grads: &Gradients, t: &Tensor) -> Option<Range<usize>> {
         let (b, r) = grads.bucket_range(t)?;
-        let mine = self.ranges.get(b)?;
-        let (lo, hi) = (r.start.max(mine.start), r.end.min(mine.end));
-        Some(if lo < hi { lo - r.start..hi - r.start } else { 0..0 })
+        let common = overlap(&r, self.ranges.get(b)?);
+        Some(common.start - r.start..common.end - r.start)
+    }
+}
+
+/// The elements two ranges share (empty, at `a.start`, when none).
+pub(crate) fn overlap(a: &Range<usize>, b: &Range<usize>) -> Range<usize> {
+    let (lo, hi) = (a.start.max(b.start), a.end.min(b.end));
+    if lo < hi {
+        lo..hi
+    } else {
+        a.start..a.start
     }
 }
 
@@ -81,6 +100,16 @@ impl Slots {
         out
     }
 
+    pub fn export_mut(&mut self, params: &[Param]) -> Vec<(String, &mut Tensor)> {
+        let mut out = Vec::new();
+        for (p, slots) in params.iter().zip(&mut self.values) {
+            for (name, t) in self.names.iter().zip(slots) {
+                out.push((format!("{name}/{}", p.name()), t));
+            }
+        }
+        out
+    }
+
     /// Checks every slot first and changes nothing unless all fit. A slot saved in another
     /// float dtype (f64 state of an f32 parameter, as older checkpoints hold) is converted.
     pub fn import(
@@ -92,7 +121,7 @@ impl Slots {
         let mut values = vec![Vec::new(); params.len()];
         for (i, p) in params.iter().enumerate() {
             let p = (p.name(), p.get());
-            let mut slots = Vec::new();
+            let (mut slots, mut missing) = (Vec::new(), Vec::new());
             for name in self.names {
                 let key = format!("{name}/{}", p.0);
                 match tensors.iter().find(|(k, _)| *k == key).map(|(_, t)| t) {
@@ -109,15 +138,25 @@ impl Slots {
                         ))
                     }
                     Some(t) => slots.push(t.to_dtype(p.1.dtype())?.detach()),
-                    None if started => {
-                        return Err(Error::value("optimizer state", format!("{key} is missing")))
-                    }
-                    None => {}
+                    None => missing.push(key),
                 }
             }
-            if slots.len() == self.names.len() {
-                values[i] = slots;
+            // A parameter that never had a gradient has no state; one with only some of its
+            // slots comes from a damaged file.
+            match (slots.len(), missing.first()) {
+                (0, _) => {}
+                (_, None) => values[i] = slots,
+                (_, Some(key)) => {
+                    return Err(Error::value("optimizer state", format!("{key} is missing")))
+                }
             }
+        }
+        if started && !params.is_empty() && values.iter().all(Vec::is_empty) {
+            let names = self.names.join(", ");
+            return Err(Error::value(
+                "optimizer state",
+                format!("steps were taken, but no parameter's state ({names}) is there"),
+            ));
         }
         self.values = values;
         Ok(())

@@ -72,8 +72,14 @@ impl Optimizer for Sgd {
     fn step(&mut self, grads: &Gradients) -> Result<()> {
         self.step_of(grads, None)
     }
+    fn shardable(&self) -> bool {
+        true
+    }
     fn step_shard(&mut self, grads: &Gradients, shard: &Shard) -> Result<()> {
         self.step_of(grads, Some(shard))
+    }
+    fn state_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        self.slots.export_mut(&self.params)
     }
     fn lr(&self) -> f64 {
         self.config.lr

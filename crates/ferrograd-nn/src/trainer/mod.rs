@@ -305,10 +305,10 @@ impl<'a> Trainer<'a> {
     }
     /// Whether a data-parallel step is sharded (the default): each rank receives its part of
     /// the summed gradients only, updates that part of the parameters and optimizer state,
-    /// and the parameters are then gathered ([`Sharded`]: the same parameters to the bit, the
-    /// optimizer's work divided among the ranks). Steps that need every gradient on every
-    /// rank are not sharded: with overlapped communication, clipping by norm or an
-    /// `after_backward` hook.
+    /// and the parameters are then gathered ([`Sharded`]: each element updated as the whole
+    /// step updates it, the optimizer's work divided among the ranks). Not sharded: an
+    /// optimizer that is not [`Optimizer::shardable`], and steps that need every gradient on
+    /// every rank (overlapped communication, clipping by norm, an `after_backward` hook).
     pub fn shard_optimizer(mut self, shard: bool) -> Self {
         self.shard_optimizer = shard;
         self
@@ -517,6 +517,7 @@ impl<'a> Trainer<'a> {
         let overlap = ranks > 1 && acc == 1 && self.overlap;
         let sharding = ranks > 1
             && self.shard_optimizer
+            && self.optimizer.shardable()
             && !overlap
             && self.clip_norm.is_none()
             && self.after_backward.is_empty();
@@ -593,6 +594,10 @@ impl<'a> Trainer<'a> {
             self.optimizer.set_lr(lr);
             if sharding {
                 if !sharded.as_ref().is_some_and(|s| s.fits(&grads, &self.params)) {
+                    // The state each rank kept is its part under the old plan.
+                    if let Some(old) = &mut sharded {
+                        old.gather_state(&self.params, &mut *self.optimizer, &*c)?;
+                    }
                     sharded = Some(Sharded::new(&grads, &self.params, &*c)?);
                 }
                 let plan = sharded.as_mut().expect("made above");
@@ -719,6 +724,10 @@ impl<'a> Trainer<'a> {
         }
         view.finish();
         log.write_tables_and_curves()?;
+        if let Some(plan) = &mut sharded {
+            // The optimizer is the whole one again, as `optimizer()` shows it.
+            plan.gather_state(&self.params, &mut *self.optimizer, &*c)?;
+        }
         check_replicas(&self.params, &*c)?;
         let all = all.all_reduced(&*c)?;
         Ok(Report {
