@@ -319,3 +319,39 @@ fn a_bucket_of_more_than_25_mib_is_summed_in_pieces_and_ends_as_one_process() {
         assert_close(a, &single, 1e-9);
     }
 }
+
+#[test]
+fn a_reduce_scatter_or_gather_that_does_not_fit_its_counts_is_refused() {
+    use ferrograd_nn::distributed::SingleProcess;
+    let v = |n: usize| Tensor::from_vec(vec![1.0f32; n], &[n]).unwrap();
+    let one = SingleProcess;
+    let mut out = v(3);
+    let e = one.reduce_scatter_sum(&v(4), &[3], &mut out).unwrap_err().to_string();
+    assert!(e.contains("counts [3]") && e.contains("[4]"), "{e}");
+    let e = one.all_gather(&v(3), &[3, 0], &mut out).unwrap_err().to_string();
+    assert!(e.contains("1 ranks") && e.contains("one per rank"), "{e}");
+    one.all_gather(&v(3), &[3], &mut out).unwrap();
+    // Threaded ranks: rank 1 gives another count than the counts say. It is refused; it tells
+    // the others, as the Trainer does with any error, and rank 0 stops instead of waiting.
+    let results: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = Threads::group(2)
+            .into_iter()
+            .map(|c| {
+                s.spawn(move || {
+                    let mut out = v(4);
+                    let mine = if c.rank() == 0 { 2 } else { 3 };
+                    let e = c.all_gather(&v(mine), &[2, 2], &mut out).unwrap_err().to_string();
+                    c.abort(&e);
+                    e
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(results[1].contains("rank 1 of 2") && results[1].contains("[3]"), "{}", results[1]);
+    assert!(
+        results[0].contains("rank 1 failed") || results[0].contains("rank 1"),
+        "{}",
+        results[0]
+    );
+}

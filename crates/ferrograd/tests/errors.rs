@@ -273,3 +273,25 @@ fn a_pipe_or_a_device_given_as_a_file_is_refused_without_waiting() {
     }
     let _ = std::fs::remove_file(fifo);
 }
+
+#[test]
+fn writes_and_partial_updates_outside_the_tensor_are_refused_and_change_nothing() {
+    use ferrograd::Update;
+    let sgd = Update::Sgd { lr: 0.1, weight_decay: 0.0 };
+    let mut w = t(&[2, 3]);
+    fails(w.update_part(5, &t(&[2]), &mut [], &sgd), ErrorKind::Shape, &["element 5", "[2, 3]"]);
+    let f64s = Tensor::ones(&[2], DType::F64).unwrap();
+    fails(w.update_part(0, &f64s, &mut [], &sgd), ErrorKind::Shape, &["f64", "f32"]);
+    let adam =
+        Update::Adam { beta1: 0.9, beta2: 0.999, scale: 1e-3, eps_c2s: 1e-8, decay: 1.0, l2: 0.0 };
+    fails(
+        w.update_part(0, &t(&[2]), &mut [t(&[6]), t(&[2, 3])], &adam),
+        ErrorKind::Shape,
+        &["state slot 0", "[6]"],
+    );
+    fails(w.update_part(0, &t(&[2]), &mut [], &adam), ErrorKind::Value, &["2 state slots, got 0"]);
+    fails(w.update(&t(&[6]), &mut [], &sgd), ErrorKind::Shape, &["gradient", "[6]", "[2, 3]"]);
+    fails(w.write_at(usize::MAX, &t(&[1])), ErrorKind::Shape, &["write_at", "[2, 3]"]);
+    fails(w.write_at(0, &f64s), ErrorKind::Shape, &["write_at", "f64"]);
+    assert_eq!(w.to_vec::<f32>().unwrap(), vec![1.0; 6]);
+}
