@@ -143,6 +143,89 @@ fn incremental_decoding_equals_the_full_pass() {
     assert_eq!(formula(&lm), "GenerateToken(TransformerBlock^2(EmbedToken(x)))");
 }
 
+/// A step of one token through a pre-norm block as one fused op (`Tensor::block_step`, which
+/// generation takes) against the same step through the ops one by one (a padding of no slots
+/// takes that path): the outputs and the caches are the same to the bit, on one thread (a
+/// small block) and shared among 2 and 3 threads (W5's size), in f32 and f64.
+#[test]
+fn a_fused_step_of_one_token_equals_the_ops_one_by_one() {
+    let cases = [
+        (12, 3, 20, 1, DType::F32),
+        (128, 4, 512, 2, DType::F32),
+        (128, 4, 512, 3, DType::F32),
+        (96, 4, 200, 2, DType::F64),
+    ];
+    for (dim, heads, ff, threads, dtype) in cases {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let _warm = ferrograd::KeepWarm::new();
+            let store = ParamStore::with_dtype(3, dtype);
+            let block = TransformerBlock::new(&store, dim, heads, ff, true, true).unwrap();
+            let mut rng = Rng::seed(1);
+            // Layer norms away from (1, 0), biases away from 0: every parameter counts.
+            for p in block.params() {
+                let t = p.get();
+                p.set(&Tensor::randn(t.dims(), 0.1, 0.3, dtype, &mut rng).unwrap()).unwrap();
+            }
+            let _g = ferrograd::no_grad();
+            let prompt = Tensor::randn(&[1, 3, dim], 0.0, 1.0, dtype, &mut rng).unwrap();
+            let (mut fused, mut composed) = (Vec::new(), Vec::new());
+            block.forward_incremental(&prompt, &mut fused).unwrap();
+            block.forward_incremental(&prompt, &mut composed).unwrap();
+            let no_padding = Padding { lead: vec![0] };
+            for step in 0..5 {
+                let x = Tensor::randn(&[1, 1, dim], 0.0, 1.0, dtype, &mut rng).unwrap();
+                let a = block.forward_incremental(&x, &mut fused).unwrap();
+                let (mut keys, mut values) = (composed[0].clone(), composed[1].clone());
+                let b = block.forward_incremental_padded(&x, &mut composed, &no_padding).unwrap();
+                // The op itself, called directly.
+                let pair = |f: &FeedForward| (f.weight.get(), f.bias.get());
+                let norm = |n: &AddNorm| (n.norm.weight.get(), n.norm.bias.get(), n.norm.eps);
+                let at = &block.attention;
+                let (q, k, v, o) =
+                    (pair(&at.query), pair(&at.key), pair(&at.value), pair(&at.output));
+                let (f1, f2, n1, n2) = (
+                    pair(&block.ff_in),
+                    pair(&block.ff_out),
+                    norm(&block.attention_norm),
+                    norm(&block.ff_norm),
+                );
+                let direct = ferrograd::PreNormBlock {
+                    heads,
+                    attention_norm: (&n1.0, &n1.1, n1.2),
+                    query: (&q.0, &q.1),
+                    key: (&k.0, &k.1),
+                    value: (&v.0, &v.1),
+                    output: (&o.0, &o.1),
+                    ff_norm: (&n2.0, &n2.1, n2.2),
+                    ff_in: (&f1.0, &f1.1),
+                    activation: block.ff_in.activation,
+                    ff_out: (&f2.0, &f2.1),
+                };
+                let c = x.block_step(&direct, &mut keys, &mut values).unwrap();
+                assert_eq!(c.to_vec_f64().unwrap(), b.to_vec_f64().unwrap(), "block_step");
+                assert_eq!(keys.to_vec_f64().unwrap(), composed[0].to_vec_f64().unwrap(), "keys");
+                assert_eq!(
+                    values.to_vec_f64().unwrap(),
+                    composed[1].to_vec_f64().unwrap(),
+                    "values"
+                );
+                let what = format!("{dim}/{heads}/{ff} on {threads} threads, {dtype}, step {step}");
+                assert_eq!(a.dims(), [1, 1, dim], "{what}");
+                assert_eq!(a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap(), "{what}: output");
+                for (c, (f, o)) in fused.iter().zip(&composed).enumerate() {
+                    assert_eq!(f.dims(), [1, 4 + step, dim], "{what}: cache {c}");
+                    assert_eq!(
+                        f.to_vec_f64().unwrap(),
+                        o.to_vec_f64().unwrap(),
+                        "{what}: cache {c}"
+                    );
+                }
+            }
+        });
+    }
+}
+
 fn minilm_dir() -> Option<std::path::PathBuf> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/models/all-MiniLM-L6-v2");

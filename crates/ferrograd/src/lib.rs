@@ -31,6 +31,7 @@ pub use device::Device;
 pub use dtype::{DType, Element};
 pub use error::{Error, ErrorKind, Result};
 pub use gradcheck::{gradcheck, GradcheckReport};
+pub use ops::block_step::PreNormBlock;
 pub use ops::quantized::{PackedWeight, Precision};
 pub use ops::recurrent::{Recurrence, RecurrentCell};
 pub use ops::unary::Nonlinearity;

@@ -4,7 +4,7 @@
 
 use crate::backend::cpu::CpuStorage;
 use crate::backend::{
-    Around, AttentionDims, BackendStorage, Binary, Broadcast, Cell, Compare, Products,
+    Around, AttentionDims, BackendStorage, Binary, BlockParams, Broadcast, Cell, Compare, Products,
     RecurrentDims, Saved, Unary, Update, Window,
 };
 use crate::{DType, Device, Error, Precision, Result};
@@ -234,6 +234,17 @@ impl BackendStorage for Storage {
         dispatch!(self, |s, on, one| {
             let mask = mask.map(on).transpose()?;
             s.attention(on(k)?, on(v)?, mask, d).map(|(o, k)| (one(o), k))
+        })
+    }
+    fn block_step(
+        &self,
+        p: &BlockParams<'_, Storage>,
+        keys: &mut Storage,
+        values: &mut Storage,
+    ) -> Result<Storage> {
+        dispatch!(self, |s, on, one| {
+            let (k, v) = (cpu_operand_mut(keys)?, cpu_operand_mut(values)?);
+            s.block_step(&p.map(on)?, k, v).map(one)
         })
     }
     fn attention_backward(

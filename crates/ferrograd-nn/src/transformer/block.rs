@@ -120,8 +120,74 @@ impl TransformerBlock {
         state: &mut Vec<Tensor>,
         pad: Option<&Padding>,
     ) -> Result<Tensor> {
+        if pad.is_none() && self.steps_fused(x, state)? {
+            if let [keys, values] = &mut state[..] {
+                return self.fused_step(x, keys, values);
+            }
+        }
         let h = self.attention_norm.apply(x, |y| self.attention.incremental(y, state, pad))?;
         self.ff_norm.apply(&h, |y| self.feed_forward(y))
+    }
+
+    /// Whether a step of `x` from the cache in `state` runs as one fused op
+    /// ([`Tensor::block_step`]): one token of a batch of one, after the first step, in f32 or
+    /// f64 inference through a pre-norm block without dropout.
+    fn steps_fused(&self, x: &Tensor, state: &[Tensor]) -> Result<bool> {
+        let dropout = [
+            self.attention.dropout.as_ref(),
+            self.ff_dropout.as_ref(),
+            self.attention_norm.dropout.as_ref(),
+            self.ff_norm.dropout.as_ref(),
+        ];
+        let layers = [
+            &self.attention.query,
+            &self.attention.key,
+            &self.attention.value,
+            &self.attention.output,
+            &self.ff_in,
+            &self.ff_out,
+        ];
+        let simple = x.dims()[..x.rank().min(2)] == [1, 1]
+            && state.len() == 2
+            && !ferrograd::is_grad_enabled()
+            && self.attention_norm.pre_norm
+            && self.ff_norm.pre_norm
+            && !dropout.into_iter().flatten().any(Dropout::active)
+            && layers[..4].iter().all(|l| l.activation == Activation::Identity)
+            && self.ff_out.activation == Activation::Identity;
+        if !simple {
+            return Ok(false);
+        }
+        // Weights packed for int8 or bf16 products take the packed ops.
+        for layer in layers {
+            if layer.weight.packed()?.is_some() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// [`TransformerBlock::incremental`]'s step as one op, appending to the caches.
+    fn fused_step(&self, x: &Tensor, keys: &mut Tensor, values: &mut Tensor) -> Result<Tensor> {
+        let pair = |f: &FeedForward| (f.weight.get(), f.bias.get());
+        let norm = |n: &AddNorm| (n.norm.weight.get(), n.norm.bias.get(), n.norm.eps);
+        let a = &self.attention;
+        let (q, k, v, o) = (pair(&a.query), pair(&a.key), pair(&a.value), pair(&a.output));
+        let (ff_in, ff_out) = (pair(&self.ff_in), pair(&self.ff_out));
+        let (n1, n2) = (norm(&self.attention_norm), norm(&self.ff_norm));
+        let block = ferrograd::PreNormBlock {
+            heads: a.heads,
+            attention_norm: (&n1.0, &n1.1, n1.2),
+            query: (&q.0, &q.1),
+            key: (&k.0, &k.1),
+            value: (&v.0, &v.1),
+            output: (&o.0, &o.1),
+            ff_norm: (&n2.0, &n2.1, n2.2),
+            ff_in: (&ff_in.0, &ff_in.1),
+            activation: self.ff_in.activation,
+            ff_out: (&ff_out.0, &ff_out.1),
+        };
+        x.block_step(&block, keys, values)
     }
 }
 

@@ -108,6 +108,48 @@ pub(crate) struct AttentionDims {
     pub causal: bool,
 }
 
+/// A pre-norm transformer block's parameters as one backend holds them, for its fused step
+/// of one new token ([`BackendStorage::block_step`]): each layer's (weight, bias), the
+/// weights row-major (out, in) as `linear` takes them.
+pub(crate) struct BlockParams<'a, S: ?Sized> {
+    pub heads: usize,
+    pub attention_norm: [&'a S; 2],
+    pub attention_eps: f64,
+    pub query: [&'a S; 2],
+    pub key: [&'a S; 2],
+    pub value: [&'a S; 2],
+    pub output: [&'a S; 2],
+    pub ff_norm: [&'a S; 2],
+    pub ff_eps: f64,
+    pub ff_in: [&'a S; 2],
+    pub activation: Option<Unary>,
+    pub ff_out: [&'a S; 2],
+}
+
+impl<'a, S: ?Sized> BlockParams<'a, S> {
+    /// The same parameters through `f` (from one backend's storage to another's view of it).
+    pub fn map<U: ?Sized>(
+        &self,
+        mut f: impl FnMut(&'a S) -> Result<&'a U>,
+    ) -> Result<BlockParams<'a, U>> {
+        let mut pair = |[w, b]: [&'a S; 2]| -> Result<[&'a U; 2]> { Ok([f(w)?, f(b)?]) };
+        Ok(BlockParams {
+            heads: self.heads,
+            attention_norm: pair(self.attention_norm)?,
+            attention_eps: self.attention_eps,
+            query: pair(self.query)?,
+            key: pair(self.key)?,
+            value: pair(self.value)?,
+            output: pair(self.output)?,
+            ff_norm: pair(self.ff_norm)?,
+            ff_eps: self.ff_eps,
+            ff_in: pair(self.ff_in)?,
+            activation: self.activation,
+            ff_out: pair(self.ff_out)?,
+        })
+    }
+}
+
 /// The sizes of one convolution or pooling: input, kernel, stride, padding and output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Window {
@@ -319,6 +361,15 @@ pub(crate) trait BackendStorage: Sized + Send + Sync {
         saved: &Saved,
         d: &AttentionDims,
     ) -> Result<(Self, Self, Self)>;
+    /// One step of a pre-norm transformer block for the single token `self` (D,): the
+    /// block's output (D,). `keys` and `values` (S + 1, D) hold the cache with one more row at
+    /// the end, which the step fills with this token's key and value.
+    fn block_step(
+        &self,
+        p: &BlockParams<'_, Self>,
+        keys: &mut Self,
+        values: &mut Self,
+    ) -> Result<Self>;
     fn conv2d(
         &self,
         w: &Self,

@@ -2,6 +2,7 @@
 
 mod attention;
 mod binary;
+pub(crate) mod block_step;
 mod conv;
 mod loss;
 mod matmul;

@@ -101,7 +101,7 @@ fn transposed_head<'a, T: Float>(
 /// `lse` gets each row's log-normalizer (+∞ for a row that sees no key: its probabilities are
 /// all 0).
 #[inline(always)]
-fn softmax_rows<T: Float>(
+pub(super) fn softmax_rows<T: Float>(
     p: &mut [T],
     keys: usize,
     i0: usize,

@@ -3,6 +3,7 @@
 //! on the calling thread.
 
 mod attention;
+mod block_step;
 mod conv;
 #[cfg(target_arch = "x86_64")]
 mod conv_x86;
@@ -22,6 +23,7 @@ mod unary;
 mod warm;
 
 pub(crate) use attention::{attention_backward, attention_forward};
+pub(crate) use block_step::block_step;
 pub(crate) use conv::*;
 pub(crate) use copy::*;
 pub(crate) use elementwise::*;

@@ -23,7 +23,6 @@ pub(crate) fn forward<T: Float + Send + Sync>(
         return (Vec::new(), Vec::new());
     }
     let rows = x.len() / d;
-    let (n, eps) = (T::from(d).unwrap_or(T::one()), T::from(eps).unwrap_or(T::zero()));
     let (w, b) = (&w[..d], &b[..d]);
     let mut stats = vec![(T::zero(), T::zero()); rows];
     let run = |((y, stats), x): ((&mut [MaybeUninit<T>], &mut [(T, T)]), &[T])| {
@@ -31,13 +30,7 @@ pub(crate) fn forward<T: Float + Send + Sync>(
             #[inline(always)]
             || {
                 for ((yr, s), xr) in y.chunks_exact_mut(d).zip(stats).zip(x.chunks_exact(d)) {
-                    let mean = super::lane_sum(xr, xr, |x, _| x) / n;
-                    let var = super::lane_sum(xr, xr, |x, _| (x - mean) * (x - mean)) / n;
-                    let rstd = (var + eps).sqrt().recip();
-                    *s = (mean, rstd);
-                    for (((y, &x), &w), &b) in yr.iter_mut().zip(xr).zip(w).zip(b) {
-                        y.write((x - mean) * rstd * w + b);
-                    }
+                    *s = row(xr, w, b, eps, yr);
                 }
             },
         )
@@ -54,6 +47,33 @@ pub(crate) fn forward<T: Float + Send + Sync>(
     // SAFETY: x and y hold `rows` whole rows each, and every element of every row is written.
     let y = unsafe { super::filled_by(rows * d, fill) };
     (y, stats)
+}
+
+/// One row `x` normalized into `y`, scaled by `w` and shifted by `b`; its (mean, 1/σ).
+#[inline(always)]
+fn row<T: Float>(x: &[T], w: &[T], b: &[T], eps: f64, y: &mut [MaybeUninit<T>]) -> (T, T) {
+    let (n, eps) = (T::from(x.len()).unwrap_or(T::one()), T::from(eps).unwrap_or(T::zero()));
+    let mean = super::lane_sum(x, x, |x, _| x) / n;
+    let var = super::lane_sum(x, x, |x, _| (x - mean) * (x - mean)) / n;
+    let rstd = (var + eps).sqrt().recip();
+    for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
+        y.write((x - mean) * rstd * w + b);
+    }
+    (mean, rstd)
+}
+
+/// [`forward`] of one row on this thread (a task of a larger kernel): the same values.
+pub(crate) fn normalize_row<T: Float>(
+    x: &[T],
+    w: &[T],
+    b: &[T],
+    eps: f64,
+    y: &mut [MaybeUninit<T>],
+) {
+    super::with_wide_vectors(
+        #[inline(always)]
+        || row(x, w, b, eps, y),
+    );
 }
 
 /// dx, dw, db from dy.

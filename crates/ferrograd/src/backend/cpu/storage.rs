@@ -3,7 +3,7 @@
 
 use super::RecurrentSaved;
 use crate::backend::{
-    Around, AttentionDims, BackendStorage, Binary, Broadcast, Cell, Compare, Products,
+    Around, AttentionDims, BackendStorage, Binary, BlockParams, Broadcast, Cell, Compare, Products,
     RecurrentDims, Saved, Unary, Update, Window,
 };
 use crate::shape::broadcast_strides;
@@ -564,6 +564,18 @@ impl BackendStorage for CpuStorage {
             let (q, k, v) = (self.slice::<T>()?, k.slice::<T>()?, v.slice::<T>()?);
             let (out, lse) = super::attention_forward(q, k, v, allowed.as_deref(), d);
             Ok((put(out), Saved::new((lse, allowed))))
+        })
+    }
+    fn block_step(
+        &self,
+        p: &BlockParams<'_, Self>,
+        keys: &mut Self,
+        values: &mut Self,
+    ) -> Result<Self> {
+        with_float!(self.dtype(), T => {
+            let p = p.map(|s| s.slice::<T>())?;
+            let (k, v) = (keys.slice_mut::<T>()?, values.slice_mut::<T>()?);
+            Ok(put(super::block_step(self.slice::<T>()?, &p, k, v)))
         })
     }
     fn attention_backward(
