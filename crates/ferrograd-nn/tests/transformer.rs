@@ -176,7 +176,7 @@ fn a_fused_step_of_one_token_equals_the_ops_one_by_one() {
             for step in 0..5 {
                 let x = Tensor::randn(&[1, 1, dim], 0.0, 1.0, dtype, &mut rng).unwrap();
                 let a = block.forward_incremental(&x, &mut fused).unwrap();
-                let (mut keys, mut values) = (composed[0].clone(), composed[1].clone());
+                let mut caches = [composed[0].clone(), composed[1].clone()];
                 let b = block.forward_incremental_padded(&x, &mut composed, &no_padding).unwrap();
                 // The op itself, called directly.
                 let pair = |f: &FeedForward| (f.weight.get(), f.bias.get());
@@ -202,14 +202,11 @@ fn a_fused_step_of_one_token_equals_the_ops_one_by_one() {
                     activation: block.ff_in.activation,
                     ff_out: (&f2.0, &f2.1),
                 };
-                let c = x.block_step(&direct, &mut keys, &mut values).unwrap();
+                let c = x.block_step(&[direct], &mut caches).unwrap();
                 assert_eq!(c.to_vec_f64().unwrap(), b.to_vec_f64().unwrap(), "block_step");
-                assert_eq!(keys.to_vec_f64().unwrap(), composed[0].to_vec_f64().unwrap(), "keys");
-                assert_eq!(
-                    values.to_vec_f64().unwrap(),
-                    composed[1].to_vec_f64().unwrap(),
-                    "values"
-                );
+                for (mine, theirs) in caches.iter().zip(&composed) {
+                    assert_eq!(mine.to_vec_f64().unwrap(), theirs.to_vec_f64().unwrap(), "caches");
+                }
                 let what = format!("{dim}/{heads}/{ff} on {threads} threads, {dtype}, step {step}");
                 assert_eq!(a.dims(), [1, 1, dim], "{what}");
                 assert_eq!(a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap(), "{what}: output");
@@ -223,6 +220,32 @@ fn a_fused_step_of_one_token_equals_the_ops_one_by_one() {
                 }
             }
         });
+    }
+}
+
+/// A stack's run of blocks takes a step of one token as one fused op (one team of threads for
+/// all four blocks): the outputs and every cache equal those of the ops one by one (a padding
+/// of no slots takes that path), token after token.
+#[test]
+fn a_stack_of_blocks_steps_fused_as_the_ops_one_by_one() {
+    let store = ParamStore::new(9);
+    let lm = models::transformer_lm(&store, 65, 128, 4, 4, 32).unwrap();
+    let _g = ferrograd::no_grad();
+    let ids = Tensor::from_vec(vec![3i64, 1, 4, 1, 5, 9, 2, 6], &[1, 8]).unwrap();
+    let (mut fused, mut composed) = (Vec::new(), Vec::new());
+    let no_padding = Padding { lead: vec![0] };
+    let prompt = lm.embed.forward(&ids.narrow(1, 0, 3).unwrap()).unwrap();
+    lm.body.forward_incremental(&prompt, &mut fused).unwrap();
+    lm.body.forward_incremental_padded(&prompt, &mut composed, &no_padding).unwrap();
+    for t in 3..8 {
+        let x = lm.embed.forward(&ids.narrow(1, t, 1).unwrap()).unwrap();
+        let a = lm.body.forward_incremental(&x, &mut fused).unwrap();
+        let b = lm.body.forward_incremental_padded(&x, &mut composed, &no_padding).unwrap();
+        assert_eq!(a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap(), "token {t}");
+        assert_eq!(fused.len(), composed.len());
+        for (i, (f, c)) in fused.iter().zip(&composed).enumerate() {
+            assert_eq!(f.to_vec_f64().unwrap(), c.to_vec_f64().unwrap(), "token {t}, state {i}");
+        }
     }
 }
 

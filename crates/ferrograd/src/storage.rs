@@ -238,13 +238,14 @@ impl BackendStorage for Storage {
     }
     fn block_step(
         &self,
-        p: &BlockParams<'_, Storage>,
-        keys: &mut Storage,
-        values: &mut Storage,
+        blocks: &[BlockParams<'_, Storage>],
+        caches: &mut [&mut Storage],
     ) -> Result<Storage> {
         dispatch!(self, |s, on, one| {
-            let (k, v) = (cpu_operand_mut(keys)?, cpu_operand_mut(values)?);
-            s.block_step(&p.map(on)?, k, v).map(one)
+            let blocks = blocks.iter().map(|p| p.map(on)).collect::<Result<Vec<_>>>()?;
+            let mut caches =
+                caches.iter_mut().map(|c| cpu_operand_mut(c)).collect::<Result<Vec<_>>>()?;
+            s.block_step(&blocks, &mut caches).map(one)
         })
     }
     fn attention_backward(

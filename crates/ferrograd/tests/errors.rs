@@ -296,17 +296,18 @@ fn writes_and_partial_updates_outside_the_tensor_are_refused_and_change_nothing(
     assert_eq!(w.to_vec::<f32>().unwrap(), vec![1.0; 6]);
 }
 
-/// A fused block step given misfit sizes, another dtype or tensors that record gradients is
-/// refused, naming what it got, and the caches keep their length.
+/// A fused block step given misfit sizes, another dtype, the wrong number of caches or
+/// tensors that record gradients is refused, naming what it got, and the caches keep their
+/// length.
 #[test]
 fn a_block_step_that_does_not_fit_is_refused_and_leaves_the_caches() {
     let (d, f) = (8, 12);
     let (w, b, w_in, b_in, w_out) = (t(&[d, d]), t(&[d]), t(&[f, d]), t(&[f]), t(&[d, f]));
     let wrong = t(&[d, 3]);
-    let block = |query: &'static str| {
+    let block = |heads: usize, query: &'static str| {
         let q = if query == "wrong" { &wrong } else { &w };
         ferrograd::PreNormBlock {
-            heads: 2,
+            heads,
             attention_norm: (&b, &b, 1e-5),
             query: (q, &b),
             key: (&w, &b),
@@ -318,39 +319,39 @@ fn a_block_step_that_does_not_fit_is_refused_and_leaves_the_caches() {
             ff_out: (&w_out, &b),
         }
     };
-    let (mut keys, mut values) = (t(&[1, 3, d]), t(&[1, 3, d]));
+    let mut caches = [t(&[1, 3, d]), t(&[1, 3, d])];
     let x = t(&[1, 1, d]);
-    let refused = |r: ferrograd::Result<Tensor>, kind, words: &[&str]| fails(r, kind, words);
-    refused(
-        t(&[1, 2, d]).block_step(&block("ok"), &mut keys, &mut values),
+    let ok = [block(2, "ok")];
+    fails(
+        t(&[1, 2, d]).block_step(&ok, &mut caches),
         ErrorKind::Shape,
         &["block_step", "(1, 1, D)"],
     );
-    refused(
-        x.block_step(&block("wrong"), &mut keys, &mut values),
+    fails(
+        x.block_step(&[block(2, "wrong")], &mut caches),
         ErrorKind::Shape,
-        &["query", "(8, 8)", "[8, 3]"],
+        &["block 0", "query", "(8, 8)", "[8, 3]"],
     );
-    let mut short = t(&[1, 3, 4]);
-    refused(
-        x.block_step(&block("ok"), &mut short, &mut values),
-        ErrorKind::Shape,
-        &["block_step", "[1, 3, 4]"],
+    fails(
+        x.block_step(&[block(2, "ok"), block(2, "ok")], &mut caches),
+        ErrorKind::Value,
+        &["2 blocks", "2 caches"],
     );
-    let mut three = ferrograd::PreNormBlock { heads: 3, ..block("ok") };
-    refused(
-        x.block_step(&three, &mut keys, &mut values),
+    let mut short = [t(&[1, 3, 4]), t(&[1, 3, 4])];
+    fails(x.block_step(&ok, &mut short), ErrorKind::Shape, &["block_step", "[1, 3, 4]"]);
+    fails(
+        x.block_step(&[block(3, "ok")], &mut caches),
         ErrorKind::Value,
         &["3 heads", "8 features"],
     );
-    three.heads = 2;
     let x64 = Tensor::ones(&[1, 1, d], DType::F64).unwrap();
-    refused(x64.block_step(&three, &mut keys, &mut values), ErrorKind::DType, &["block_step"]);
+    fails(x64.block_step(&ok, &mut caches), ErrorKind::DType, &["block_step"]);
     let learning = x.requiring_grad();
-    refused(learning.block_step(&three, &mut keys, &mut values), ErrorKind::Autograd, &["no_grad"]);
-    assert_eq!((keys.dims(), values.dims()), ([1, 3, d].as_slice(), [1, 3, d].as_slice()));
+    fails(learning.block_step(&ok, &mut caches), ErrorKind::Autograd, &["no_grad"]);
+    assert!(caches.iter().all(|c| c.dims() == [1, 3, d]));
     // And one that fits grows both caches by its row.
     let _g = ferrograd::no_grad();
-    let y = learning.block_step(&three, &mut keys, &mut values).unwrap();
-    assert_eq!((y.dims(), keys.dims()), ([1, 1, d].as_slice(), [1, 4, d].as_slice()));
+    let y = learning.block_step(&ok, &mut caches).unwrap();
+    assert_eq!(y.dims(), [1, 1, d]);
+    assert!(caches.iter().all(|c| c.dims() == [1, 4, d]));
 }

@@ -53,6 +53,11 @@ pub trait SequenceModel: Module {
     fn attention_weights(&self, _x: &Tensor, _mask: Option<&Tensor>) -> Option<Result<Tensor>> {
         None
     }
+    /// This layer as a TransformerBlock, whose one-token steps a stack fuses with its
+    /// neighbours' ([`Tensor::block_step`]); `None` for every other layer.
+    fn as_transformer_block(&self) -> Option<&crate::TransformerBlock> {
+        None
+    }
 }
 
 /// How many padding slots each row of a left-padded batch starts with.
@@ -96,14 +101,44 @@ impl SequenceModel for SequenceStack {
     fn forward_masked(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         self.layers.iter().try_fold(x.clone(), |h, l| l.forward_masked(&h, mask))
     }
+    /// Each run of TransformerBlocks that can fuse a step ([`Tensor::block_step`]) takes it
+    /// as one op, so that the threads that share its products meet once a token.
     fn forward_incremental(&self, x: &Tensor, state: &mut Vec<Tensor>) -> Result<Tensor> {
-        incremental_layers(
-            &self.layers,
-            x,
-            state,
-            |l| l.state_len(),
-            |l, h, s| l.forward_incremental(h, s),
-        )
+        let mut h = x.clone();
+        let mut old = std::mem::take(state).into_iter();
+        let mut next = Vec::with_capacity(old.len());
+        let mut i = 0;
+        while i < self.layers.len() {
+            let run: Vec<&crate::TransformerBlock> =
+                self.layers[i..].iter().map_while(|l| l.as_transformer_block()).collect();
+            let mut fused = !run.is_empty();
+            for b in &run {
+                fused = fused && b.steps_fused(&h)?;
+            }
+            let n: usize = if fused { 2 * run.len() } else { self.layers[i].state_len() };
+            let mut s: Vec<Tensor> = old.by_ref().take(n).collect();
+            if s.len() < n {
+                s.clear();
+            }
+            if fused && !s.is_empty() {
+                h = crate::transformer::fused_steps(&run, &h, &mut s)?;
+                i += run.len();
+            } else if fused {
+                // The first step (no cache yet): block by block, as below.
+                for b in &run {
+                    let mut one = Vec::new();
+                    h = b.forward_incremental(&h, &mut one)?;
+                    s.extend(one);
+                }
+                i += run.len();
+            } else {
+                h = self.layers[i].forward_incremental(&h, &mut s)?;
+                i += 1;
+            }
+            next.extend(s);
+        }
+        *state = next;
+        Ok(h)
     }
     fn forward_incremental_padded(
         &self,

@@ -120,19 +120,17 @@ impl TransformerBlock {
         state: &mut Vec<Tensor>,
         pad: Option<&Padding>,
     ) -> Result<Tensor> {
-        if pad.is_none() && self.steps_fused(x, state)? {
-            if let [keys, values] = &mut state[..] {
-                return self.fused_step(x, keys, values);
-            }
+        if pad.is_none() && state.len() == 2 && self.steps_fused(x)? {
+            return fused_steps(&[self], x, state);
         }
         let h = self.attention_norm.apply(x, |y| self.attention.incremental(y, state, pad))?;
         self.ff_norm.apply(&h, |y| self.feed_forward(y))
     }
 
-    /// Whether a step of `x` from the cache in `state` runs as one fused op
-    /// ([`Tensor::block_step`]): one token of a batch of one, after the first step, in f32 or
-    /// f64 inference through a pre-norm block without dropout.
-    fn steps_fused(&self, x: &Tensor, state: &[Tensor]) -> Result<bool> {
+    /// Whether a step of `x` from a cache runs as one fused op ([`Tensor::block_step`]): one
+    /// token of a batch of one, in f32 or f64 inference through a pre-norm block without
+    /// dropout.
+    pub(crate) fn steps_fused(&self, x: &Tensor) -> Result<bool> {
         let dropout = [
             self.attention.dropout.as_ref(),
             self.ff_dropout.as_ref(),
@@ -148,7 +146,6 @@ impl TransformerBlock {
             &self.ff_out,
         ];
         let simple = x.dims()[..x.rank().min(2)] == [1, 1]
-            && state.len() == 2
             && !ferrograd::is_grad_enabled()
             && self.attention_norm.pre_norm
             && self.ff_norm.pre_norm
@@ -166,17 +163,30 @@ impl TransformerBlock {
         }
         Ok(true)
     }
+}
 
-    /// [`TransformerBlock::incremental`]'s step as one op, appending to the caches.
-    fn fused_step(&self, x: &Tensor, keys: &mut Tensor, values: &mut Tensor) -> Result<Tensor> {
-        let pair = |f: &FeedForward| (f.weight.get(), f.bias.get());
-        let norm = |n: &AddNorm| (n.norm.weight.get(), n.norm.bias.get(), n.norm.eps);
-        let a = &self.attention;
-        let (q, k, v, o) = (pair(&a.query), pair(&a.key), pair(&a.value), pair(&a.output));
-        let (ff_in, ff_out) = (pair(&self.ff_in), pair(&self.ff_out));
-        let (n1, n2) = (norm(&self.attention_norm), norm(&self.ff_norm));
-        let block = ferrograd::PreNormBlock {
-            heads: a.heads,
+/// One token's step through `blocks` in turn as one op ([`Tensor::block_step`]), appending
+/// to `caches` (each block's keys and values).
+pub(crate) fn fused_steps(
+    blocks: &[&TransformerBlock],
+    x: &Tensor,
+    caches: &mut [Tensor],
+) -> Result<Tensor> {
+    let pair = |f: &FeedForward| (f.weight.get(), f.bias.get());
+    let norm = |n: &AddNorm| (n.norm.weight.get(), n.norm.bias.get(), n.norm.eps);
+    let values: Vec<_> = blocks
+        .iter()
+        .map(|b| {
+            let a = &b.attention;
+            let layers = [&a.query, &a.key, &a.value, &a.output, &b.ff_in, &b.ff_out].map(pair);
+            (layers, norm(&b.attention_norm), norm(&b.ff_norm))
+        })
+        .collect();
+    let params: Vec<_> = blocks
+        .iter()
+        .zip(&values)
+        .map(|(b, ([q, k, v, o, ff_in, ff_out], n1, n2))| ferrograd::PreNormBlock {
+            heads: b.attention.heads,
             attention_norm: (&n1.0, &n1.1, n1.2),
             query: (&q.0, &q.1),
             key: (&k.0, &k.1),
@@ -184,11 +194,11 @@ impl TransformerBlock {
             output: (&o.0, &o.1),
             ff_norm: (&n2.0, &n2.1, n2.2),
             ff_in: (&ff_in.0, &ff_in.1),
-            activation: self.ff_in.activation,
+            activation: b.ff_in.activation,
             ff_out: (&ff_out.0, &ff_out.1),
-        };
-        x.block_step(&block, keys, values)
-    }
+        })
+        .collect();
+    x.block_step(&params, caches)
 }
 
 impl Module for TransformerBlock {
@@ -264,6 +274,9 @@ impl SequenceModel for TransformerBlock {
     }
     fn output_size(&self) -> usize {
         self.ff_out.weight.get().dims()[0]
+    }
+    fn as_transformer_block(&self) -> Option<&TransformerBlock> {
+        Some(self)
     }
     fn attention_weights(&self, x: &Tensor, mask: Option<&Tensor>) -> Option<Result<Tensor>> {
         let weights = || {

@@ -12,6 +12,7 @@ mod qa;
 pub use attention::Attention;
 pub use bert::{Bert, BertConfig};
 pub(crate) use block::feed_forward;
+pub(crate) use block::fused_steps;
 pub use block::{AddNorm, TransformerBlock};
 pub use gpt2::Gpt2Config;
 pub use layer_norm::LayerNorm;

@@ -108,7 +108,7 @@ pub(crate) struct AttentionDims {
     pub causal: bool,
 }
 
-/// A pre-norm transformer block's parameters as one backend holds them, for its fused step
+/// A pre-norm transformer block's parameters as one backend holds them, for the fused step
 /// of one new token ([`BackendStorage::block_step`]): each layer's (weight, bias), the
 /// weights row-major (out, in) as `linear` takes them.
 pub(crate) struct BlockParams<'a, S: ?Sized> {
@@ -361,14 +361,13 @@ pub(crate) trait BackendStorage: Sized + Send + Sync {
         saved: &Saved,
         d: &AttentionDims,
     ) -> Result<(Self, Self, Self)>;
-    /// One step of a pre-norm transformer block for the single token `self` (D,): the
-    /// block's output (D,). `keys` and `values` (S + 1, D) hold the cache with one more row at
-    /// the end, which the step fills with this token's key and value.
+    /// One step of pre-norm transformer blocks, one after another, for the single token
+    /// `self` (D,): the last block's output (D,). `caches` holds each block's keys and values,
+    /// (S + 1, D) each with one more row at the end, which the step fills with this token's.
     fn block_step(
         &self,
-        p: &BlockParams<'_, Self>,
-        keys: &mut Self,
-        values: &mut Self,
+        blocks: &[BlockParams<'_, Self>],
+        caches: &mut [&mut Self],
     ) -> Result<Self>;
     fn conv2d(
         &self,

@@ -15,62 +15,128 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-/// `x` (D) through the block: its output (D). `keys` and `values` (S + 1, D) are the cache
-/// with a last row for this token, which the step fills.
+/// `x` (D) through the blocks in turn: the last one's output (D). `caches` holds each
+/// block's keys and values, (S + 1, D) each with a last row for this token, which the step
+/// fills. One team of threads runs all the blocks, so that it forms once a token.
 pub fn block_step<T: Float + Send + Sync>(
     x: &[T],
-    p: &BlockParams<'_, [T]>,
-    keys: &mut [T],
-    values: &mut [T],
+    blocks: &[BlockParams<'_, [T]>],
+    caches: &mut [&mut [T]],
 ) -> Vec<T> {
-    let (d, f) = (x.len(), p.ff_in[1].len());
-    let (heads, e) = (p.heads, d / p.heads.max(1));
-    let rows = keys.len() / d.max(1);
-    assert!(
-        heads * e == d && rows >= 1 && keys.len() == rows * d && values.len() == keys.len(),
-        "block_step: {heads} heads of {d} features, caches of {} and {}",
-        keys.len(),
-        values.len()
-    );
-    for (what, [w, b], n, k) in [
-        ("query", p.query, d, d),
-        ("key", p.key, d, d),
-        ("value", p.value, d, d),
-        ("output", p.output, d, d),
-        ("ff_in", p.ff_in, f, d),
-        ("ff_out", p.ff_out, d, f),
-        ("attention_norm", p.attention_norm, d, 1),
-        ("ff_norm", p.ff_norm, d, 1),
-    ] {
-        assert!(
-            w.len() == n * k && b.len() == n,
-            "block_step: {what} of {} and {}",
-            w.len(),
-            b.len()
-        );
-    }
-    let threads =
-        if d * (4 * d + 2 * f) < PARALLEL_WEIGHTS { 1 } else { rayon::current_num_threads() };
-    // One share of each product per thread: each thread then reads the same rows of every
-    // weight at every step (its L2 cache may still hold some), and the threads meet once a
-    // phase (finer chunks, claimed one by one, made the threads' counters bounce between the
-    // cores: half the speed when the two vCPUs sat far apart).
-    let share = |n: usize| n.div_ceil(threads).next_multiple_of(8).clamp(1, n.max(1));
-    let (qkv_cols, out_cols, hidden_cols) = (share(d), share(d), share(f));
-    let new_row = (rows - 1) * d;
-    let query = Shared::new(d);
-    let (mixed, h, hidden, out) = (Shared::new(d), Shared::new(d), Shared::new(f), Shared::new(d));
-    let (keys, values) = (SharedMut(keys.as_mut_ptr()), SharedMut(values.as_mut_ptr()));
-    let phases = [
-        Phase::new(3 * d.div_ceil(qkv_cols)),
-        Phase::new(heads),
-        Phase::new(d.div_ceil(out_cols)),
-        Phase::new(f.div_ceil(hidden_cols)),
-        Phase::new(d.div_ceil(out_cols)),
-    ];
-    let dims =
-        AttentionDims { batch: 1, heads, queries: 1, keys: rows, head_size: e, causal: true };
+    assert_eq!(caches.len(), 2 * blocks.len(), "block_step: two caches a block");
+    let d = x.len();
+    let weights: usize = blocks.iter().map(|p| 2 * p.ff_in[0].len() + 4 * d * d).sum();
+    let threads = if weights < PARALLEL_WEIGHTS { 1 } else { rayon::current_num_threads() };
+    let steps: Vec<Step<T>> = blocks
+        .iter()
+        .zip(caches.chunks_mut(2))
+        .map(|(p, kv)| match kv {
+            [k, v] => Step::new(p, d, k, v, threads),
+            _ => unreachable!("two caches a block, asserted"),
+        })
+        .collect();
     let work = |member: usize| {
+        for (i, step) in steps.iter().enumerate() {
+            // SAFETY: the block before has ended (its last phase waited for all its pieces).
+            let input = if i == 0 { x } else { unsafe { steps[i - 1].out.all() } };
+            step.run(input, member, threads);
+        }
+    };
+    team(0, threads, &work);
+    match steps.into_iter().last() {
+        Some(step) => step.out.into_vec(),
+        None => x.to_vec(),
+    }
+}
+
+/// One block's step: its parameters and sizes, the buffers its phases write, the phases.
+struct Step<'a, T> {
+    p: &'a BlockParams<'a, [T]>,
+    rows: usize,
+    cols: [usize; 3],
+    query: Shared<T>,
+    mixed: Shared<T>,
+    h: Shared<T>,
+    hidden: Shared<T>,
+    out: Shared<T>,
+    keys: SharedMut<T>,
+    values: SharedMut<T>,
+    phases: [Phase; 5],
+}
+
+impl<'a, T: Float + Send + Sync> Step<'a, T> {
+    fn new(
+        p: &'a BlockParams<'a, [T]>,
+        d: usize,
+        keys: &mut [T],
+        values: &mut [T],
+        threads: usize,
+    ) -> Step<'a, T> {
+        let f = p.ff_in[1].len();
+        let (heads, e) = (p.heads, d / p.heads.max(1));
+        let rows = keys.len() / d.max(1);
+        assert!(
+            heads * e == d && rows >= 1 && keys.len() == rows * d && values.len() == keys.len(),
+            "block_step: {heads} heads of {d} features, caches of {} and {}",
+            keys.len(),
+            values.len()
+        );
+        for (what, [w, b], n, k) in [
+            ("query", p.query, d, d),
+            ("key", p.key, d, d),
+            ("value", p.value, d, d),
+            ("output", p.output, d, d),
+            ("ff_in", p.ff_in, f, d),
+            ("ff_out", p.ff_out, d, f),
+            ("attention_norm", p.attention_norm, d, 1),
+            ("ff_norm", p.ff_norm, d, 1),
+        ] {
+            assert!(
+                w.len() == n * k && b.len() == n,
+                "block_step: {what} of {} and {}",
+                w.len(),
+                b.len()
+            );
+        }
+        // One share of each product per thread: each thread then reads the same rows of every
+        // weight at every step (its L2 cache may still hold some), and the threads meet once a
+        // phase (finer chunks, claimed one by one, made the threads' counters bounce between
+        // the cores: half the speed when the two vCPUs sat far apart).
+        let share = |n: usize| n.div_ceil(threads).next_multiple_of(8).clamp(1, n.max(1));
+        let cols = [share(d), share(d), share(f)];
+        Step {
+            p,
+            rows,
+            cols,
+            query: Shared::new(d),
+            mixed: Shared::new(d),
+            h: Shared::new(d),
+            hidden: Shared::new(f),
+            out: Shared::new(d),
+            keys: SharedMut(keys.as_mut_ptr()),
+            values: SharedMut(values.as_mut_ptr()),
+            phases: [
+                Phase::new(3 * d.div_ceil(cols[0])),
+                Phase::new(heads),
+                Phase::new(d.div_ceil(cols[1])),
+                Phase::new(f.div_ceil(cols[2])),
+                Phase::new(d.div_ceil(cols[1])),
+            ],
+        }
+    }
+
+    /// Member `member`'s part of the step of `x` (of a team of `threads`), returning when the
+    /// whole step is done.
+    fn run(&self, x: &[T], member: usize, threads: usize) {
+        let Step { p, rows, cols: [qkv_cols, out_cols, hidden_cols], .. } = *self;
+        let (d, f) = (x.len(), p.ff_in[1].len());
+        let (heads, e) = (p.heads, d / p.heads.max(1));
+        let new_row = (rows - 1) * d;
+        let (query, keys, values) = (&self.query, &self.keys, &self.values);
+        let (mixed, h, hidden, out) = (&self.mixed, &self.h, &self.hidden, &self.out);
+        let phases = &self.phases;
+        let dims =
+            AttentionDims { batch: 1, heads, queries: 1, keys: rows, head_size: e, causal: true };
         let run = |phase: &Phase, piece: &mut dyn FnMut(usize)| phase.run(member, threads, piece);
         // This thread's normalized inputs, made when it first needs them.
         let (mut y1, mut y2) = (None, None);
@@ -136,9 +202,7 @@ pub fn block_step<T: Float + Send + Sync>(
             affine_columns(hidden, p.ff_out, cols.clone(), dst);
             dst.iter_mut().zip(&h[cols]).for_each(|(y, &h)| *y = h + *y);
         });
-    };
-    team(0, threads, &work);
-    out.into_vec()
+    }
 }
 
 /// Blocks whose weights hold fewer elements run on one thread: sharing the work costs more

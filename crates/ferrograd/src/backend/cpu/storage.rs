@@ -568,14 +568,15 @@ impl BackendStorage for CpuStorage {
     }
     fn block_step(
         &self,
-        p: &BlockParams<'_, Self>,
-        keys: &mut Self,
-        values: &mut Self,
+        blocks: &[BlockParams<'_, Self>],
+        caches: &mut [&mut Self],
     ) -> Result<Self> {
         with_float!(self.dtype(), T => {
-            let p = p.map(|s| s.slice::<T>())?;
-            let (k, v) = (keys.slice_mut::<T>()?, values.slice_mut::<T>()?);
-            Ok(put(super::block_step(self.slice::<T>()?, &p, k, v)))
+            let blocks =
+                blocks.iter().map(|p| p.map(|s| s.slice::<T>())).collect::<Result<Vec<_>>>()?;
+            let mut caches =
+                caches.iter_mut().map(|c| c.slice_mut::<T>()).collect::<Result<Vec<_>>>()?;
+            Ok(put(super::block_step(self.slice::<T>()?, &blocks, &mut caches)))
         })
     }
     fn attention_backward(
