@@ -1,9 +1,9 @@
-//! One step of a pre-norm transformer block for a single new token, fused: generation's inner
-//! loop. Composed, a step is some fifteen ops, six of them a row times a weight; each takes a
-//! few microseconds, its bookkeeping and the wake-up of a second thread about as long, so the
-//! ops ran on one thread at a third of what the cores stream. Fused, the pool's threads share
-//! the columns of each phase and wait for each other only between phases. The block's
-//! composed ops are its twin: each phase calls the kernels they call, in their order, so the
+//! One step of pre-norm transformer blocks for a single new token, fused: generation's inner
+//! loop. Composed, a block's step is some fifteen ops, six of them a row times a weight, each
+//! a few microseconds long with its bookkeeping; the products stayed on one thread, as handing
+//! half of one to another thread cost about what it saved. Fused, the pool's threads form a
+//! team once a token and split the columns of every product, meeting between phases. The
+//! composed ops are the twin: each phase calls the kernels they call, in their order, so the
 //! two agree to the bit (the tests check it).
 
 use super::attention::softmax_rows;
@@ -13,7 +13,7 @@ use crate::backend::{AttentionDims, BlockParams};
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// `x` (D) through the blocks in turn: the last one's output (D). `caches` holds each
 /// block's keys and values, (S + 1, D) each with a last row for this token, which the step
@@ -35,14 +35,15 @@ pub fn block_step<T: Float + Send + Sync>(
             _ => unreachable!("two caches a block, asserted"),
         })
         .collect();
-    let work = |member: usize| {
+    let team = Team::new(threads);
+    let work = |member: usize, members: usize| {
         for (i, step) in steps.iter().enumerate() {
-            // SAFETY: the block before has ended (its last phase waited for all its pieces).
+            // SAFETY: the block before has ended (its last phase waited for every member).
             let input = if i == 0 { x } else { unsafe { steps[i - 1].out.all() } };
-            step.run(input, member, threads);
+            step.run(input, &team, 5 * i, member, members);
         }
     };
-    team(0, threads, &work);
+    team.run(&work);
     match steps.into_iter().last() {
         Some(step) => step.out.into_vec(),
         None => x.to_vec(),
@@ -61,7 +62,8 @@ struct Step<'a, T> {
     out: Shared<T>,
     keys: SharedMut<T>,
     values: SharedMut<T>,
-    phases: [Phase; 5],
+    /// Pieces of each of the step's five phases.
+    pieces: [usize; 5],
 }
 
 impl<'a, T: Float + Send + Sync> Step<'a, T> {
@@ -115,35 +117,38 @@ impl<'a, T: Float + Send + Sync> Step<'a, T> {
             out: Shared::new(d),
             keys: SharedMut(keys.as_mut_ptr()),
             values: SharedMut(values.as_mut_ptr()),
-            phases: [
-                Phase::new(3 * d.div_ceil(cols[0])),
-                Phase::new(heads),
-                Phase::new(d.div_ceil(cols[1])),
-                Phase::new(f.div_ceil(cols[2])),
-                Phase::new(d.div_ceil(cols[1])),
+            pieces: [
+                3 * d.div_ceil(cols[0]),
+                heads,
+                d.div_ceil(cols[1]),
+                f.div_ceil(cols[2]),
+                d.div_ceil(cols[1]),
             ],
         }
     }
 
-    /// Member `member`'s part of the step of `x` (of a team of `threads`), returning when the
-    /// whole step is done.
-    fn run(&self, x: &[T], member: usize, threads: usize) {
+    /// Member `member`'s part of the step of `x` (of `members` in `team`), returning when the
+    /// whole step is done; its phases are the team's `first..first + 5`.
+    fn run(&self, x: &[T], team: &Team, first: usize, member: usize, members: usize) {
         let Step { p, rows, cols: [qkv_cols, out_cols, hidden_cols], .. } = *self;
         let (d, f) = (x.len(), p.ff_in[1].len());
         let (heads, e) = (p.heads, d / p.heads.max(1));
         let new_row = (rows - 1) * d;
         let (query, keys, values) = (&self.query, &self.keys, &self.values);
         let (mixed, h, hidden, out) = (&self.mixed, &self.h, &self.hidden, &self.out);
-        let phases = &self.phases;
         let dims =
             AttentionDims { batch: 1, heads, queries: 1, keys: rows, head_size: e, causal: true };
-        let run = |phase: &Phase, piece: &mut dyn FnMut(usize)| phase.run(member, threads, piece);
+        // Phase k: this member's pieces (every members-th), then the wait for the others.
+        let run = |k: usize, piece: &mut dyn FnMut(usize)| {
+            (member..self.pieces[k]).step_by(members).for_each(&mut *piece);
+            team.finished(member, members, first + k);
+        };
         // This thread's normalized inputs, made when it first needs them.
         let (mut y1, mut y2) = (None, None);
         let mut scores = vec![T::zero(); rows];
         // Query, key and value columns, each written once, as `linear` writes them: the bias,
         // then the product added.
-        run(&phases[0], &mut |i| {
+        run(0, &mut |i| {
             let y = y1.get_or_insert_with(|| normalized(x, p.attention_norm, p.attention_eps));
             let (which, cols) = (i % 3, columns(i / 3, qkv_cols, d));
             let weights = [p.query, p.key, p.value][which];
@@ -162,7 +167,7 @@ impl<'a, T: Float + Send + Sync> Step<'a, T> {
         // phases before it, which have ended; a phase writes only its chunks' columns.
         let (query, all_keys, all_values) =
             unsafe { (query.all(), keys.slice(0..rows * d), values.slice(0..rows * d)) };
-        run(&phases[1], &mut |hd| {
+        run(1, &mut |hd| {
             let at = hd * e;
             let q = MatRef { data: &query[at..], row_stride: d, col_stride: 1 };
             let k_t = MatRef { data: &all_keys[at..], row_stride: 1, col_stride: d };
@@ -179,14 +184,14 @@ impl<'a, T: Float + Send + Sync> Step<'a, T> {
         });
         // The attention's output projection, added to the block's input.
         let mixed = unsafe { mixed.all() };
-        run(&phases[2], &mut |i| {
+        run(2, &mut |i| {
             let cols = columns(i, out_cols, d);
             let dst = unsafe { h.range(cols.clone()) };
             affine_columns(mixed, p.output, cols.clone(), dst);
             dst.iter_mut().zip(&x[cols]).for_each(|(y, &x)| *y = x + *y);
         });
         let h = unsafe { h.all() };
-        run(&phases[3], &mut |i| {
+        run(3, &mut |i| {
             let y = y2.get_or_insert_with(|| normalized(h, p.ff_norm, p.ff_eps));
             let cols = columns(i, hidden_cols, f);
             let dst = unsafe { hidden.range(cols.clone()) };
@@ -196,7 +201,7 @@ impl<'a, T: Float + Send + Sync> Step<'a, T> {
             }
         });
         let hidden = unsafe { hidden.all() };
-        run(&phases[4], &mut |i| {
+        run(4, &mut |i| {
             let cols = columns(i, out_cols, d);
             let dst = unsafe { out.range(cols.clone()) };
             affine_columns(hidden, p.ff_out, cols.clone(), dst);
@@ -236,55 +241,110 @@ fn affine_columns<T: Float + Send + Sync>(
     matmul_rows_accumulate(dense(x, k), w_t, (1, k, cols.len()), dst, cols.len());
 }
 
-/// Runs `work(member)` for members `first..threads` on as many threads of the pool (this one
-/// first), returning when all have. A member that does not start in time finds the phases
-/// done by the others.
-fn team(first: usize, threads: usize, work: &(impl Fn(usize) + Sync)) {
-    if first + 1 >= threads {
-        return work(first);
-    }
-    super::join_polling(|| work(first), || team(first + 1, threads, work));
+/// The threads that share a step. Members 1.. start as pool jobs, and the step goes ahead
+/// with them only if all have started within [`JOIN_WAIT`]; otherwise this thread takes it
+/// alone (a pool whose workers sleep would make each token wait for their wake-up). Once
+/// formed, the members split every phase statically and meet through their progress
+/// counters, each on a cache line of its own, which the others only read: claiming pieces
+/// through shared counters made a line bounce between the cores at every piece.
+struct Team {
+    members: usize,
+    progress: Vec<Padded>,
+    joined: Padded,
+    decided: Padded,
 }
 
-/// One phase of the step: `chunks` pieces of work. Member m of a team of n takes pieces m,
-/// m + n, ... first, then any the others have not taken, and waits until all are done. No
-/// member waits for another to arrive, so one that never starts (its thread busy elsewhere)
-/// costs only its share, which the others take.
-#[repr(align(128))] // a cache line (pair) of its own: the threads poll it
-struct Phase {
-    taken: Vec<AtomicBool>,
-    done: AtomicUsize,
+/// Marks a member that panics as past every phase, so that the others' waits end (and the
+/// join passes the panic on).
+struct Bail<'a>(&'a Padded);
+
+impl Drop for Bail<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0 .0.store(usize::MAX, Ordering::Release);
+        }
+    }
 }
 
-impl Phase {
-    fn new(chunks: usize) -> Phase {
-        Phase {
-            taken: (0..chunks).map(|_| AtomicBool::new(false)).collect(),
-            done: AtomicUsize::new(0),
+/// How long the first thread waits for the others to start.
+const JOIN_WAIT: std::time::Duration = std::time::Duration::from_micros(20);
+
+const UNDECIDED: usize = 0;
+const TOGETHER: usize = 1;
+const ALONE: usize = 2;
+
+#[repr(align(128))] // a cache line (pair) of its own
+struct Padded(AtomicUsize);
+
+impl Padded {
+    fn new(v: usize) -> Padded {
+        Padded(AtomicUsize::new(v))
+    }
+}
+
+impl Team {
+    fn new(members: usize) -> Team {
+        Team {
+            members,
+            progress: (0..members).map(|_| Padded::new(0)).collect(),
+            joined: Padded::new(0),
+            decided: Padded::new(UNDECIDED),
         }
     }
 
-    fn run(&self, member: usize, members: usize, piece: &mut dyn FnMut(usize)) {
-        /// Counts the piece done even if it panics, so the others' wait ends (and the join
-        /// passes the panic on).
-        struct Done<'a>(&'a AtomicUsize);
-        impl Drop for Done<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_add(1, Ordering::Release);
-            }
+    /// Runs `work(member, members)` on this thread as member 0 and, when they start in time,
+    /// on the other members' threads; returns when all are done.
+    fn run(&self, work: &(impl Fn(usize, usize) + Sync)) {
+        if self.members <= 1 {
+            return work(0, 1);
         }
-        let n = self.taken.len();
-        let members = members.max(1);
-        let others = (0..n).filter(|i| i % members != member);
-        for i in (member..n).step_by(members).chain(others) {
-            if !self.taken[i].load(Ordering::Relaxed) && !self.taken[i].swap(true, Ordering::AcqRel)
-            {
-                let _done = Done(&self.done);
-                piece(i);
+        let lead = || {
+            let start = std::time::Instant::now();
+            let helpers = self.members - 1;
+            while self.joined.0.load(Ordering::Acquire) < helpers && start.elapsed() < JOIN_WAIT {
+                std::hint::spin_loop();
             }
+            let together = self.joined.0.load(Ordering::Acquire) == helpers;
+            self.decided.0.store(if together { TOGETHER } else { ALONE }, Ordering::Release);
+            let _bail = Bail(&self.progress[0]);
+            match together {
+                true => work(0, self.members),
+                false => work(0, 1),
+            }
+        };
+        super::join_polling(lead, || self.helpers(1, work));
+    }
+
+    fn helpers(&self, member: usize, work: &(impl Fn(usize, usize) + Sync)) {
+        let join = || {
+            self.joined.0.fetch_add(1, Ordering::AcqRel);
+            let decided = loop {
+                match self.decided.0.load(Ordering::Acquire) {
+                    UNDECIDED => std::hint::spin_loop(),
+                    d => break d,
+                }
+            };
+            if decided == TOGETHER {
+                let _bail = Bail(&self.progress[member]);
+                work(member, self.members);
+            }
+        };
+        if member + 1 >= self.members {
+            return join();
         }
-        while self.done.load(Ordering::Acquire) < n {
-            std::hint::spin_loop();
+        super::join_polling(join, || self.helpers(member + 1, work));
+    }
+
+    /// Member `member` of `members` has finished phase `k`; waits until every member has.
+    fn finished(&self, member: usize, members: usize, k: usize) {
+        if members <= 1 {
+            return;
+        }
+        self.progress[member].0.store(k + 1, Ordering::Release);
+        for (m, other) in self.progress.iter().enumerate() {
+            while m != member && other.0.load(Ordering::Acquire) <= k {
+                std::hint::spin_loop();
+            }
         }
     }
 }
