@@ -146,7 +146,7 @@ fn incremental_decoding_equals_the_full_pass() {
 /// A step of one token through a pre-norm block as one fused op (`Tensor::block_step`, which
 /// generation takes) against the same step through the ops one by one (a padding of no slots
 /// takes that path): the outputs and the caches are the same to the bit, on one thread (a
-/// small block) and shared among 2 and 3 threads (W5's size), in f32 and f64.
+/// small block) and in pools of 2 and 3 threads (W5's size), in f32 and f64.
 #[test]
 fn a_fused_step_of_one_token_equals_the_ops_one_by_one() {
     let cases = [

@@ -102,7 +102,8 @@ impl SequenceModel for SequenceStack {
         self.layers.iter().try_fold(x.clone(), |h, l| l.forward_masked(&h, mask))
     }
     /// Each run of TransformerBlocks that can fuse a step ([`Tensor::block_step`]) takes it
-    /// as one op, so that the threads that share its products meet once a token.
+    /// as one op, so that the threads that share its products meet once a token. A run whose
+    /// state runs short starts again from none, as one layer whose state runs short does.
     fn forward_incremental(&self, x: &Tensor, state: &mut Vec<Tensor>) -> Result<Tensor> {
         let mut h = x.clone();
         let mut old = std::mem::take(state).into_iter();

@@ -121,7 +121,11 @@ impl TransformerBlock {
         pad: Option<&Padding>,
     ) -> Result<Tensor> {
         if pad.is_none() && state.len() == 2 && self.steps_fused(x)? {
-            return fused_steps(&[self], x, state);
+            // Taken, as the composed path takes it: after an error the state is empty.
+            let mut caches = std::mem::take(state);
+            let y = fused_steps(&[self], x, &mut caches)?;
+            *state = caches;
+            return Ok(y);
         }
         let h = self.attention_norm.apply(x, |y| self.attention.incremental(y, state, pad))?;
         self.ff_norm.apply(&h, |y| self.feed_forward(y))

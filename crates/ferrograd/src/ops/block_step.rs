@@ -40,10 +40,10 @@ impl Tensor {
     pub fn block_step(&self, blocks: &[PreNormBlock], caches: &mut [Tensor]) -> Result<Tensor> {
         const OP: &str = "block_step";
         let d = *self.dims().last().unwrap_or(&0);
-        if self.dims() != [1, 1, d] {
+        if self.dims() != [1, 1, d] || d == 0 {
             return Err(Error::shape(
                 OP,
-                format!("takes one token (1, 1, D), got {}", self.shape()),
+                format!("takes one token (1, 1, D) of D > 0 features, got {}", self.shape()),
             ));
         }
         if caches.len() != 2 * blocks.len() {

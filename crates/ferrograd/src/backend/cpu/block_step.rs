@@ -4,13 +4,14 @@
 //! half of one to another thread cost about what it saved. Fused, the pool's threads form a
 //! team once a token and split the columns of every product, meeting between phases. The
 //! composed ops are the twin: each phase calls the kernels they call, in their order, so the
-//! two agree to the bit (the tests check it).
+//! two agree to the bit (the tests check it), except where the composed product splits its
+//! sum across threads (k from 4096 on two: GPT-2 medium's second FeedForward layer), where
+//! they agree to rounding.
 
 use super::attention::softmax_rows;
 use super::{dense, matmul, matmul_rows, matmul_rows_accumulate, norm, unary, with_wide_vectors};
 use super::{Float, MatRef};
 use crate::backend::{AttentionDims, BlockParams};
-use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,7 +27,9 @@ pub fn block_step<T: Float + Send + Sync>(
     assert_eq!(caches.len(), 2 * blocks.len(), "block_step: two caches a block");
     let d = x.len();
     let weights: usize = blocks.iter().map(|p| 2 * p.ff_in[0].len() + 4 * d * d).sum();
-    let threads = if weights < PARALLEL_WEIGHTS { 1 } else { rayon::current_num_threads() };
+    // Two threads at most: a third would wait in a nested join, where a pool's KeepWarm poller
+    // that it picked up would keep it until the poller stops.
+    let threads = if weights < PARALLEL_WEIGHTS { 1 } else { rayon::current_num_threads().min(2) };
     let steps: Vec<Step<T>> = blocks
         .iter()
         .zip(caches.chunks_mut(2))
@@ -254,8 +257,8 @@ struct Team {
     decided: Padded,
 }
 
-/// Marks a member that panics as past every phase, so that the others' waits end (and the
-/// join passes the panic on).
+/// Marks a member that panics as past every phase, so that the others stop waiting and
+/// panic in turn (rather than read what it did not write); the join passes the panic on.
 struct Bail<'a>(&'a Padded);
 
 impl Drop for Bail<'_> {
@@ -341,53 +344,58 @@ impl Team {
             return;
         }
         self.progress[member].0.store(k + 1, Ordering::Release);
-        for (m, other) in self.progress.iter().enumerate() {
-            while m != member && other.0.load(Ordering::Acquire) <= k {
-                std::hint::spin_loop();
+        for (m, other) in self.progress.iter().enumerate().filter(|&(m, _)| m != member) {
+            loop {
+                match other.0.load(Ordering::Acquire) {
+                    // Its pieces of this phase may be unwritten: no one reads on.
+                    usize::MAX => panic!("block_step: member {m} of the team panicked"),
+                    p if p > k => break,
+                    _ => std::hint::spin_loop(),
+                }
             }
         }
     }
 }
 
-/// A buffer the team's threads write in disjoint ranges during a phase and read after it.
-struct Shared<T>(UnsafeCell<Vec<MaybeUninit<T>>>);
+/// A buffer the team's threads write in disjoint ranges during a phase and read after it,
+/// always through the one pointer taken when it was made.
+struct Shared<T> {
+    buffer: Vec<T>,
+    at: *mut T,
+}
 
 // SAFETY: threads write disjoint ranges, and read only after the phase that wrote them has
-// ended (its counter's Release/Acquire orders the writes before the reads).
-unsafe impl<T: Send> Sync for Shared<T> {}
+// ended (the progress counters' Release/Acquire order the writes before the reads).
+unsafe impl<T: Send + Sync> Sync for Shared<T> {}
 
-impl<T: Copy> Shared<T> {
+impl<T: Float> Shared<T> {
     fn new(n: usize) -> Shared<T> {
-        let mut v = Vec::with_capacity(n);
-        // SAFETY: MaybeUninit needs no initialization.
-        unsafe { v.set_len(n) };
-        Shared(UnsafeCell::new(v))
+        let mut buffer = vec![T::zero(); n];
+        let at = buffer.as_mut_ptr();
+        Shared { buffer, at }
     }
     /// # Safety
-    /// No other thread touches `r` until the phase ends.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn range_uninit(&self, r: Range<usize>) -> &mut [MaybeUninit<T>] {
-        let base = unsafe { (*self.0.get()).as_mut_ptr() };
-        unsafe { std::slice::from_raw_parts_mut(base.add(r.start), r.len()) }
-    }
-    /// # Safety
-    /// As [`Shared::range_uninit`]; the caller writes every element before reading it.
+    /// `r` lies inside the buffer and no other thread touches it until the phase ends.
     #[allow(clippy::mut_from_ref)]
     unsafe fn range(&self, r: Range<usize>) -> &mut [T] {
-        let r = unsafe { self.range_uninit(r) };
-        unsafe { &mut *(r as *mut [MaybeUninit<T>] as *mut [T]) }
+        debug_assert!(r.end <= self.buffer.len());
+        unsafe { std::slice::from_raw_parts_mut(self.at.add(r.start), r.len()) }
     }
     /// # Safety
-    /// The phases that write the buffer have ended, and wrote all of it.
+    /// As [`Shared::range`].
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn range_uninit(&self, r: Range<usize>) -> &mut [MaybeUninit<T>] {
+        let r = unsafe { self.range(r) };
+        // SAFETY: MaybeUninit<T> has T's layout, and only values of T are written.
+        unsafe { &mut *(r as *mut [T] as *mut [MaybeUninit<T>]) }
+    }
+    /// # Safety
+    /// The phases that write the buffer have ended.
     unsafe fn all(&self) -> &[T] {
-        let v = unsafe { &*self.0.get() };
-        unsafe { &*(v.as_slice() as *const [MaybeUninit<T>] as *const [T]) }
+        unsafe { std::slice::from_raw_parts(self.at, self.buffer.len()) }
     }
     fn into_vec(self) -> Vec<T> {
-        let mut v = std::mem::ManuallyDrop::new(self.0.into_inner());
-        // SAFETY: called after the last phase, which wrote every element; MaybeUninit<T> and
-        // T have one layout.
-        unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut T, v.len(), v.capacity()) }
+        self.buffer
     }
 }
 
@@ -395,7 +403,7 @@ impl<T: Copy> Shared<T> {
 struct SharedMut<T>(*mut T);
 
 // SAFETY: as for Shared.
-unsafe impl<T: Send> Sync for SharedMut<T> {}
+unsafe impl<T: Send + Sync> Sync for SharedMut<T> {}
 
 impl<T> SharedMut<T> {
     /// # Safety

@@ -135,11 +135,14 @@ impl Lanes for Avx512 {
         if R != 8 {
             return unsafe { one_by_one::<Self, R>(v) };
         }
-        let fold = |v: __m512| unsafe {
-            let high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-            _mm256_add_ps(_mm512_castps512_ps256(v), high)
-        };
-        let halves: [__m256; 8] = std::array::from_fn(|i| fold(v[i]));
+        let mut halves = [unsafe { _mm256_setzero_ps() }; 8];
+        for (half, &v) in halves.iter_mut().zip(v) {
+            // SAFETY: AVX-512F is enabled wherever these lanes run.
+            *half = unsafe {
+                let high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+                _mm256_add_ps(_mm512_castps512_ps256(v), high)
+            };
+        }
         let mut out = [0.0; R];
         out.copy_from_slice(&unsafe { Avx2::sums(&halves) });
         out
