@@ -102,8 +102,8 @@ impl SequenceModel for SequenceStack {
         self.layers.iter().try_fold(x.clone(), |h, l| l.forward_masked(&h, mask))
     }
     /// Each run of TransformerBlocks that can fuse a step ([`Tensor::block_step`]) takes it
-    /// as one op, so that the threads that share its products meet once a token. A run whose
-    /// state runs short starts again from none, as one layer whose state runs short does.
+    /// as one op, so that the threads that share its products meet once a token; every other
+    /// layer, and a run without its caches yet, steps as [`incremental_layers`] steps it.
     fn forward_incremental(&self, x: &Tensor, state: &mut Vec<Tensor>) -> Result<Tensor> {
         let mut h = x.clone();
         let mut old = std::mem::take(state).into_iter();
@@ -112,31 +112,25 @@ impl SequenceModel for SequenceStack {
         while i < self.layers.len() {
             let run: Vec<&crate::TransformerBlock> =
                 self.layers[i..].iter().map_while(|l| l.as_transformer_block()).collect();
-            let mut fused = !run.is_empty();
+            let mut fused = !run.is_empty() && old.len() >= 2 * run.len();
             for b in &run {
                 fused = fused && b.steps_fused(&h)?;
             }
-            let n: usize = if fused { 2 * run.len() } else { self.layers[i].state_len() };
+            if fused {
+                let mut caches: Vec<Tensor> = old.by_ref().take(2 * run.len()).collect();
+                h = crate::transformer::fused_steps(&run, &h, &mut caches)?;
+                next.extend(caches);
+                i += run.len();
+                continue;
+            }
+            let n = self.layers[i].state_len();
             let mut s: Vec<Tensor> = old.by_ref().take(n).collect();
             if s.len() < n {
                 s.clear();
             }
-            if fused && !s.is_empty() {
-                h = crate::transformer::fused_steps(&run, &h, &mut s)?;
-                i += run.len();
-            } else if fused {
-                // The first step (no cache yet): block by block, as below.
-                for b in &run {
-                    let mut one = Vec::new();
-                    h = b.forward_incremental(&h, &mut one)?;
-                    s.extend(one);
-                }
-                i += run.len();
-            } else {
-                h = self.layers[i].forward_incremental(&h, &mut s)?;
-                i += 1;
-            }
+            h = self.layers[i].forward_incremental(&h, &mut s)?;
             next.extend(s);
+            i += 1;
         }
         *state = next;
         Ok(h)

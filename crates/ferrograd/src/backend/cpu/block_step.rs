@@ -27,8 +27,6 @@ pub fn block_step<T: Float + Send + Sync>(
     assert_eq!(caches.len(), 2 * blocks.len(), "block_step: two caches a block");
     let d = x.len();
     let weights: usize = blocks.iter().map(|p| 2 * p.ff_in[0].len() + 4 * d * d).sum();
-    // Two threads at most: a third would wait in a nested join, where a pool's KeepWarm poller
-    // that it picked up would keep it until the poller stops.
     let threads = if weights < PARALLEL_WEIGHTS { 1 } else { rayon::current_num_threads().min(2) };
     let steps: Vec<Step<T>> = blocks
         .iter()
@@ -57,7 +55,8 @@ pub fn block_step<T: Float + Send + Sync>(
 struct Step<'a, T> {
     p: &'a BlockParams<'a, [T]>,
     rows: usize,
-    cols: [usize; 3],
+    /// Columns a member's share of a product over D, and over the FeedForward's F.
+    cols: [usize; 2],
     query: Shared<T>,
     mixed: Shared<T>,
     h: Shared<T>,
@@ -82,33 +81,16 @@ impl<'a, T: Float + Send + Sync> Step<'a, T> {
         let rows = keys.len() / d.max(1);
         assert!(
             heads * e == d && rows >= 1 && keys.len() == rows * d && values.len() == keys.len(),
-            "block_step: {heads} heads of {d} features, caches of {} and {}",
+            "block_step: {heads} heads of {d} features, caches of {} and {} (the op checks sizes)",
             keys.len(),
             values.len()
         );
-        for (what, [w, b], n, k) in [
-            ("query", p.query, d, d),
-            ("key", p.key, d, d),
-            ("value", p.value, d, d),
-            ("output", p.output, d, d),
-            ("ff_in", p.ff_in, f, d),
-            ("ff_out", p.ff_out, d, f),
-            ("attention_norm", p.attention_norm, d, 1),
-            ("ff_norm", p.ff_norm, d, 1),
-        ] {
-            assert!(
-                w.len() == n * k && b.len() == n,
-                "block_step: {what} of {} and {}",
-                w.len(),
-                b.len()
-            );
-        }
         // One share of each product per thread: each thread then reads the same rows of every
         // weight at every step (its L2 cache may still hold some), and the threads meet once a
         // phase (finer chunks, claimed one by one, made the threads' counters bounce between
         // the cores: half the speed when the two vCPUs sat far apart).
         let share = |n: usize| n.div_ceil(threads).next_multiple_of(8).clamp(1, n.max(1));
-        let cols = [share(d), share(d), share(f)];
+        let cols = [share(d), share(f)];
         Step {
             p,
             rows,
@@ -123,9 +105,9 @@ impl<'a, T: Float + Send + Sync> Step<'a, T> {
             pieces: [
                 3 * d.div_ceil(cols[0]),
                 heads,
-                d.div_ceil(cols[1]),
-                f.div_ceil(cols[2]),
-                d.div_ceil(cols[1]),
+                d.div_ceil(cols[0]),
+                f.div_ceil(cols[1]),
+                d.div_ceil(cols[0]),
             ],
         }
     }
@@ -133,7 +115,7 @@ impl<'a, T: Float + Send + Sync> Step<'a, T> {
     /// Member `member`'s part of the step of `x` (of `members` in `team`), returning when the
     /// whole step is done; its phases are the team's `first..first + 5`.
     fn run(&self, x: &[T], team: &Team, first: usize, member: usize, members: usize) {
-        let Step { p, rows, cols: [qkv_cols, out_cols, hidden_cols], .. } = *self;
+        let Step { p, rows, cols: [d_cols, f_cols], .. } = *self;
         let (d, f) = (x.len(), p.ff_in[1].len());
         let (heads, e) = (p.heads, d / p.heads.max(1));
         let new_row = (rows - 1) * d;
@@ -153,7 +135,7 @@ impl<'a, T: Float + Send + Sync> Step<'a, T> {
         // then the product added.
         run(0, &mut |i| {
             let y = y1.get_or_insert_with(|| normalized(x, p.attention_norm, p.attention_eps));
-            let (which, cols) = (i % 3, columns(i / 3, qkv_cols, d));
+            let (which, cols) = (i % 3, columns(i / 3, d_cols, d));
             let weights = [p.query, p.key, p.value][which];
             // SAFETY: chunk i alone writes these columns (of the query, or of the caches' last
             // row, which the caller's buffers hold); nothing reads them before this phase ends.
@@ -188,15 +170,13 @@ impl<'a, T: Float + Send + Sync> Step<'a, T> {
         // The attention's output projection, added to the block's input.
         let mixed = unsafe { mixed.all() };
         run(2, &mut |i| {
-            let cols = columns(i, out_cols, d);
-            let dst = unsafe { h.range(cols.clone()) };
-            affine_columns(mixed, p.output, cols.clone(), dst);
-            dst.iter_mut().zip(&x[cols]).for_each(|(y, &x)| *y = x + *y);
+            let cols = columns(i, d_cols, d);
+            added_to(x, mixed, p.output, cols.clone(), unsafe { h.range(cols) });
         });
         let h = unsafe { h.all() };
         run(3, &mut |i| {
             let y = y2.get_or_insert_with(|| normalized(h, p.ff_norm, p.ff_eps));
-            let cols = columns(i, hidden_cols, f);
+            let cols = columns(i, f_cols, f);
             let dst = unsafe { hidden.range(cols.clone()) };
             affine_columns(y, p.ff_in, cols, dst);
             if let Some(op) = p.activation {
@@ -205,10 +185,8 @@ impl<'a, T: Float + Send + Sync> Step<'a, T> {
         });
         let hidden = unsafe { hidden.all() };
         run(4, &mut |i| {
-            let cols = columns(i, out_cols, d);
-            let dst = unsafe { out.range(cols.clone()) };
-            affine_columns(hidden, p.ff_out, cols.clone(), dst);
-            dst.iter_mut().zip(&h[cols]).for_each(|(y, &h)| *y = h + *y);
+            let cols = columns(i, d_cols, d);
+            added_to(h, hidden, p.ff_out, cols.clone(), unsafe { out.range(cols) });
         });
     }
 }
@@ -244,21 +222,35 @@ fn affine_columns<T: Float + Send + Sync>(
     matmul_rows_accumulate(dense(x, k), w_t, (1, k, cols.len()), dst, cols.len());
 }
 
-/// The threads that share a step. Members 1.. start as pool jobs, and the step goes ahead
-/// with them only if all have started within [`JOIN_WAIT`]; otherwise this thread takes it
-/// alone (a pool whose workers sleep would make each token wait for their wake-up). Once
-/// formed, the members split every phase statically and meet through their progress
-/// counters, each on a cache line of its own, which the others only read: claiming pieces
-/// through shared counters made a line bounce between the cores at every piece.
+/// `dst = residual[cols] + (bias[cols] + x · W[cols]ᵀ)`, as `add` after `linear` computes it.
+fn added_to<T: Float + Send + Sync>(
+    residual: &[T],
+    x: &[T],
+    weights: [&[T]; 2],
+    cols: Range<usize>,
+    dst: &mut [T],
+) {
+    affine_columns(x, weights, cols.clone(), dst);
+    dst.iter_mut().zip(&residual[cols]).for_each(|(y, &r)| *y = r + *y);
+}
+
+/// The two threads that share a step (two at most: a third would wait in a nested join,
+/// where a KeepWarm poller it picked up would keep it until the poller stops). The helper
+/// starts as a pool job, and the step goes ahead with it only if it has started within
+/// [`JOIN_WAIT`]; otherwise the first thread takes the step alone (a pool whose workers sleep
+/// would make each token wait for a wake-up). Together, the two split every phase statically
+/// and meet through their progress counters, each on a cache line of its own, which the other
+/// only reads: claiming pieces through shared counters made a line bounce between the cores at
+/// every piece.
 struct Team {
-    members: usize,
-    progress: Vec<Padded>,
+    threads: usize,
+    progress: [Padded; 2],
     joined: Padded,
     decided: Padded,
 }
 
-/// Marks a member that panics as past every phase, so that the others stop waiting and
-/// panic in turn (rather than read what it did not write); the join passes the panic on.
+/// Marks a member that panics as past every phase, so that the other stops waiting and panics
+/// in turn (rather than read what it did not write); the join passes the panic on.
 struct Bail<'a>(&'a Padded);
 
 impl Drop for Bail<'_> {
@@ -269,7 +261,7 @@ impl Drop for Bail<'_> {
     }
 }
 
-/// How long the first thread waits for the others to start.
+/// How long the first thread waits for the helper to start.
 const JOIN_WAIT: std::time::Duration = std::time::Duration::from_micros(20);
 
 const UNDECIDED: usize = 0;
@@ -286,41 +278,34 @@ impl Padded {
 }
 
 impl Team {
-    fn new(members: usize) -> Team {
+    /// A team of `threads`, 1 or 2.
+    fn new(threads: usize) -> Team {
         Team {
-            members,
-            progress: (0..members).map(|_| Padded::new(0)).collect(),
+            threads: threads.clamp(1, 2),
+            progress: [Padded::new(0), Padded::new(0)],
             joined: Padded::new(0),
             decided: Padded::new(UNDECIDED),
         }
     }
 
-    /// Runs `work(member, members)` on this thread as member 0 and, when they start in time,
-    /// on the other members' threads; returns when all are done.
+    /// Runs `work(member, members)` on this thread as member 0 and, when it starts in time,
+    /// on the helper's as member 1; returns when both are done.
     fn run(&self, work: &(impl Fn(usize, usize) + Sync)) {
-        if self.members <= 1 {
+        if self.threads == 1 {
             return work(0, 1);
         }
         let lead = || {
             let start = std::time::Instant::now();
-            let helpers = self.members - 1;
-            while self.joined.0.load(Ordering::Acquire) < helpers && start.elapsed() < JOIN_WAIT {
+            while self.joined.0.load(Ordering::Acquire) == 0 && start.elapsed() < JOIN_WAIT {
                 std::hint::spin_loop();
             }
-            let together = self.joined.0.load(Ordering::Acquire) == helpers;
+            let together = self.joined.0.load(Ordering::Acquire) == 1;
             self.decided.0.store(if together { TOGETHER } else { ALONE }, Ordering::Release);
             let _bail = Bail(&self.progress[0]);
-            match together {
-                true => work(0, self.members),
-                false => work(0, 1),
-            }
+            work(0, if together { 2 } else { 1 });
         };
-        super::join_polling(lead, || self.helpers(1, work));
-    }
-
-    fn helpers(&self, member: usize, work: &(impl Fn(usize, usize) + Sync)) {
-        let join = || {
-            self.joined.0.fetch_add(1, Ordering::AcqRel);
+        let helper = || {
+            self.joined.0.store(1, Ordering::Release);
             let decided = loop {
                 match self.decided.0.load(Ordering::Acquire) {
                     UNDECIDED => std::hint::spin_loop(),
@@ -328,30 +313,26 @@ impl Team {
                 }
             };
             if decided == TOGETHER {
-                let _bail = Bail(&self.progress[member]);
-                work(member, self.members);
+                let _bail = Bail(&self.progress[1]);
+                work(1, 2);
             }
         };
-        if member + 1 >= self.members {
-            return join();
-        }
-        super::join_polling(join, || self.helpers(member + 1, work));
+        super::join_polling(lead, helper);
     }
 
-    /// Member `member` of `members` has finished phase `k`; waits until every member has.
+    /// Member `member` of `members` has finished phase `k`; waits until the other has.
     fn finished(&self, member: usize, members: usize, k: usize) {
-        if members <= 1 {
+        if members == 1 {
             return;
         }
         self.progress[member].0.store(k + 1, Ordering::Release);
-        for (m, other) in self.progress.iter().enumerate().filter(|&(m, _)| m != member) {
-            loop {
-                match other.0.load(Ordering::Acquire) {
-                    // Its pieces of this phase may be unwritten: no one reads on.
-                    usize::MAX => panic!("block_step: member {m} of the team panicked"),
-                    p if p > k => break,
-                    _ => std::hint::spin_loop(),
-                }
+        let other = &self.progress[1 - member].0;
+        loop {
+            match other.load(Ordering::Acquire) {
+                // Its pieces of this phase may be unwritten: no one reads on.
+                usize::MAX => panic!("block_step: the other member of the team panicked"),
+                p if p > k => break,
+                _ => std::hint::spin_loop(),
             }
         }
     }
